@@ -1,0 +1,595 @@
+"""Configuration of a Durable Functions app: host.json, local.settings.json and the environment.
+
+The Functions host merges three sources, later ones winning: ``host.json``, the ``Values`` of
+``local.settings.json`` (which func core tools turns into environment variables) and the real
+environment.  Host options can be overridden from the last two with names of the form
+``AzureFunctionsJobHost__extensions__durableTask__<key>``.  :func:`load_config` reproduces that chain
+for the options durable_ext implements (``extensions.durableTask`` and ``extensions.http.routePrefix``)
+and returns one frozen :class:`HostConfig`.  Defaults follow Durable Functions extension v3.x on a
+dedicated (non-consumption) plan.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from durable_ext.errors import ConfigError, InvalidHubNameError
+
+logger = logging.getLogger(__name__)
+
+HOST_JSON = "host.json"
+"""File name of the host configuration inside the app directory."""
+
+LOCAL_SETTINGS_JSON = "local.settings.json"
+"""File name of the local app settings inside the app directory."""
+
+DEFAULT_CONNECTION_NAME = "AzureWebJobsStorage"
+"""App setting holding the storage connection string unless ``connectionName`` says otherwise."""
+
+DEFAULT_HUB_NAME = "TestHubName"
+"""Task hub name when neither ``hubName`` nor ``WEBSITE_SITE_NAME`` is set (DF extension v2+)."""
+
+OVERRIDE_PREFIX = "AzureFunctionsJobHost"
+"""First segment of app settings that override host.json keys."""
+
+MIN_HUB_NAME_LENGTH = 3
+"""Shortest task hub name accepted."""
+
+MAX_HUB_NAME_LENGTH = 45
+"""Longest task hub name accepted; leaves room for suffixes such as ``-largemessages``."""
+
+_HUB_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9]*")
+_TIMESPAN_RE = re.compile(r"(?:([0-9]+)\.)?([0-9]{1,2}):([0-9]{1,2}):([0-9]{1,2})(?:\.([0-9]{1,7}))?")
+_INT_RE = re.compile(r"[+-]?[0-9]+")
+_SETTING_REF_RE = re.compile(r"%([^%]+)%")
+# .NET configuration treats "__" and ":" alike as the path separator of a setting name.
+_OVERRIDE_SEPARATOR_RE = re.compile(r"__|:")
+
+
+class OverridableStates(enum.Enum):
+    """Which existing instances a new start with the same instance ID may replace."""
+
+    NON_RUNNING_STATES = "NonRunningStates"
+    ANY_STATE = "AnyState"
+
+
+@dataclass(frozen=True)
+class StorageProviderOptions:
+    """Azure Storage provider options (``extensions.durableTask.storageProvider`` in host.json)."""
+
+    connection_name: str = DEFAULT_CONNECTION_NAME
+    partition_count: int = 4
+    control_queue_batch_size: int = 32
+    control_queue_buffer_threshold: int = 256
+    control_queue_visibility_timeout: timedelta = timedelta(minutes=5)
+    work_item_queue_visibility_timeout: timedelta = timedelta(minutes=5)
+    max_queue_polling_interval: timedelta = timedelta(seconds=30)
+    allow_replaying_terminal_instances: bool = False
+    use_table_partition_management: bool = True
+    fetch_large_messages_automatically: bool = True
+
+
+def _default_concurrency() -> int:
+    """Return the DF default for the max-concurrent-functions options: ten per core."""
+    return 10 * (os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class DurableTaskOptions:
+    """Durable Functions options (``extensions.durableTask`` in host.json)."""
+
+    hub_name: str
+    storage_provider: StorageProviderOptions = field(default_factory=StorageProviderOptions)
+    max_concurrent_activity_functions: int = field(default_factory=_default_concurrency)
+    max_concurrent_orchestrator_functions: int = field(default_factory=_default_concurrency)
+    max_concurrent_entity_functions: int = field(default_factory=_default_concurrency)
+    extended_sessions_enabled: bool = False
+    extended_session_idle_timeout_in_seconds: int = 30
+    store_inputs_in_orchestration_history: bool = False
+    overridable_existing_instance_states: OverridableStates = OverridableStates.NON_RUNNING_STATES
+    max_entity_operation_batch_size: int = 5000
+    max_orchestration_actions: int = 100000
+    use_graceful_shutdown: bool = False
+    use_app_lease: bool = True
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """Everything durable_ext needs to know about one Functions app directory."""
+
+    app_dir: Path
+    durable_task: DurableTaskOptions
+    route_prefix: str = "api"
+    # A read-only view; excluded from hashing because mapping proxies are unhashable.
+    settings: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+
+    def connection_string(self) -> str:
+        """Return the storage connection string named by ``storage_provider.connection_name``.
+
+        Raises :class:`ConfigError` naming the setting when it is missing or empty.
+        """
+        name = self.durable_task.storage_provider.connection_name
+        value = _lookup_setting(self.settings, name)
+        if value:
+            return value
+        message = f"App setting {name!r} (the storage connection string) is missing or empty"
+        prefix = f"{name}__".lower()
+        if any(key.lower().startswith(prefix) for key in self.settings):
+            # Identity-based connections ("<name>__accountName" etc.) look configured to the user, so say
+            # explicitly why they do not count.
+            message += f"; identity-based connections ({name}__*) are not supported, set a connection string"
+        raise ConfigError(message)
+
+
+def validate_hub_name(name: str) -> str:
+    """Return ``name`` if it is a valid task hub name, else raise :class:`InvalidHubNameError`.
+
+    A valid name has 3-45 characters, only ASCII letters and digits, and starts with a letter.
+    """
+    if MIN_HUB_NAME_LENGTH <= len(name) <= MAX_HUB_NAME_LENGTH and _HUB_NAME_RE.fullmatch(name):
+        return name
+    raise InvalidHubNameError(
+        f"Task hub name {name!r} is invalid: it must have {MIN_HUB_NAME_LENGTH}-{MAX_HUB_NAME_LENGTH} "
+        "characters, contain only ASCII letters and digits, and start with a letter"
+    )
+
+
+def parse_timespan(text: str) -> timedelta:
+    """Parse a .NET TimeSpan string: ``hh:mm:ss``, ``d.hh:mm:ss``, each with an optional ``.fraction``.
+
+    The fraction has up to seven digits (100 ns ticks) and is rounded to microseconds.  Raises
+    :class:`ValueError` for anything else, including out-of-range hours, minutes or seconds.
+    """
+    match = _TIMESPAN_RE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"expected a timespan like '00:05:00' or '1.02:03:04.5', got {text!r}")
+    days, hours, minutes, seconds, fraction = match.groups()
+    if int(hours) > 23 or int(minutes) > 59 or int(seconds) > 59:
+        raise ValueError(f"hours, minutes or seconds out of range in timespan {text!r}")
+    ticks = int((fraction or "0").ljust(7, "0"))
+    return timedelta(
+        days=int(days or 0),
+        hours=int(hours),
+        minutes=int(minutes),
+        seconds=int(seconds),
+        microseconds=round(ticks / 10),
+    )
+
+
+def load_local_settings(app_dir: Path) -> dict[str, str]:
+    """Return the ``Values`` of ``app_dir/local.settings.json`` as strings ({} if the file is absent).
+
+    Numbers and booleans are converted the way func core tools does (``true``/``false`` for booleans);
+    null values are skipped, objects and arrays raise :class:`ConfigError`.
+    """
+    path = app_dir / LOCAL_SETTINGS_JSON
+    data = _read_json_object(path)
+    if data is None:
+        return {}
+    if data.get("IsEncrypted") is True:
+        raise ConfigError(f"{path}: encrypted settings (IsEncrypted: true) are not supported")
+    values = data.get("Values")
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: Values must be a JSON object, got {_json_type(values)}")
+    result: dict[str, str] = {}
+    for key, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            result[key] = "true" if value else "false"
+        elif isinstance(value, str | int | float):
+            result[key] = str(value)
+        else:
+            raise ConfigError(
+                f"{path}: Values.{key} must be a string, number or boolean, not {_json_type(value)}"
+            )
+    return result
+
+
+def load_config(app_dir: Path, environ: Mapping[str, str] | None = None) -> HostConfig:
+    """Load the configuration of the Functions app in ``app_dir``.
+
+    Precedence, lowest first: defaults, ``host.json``, ``local.settings.json`` ``Values``, ``environ``
+    (``os.environ`` when None).  Raises :class:`ConfigError` naming the key and the file or setting for
+    any invalid value.
+    """
+    environ = os.environ if environ is None else environ
+    host_path = app_dir / HOST_JSON
+    local_path = app_dir / LOCAL_SETTINGS_JSON
+    local_values = load_local_settings(app_dir)
+    settings = MappingProxyType({**local_values, **environ})
+
+    host = _read_json_object(host_path) or {}
+    host_origin = str(host_path)
+    extensions = _subsection(host, "extensions", "extensions", host_origin)
+    durable_json = _subsection(extensions, "durableTask", _DURABLE_PATH, host_origin)
+    storage_json = _subsection(durable_json, "storageProvider", _STORAGE_PATH, host_origin)
+    http_json = _subsection(extensions, "http", _HTTP_PATH, host_origin)
+
+    # Local values first so that the environment, applied later, wins key by key.
+    sources = [(name, value, f"setting {name!r} in {local_path}") for name, value in local_values.items()]
+    sources += [(name, value, f"environment variable {name!r}") for name, value in environ.items()]
+    overrides = _collect_overrides(sources)
+
+    durable = _read_section(
+        durable_json, host_origin, overrides, _DURABLE_PATH, _DURABLE_FIELDS, warn_unknown=True
+    )
+    storage = _read_section(
+        storage_json, host_origin, overrides, _STORAGE_PATH, _STORAGE_FIELDS, warn_unknown=True
+    )
+    http = _read_section(http_json, host_origin, overrides, _HTTP_PATH, _HTTP_FIELDS, warn_unknown=False)
+
+    _check_storage_provider(storage)
+    storage_options = StorageProviderOptions(**_attributes(storage))
+    if storage_options.control_queue_batch_size > storage_options.control_queue_buffer_threshold:
+        logger.warning(
+            "%s.controlQueueBatchSize (%d) is larger than controlQueueBufferThreshold (%d); "
+            "adjust them for predictable performance",
+            _STORAGE_PATH,
+            storage_options.control_queue_batch_size,
+            storage_options.control_queue_buffer_threshold,
+        )
+
+    hub = durable.pop("hubName", None)
+    hub_name = (
+        _default_hub_name(settings) if hub is None or hub.value == "" else _resolve_hub_name(hub, settings)
+    )
+    durable_options = DurableTaskOptions(
+        hub_name=hub_name, storage_provider=storage_options, **_attributes(durable)
+    )
+    config = HostConfig(app_dir=app_dir, durable_task=durable_options, settings=settings, **_attributes(http))
+    logger.debug("Loaded configuration of %s: %s", app_dir, durable_options)
+    return config
+
+
+# --- field tables -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Field:
+    """How one host.json key maps onto a dataclass attribute.
+
+    ``attr`` is empty for keys that are validated but not stored.  ``low``/``high`` are inclusive bounds
+    of the same type as ``kind``.
+    """
+
+    key: str
+    attr: str
+    kind: type[Any]
+    low: Any = None
+    high: Any = None
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Value:
+    """A converted value together with where it came from, for later error messages."""
+
+    value: Any
+    dotted: str
+    origin: str
+
+
+_DURABLE_PATH = "extensions.durableTask"
+_STORAGE_PATH = "extensions.durableTask.storageProvider"
+_HTTP_PATH = "extensions.http"
+
+_DURABLE_FIELDS = (
+    _Field("hubName", "", str),
+    _Field("maxConcurrentActivityFunctions", "max_concurrent_activity_functions", int, 1),
+    _Field("maxConcurrentOrchestratorFunctions", "max_concurrent_orchestrator_functions", int, 1),
+    _Field("maxConcurrentEntityFunctions", "max_concurrent_entity_functions", int, 1),
+    _Field("extendedSessionsEnabled", "extended_sessions_enabled", bool),
+    _Field("extendedSessionIdleTimeoutInSeconds", "extended_session_idle_timeout_in_seconds", int, 0),
+    _Field("storeInputsInOrchestrationHistory", "store_inputs_in_orchestration_history", bool),
+    _Field("overridableExistingInstanceStates", "overridable_existing_instance_states", OverridableStates),
+    _Field("maxEntityOperationBatchSize", "max_entity_operation_batch_size", int, 1),
+    _Field("maxOrchestrationActions", "max_orchestration_actions", int, 1),
+    _Field("useGracefulShutdown", "use_graceful_shutdown", bool),
+    _Field("useAppLease", "use_app_lease", bool),
+)
+
+_STORAGE_FIELDS = (
+    _Field("connectionName", "connection_name", str, aliases=("connectionStringName",)),
+    _Field("partitionCount", "partition_count", int, 1, 16),
+    _Field("controlQueueBatchSize", "control_queue_batch_size", int, 1, 32),
+    _Field("controlQueueBufferThreshold", "control_queue_buffer_threshold", int, 1, 1000),
+    _Field(
+        "controlQueueVisibilityTimeout",
+        "control_queue_visibility_timeout",
+        timedelta,
+        timedelta(minutes=1),
+        timedelta(minutes=60),
+    ),
+    # Azure Queue storage refuses visibility timeouts above seven days.
+    _Field(
+        "workItemQueueVisibilityTimeout",
+        "work_item_queue_visibility_timeout",
+        timedelta,
+        timedelta(seconds=1),
+        timedelta(days=7),
+    ),
+    _Field("maxQueuePollingInterval", "max_queue_polling_interval", timedelta, timedelta(milliseconds=50)),
+    _Field("allowReplayingTerminalInstances", "allow_replaying_terminal_instances", bool),
+    _Field("useTablePartitionManagement", "use_table_partition_management", bool),
+    _Field("fetchLargeMessagesAutomatically", "fetch_large_messages_automatically", bool),
+    # Validated so typos fail loudly, then checked by _check_storage_provider.
+    _Field("type", "", str),
+    _Field("useLegacyPartitionManagement", "", bool),
+    _Field("trackingStoreConnectionName", "", str, aliases=("trackingStoreConnectionStringName",)),
+)
+
+_HTTP_FIELDS = (_Field("routePrefix", "route_prefix", str),)
+
+# Real DF options that have no effect here; accepting them quietly keeps stock host.json files clean.
+_IGNORED_KEYS = {
+    _DURABLE_PATH: frozenset(
+        key.lower()
+        for key in (
+            "storageProvider",  # a section, read separately
+            "tracing",
+            "notifications",
+            "httpSettings",
+            "localRpcEndpointEnabled",
+            "appLeaseOptions",
+            "entityMessageReorderWindowInMinutes",
+            "rollbackEntityOperationsOnExceptions",
+            "throwStatusExceptionsOnRaiseEvent",
+            "defaultVersion",
+            "versionMatchStrategy",
+            "versionFailureStrategy",
+        )
+    ),
+    _STORAGE_PATH: frozenset(("trackingstorenameprefix", "queueclientmessageencoding")),
+}
+
+_KIND_NAMES: dict[type[Any], str] = {
+    bool: "a boolean (true or false)",
+    int: "an integer",
+    str: "a string",
+    timedelta: "a timespan string such as '00:05:00'",
+    OverridableStates: "one of " + ", ".join(repr(member.value) for member in OverridableStates),
+}
+
+
+# --- helpers ------------------------------------------------------------------------------------------
+
+
+def _json_type(value: object) -> str:
+    """Name the JSON type of a decoded value, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def _read_json_object(path: Path) -> dict[str, Any] | None:
+    """Decode a JSON file whose top level must be an object; None if the file does not exist."""
+    try:
+        # utf-8-sig because editors on Windows like to write a BOM, which the host tolerates.
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read file: {exc}") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a JSON object, not {_json_type(data)}")
+    return data
+
+
+def _get_ci(obj: Mapping[str, Any], key: str) -> Any:
+    """Look a key up case-insensitively, like the Functions host; the last spelling wins."""
+    found = None
+    for candidate, value in obj.items():
+        if candidate.lower() == key.lower():
+            found = value
+    return found
+
+
+def _subsection(obj: Mapping[str, Any], key: str, dotted: str, origin: str) -> dict[str, Any]:
+    """Return the object under ``key`` ({} if absent or null); anything else is a ConfigError."""
+    value = _get_ci(obj, key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"Invalid {dotted} in {origin}: expected an object, got {_json_type(value)}")
+    return value
+
+
+def _lookup_setting(settings: Mapping[str, str], name: str) -> str | None:
+    """Find an app setting, exactly first and then case-insensitively (Windows and the host ignore case)."""
+    if name in settings:
+        return settings[name]
+    folded = name.lower()
+    return next((value for key, value in settings.items() if key.lower() == folded), None)
+
+
+_Override = tuple[str, str, str]  # (key as written, value, origin)
+
+
+def _collect_overrides(sources: list[tuple[str, str, str]]) -> dict[str, list[_Override]]:
+    """Sort ``AzureFunctionsJobHost__…`` settings by the dotted section they override.
+
+    Returns section path -> overrides in precedence order.  Deeper paths keep their ``__`` (e.g.
+    ``tracing__traceReplayEvents``): they match no scalar field, and the section decides by the first
+    segment whether they are known.
+    """
+    result: dict[str, list[_Override]] = {}
+    for name, value, origin in sources:
+        parts = _OVERRIDE_SEPARATOR_RE.split(name)
+        if len(parts) < 4 or parts[0].lower() != OVERRIDE_PREFIX.lower() or parts[1].lower() != "extensions":
+            continue
+        section, rest = parts[2].lower(), parts[3:]
+        if section == "durabletask" and rest[0].lower() == "storageprovider" and len(rest) > 1:
+            result.setdefault(_STORAGE_PATH, []).append(("__".join(rest[1:]), value, origin))
+        elif section == "durabletask":
+            result.setdefault(_DURABLE_PATH, []).append(("__".join(rest), value, origin))
+        elif section == "http":
+            result.setdefault(_HTTP_PATH, []).append(("__".join(rest), value, origin))
+    return result
+
+
+def _read_section(
+    obj: Mapping[str, Any],
+    host_origin: str,
+    overrides: Mapping[str, list[_Override]],
+    path: str,
+    fields: tuple[_Field, ...],
+    *,
+    warn_unknown: bool,
+) -> dict[str, _Value]:
+    """Merge one host.json section with its overrides and convert every known key.
+
+    Returns canonical key -> converted value.  Unknown keys are logged (when ``warn_unknown``) and dropped.
+    """
+    by_name: dict[str, _Field] = {}
+    for spec in fields:
+        for name in (spec.key, *spec.aliases):
+            by_name[name.lower()] = spec
+    ignored = _IGNORED_KEYS.get(path, frozenset())
+
+    merged: dict[str, tuple[str, object, str]] = {}
+    entries = [(key, value, host_origin) for key, value in obj.items()] + overrides.get(path, [])
+    for key, value, origin in entries:
+        known = by_name.get(key.lower())
+        if known is not None:
+            # Aliases share one slot so a later source replaces an earlier one whichever spelling it uses.
+            merged[known.key] = (key, value, origin)
+        elif key.lower().split("__")[0] not in ignored and warn_unknown:
+            logger.warning("Ignoring unknown key %s.%s in %s", path, key, origin)
+
+    result: dict[str, _Value] = {}
+    for spec in fields:
+        if spec.key in merged:
+            written, value, origin = merged[spec.key]
+            # Name the key in its canonical case unless the user wrote an alias.
+            name = next((a for a in spec.aliases if a.lower() == written.lower()), spec.key)
+            dotted = f"{path}.{name}"
+            result[spec.key] = _Value(_convert(spec, value, dotted, origin), dotted, origin)
+    return result
+
+
+def _parse_text(kind: type[Any], text: str) -> Any:
+    """Convert a setting string to ``kind`` the way .NET configuration binding does; ValueError if not."""
+    if kind is bool:
+        if text.strip().lower() in ("true", "false"):
+            return text.strip().lower() == "true"
+    elif kind is int:
+        if _INT_RE.fullmatch(text.strip()):
+            return int(text)
+    elif kind is timedelta:
+        return parse_timespan(text)
+    elif kind is OverridableStates:
+        for member in OverridableStates:
+            if member.value.lower() == text.strip().lower():
+                return member
+    else:
+        return text
+    raise ValueError(f"expected {_KIND_NAMES[kind]}, got {text!r}")
+
+
+def _convert(spec: _Field, value: object, dotted: str, origin: str) -> Any:
+    """Convert a JSON or setting value for ``spec``; ConfigError naming ``dotted`` and ``origin`` if bad."""
+    try:
+        # Strings are accepted for every kind because the host reads host.json through .NET
+        # configuration, where all values are strings: "partitionCount": "8" works there too.
+        if isinstance(value, str):
+            result = _parse_text(spec.kind, value)
+        elif type(value) is spec.kind and spec.kind in (bool, int):  # type() so that true is not an int
+            result = value
+        else:
+            raise ValueError(f"expected {_KIND_NAMES[spec.kind]}, got {_json_type(value)} {value!r}")
+    except ValueError as exc:
+        raise ConfigError(f"Invalid {dotted} in {origin}: {exc}") from None
+    if (spec.low is not None and result < spec.low) or (spec.high is not None and result > spec.high):
+        bounds = f"between {spec.low} and {spec.high}" if spec.high is not None else f"at least {spec.low}"
+        raise ConfigError(f"Invalid {dotted} in {origin}: must be {bounds}, got {result}")
+    return result
+
+
+def _attributes(values: Mapping[str, _Value]) -> dict[str, Any]:
+    """Map converted section values to dataclass keyword arguments, skipping unstored keys."""
+    by_key = {spec.key: spec.attr for spec in (*_DURABLE_FIELDS, *_STORAGE_FIELDS, *_HTTP_FIELDS)}
+    return {by_key[key]: item.value for key, item in values.items() if by_key[key]}
+
+
+def _check_storage_provider(storage: Mapping[str, _Value]) -> None:
+    """Reject other providers and warn about Azure Storage options durable_ext does not implement."""
+    provider = storage.get("type")
+    if provider is not None and provider.value.lower() not in ("azurestorage", "azure_storage"):
+        raise ConfigError(
+            f"Invalid {provider.dotted} in {provider.origin}: only the Azure Storage provider is supported, "
+            f"got {provider.value!r}"
+        )
+    legacy = storage.get("useLegacyPartitionManagement")
+    if legacy is not None and legacy.value:
+        logger.warning("%s=true in %s is not supported; ignoring it", legacy.dotted, legacy.origin)
+    tracking = storage.get("trackingStoreConnectionName")
+    if tracking is not None and tracking.value:
+        logger.warning(
+            "%s in %s is not supported; History and Instances stay in the main storage account",
+            tracking.dotted,
+            tracking.origin,
+        )
+    connection = storage.get("connectionName")
+    if connection is not None and not connection.value:
+        raise ConfigError(f"Invalid {connection.dotted} in {connection.origin}: must not be empty")
+
+
+def _resolve_hub_name(hub: _Value, settings: Mapping[str, str]) -> str:
+    """Replace ``%Setting%`` references in an explicit hub name, then validate it."""
+
+    def substitute(match: re.Match[str]) -> str:
+        value = _lookup_setting(settings, match.group(1))
+        if value is None:
+            raise ConfigError(
+                f"Invalid {hub.dotted} in {hub.origin}: app setting {match.group(1)!r} referenced as "
+                f"{match.group(0)!r} is not set"
+            )
+        return value
+
+    name = _SETTING_REF_RE.sub(substitute, hub.value)
+    try:
+        return validate_hub_name(name)
+    except InvalidHubNameError as exc:
+        raise InvalidHubNameError(f"Invalid {hub.dotted} in {hub.origin}: {exc}") from None
+
+
+def _default_hub_name(settings: Mapping[str, str]) -> str:
+    """Derive the hub name from ``WEBSITE_SITE_NAME`` as the DF extension does, else ``TestHubName``."""
+    site = _lookup_setting(settings, "WEBSITE_SITE_NAME")
+    if not site:
+        return DEFAULT_HUB_NAME
+    # ASCII only, unlike .NET's char.IsLetterOrDigit, because validate_hub_name only accepts ASCII.
+    sanitized = "".join(ch for ch in site if ch.isascii() and ch.isalnum())
+    if not sanitized:
+        return "DefaultTaskHub"  # what AzureStorageOptions.IsSanitizedHubName returns here
+    if sanitized[0].isdigit():
+        sanitized = "t" + sanitized
+    sanitized = sanitized[:MAX_HUB_NAME_LENGTH]
+    if len(sanitized) < MIN_HUB_NAME_LENGTH:
+        sanitized += "Hub"
+    return sanitized

@@ -1,0 +1,61 @@
+"""The one exception hierarchy of durable_ext.
+
+Every error the package raises on purpose derives from :class:`DurableExtError`, so callers can catch
+the family with one ``except`` and still tell the cases apart by class.
+"""
+
+from __future__ import annotations
+
+
+class DurableExtError(Exception):
+    """Base class of every error raised by durable_ext."""
+
+
+class ConfigError(DurableExtError):
+    """host.json, local.settings.json or an environment override is invalid.
+
+    The message names the file (or variable) and the key.
+    """
+
+
+class ValidationError(DurableExtError):
+    """An argument from a caller (hub name, instance ID, payload) is not acceptable; nothing was written."""
+
+
+class InvalidHubNameError(ValidationError, ConfigError):
+    """A task hub name breaks the naming rules (3-45 letters and digits, starting with a letter)."""
+
+
+class InvalidInstanceIdError(ValidationError):
+    """An instance ID is empty, too long, or contains a forbidden character."""
+
+
+class PayloadTooLargeError(ValidationError):
+    """A payload exceeds the size durable_ext accepts."""
+
+
+class StorageError(DurableExtError):
+    """Azure Storage failed in a way the caller should hear about."""
+
+
+class StorageUnreachableError(StorageError):
+    """Azure Storage (or Azurite) does not answer at the configured endpoint."""
+
+
+class TaskHubNotFoundError(StorageError):
+    """The task hub's resources do not exist in the storage account."""
+
+
+class OwnershipLostError(StorageError):
+    """A conditional write on the history sentinel failed (409/412): another worker owns the instance.
+
+    This is the "split brain" case; the episode must be abandoned, not failed.
+    """
+
+
+class MessageFormatError(DurableExtError):
+    """A queue message or table row cannot be decoded into a durable_ext type."""
+
+
+class AzuriteError(DurableExtError):
+    """Azurite could not be found, installed, started or stopped."""

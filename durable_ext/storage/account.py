@@ -1,0 +1,139 @@
+"""Storage account connection strings and the SDK clients built from them."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential
+from azure.data.tables.aio import TableServiceClient
+from azure.storage.blob.aio import BlobServiceClient
+from azure.storage.queue.aio import QueueServiceClient
+
+from durable_ext.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+DEV_ACCOUNT_NAME = "devstoreaccount1"
+"""The storage account name every Azurite instance serves."""
+DEV_ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+"""The well-known, public key of :data:`DEV_ACCOUNT_NAME`."""
+DEV_HOST = "127.0.0.1"
+DEV_PORTS = (10000, 10001, 10002)
+"""Azurite's default blob, queue and table ports (``UseDevelopmentStorage=true``)."""
+
+
+@dataclass(frozen=True)
+class StorageAccount:
+    """The endpoints and credential of one storage account, parsed from a connection string.
+
+    Credentials are an account key or a SAS token; endpoints come from ``*Endpoint`` keys, from
+    ``UseDevelopmentStorage=true`` (Azurite's default ports) or from the account name and suffix.
+    """
+
+    account_name: str
+    blob_endpoint: str
+    queue_endpoint: str
+    table_endpoint: str
+    account_key: str | None = None
+    sas_token: str | None = None
+
+    @classmethod
+    def from_connection_string(cls, connection_string: str) -> StorageAccount:
+        """Parse an Azure Storage connection string; raises ConfigError naming what is missing."""
+        parts = _parse_pairs(connection_string)
+        if parts.get("usedevelopmentstorage", "").lower() == "true":
+            proxy = parts.get("developmentstorageproxyuri")
+            base = proxy.rstrip("/") if proxy else f"http://{DEV_HOST}"
+            blob, queue, table = (f"{base}:{port}/{DEV_ACCOUNT_NAME}" for port in DEV_PORTS)
+            return cls(DEV_ACCOUNT_NAME, blob, queue, table, account_key=DEV_ACCOUNT_KEY)
+
+        name = parts.get("accountname")
+        key = parts.get("accountkey")
+        sas = parts.get("sharedaccesssignature")
+        if not key and not sas:
+            raise ConfigError(
+                "storage connection string has neither AccountKey nor SharedAccessSignature "
+                "(identity-based connections are not supported yet)"
+            )
+        protocol = parts.get("defaultendpointsprotocol", "https")
+        suffix = parts.get("endpointsuffix", "core.windows.net")
+        endpoints: dict[str, str] = {}
+        for service in ("blob", "queue", "table"):
+            explicit = parts.get(f"{service}endpoint")
+            if explicit:
+                endpoints[service] = explicit.rstrip("/")
+            elif name:
+                endpoints[service] = f"{protocol}://{name}.{service}.{suffix}"
+            else:
+                raise ConfigError(
+                    f"storage connection string has no AccountName and no {service.title()}Endpoint"
+                )
+        if not name:
+            name = _account_from_endpoint(endpoints["blob"])
+        return cls(
+            account_name=name,
+            blob_endpoint=endpoints["blob"],
+            queue_endpoint=endpoints["queue"],
+            table_endpoint=endpoints["table"],
+            account_key=key or None,
+            sas_token=sas.lstrip("?") if sas else None,
+        )
+
+    @property
+    def is_development_storage(self) -> bool:
+        """True when the account is Azurite's well-known development account."""
+        return self.account_name == DEV_ACCOUNT_NAME and self.account_key == DEV_ACCOUNT_KEY
+
+    def describe(self) -> str:
+        """Where the account lives, for messages (never includes secrets)."""
+        return f"{self.account_name} ({self.queue_endpoint}, {self.table_endpoint}, {self.blob_endpoint})"
+
+    def _credential(self) -> AzureNamedKeyCredential | AzureSasCredential:
+        if self.account_key:
+            return AzureNamedKeyCredential(self.account_name, self.account_key)
+        assert self.sas_token is not None
+        return AzureSasCredential(self.sas_token)
+
+    def table_service(self, **options: Any) -> TableServiceClient:
+        """An async Table service client; the caller closes it."""
+        return TableServiceClient(endpoint=self.table_endpoint, credential=self._credential(), **options)
+
+    def queue_service(self, **options: Any) -> QueueServiceClient:
+        """An async Queue service client (bodies sent as plain text); the caller closes it."""
+        return QueueServiceClient(account_url=self.queue_endpoint, credential=self._credential(), **options)
+
+    def blob_service(self, **options: Any) -> BlobServiceClient:
+        """An async Blob service client; the caller closes it."""
+        return BlobServiceClient(account_url=self.blob_endpoint, credential=self._credential(), **options)
+
+    def blob_url(self, container: str, blob_name: str) -> str:
+        """The absolute URL of a blob, each path segment escaped like ``Uri.EscapeDataString``."""
+        escaped = "/".join(quote(segment, safe="") for segment in blob_name.split("/"))
+        return f"{self.blob_endpoint}/{container}/{escaped}"
+
+
+def _parse_pairs(connection_string: str) -> dict[str, str]:
+    parts: dict[str, str] = {}
+    for raw in connection_string.split(";"):
+        item = raw.strip()
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"storage connection string has a malformed part {key!r} (expected Key=Value)")
+        parts[key.strip().lower()] = value.strip()
+    if not parts:
+        raise ConfigError("storage connection string is empty")
+    return parts
+
+
+def _account_from_endpoint(endpoint: str) -> str:
+    split = urlsplit(endpoint)
+    path = split.path.strip("/")
+    # Emulator-style endpoints carry the account as the first path segment.
+    if path:
+        return path.split("/")[0]
+    return (split.hostname or "").split(".")[0]

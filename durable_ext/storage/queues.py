@@ -1,0 +1,154 @@
+"""Control queues and the work-item queue: routing, sending, receiving (reference §4, §5, §7.4)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from azure.core.exceptions import ResourceNotFoundError
+from azure.storage.queue.aio import QueueClient
+
+from durable_ext.errors import MessageFormatError
+from durable_ext.messages import MAX_QUEUE_PAYLOAD_BYTES, MessageData
+from durable_ext.storage.blobs import LargeMessageStore
+
+logger = logging.getLogger(__name__)
+
+_FNV_OFFSET = 0x811C9DC5
+_FNV_PRIME = 0x01000193
+MAX_ABANDON_DELAY = timedelta(seconds=600)
+MAX_VISIBILITY_DELAY = timedelta(days=7)
+"""Azure Queues refuse longer delays; timers beyond 6 days are split into hops by the engine."""
+
+
+def fnv1a32(text: str) -> int:
+    """32-bit FNV-1a over the UTF-8 bytes of ``text`` (``Fnv1aHashHelper.ComputeHash``)."""
+    value = _FNV_OFFSET
+    for byte in text.encode("utf-8"):
+        value = ((value ^ byte) * _FNV_PRIME) & 0xFFFFFFFF
+    return value
+
+
+def partition_index(instance_id: str, partition_count: int) -> int:
+    """The control queue index of an instance: FNV-1a of the raw instance ID, modulo the count."""
+    return fnv1a32(instance_id) % partition_count
+
+
+def abandon_delay(dequeue_count: int) -> timedelta:
+    """Visibility back-off for a message that could not be processed: 2^n seconds, at most 600."""
+    if dequeue_count > 30:
+        return MAX_ABANDON_DELAY
+    return min(timedelta(seconds=2**dequeue_count), MAX_ABANDON_DELAY)
+
+
+@dataclass
+class ReceivedMessage:
+    """A dequeued message with the receipt needed to delete or abandon it."""
+
+    data: MessageData
+    queue_name: str
+    message_id: str
+    pop_receipt: str
+    dequeue_count: int
+    inserted_on: datetime | None
+    next_visible_on: datetime | None
+
+
+class MessageQueue:
+    """One Azure queue carrying ``MessageData`` bodies (a control queue or the work-item queue)."""
+
+    def __init__(self, client: QueueClient, large_messages: LargeMessageStore) -> None:
+        self._client = client
+        self._large = large_messages
+        self.name: str = client.queue_name
+
+    async def send(self, message: MessageData, delay: timedelta | None = None) -> None:
+        """Enqueue ``message`` durably, offloading it to a gzip blob when over 45 KiB of UTF-8.
+
+        Messages never expire (TTL -1), as in DT.AS.
+        """
+        body = message.encode()
+        if len(body.encode("utf-8")) > MAX_QUEUE_PAYLOAD_BYTES:
+            blob_name = message.large_message_blob_name()
+            await self._large.upload(blob_name, body)
+            body = MessageData.wrapper(blob_name).encode()
+        visibility = 0
+        if delay is not None and delay > timedelta(0):
+            if delay > MAX_VISIBILITY_DELAY:
+                raise ValueError(f"queue visibility delay {delay} exceeds Azure's 7-day limit")
+            visibility = max(1, int(delay.total_seconds() + 0.999))
+        await self._client.send_message(body, visibility_timeout=visibility or None, time_to_live=-1)
+
+    async def receive(self, max_messages: int, visibility_timeout: timedelta) -> list[ReceivedMessage]:
+        """Dequeue up to ``max_messages`` (1-32) in one request and decode them.
+
+        A body that cannot be decoded is abandoned with back-off and logged, not returned: DT.AS has
+        no dead-letter queue and retries such messages forever.
+        """
+        pages = self._client.receive_messages(
+            messages_per_page=max_messages, visibility_timeout=int(visibility_timeout.total_seconds())
+        ).by_page()
+        result: list[ReceivedMessage] = []
+        try:
+            page = await anext(pages)
+        except StopAsyncIteration:
+            return result
+        async for raw in page:
+            try:
+                data = MessageData.decode(raw.content)
+                if data.compressed_blob_name:
+                    data = MessageData.decode(await self._large.download(data.compressed_blob_name))
+            except MessageFormatError as exc:
+                logger.warning(
+                    "queue %s: undecodable message %s (dequeue count %d) abandoned: %s",
+                    self.name,
+                    raw.id,
+                    raw.dequeue_count,
+                    exc,
+                )
+                await self._update_visibility(raw.id, raw.pop_receipt, abandon_delay(raw.dequeue_count or 1))
+                continue
+            result.append(
+                ReceivedMessage(
+                    data=data,
+                    queue_name=self.name,
+                    message_id=raw.id,
+                    pop_receipt=raw.pop_receipt or "",
+                    dequeue_count=raw.dequeue_count or 1,
+                    inserted_on=raw.inserted_on,
+                    next_visible_on=raw.next_visible_on,
+                )
+            )
+        return result
+
+    async def delete(self, message: ReceivedMessage) -> None:
+        """Delete a processed message; one already gone is logged, not raised."""
+        try:
+            await self._client.delete_message(message.message_id, message.pop_receipt)
+        except ResourceNotFoundError:
+            logger.info("queue %s: message %s was already gone", self.name, message.message_id)
+
+    async def abandon(self, message: ReceivedMessage, delay: timedelta | None = None) -> None:
+        """Make a message visible again after a back-off (default: by its dequeue count)."""
+        wait = delay if delay is not None else abandon_delay(message.dequeue_count)
+        receipt = await self._update_visibility(message.message_id, message.pop_receipt, wait)
+        if receipt:
+            message.pop_receipt = receipt
+
+    async def _update_visibility(
+        self, message_id: str, pop_receipt: str | None, delay: timedelta
+    ) -> str | None:
+        try:
+            updated = await self._client.update_message(
+                message_id, pop_receipt, visibility_timeout=int(delay.total_seconds())
+            )
+        except ResourceNotFoundError:
+            logger.info("queue %s: message %s was already gone", self.name, message_id)
+            return None
+        return str(updated.pop_receipt) if updated.pop_receipt else None
+
+    async def approximate_count(self) -> int:
+        """The service's approximate number of messages in the queue."""
+        properties = await self._client.get_queue_properties()
+        return int(properties.approximate_message_count or 0)

@@ -1,0 +1,445 @@
+"""The tracking store: ``{Hub}History`` and ``{Hub}Instances`` (reference §2 and §3).
+
+History rows are keyed by the sanitized instance ID and a 16-digit hex sequence number; every batch
+written for an instance carries the ``sentinel`` row, inserted once and then merged with If-Match, so
+that two workers can never both commit the same episode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.data.tables import TableTransactionError, UpdateMode
+from azure.data.tables.aio import TableClient
+
+from durable_ext.errors import OwnershipLostError
+from durable_ext.history import HistoryEvent, OrchestrationStatus, event_from_columns, event_to_columns
+from durable_ext.messages import MessageData
+from durable_ext.storage.blobs import LargeMessageStore
+from durable_ext.wire import as_utc
+
+logger = logging.getLogger(__name__)
+
+SENTINEL_ROW_KEY = "sentinel"
+MAX_PROPERTY_BYTES = 60 * 1024
+"""UTF-16 size above which a string column is offloaded to a blob (``> 61,440`` bytes)."""
+LARGE_PROPERTIES = (
+    "Name",
+    "Input",
+    "Result",
+    "Output",
+    "Reason",
+    "Details",
+    "Correlation",
+    "FailureDetails",
+    "Tags",
+)
+"""The variable-size columns DT.AS checks for offload, on history and Instances rows alike."""
+MAX_BATCH_ROWS = 99
+MAX_BATCH_ESTIMATE = 3 * 1024 * 1024
+_ROW_OVERHEAD_ESTIMATE = 1024
+
+_ESCAPES = {"^": "^^", "/": "^0", "\\": "^1", "#": "^2", "?": "^3"}
+_UNESCAPES = {"^": "^", "0": "/", "1": "\\", "2": "#", "3": "?"}
+
+
+def escape_partition_key(key: str) -> str:
+    """``KeySanitation.EscapePartitionKey``: make an instance ID legal as a PartitionKey.
+
+    Not idempotent: apply exactly once, to the raw instance ID.
+    """
+    out = []
+    for ch in key:
+        code = ord(ch)
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif code <= 0x1F or 0x7F <= code <= 0x9F:
+            out.append("^" + chr(0xC0 + code))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def unescape_partition_key(key: str) -> str:
+    """Inverse of :func:`escape_partition_key`."""
+    out = []
+    chars = iter(key)
+    for ch in chars:
+        if ch != "^":
+            out.append(ch)
+            continue
+        nxt = next(chars, "")
+        if nxt in _UNESCAPES:
+            out.append(_UNESCAPES[nxt])
+        elif nxt and ord(nxt) >= 0xC0:
+            out.append(chr(ord(nxt) - 0xC0))
+        else:
+            out.append(nxt)
+    return "".join(out)
+
+
+def history_row_key(sequence_number: int) -> str:
+    """RowKey of the n-th event of an execution: 16 uppercase hex digits."""
+    return f"{sequence_number:016X}"
+
+
+def utf16_size(text: str) -> int:
+    """Bytes of ``text`` in UTF-16, the measure .NET uses for the table property limit."""
+    return len(text.encode("utf-16-le"))
+
+
+def is_blob_url(value: str | None) -> bool:
+    """Whether an Instances column holds a blob URL instead of the value itself."""
+    return bool(value) and value is not None and value.startswith(("https://", "http://"))
+
+
+@dataclass
+class HistoryLoad:
+    """An instance's current execution as read from the History table."""
+
+    events: list[HistoryEvent]
+    execution_id: str | None
+    etag: str | None
+    """Sentinel ETag; pass it to the next :meth:`TrackingStore.append_history` (None: no sentinel yet)."""
+    checkpoint_completed: datetime | None = None
+    blob_names: list[str] = field(default_factory=list)
+    """Offloaded blobs of this execution, to delete once a new execution has replaced it."""
+
+
+@dataclass
+class InstanceState:
+    """One row of the Instances table."""
+
+    instance_id: str
+    execution_id: str | None = None
+    name: str | None = None
+    version: str | None = None
+    input: str | None = None
+    output: str | None = None
+    custom_status: str | None = None
+    runtime_status: OrchestrationStatus | None = None
+    created_time: datetime | None = None
+    last_updated_time: datetime | None = None
+    completed_time: datetime | None = None
+    scheduled_start_time: datetime | None = None
+    generation: int = 0
+    tags: dict[str, str] | None = None
+    task_hub_name: str | None = None
+    etag: str | None = None
+
+    def to_entity(self) -> dict[str, Any]:
+        """Table form: None scalars omitted, ``"null"`` for absent CustomStatus and Tags."""
+        entity: dict[str, Any] = {
+            "PartitionKey": escape_partition_key(self.instance_id),
+            "RowKey": "",
+            "ExecutionId": self.execution_id,
+            "Name": self.name,
+            "Version": self.version,
+            "Input": self.input,
+            "Output": self.output,
+            "CustomStatus": self.custom_status if self.custom_status is not None else "null",
+            "RuntimeStatus": self.runtime_status.name if self.runtime_status is not None else None,
+            "CreatedTime": self.created_time,
+            "LastUpdatedTime": self.last_updated_time,
+            "CompletedTime": self.completed_time,
+            "ScheduledStartTime": self.scheduled_start_time,
+            "Generation": self.generation,
+            "Tags": json.dumps(self.tags, separators=(",", ":")) if self.tags is not None else "null",
+            "TaskHubName": self.task_hub_name,
+        }
+        return {k: v for k, v in entity.items() if v is not None}
+
+    @classmethod
+    def from_entity(cls, entity: dict[str, Any]) -> InstanceState:
+        """Read a row; unknown RuntimeStatus strings become None (DT.AS reads them as -1)."""
+        status = entity.get("RuntimeStatus")
+        custom = entity.get("CustomStatus")
+        tags = entity.get("Tags")
+        metadata = getattr(entity, "metadata", {}) or {}
+        return cls(
+            instance_id=unescape_partition_key(entity["PartitionKey"]),
+            execution_id=entity.get("ExecutionId"),
+            name=entity.get("Name"),
+            version=entity.get("Version"),
+            input=entity.get("Input"),
+            output=entity.get("Output"),
+            custom_status=None if custom in (None, "null") else custom,
+            runtime_status=OrchestrationStatus.__members__.get(status) if status else None,
+            created_time=as_utc(entity.get("CreatedTime")),
+            last_updated_time=as_utc(entity.get("LastUpdatedTime")),
+            completed_time=as_utc(entity.get("CompletedTime")),
+            scheduled_start_time=as_utc(entity.get("ScheduledStartTime")),
+            generation=int(entity.get("Generation") or 0),
+            tags=json.loads(tags) if tags and tags != "null" else None,
+            task_hub_name=entity.get("TaskHubName"),
+            etag=metadata.get("etag"),
+        )
+
+
+def _is_conflict(exc: HttpResponseError) -> bool:
+    return exc.status_code in (409, 412) or (
+        getattr(exc, "error_code", None) in ("EntityAlreadyExists", "UpdateConditionNotSatisfied")
+    )
+
+
+class TrackingStore:
+    """Reads and writes the History and Instances tables of one task hub."""
+
+    def __init__(
+        self,
+        hub_name: str,
+        history: TableClient,
+        instances: TableClient,
+        large_messages: LargeMessageStore,
+    ) -> None:
+        self.hub_name = hub_name
+        self._history = history
+        self._instances = instances
+        self._large = large_messages
+
+    # ---- History ------------------------------------------------------------------------------
+
+    def history_entity(
+        self, instance_id: str, execution_id: str, sequence_number: int, event: HistoryEvent
+    ) -> dict[str, Any]:
+        """The table entity of one history event (before large-property offload)."""
+        entity = {
+            "PartitionKey": escape_partition_key(instance_id),
+            "RowKey": history_row_key(sequence_number),
+            "ExecutionId": execution_id,
+        }
+        entity.update(event_to_columns(event))
+        return entity
+
+    async def _offload_large_properties(self, entity: dict[str, Any], slot: str) -> list[str]:
+        """Move oversized string columns to gzip blobs (``<Prop>BlobName`` column, value ``""``)."""
+        names = []
+        for prop in LARGE_PROPERTIES:
+            value = entity.get(prop)
+            if isinstance(value, str) and utf16_size(value) > MAX_PROPERTY_BYTES:
+                blob_name = (
+                    f"{entity['PartitionKey']}/history-{entity['RowKey']}-{slot}-"
+                    f"{random.getrandbits(32):08X}-{prop}.json.gz"
+                )
+                await self._large.upload(blob_name, value)
+                entity[f"{prop}BlobName"] = blob_name
+                entity[prop] = ""
+                names.append(blob_name)
+        return names
+
+    async def _restore_large_properties(self, entity: dict[str, Any]) -> list[str]:
+        names = []
+        for prop in LARGE_PROPERTIES:
+            blob_name = entity.get(f"{prop}BlobName")
+            if blob_name:
+                entity[prop] = await self._large.download(blob_name)
+                names.append(blob_name)
+        return names
+
+    async def load_history(self, instance_id: str, expected_execution_id: str | None = None) -> HistoryLoad:
+        """Read the current execution's events in order (§3.6).
+
+        Rows left over from an older, longer execution (another ExecutionId) end the read.
+        If ``expected_execution_id`` is given and the sentinel names another execution, the
+        history is returned empty (with the sentinel ETag).
+        """
+        pk = escape_partition_key(instance_id)
+        rows = [
+            row async for row in self._history.query_entities("PartitionKey eq @pk", parameters={"pk": pk})
+        ]
+        rows.sort(key=lambda r: r["RowKey"])
+        sentinel = rows.pop() if rows and rows[-1]["RowKey"] == SENTINEL_ROW_KEY else None
+        etag = sentinel.metadata.get("etag") if sentinel is not None else None
+        execution_id = sentinel.get("ExecutionId") if sentinel is not None else None
+        if execution_id is None and rows:
+            execution_id = rows[0].get("ExecutionId")
+        completed = as_utc(sentinel.get("CheckpointCompletedTimestamp")) if sentinel is not None else None
+        if expected_execution_id is not None and execution_id != expected_execution_id:
+            return HistoryLoad([], execution_id, etag, completed)
+        events: list[HistoryEvent] = []
+        blob_names: list[str] = []
+        for row in rows:
+            if row.get("ExecutionId") != execution_id:
+                break
+            entity = dict(row)
+            blob_names.extend(await self._restore_large_properties(entity))
+            events.append(event_from_columns(entity))
+        return HistoryLoad(events, execution_id, etag, completed, blob_names)
+
+    async def append_history(
+        self,
+        instance_id: str,
+        execution_id: str,
+        new_events: Sequence[HistoryEvent],
+        first_sequence_number: int,
+        etag: str | None,
+    ) -> str:
+        """Write new events as rows ``first_sequence_number...`` and return the new sentinel ETag.
+
+        Rows are UpsertReplace'd, so a re-run episode overwrites what a failed attempt left. Each
+        batch of at most 99 rows carries the sentinel: Insert when ``etag`` is None, else Merge with
+        If-Match. A conflict means another worker committed first: :class:`OwnershipLostError`.
+        """
+        pk = escape_partition_key(instance_id)
+        operations: list[Any] = []
+        estimate = 0
+        for offset, event in enumerate(new_events):
+            entity = self.history_entity(instance_id, execution_id, first_sequence_number + offset, event)
+            await self._offload_large_properties(entity, event.event_type.name)
+            operations.append(("upsert", entity, {"mode": UpdateMode.REPLACE}))
+            estimate += _ROW_OVERHEAD_ESTIMATE + sum(
+                utf16_size(entity[p]) for p in LARGE_PROPERTIES if isinstance(entity.get(p), str)
+            )
+            last = offset == len(new_events) - 1
+            if len(operations) >= MAX_BATCH_ROWS or estimate > MAX_BATCH_ESTIMATE or last:
+                etag = await self._commit_batch(pk, instance_id, execution_id, operations, etag, final=last)
+                operations, estimate = [], 0
+        if not new_events:
+            etag = await self._commit_batch(pk, instance_id, execution_id, [], etag, final=True)
+        assert etag is not None
+        return etag
+
+    async def _commit_batch(
+        self,
+        pk: str,
+        instance_id: str,
+        execution_id: str,
+        operations: list[Any],
+        etag: str | None,
+        *,
+        final: bool,
+    ) -> str:
+        sentinel: dict[str, Any] = {
+            "PartitionKey": pk,
+            "RowKey": SENTINEL_ROW_KEY,
+            "ExecutionId": execution_id,
+            "IsCheckpointComplete": final,
+        }
+        if final:
+            sentinel["CheckpointCompletedTimestamp"] = datetime.now(UTC)
+        if etag is None:
+            operations.append(("create", sentinel))
+        else:
+            operations.append(
+                (
+                    "update",
+                    sentinel,
+                    {
+                        "mode": UpdateMode.MERGE,
+                        "etag": etag,
+                        "match_condition": MatchConditions.IfNotModified,
+                    },
+                )
+            )
+        try:
+            results = await self._history.submit_transaction(operations)
+        except (TableTransactionError, ResourceExistsError, HttpResponseError) as exc:
+            if isinstance(exc, ResourceExistsError) or _is_conflict(exc):
+                logger.warning(
+                    "hub %s instance %s: history sentinel conflict; another worker committed first",
+                    self.hub_name,
+                    instance_id,
+                )
+                raise OwnershipLostError(
+                    f"instance {instance_id!r}: history was changed by another worker"
+                ) from exc
+            raise
+        new_etag = results[-1].get("etag")
+        if not new_etag:
+            raise OwnershipLostError(f"instance {instance_id!r}: no sentinel ETag in the batch response")
+        return str(new_etag)
+
+    # ---- Instances ----------------------------------------------------------------------------
+
+    async def get_instance(
+        self, instance_id: str, *, fetch_large_values: bool = True
+    ) -> InstanceState | None:
+        """Point read of an instance's row, or None.
+
+        With ``fetch_large_values`` Input and Output that live in blobs (a URL in the column, or the
+        ``InputBlobName`` quirk of DT.AS) are downloaded and inlined.
+        """
+        try:
+            entity = await self._instances.get_entity(escape_partition_key(instance_id), "")
+        except ResourceNotFoundError:
+            return None
+        state = InstanceState.from_entity(entity)
+        if fetch_large_values:
+            state.input = await self._resolve_column(entity, "Input")
+            state.output = await self._resolve_column(entity, "Output")
+        return state
+
+    async def _resolve_column(self, entity: dict[str, Any], column: str) -> str | None:
+        blob_name = entity.get(f"{column}BlobName")
+        if blob_name:
+            return await self._large.download(blob_name)
+        value: str | None = entity.get(column)
+        if not value or not is_blob_url(value):
+            return value
+        name = self._large.blob_name_from_url(value)
+        if name is None:
+            return value
+        text = await self._large.download(name)
+        if name.endswith("ExecutionStarted.json.gz"):
+            # A client wrote a start message too large for the queue; the row points at that message.
+            started = MessageData.decode(text).event
+            return getattr(started, "input", None)
+        return text
+
+    async def _instance_entity(self, state: InstanceState) -> dict[str, Any]:
+        """Entity with oversized Input/Output/Tags moved to blobs and replaced by their URLs."""
+        entity = state.to_entity()
+        for prop in ("Input", "Output"):
+            value = entity.get(prop)
+            if isinstance(value, str) and utf16_size(value) > MAX_PROPERTY_BYTES:
+                blob_name = (
+                    f"{entity['PartitionKey']}/history--{prop}-{random.getrandbits(32):08X}-{prop}.json.gz"
+                )
+                await self._large.upload(blob_name, value)
+                entity[prop] = self._large.url(blob_name)
+        return entity
+
+    async def insert_instance(self, state: InstanceState) -> bool:
+        """Insert a new row; False if one already exists (the storage decides a start race)."""
+        try:
+            await self._instances.create_entity(await self._instance_entity(state))
+        except ResourceExistsError:
+            return False
+        return True
+
+    async def replace_instance(self, state: InstanceState, etag: str) -> bool:
+        """Replace the row only if it still has ``etag``; False if someone changed it first."""
+        try:
+            await self._instances.update_entity(
+                await self._instance_entity(state),
+                mode=UpdateMode.REPLACE,
+                etag=etag,
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except (ResourceNotFoundError, HttpResponseError) as exc:
+            if isinstance(exc, ResourceNotFoundError) or _is_conflict(exc):
+                return False
+            raise
+        return True
+
+    async def merge_instance(self, state: InstanceState, columns: Sequence[str] | None = None) -> None:
+        """InsertOrMerge the row (the checkpoint write); ``columns`` limits which columns are sent."""
+        entity = await self._instance_entity(state)
+        if columns is not None:
+            keep = {"PartitionKey", "RowKey", *columns}
+            entity = {k: v for k, v in entity.items() if k in keep}
+        await self._instances.upsert_entity(entity, mode=UpdateMode.MERGE)
+
+    async def delete_instance_row(self, instance_id: str) -> None:
+        """Delete the Instances row unconditionally (purge)."""
+        with contextlib.suppress(ResourceNotFoundError):
+            await self._instances.delete_entity(escape_partition_key(instance_id), "")

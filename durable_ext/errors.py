@@ -59,3 +59,15 @@ class MessageFormatError(DurableExtError):
 
 class AzuriteError(DurableExtError):
     """Azurite could not be found, installed, started or stopped."""
+
+
+class AppLoadError(DurableExtError):
+    """function_app.py is missing or fails to import, or has no app object (or an invalid one).
+
+    The message is one line meant for the user. When the user's own code raised, :attr:`user_traceback`
+    holds that traceback, limited to the frames in the app directory; otherwise it is empty.
+    """
+
+    def __init__(self, message: str, user_traceback: str = "") -> None:
+        super().__init__(message)
+        self.user_traceback = user_traceback

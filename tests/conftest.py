@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import uuid
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from durable_ext.host.azurite import Azurite
+from durable_ext.storage.account import StorageAccount
+from durable_ext.storage.taskhub import TaskHub
+
+# The SDKs log every HTTP request and response at INFO: too loud for failure reports.
+logging.getLogger("azure").setLevel(logging.WARNING)
 
 
 @pytest.fixture(scope="session")
@@ -20,3 +27,19 @@ def azurite() -> Iterator[Azurite]:
 def azurite_connection_string(azurite: Azurite) -> str:
     """The connection string of the session's Azurite."""
     return azurite.connection_string
+
+
+@pytest.fixture
+def storage_account(azurite_connection_string: str) -> StorageAccount:
+    """The session Azurite as a parsed storage account."""
+    return StorageAccount.from_connection_string(azurite_connection_string)
+
+
+@pytest.fixture
+async def hub(storage_account: StorageAccount) -> AsyncIterator[TaskHub]:
+    """A freshly created task hub with a unique name (4 partitions), deleted afterwards."""
+    name = "T" + uuid.uuid4().hex[:12]
+    async with TaskHub(storage_account, name, partition_count=4) as task_hub:
+        await task_hub.create()
+        yield task_hub
+        await task_hub.delete()

@@ -25,7 +25,7 @@ from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue.aio import QueueServiceClient
 
 from durable_ext.config import validate_hub_name
-from durable_ext.errors import ConfigError, StorageUnreachableError, TaskHubNotFoundError
+from durable_ext.errors import ConfigError, StorageError, StorageUnreachableError, TaskHubNotFoundError
 from durable_ext.storage.account import StorageAccount
 from durable_ext.storage.blobs import LargeMessageStore
 from durable_ext.storage.partitions import PartitionLease
@@ -179,6 +179,13 @@ class TaskHub:
             raise StorageUnreachableError(
                 f"cannot reach Azure Storage at {self.account.describe()} while trying to {what}: "
                 "is Azurite running?"
+            ) from exc
+        except HttpResponseError as exc:
+            if exc.status_code not in (401, 403):
+                raise
+            raise StorageError(
+                f"Azure Storage at {self.account.describe()} refused the credentials while trying to {what} "
+                f"(HTTP {exc.status_code}): check the account key or SAS token in the connection string"
             ) from exc
 
     async def create(self) -> None:

@@ -1,0 +1,455 @@
+"""The ``durable-ext`` / ``python -m durable_ext`` command line.
+
+This module only parses arguments and prints results; the work happens in
+:class:`~durable_ext.storage.taskhub.TaskHub` and :class:`~durable_ext.host.azurite.Azurite`.
+
+Top-level subcommands live in a registry (:data:`COMMANDS`): a function decorated with
+:func:`command` receives the subcommand's parser, adds its arguments and sets ``handler`` (a
+:data:`Handler`) with ``parser.set_defaults``.  :func:`main` runs the chosen handler and turns every
+:class:`~durable_ext.errors.DurableExtError` into one ``error: <message>`` line and exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from durable_ext.config import HOST_JSON, HostConfig, load_config
+from durable_ext.errors import ConfigError, DurableExtError
+from durable_ext.host.azurite import DEFAULT_PORTS, Azurite, AzuritePorts
+from durable_ext.storage.account import StorageAccount
+from durable_ext.storage.taskhub import ResourceInfo, TaskHub, TaskHubInfo
+
+logger = logging.getLogger(__name__)
+
+PROG = "python -m durable_ext"
+"""How the command is invoked, for usage lines and hints."""
+
+EXIT_OK = 0
+"""Success."""
+EXIT_ERROR = 1
+"""A durable_ext error (bad configuration, unreachable storage, ...) or a missing task hub."""
+EXIT_USAGE = 2
+"""Bad command line, or a destructive command refused for lack of confirmation."""
+EXIT_INTERRUPTED = 130
+"""Interrupted with Ctrl-C (128 + SIGINT) while doing something other than running Azurite."""
+
+Handler = Callable[[argparse.Namespace], int]
+"""Runs one subcommand with the parsed arguments and returns the exit code."""
+
+Configure = Callable[[argparse.ArgumentParser], None]
+"""Adds a subcommand's arguments to its parser and sets its ``handler`` default."""
+
+_AZURITE_POLL_SECONDS = 0.5
+_MAX_PORT = 65535
+
+
+@dataclass(frozen=True)
+class Command:
+    """A registered top-level subcommand."""
+
+    name: str
+    summary: str
+    configure: Configure
+
+
+COMMANDS: dict[str, Command] = {}
+"""Top-level subcommands by name, in registration order (the order ``--help`` lists them)."""
+
+
+def command(name: str, summary: str) -> Callable[[Configure], Configure]:
+    """Register the decorated function as the configurator of top-level subcommand ``name``."""
+
+    def register(configure: Configure) -> Configure:
+        if name in COMMANDS:
+            raise ValueError(f"subcommand {name!r} is already registered")
+        COMMANDS[name] = Command(name, summary, configure)
+        return configure
+
+    return register
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Run Azure Durable Functions Python apps without the .NET host.",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log more to stderr: -v for durable_ext's info messages, -vv for debug including the Azure SDK",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for entry in COMMANDS.values():
+        sub = subparsers.add_parser(entry.name, help=entry.summary, description=entry.summary)
+        entry.configure(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2), already printed by argparse
+        return _exit_code(exc.code)
+    _configure_logging(args.verbose)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except DurableExtError as exc:
+        logger.debug("%s failed", args.command, exc_info=True)
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def add_app_dir_argument(parser: argparse.ArgumentParser) -> None:
+    """Add ``--app-dir DIR`` (default: the current directory) to ``parser``."""
+    parser.add_argument(
+        "--app-dir",
+        type=Path,
+        default=Path(),
+        metavar="DIR",
+        help="the Functions app directory with host.json and local.settings.json (default: the current one)",
+    )
+
+
+def load_app_config(app_dir: Path) -> HostConfig:
+    """Load the configuration of the app in ``app_dir``: host.json, local.settings.json, environment."""
+    directory = app_dir.expanduser().resolve()
+    if not directory.is_dir():
+        raise ConfigError(f"app directory {directory} does not exist or is not a directory")
+    config = load_config(directory)
+    if not (directory / HOST_JSON).is_file():
+        logger.warning(
+            "%s has no %s; using default settings (task hub %r)",
+            directory,
+            HOST_JSON,
+            config.durable_task.hub_name,
+        )
+    return config
+
+
+# --- hub ------------------------------------------------------------------------------------------------
+
+
+@command("hub", "create, delete or inspect the task hub of a Functions app")
+def _configure_hub(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="hub_command", metavar="ACTION", required=True)
+
+    create = actions.add_parser(
+        "create",
+        help="create the task hub's tables, queues and containers",
+        description="Create the task hub named in host.json (idempotent: existing resources are kept).",
+    )
+    add_app_dir_argument(create)
+    create.set_defaults(handler=_hub_create)
+
+    delete = actions.add_parser(
+        "delete",
+        help="delete the task hub's tables, queues and containers",
+        description="Delete every resource of the task hub, including all orchestration history.",
+    )
+    add_app_dir_argument(delete)
+    delete.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    delete.set_defaults(handler=_hub_delete)
+
+    info = actions.add_parser(
+        "info",
+        help="show the task hub's resources and partition leases",
+        description="Show the task hub's resources and partition leases; exit 1 if the hub does not exist.",
+    )
+    add_app_dir_argument(info)
+    info.add_argument("--json", action="store_true", help="print the information as JSON")
+    info.set_defaults(handler=_hub_info)
+
+
+def _open_hub(config: HostConfig) -> TaskHub:
+    """A TaskHub for the app's hub; call inside the event loop (the SDK clients bind to it)."""
+    account = StorageAccount.from_connection_string(config.connection_string())
+    options = config.durable_task
+    return TaskHub(account, options.hub_name, options.storage_provider.partition_count)
+
+
+def _hub_create(args: argparse.Namespace) -> int:
+    config = load_app_config(args.app_dir)
+
+    async def run() -> tuple[TaskHubInfo, TaskHubInfo, str]:
+        async with _open_hub(config) as hub:
+            before = await hub.info()
+            await hub.create()
+            return before, await hub.info(), hub.names.large_messages_container
+
+    before, after, lazy_container = asyncio.run(run())
+    existed = {(r.kind, r.name) for r in before.resources if r.exists}
+    created = [r for r in after.resources if r.exists and (r.kind, r.name) not in existed]
+    if created:
+        print(f"Created task hub {after.hub!r} ({after.partition_count} partitions) in {after.account}:")
+    else:
+        print(f"Task hub {after.hub!r} already exists in {after.account}; nothing to create:")
+    rows = []
+    for resource in after.resources:
+        if not resource.exists:
+            state = "created on first use" if resource.name == lazy_container else "missing"
+        else:
+            state = "already existed" if (resource.kind, resource.name) in existed else "created"
+        rows.append([resource.kind, resource.name, state])
+    _print_table(["KIND", "NAME", "STATE"], rows)
+    return EXIT_OK if after.exists else EXIT_ERROR
+
+
+def _hub_delete(args: argparse.Namespace) -> int:
+    config = load_app_config(args.app_dir)
+    hub_name = config.durable_task.hub_name
+    if not args.yes:
+        if not _stdin_is_tty():
+            print(
+                f"error: refusing to delete task hub {hub_name!r} without confirmation: stdin is not a "
+                "terminal; pass --yes to delete it",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        account = StorageAccount.from_connection_string(config.connection_string())
+        if not _confirm(
+            f"Delete task hub {hub_name!r} in {account.describe()}, with all its orchestration history, "
+            "instances and queued messages? [y/N] "
+        ):
+            print("Aborted; nothing was deleted.", file=sys.stderr)
+            return EXIT_ERROR
+
+    async def run() -> TaskHubInfo:
+        async with _open_hub(config) as hub:
+            before = await hub.info()
+            await hub.delete()
+            return before
+
+    before = asyncio.run(run())
+    existing = [r for r in before.resources if r.exists]
+    if existing:
+        print(f"Deleted task hub {before.hub!r} from {before.account}:")
+        _print_table(["KIND", "NAME"], [[r.kind, r.name] for r in existing])
+    else:
+        print(f"Task hub {before.hub!r} does not exist in {before.account}; nothing to delete.")
+    return EXIT_OK
+
+
+def _hub_info(args: argparse.Namespace) -> int:
+    config = load_app_config(args.app_dir)
+
+    async def run() -> tuple[TaskHubInfo, str]:
+        async with _open_hub(config) as hub:
+            return await hub.info(), hub.names.partitions_table
+
+    info, partitions_table = asyncio.run(run())
+    if args.json:
+        print(json.dumps(info_to_json(info), indent=2))
+    else:
+        _print_info(info, partitions_table)
+    if info.exists:
+        return EXIT_OK
+    core = [r for r in info.resources if r.kind in ("table", "queue")]
+    missing = [r.name for r in core if not r.exists]
+    problem = "does not exist" if len(missing) == len(core) else f"is missing {', '.join(missing)}"
+    app_dir = "" if args.app_dir == Path() else f" --app-dir {args.app_dir}"
+    print(
+        f"hint: task hub {info.hub!r} {problem}; create it with `{PROG} hub create{app_dir}`", file=sys.stderr
+    )
+    return EXIT_ERROR
+
+
+def info_to_json(info: TaskHubInfo) -> dict[str, Any]:
+    """The JSON form of ``info`` printed by ``hub info --json`` (times are ISO 8601 strings)."""
+    return {
+        "hub": info.hub,
+        "account": info.account,
+        "partition_count": info.partition_count,
+        "exists": info.exists,
+        "resources": [
+            {"kind": r.kind, "name": r.name, "exists": r.exists, "message_count": r.message_count}
+            for r in info.resources
+        ],
+        "partitions": [
+            {
+                "partition_id": p.partition_id,
+                "current_owner": p.current_owner,
+                "next_owner": p.next_owner,
+                "owned_since": _iso(p.owned_since),
+                "last_renewal": _iso(p.last_renewal),
+                "expires_at": _iso(p.expires_at),
+                "is_draining": p.is_draining,
+            }
+            for p in info.partitions
+        ],
+    }
+
+
+def _print_info(info: TaskHubInfo, partitions_table: str) -> None:
+    present = sum(r.exists for r in info.resources if r.kind in ("table", "queue"))
+    state = "exists" if info.exists else ("incomplete" if present else "missing")
+    print(f"Task hub:        {info.hub}")
+    print(f"Account:         {info.account}")
+    print(f"Partition count: {info.partition_count}")
+    print(f"State:           {state}")
+    print()
+    print("Resources:")
+    _print_table(["KIND", "NAME", "STATE", "MESSAGES"], [_resource_row(r) for r in info.resources])
+    print()
+    print(f"Partitions ({partitions_table}):")
+    if not info.partitions:
+        print("  (no rows)")
+        return
+    _print_table(
+        ["PARTITION", "OWNER", "NEXT OWNER", "EXPIRES AT", "DRAINING"],
+        [
+            [
+                p.partition_id,
+                p.current_owner or "-",
+                p.next_owner or "-",
+                _text_time(p.expires_at),
+                "yes" if p.is_draining else "no",
+            ]
+            for p in info.partitions
+        ],
+    )
+
+
+def _resource_row(resource: ResourceInfo) -> list[str]:
+    count = "-" if resource.message_count is None else str(resource.message_count)
+    return [resource.kind, resource.name, "exists" if resource.exists else "missing", count]
+
+
+def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Print left-aligned columns, indented by two spaces."""
+    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
+    for row in [headers, *rows]:
+        print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+def _text_time(moment: datetime | None) -> str:
+    return "-" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _stdin_is_tty() -> bool:
+    stdin = sys.stdin
+    try:
+        return stdin is not None and stdin.isatty()
+    except ValueError:  # closed stream
+        return False
+
+
+def _confirm(prompt: str) -> bool:
+    try:
+        answer = input(prompt)
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+# --- azurite --------------------------------------------------------------------------------------------
+
+
+@command("azurite", "run the Azurite storage emulator in the foreground until Ctrl-C")
+def _configure_azurite(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--location",
+        type=Path,
+        metavar="DIR",
+        help="keep Azurite's data in DIR (default: in memory, lost when Azurite stops)",
+    )
+    parser.add_argument(
+        "--port-base",
+        type=_port_base,
+        default=DEFAULT_PORTS.blob,
+        metavar="N",
+        help=f"blob port; queue and table use N+1 and N+2 (default: {DEFAULT_PORTS.blob})",
+    )
+    parser.set_defaults(handler=_run_azurite)
+
+
+def _port_base(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= port <= _MAX_PORT - 2:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {_MAX_PORT - 2}, got {port}")
+    return port
+
+
+def _run_azurite(args: argparse.Namespace) -> int:
+    base: int = args.port_base
+    location: Path | None = args.location.expanduser().resolve() if args.location is not None else None
+    azurite = Azurite(ports=AzuritePorts(blob=base, queue=base + 1, table=base + 2), location=location)
+    stop = threading.Event()
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    # Without this a plain `kill` would end Python without stopping Azurite, which runs in its own session.
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        azurite.start()
+        try:
+            storage = f"data in {location}" if location is not None else "in memory"
+            ports = azurite.ports
+            print(
+                f"Azurite is running on 127.0.0.1 (blob {ports.blob}, queue {ports.queue}, "
+                f"table {ports.table}; {storage}). Press Ctrl-C to stop.",
+                flush=True,
+            )
+            print("Connection string (set it as AzureWebJobsStorage):", flush=True)
+            print(azurite.connection_string, flush=True)
+            while not stop.wait(_AZURITE_POLL_SECONDS):
+                if not azurite.running:
+                    print("error: Azurite exited unexpectedly", file=sys.stderr)
+                    return EXIT_ERROR
+        except KeyboardInterrupt:
+            pass
+        finally:
+            azurite.stop()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print("Azurite stopped.", file=sys.stderr)
+    return EXIT_OK
+
+
+# --- helpers --------------------------------------------------------------------------------------------
+
+
+def _configure_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # The Azure SDK logs every HTTP request and response at INFO; show that only with -vv.
+    logging.getLogger("azure").setLevel(logging.DEBUG if verbosity >= 2 else logging.WARNING)
+
+
+def _exit_code(code: str | int | None) -> int:
+    if code is None:
+        return EXIT_OK
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return EXIT_ERROR

@@ -26,8 +26,9 @@ from types import FrameType
 from typing import Any
 
 from durable_ext.config import HOST_JSON, HostConfig, load_config
-from durable_ext.errors import ConfigError, DurableExtError
+from durable_ext.errors import AppLoadError, ConfigError, DurableExtError
 from durable_ext.host.azurite import DEFAULT_PORTS, Azurite, AzuritePorts
+from durable_ext.host.local import LocalHost, LocalHostOptions
 from durable_ext.storage.account import StorageAccount
 from durable_ext.storage.taskhub import ResourceInfo, TaskHub, TaskHubInfo
 
@@ -453,3 +454,48 @@ def _exit_code(code: str | int | None) -> int:
         return code
     print(code, file=sys.stderr)
     return EXIT_ERROR
+
+
+# --- start ----------------------------------------------------------------------------------------------
+
+
+@command("start", "run a Functions app locally (our stand-in for `func start`)")
+def _configure_start(parser: argparse.ArgumentParser) -> None:
+    add_app_dir_argument(parser)
+    parser.add_argument(
+        "--port", type=_port_base, default=7071, metavar="PORT", help="HTTP port (default: 7071)"
+    )
+    parser.add_argument(
+        "--azurite-in-memory",
+        action="store_true",
+        help="when Azurite is started by the host, keep its data in memory instead of .durable_ext/azurite",
+    )
+    parser.set_defaults(handler=_run_start)
+
+
+def _run_start(args: argparse.Namespace) -> int:
+    host = LocalHost(
+        LocalHostOptions(
+            app_dir=args.app_dir,
+            port=args.port,
+            azurite_in_memory=args.azurite_in_memory,
+            output=lambda line: print(line, flush=True),
+        )
+    )
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await host.run(stop)
+
+    try:
+        asyncio.run(serve())
+    except AppLoadError as exc:
+        # Show the user's own traceback, as func start does, then the one-line summary.
+        if exc.user_traceback:
+            print(exc.user_traceback, file=sys.stderr, end="")
+        raise
+    print("Host stopped.", flush=True)
+    return EXIT_OK

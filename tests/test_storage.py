@@ -112,7 +112,7 @@ def test_resource_names_keep_case_for_tables_only() -> None:
 
 def test_connection_strings() -> None:
     dev = StorageAccount.from_connection_string("UseDevelopmentStorage=true")
-    assert dev.is_development_storage
+    assert dev.development_storage
     assert dev.queue_endpoint == "http://127.0.0.1:10001/devstoreaccount1"
     key = StorageAccount.from_connection_string(
         "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=a2V5;EndpointSuffix=core.windows.net"
@@ -127,6 +127,7 @@ def test_connection_strings() -> None:
         "TableEndpoint=https://acct.table.core.windows.net;SharedAccessSignature=?sv=2022&sig=abc"
     )
     assert (sas.account_name, sas.sas_token, sas.account_key) == ("acct", "sv=2022&sig=abc", None)
+    assert not key.development_storage and not sas.development_storage
     assert sas.blob_endpoint == "https://acct.blob.core.windows.net"
     assert "sig=" not in sas.describe() and "a2V5" not in key.describe()
     assert key.blob_url("h-largemessages", "a b/c#d.json.gz") == (

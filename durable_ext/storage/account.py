@@ -39,6 +39,8 @@ class StorageAccount:
     table_endpoint: str
     account_key: str | None = None
     sas_token: str | None = None
+    development_storage: bool = False
+    """True for ``UseDevelopmentStorage=true``: Azurite on its default local ports."""
 
     @classmethod
     def from_connection_string(cls, connection_string: str) -> StorageAccount:
@@ -48,7 +50,9 @@ class StorageAccount:
             proxy = parts.get("developmentstorageproxyuri")
             base = proxy.rstrip("/") if proxy else f"http://{DEV_HOST}"
             blob, queue, table = (f"{base}:{port}/{DEV_ACCOUNT_NAME}" for port in DEV_PORTS)
-            return cls(DEV_ACCOUNT_NAME, blob, queue, table, account_key=DEV_ACCOUNT_KEY)
+            return cls(
+                DEV_ACCOUNT_NAME, blob, queue, table, account_key=DEV_ACCOUNT_KEY, development_storage=True
+            )
 
         name = parts.get("accountname")
         key = parts.get("accountkey")
@@ -81,11 +85,6 @@ class StorageAccount:
             account_key=key or None,
             sas_token=sas.lstrip("?") if sas else None,
         )
-
-    @property
-    def is_development_storage(self) -> bool:
-        """True when the account is Azurite's well-known development account."""
-        return self.account_name == DEV_ACCOUNT_NAME and self.account_key == DEV_ACCOUNT_KEY
 
     def describe(self) -> str:
         """Where the account lives, for messages (never includes secrets)."""

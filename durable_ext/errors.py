@@ -6,6 +6,11 @@ the family with one ``except`` and still tell the cases apart by class.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from durable_ext.history import OrchestrationStatus
+
 
 class DurableExtError(Exception):
     """Base class of every error raised by durable_ext."""
@@ -71,3 +76,25 @@ class AppLoadError(DurableExtError):
     def __init__(self, message: str, user_traceback: str = "") -> None:
         super().__init__(message)
         self.user_traceback = user_traceback
+
+
+class InstanceExistsError(DurableExtError):
+    """A start found an instance with the same ID in a status that may not be replaced (HTTP 409).
+
+    :attr:`status` is that instance's runtime status (None if the row has none that is known).
+    """
+
+    def __init__(self, message: str, status: OrchestrationStatus | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class InstanceNotFoundError(DurableExtError):
+    """No instance with the given ID exists in the task hub (HTTP 404)."""
+
+
+class InvalidInstanceStateError(DurableExtError):
+    """The operation does not apply to the instance's status, e.g. raising an event to a completed one.
+
+    Durable Functions answers these with HTTP 410 Gone (raise event) or 400/409 (terminate, suspend, resume).
+    """

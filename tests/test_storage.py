@@ -417,11 +417,13 @@ async def test_large_instance_input_is_a_blob_url_and_reads_back(hub: TaskHub) -
 
 
 def _message(instance_id: str, payload: str = '"x"') -> MessageData:
+    # A fixed SequenceNumber keeps the encoded size exact (the process-wide counter grows digits).
     return MessageData(
         TaskMessage(
             ExecutionStartedEvent(name="hello", version="", input=payload),
             OrchestrationInstance(instance_id, "e"),
-        )
+        ),
+        sequence_number=7,
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from durable_ext.wire import as_utc
@@ -55,3 +55,28 @@ class PartitionLease:
     def is_expired(self, now: datetime) -> bool:
         """True when nobody holds the lease any more (never claimed, or not renewed in time)."""
         return self.expires_at is None or now >= self.expires_at
+
+    def is_claimable_by(self, worker_id: str, now: datetime) -> bool:
+        """§6.2 claim rule: the row is free, its lease has expired, or it was released to ``worker_id``."""
+        is_free = self.current_owner is None and self.next_owner is None
+        is_released_to_me = self.current_owner is None and self.next_owner == worker_id
+        return is_free or is_released_to_me or self.is_expired(now)
+
+    def claim(self, worker_id: str, now: datetime, duration: timedelta) -> None:
+        """Become the owner: a fresh claim clears any steal and drain in progress."""
+        self.current_owner = worker_id
+        self.next_owner = None
+        self.owned_since = now
+        self.last_renewal = now
+        self.expires_at = now + duration
+        self.is_draining = False
+
+    def renew(self, now: datetime, interval: timedelta) -> None:
+        """Extend the owner's lease to ``now + interval``."""
+        self.last_renewal = now
+        self.expires_at = now + interval
+
+    def release(self) -> None:
+        """Give the row up; ``next_owner`` stays so that the stealer (if any) claims it next."""
+        self.current_owner = None
+        self.is_draining = False

@@ -168,6 +168,10 @@ class TaskHub:
         """Close the service clients."""
         await asyncio.gather(self._tables.close(), self._queues.close(), self._blobs.close())
 
+    def partitions_table(self) -> TableClient:
+        """A client for ``{Hub}Partitions`` (the partition leases); closed with the hub."""
+        return self._tables.get_table_client(self.names.partitions_table)
+
     def control_queue_for(self, instance_id: str) -> MessageQueue:
         """The control queue that owns ``instance_id`` (FNV-1a of the raw ID)."""
         return self.control_queues[partition_index(instance_id, self.names.partition_count)]

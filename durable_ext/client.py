@@ -1,0 +1,438 @@
+"""The storage-level client of a task hub: start, query, raise events, terminate, suspend, resume.
+
+Every front end (the df client through the management HTTP API, the CLI, tests) goes through
+:class:`TaskHubClient`. It writes exactly what DurableTask.AzureStorage's client writes (reference
+§7.3, §7.5, §4.2): an ``ExecutionStarted`` or management message to the instance's control queue, and
+for a start the ``Pending`` row of the Instances table. Every argument is checked before anything is
+written; a rejected call leaves the task hub untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from durable_ext.config import OverridableStates
+from durable_ext.errors import (
+    InstanceExistsError,
+    InstanceNotFoundError,
+    InvalidInstanceIdError,
+    InvalidInstanceStateError,
+    PayloadTooLargeError,
+    ValidationError,
+)
+from durable_ext.history import (
+    EventRaisedEvent,
+    ExecutionResumedEvent,
+    ExecutionStartedEvent,
+    ExecutionSuspendedEvent,
+    ExecutionTerminatedEvent,
+    HistoryEvent,
+    OrchestrationInstance,
+    OrchestrationStatus,
+    utc_now,
+)
+from durable_ext.messages import MAX_QUEUE_PAYLOAD_BYTES, MessageData, TaskMessage
+from durable_ext.storage.queues import MAX_VISIBILITY_DELAY
+from durable_ext.storage.taskhub import TaskHub
+from durable_ext.storage.tracking import MAX_PROPERTY_BYTES, InstanceState, utf16_size
+from durable_ext.wire import as_utc
+
+logger = logging.getLogger(__name__)
+
+MAX_INSTANCE_ID_LENGTH = 256
+"""Longest instance ID Durable Functions accepts."""
+
+DEFAULT_MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
+"""Default limit on the UTF-8 size of an input, event payload or reason.
+
+Anything above 45 KiB already travels as a gzip blob (the queue layer offloads it), so the limit is not
+about storage but about memory: every replay holds the payload, and a worker should not be handed
+hundreds of megabytes by one HTTP request. 16 MiB is far above what orchestrations normally carry.
+"""
+
+_FORBIDDEN_ID_CHARS = frozenset("/\\#?")
+
+_DEDUPE_STATUSES: dict[OverridableStates, frozenset[OrchestrationStatus]] = {
+    OverridableStates.NON_RUNNING_STATES: frozenset(
+        {
+            OrchestrationStatus.Running,
+            OrchestrationStatus.ContinuedAsNew,
+            OrchestrationStatus.Pending,
+            OrchestrationStatus.Suspended,
+        }
+    ),
+    OverridableStates.ANY_STATE: frozenset(),
+}
+"""Statuses of an existing instance that make a start with its ID fail (DF ``OverridableStates``)."""
+
+# Durable Functions' IsOrchestrationRunning / IsOrchestrationSuspendable / IsOrchestrationSuspended.
+_RUNNING_STATUSES = frozenset(
+    {
+        OrchestrationStatus.Running,
+        OrchestrationStatus.Suspended,
+        OrchestrationStatus.Pending,
+        OrchestrationStatus.ContinuedAsNew,
+    }
+)
+_SUSPENDABLE_STATUSES = frozenset(
+    {OrchestrationStatus.Running, OrchestrationStatus.Pending, OrchestrationStatus.ContinuedAsNew}
+)
+_RESUMABLE_STATUSES = frozenset({OrchestrationStatus.Suspended})
+
+
+def validate_instance_id(instance_id: str, *, allow_entity: bool = False) -> str:
+    """Return ``instance_id`` if Durable Functions would accept it, else raise InvalidInstanceIdError.
+
+    Rules: not empty, at most 256 characters, none of ``/ \\ # ?``, no control characters
+    (U+0000-U+001F, U+007F-U+009F), and no leading ``@`` unless ``allow_entity`` (entity IDs are
+    ``@name@key``).
+    """
+    shown = repr(instance_id if len(instance_id) <= 80 else instance_id[:80] + "...")
+    if not instance_id:
+        raise InvalidInstanceIdError("instance ID must not be empty")
+    if len(instance_id) > MAX_INSTANCE_ID_LENGTH:
+        raise InvalidInstanceIdError(
+            f"instance ID {shown} is {len(instance_id)} characters long; "
+            f"at most {MAX_INSTANCE_ID_LENGTH} are allowed"
+        )
+    for ch in instance_id:
+        if ch in _FORBIDDEN_ID_CHARS:
+            raise InvalidInstanceIdError(
+                f"instance ID {shown} contains {ch!r}; '/', '\\', '#' and '?' are not allowed"
+            )
+        code = ord(ch)
+        if code <= 0x1F or 0x7F <= code <= 0x9F:
+            raise InvalidInstanceIdError(
+                f"instance ID {shown} contains the control character U+{code:04X}; "
+                "control characters are not allowed"
+            )
+    if instance_id.startswith("@") and not allow_entity:
+        raise InvalidInstanceIdError(
+            f"orchestration instance ID {shown} starts with '@', which is reserved for entity IDs"
+        )
+    return instance_id
+
+
+@dataclass(frozen=True)
+class OrchestrationState:
+    """What a status query returns: one instance as its Instances row describes it.
+
+    ``input`` and ``output`` are the full JSON texts even when storage keeps them in blobs.
+    ``runtime_status`` is None when the row holds a status this version does not know.
+    """
+
+    instance_id: str
+    name: str | None
+    runtime_status: OrchestrationStatus | None
+    input: str | None
+    output: str | None
+    custom_status: str | None
+    created_time: datetime | None
+    last_updated_time: datetime | None
+    completed_time: datetime | None
+    execution_id: str | None
+    generation: int
+
+    @classmethod
+    def from_instance(cls, row: InstanceState) -> OrchestrationState:
+        """Build the status from a row read by the tracking store."""
+        return cls(
+            instance_id=row.instance_id,
+            name=row.name,
+            runtime_status=row.runtime_status,
+            input=row.input,
+            output=row.output,
+            custom_status=row.custom_status,
+            created_time=row.created_time,
+            last_updated_time=row.last_updated_time,
+            completed_time=row.completed_time,
+            execution_id=row.execution_id,
+            generation=row.generation,
+        )
+
+
+class TaskHubClient:
+    """Starts and manages orchestration instances of one task hub, at the storage level.
+
+    ``overridable_states`` is DF's ``overridableExistingInstanceStates``: with the default
+    NonRunningStates a start fails while an instance with that ID is Pending, Running, ContinuedAsNew
+    or Suspended; with AnyState it always replaces it. ``max_payload_bytes`` bounds the UTF-8 size of
+    inputs, event data and reasons.
+    """
+
+    def __init__(
+        self,
+        hub: TaskHub,
+        *,
+        overridable_states: OverridableStates = OverridableStates.NON_RUNNING_STATES,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    ) -> None:
+        if max_payload_bytes <= 0:
+            raise ValueError(f"max_payload_bytes must be positive, got {max_payload_bytes}")
+        self.hub = hub
+        self.overridable_states = overridable_states
+        self.max_payload_bytes = max_payload_bytes
+        self._dedupe_statuses = _DEDUPE_STATUSES[overridable_states]
+
+    @property
+    def _hub_name(self) -> str:
+        return self.hub.names.hub
+
+    async def start_new(
+        self,
+        name: str,
+        instance_id: str | None = None,
+        input: str | None = None,
+        *,
+        scheduled_start_time: datetime | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> str:
+        """Schedule a new orchestration and return its instance ID (a new 32-hex ID if none is given).
+
+        ``input`` is JSON text, stored as given. A ``scheduled_start_time`` in the future delays the
+        start message until then (at most 7 days ahead; naive datetimes are UTC). Raises
+        InstanceExistsError when an instance with this ID exists in a status that may not be replaced,
+        or when a concurrent start of the same ID won the race for the Instances row.
+        """
+        if not name:
+            raise ValidationError("orchestrator name must not be empty")
+        instance_id = validate_instance_id(uuid.uuid4().hex if instance_id is None else instance_id)
+        self._check_payload("input", input)
+        if tags is not None and utf16_size(json.dumps(tags, separators=(",", ":"))) > MAX_PROPERTY_BYTES:
+            # The Instances row cannot offload Tags to a blob, so they must fit one table property.
+            raise PayloadTooLargeError(
+                f"tags of instance {instance_id!r} are larger than the {MAX_PROPERTY_BYTES // 2} "
+                "characters a table property holds"
+            )
+        scheduled = as_utc(scheduled_start_time)
+        if scheduled is not None and scheduled - utc_now() > MAX_VISIBILITY_DELAY:
+            raise ValidationError(
+                f"scheduled start time {scheduled.isoformat()} is more than {MAX_VISIBILITY_DELAY.days} "
+                "days away; Azure Queues cannot delay a message that long"
+            )
+
+        tracking = self.hub.tracking
+        existing = await tracking.get_instance(instance_id, fetch_large_values=False)
+        if existing is not None and existing.runtime_status in self._dedupe_statuses:
+            logger.info(
+                "hub %s instance %s: start refused, instance is %s",
+                self._hub_name,
+                instance_id,
+                existing.runtime_status.name,
+            )
+            raise _exists_error(existing.runtime_status)
+        generation = existing.generation + 1 if existing is not None else 0
+        execution_id = uuid.uuid4().hex
+
+        started = ExecutionStartedEvent(
+            orchestration_instance=OrchestrationInstance(instance_id, execution_id),
+            name=name,
+            version="",
+            input=input,
+            tags=tags,
+            scheduled_start_time=scheduled,
+            generation=generation,
+        )
+        message = _client_message(instance_id, execution_id, started)
+        delay = scheduled - utc_now() if scheduled is not None else None
+        # Message first, as DT.AS: a crash before the row leaves a message the worker's de-dupe
+        # eventually drops, whereas a row without a message would stay Pending forever.
+        await self.hub.control_queue_for(instance_id).send(message, delay)
+
+        row_input = input
+        if len(message.encode().encode("utf-8")) > MAX_QUEUE_PAYLOAD_BYTES:
+            # The queue layer put the message in a blob; like DT.AS the row points at that blob, and
+            # readers take the input out of the ExecutionStarted message stored there.
+            row_input = self.hub.large_messages.url(message.large_message_blob_name())
+        row = InstanceState(
+            instance_id=instance_id,
+            execution_id=execution_id,
+            name=name,
+            version="",
+            input=row_input,
+            runtime_status=OrchestrationStatus.Pending,
+            created_time=started.timestamp,
+            last_updated_time=utc_now(),
+            scheduled_start_time=scheduled,
+            generation=generation,
+            tags=tags,
+            task_hub_name=self._hub_name,
+        )
+        await self._write_pending_row(row, existing)
+        logger.info(
+            "hub %s instance %s: scheduled %s (execution %s, generation %d)",
+            self._hub_name,
+            instance_id,
+            name,
+            execution_id,
+            generation,
+        )
+        return instance_id
+
+    async def _write_pending_row(self, row: InstanceState, existing: InstanceState | None) -> None:
+        """Insert or conditionally replace the Pending row; raise InstanceExistsError if another start won.
+
+        Unlike DT.AS, which ignores a lost write, the storage decides a race between two starts of
+        one ID: the conditional write succeeds for exactly one of them.
+        """
+        tracking = self.hub.tracking
+        if existing is None or existing.etag is None:
+            won = await tracking.insert_instance(row)
+        else:
+            won = await tracking.replace_instance(row, existing.etag)
+        if won:
+            return
+        current = await tracking.get_instance(row.instance_id, fetch_large_values=False)
+        if current is None:
+            # The row was purged between our read and our write: the ID is free again.
+            won = await tracking.insert_instance(row)
+            if won:
+                return
+            current = await tracking.get_instance(row.instance_id, fetch_large_values=False)
+        if current is not None and current.execution_id == row.execution_id:
+            # A retried request whose first attempt had already written our row.
+            return
+        status = current.runtime_status if current is not None else None
+        logger.warning(
+            "hub %s instance %s: a concurrent start won the Instances row (execution %s); "
+            "start of execution %s refused",
+            self._hub_name,
+            row.instance_id,
+            current.execution_id if current is not None else None,
+            row.execution_id,
+        )
+        # Our ExecutionStarted message is already queued. The worker's ExecutionStarted de-dupe drops
+        # it because the row names another execution of the same generation.
+        raise _exists_error(status)
+
+    async def get_status(self, instance_id: str) -> OrchestrationState | None:
+        """The instance's current state, or None if there is no such instance (entity IDs allowed)."""
+        validate_instance_id(instance_id, allow_entity=True)
+        row = await self.hub.tracking.get_instance(instance_id)
+        return OrchestrationState.from_instance(row) if row is not None else None
+
+    async def raise_event(self, instance_id: str, event_name: str, data: str | None = None) -> None:
+        """Send the external event ``event_name`` with JSON ``data`` to a non-terminal instance.
+
+        Raises InstanceNotFoundError for an unknown ID and InvalidInstanceStateError when the instance
+        is no longer running (DF answers 410 Gone).
+        """
+        if not event_name:
+            raise ValidationError("event name must not be empty")
+        self._check_payload("event data", data)
+        await self._send_management(
+            instance_id,
+            EventRaisedEvent(name=event_name, input=data),
+            _RUNNING_STATUSES,
+            f"raise event {event_name!r} for",
+        )
+
+    async def terminate(self, instance_id: str, reason: str | None = None) -> None:
+        """Terminate a non-terminal instance; ``reason`` becomes its output."""
+        self._check_payload("reason", reason)
+        await self._send_management(
+            instance_id, ExecutionTerminatedEvent(input=reason), _RUNNING_STATUSES, "terminate"
+        )
+
+    async def suspend(self, instance_id: str, reason: str | None = None) -> None:
+        """Suspend a Pending, Running or ContinuedAsNew instance."""
+        self._check_payload("reason", reason)
+        await self._send_management(
+            instance_id, ExecutionSuspendedEvent(reason=reason), _SUSPENDABLE_STATUSES, "suspend"
+        )
+
+    async def resume(self, instance_id: str, reason: str | None = None) -> None:
+        """Resume a Suspended instance."""
+        self._check_payload("reason", reason)
+        await self._send_management(
+            instance_id, ExecutionResumedEvent(reason=reason), _RESUMABLE_STATUSES, "resume"
+        )
+
+    async def _send_management(
+        self,
+        instance_id: str,
+        event: HistoryEvent,
+        allowed: frozenset[OrchestrationStatus],
+        action: str,
+    ) -> None:
+        """Check that the instance exists and is in an ``allowed`` status, then enqueue ``event``."""
+        validate_instance_id(instance_id)
+        row = await self.hub.tracking.get_instance(instance_id, fetch_large_values=False)
+        if row is None:
+            raise InstanceNotFoundError(f"no instance with ID {instance_id!r} exists in hub {self._hub_name}")
+        if row.runtime_status not in allowed:
+            status = row.runtime_status.name if row.runtime_status is not None else "unknown"
+            logger.info(
+                "hub %s instance %s: cannot %s the instance in the %s state",
+                self._hub_name,
+                instance_id,
+                action,
+                status,
+            )
+            raise InvalidInstanceStateError(
+                f"cannot {action} instance {instance_id!r} because it is in the {status} state"
+            )
+        # ExecutionId None addresses the current execution, whichever it is when the message arrives.
+        await self.hub.control_queue_for(instance_id).send(_client_message(instance_id, None, event))
+        logger.info(
+            "hub %s instance %s: sent %s (%s)", self._hub_name, instance_id, event.event_type.name, action
+        )
+
+    async def wait_for_completion(
+        self, instance_id: str, timeout: float, poll_interval: float = 0.05
+    ) -> OrchestrationState:
+        """Poll the status until the instance is Completed, Failed, Terminated or Canceled.
+
+        ContinuedAsNew is not an end: the next generation runs under the same ID. Raises TimeoutError,
+        naming the last status seen, when ``timeout`` seconds pass first.
+        """
+        validate_instance_id(instance_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            state = await self.get_status(instance_id)
+            if state is not None and state.runtime_status is not None and state.runtime_status.is_terminal:
+                return state
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                if state is None:
+                    seen = "the instance does not exist"
+                elif state.runtime_status is None:
+                    seen = "its status is unknown"
+                else:
+                    seen = f"it is {state.runtime_status.name}"
+                raise TimeoutError(
+                    f"hub {self._hub_name} instance {instance_id!r} did not complete within {timeout:g} s; "
+                    f"{seen}"
+                )
+            await asyncio.sleep(min(poll_interval, remaining))
+
+    def _check_payload(self, what: str, payload: str | None) -> None:
+        if payload is None:
+            return
+        size = len(payload.encode("utf-8"))
+        if size > self.max_payload_bytes:
+            raise PayloadTooLargeError(
+                f"{what} is {size} bytes of UTF-8; at most {self.max_payload_bytes} are allowed"
+            )
+
+
+def _client_message(instance_id: str, execution_id: str | None, event: HistoryEvent) -> MessageData:
+    """A message as a DT.AS client sends it: Sender with empty IDs, no episode, no execution context."""
+    return MessageData(
+        task_message=TaskMessage(
+            event=event, orchestration_instance=OrchestrationInstance(instance_id, execution_id)
+        ),
+        sender=OrchestrationInstance("", ""),
+    )
+
+
+def _exists_error(status: OrchestrationStatus | None) -> InstanceExistsError:
+    name = status.name if status is not None else "unknown"
+    # DT.AS' OrchestrationAlreadyExistsException text, which DF passes on to callers.
+    return InstanceExistsError(f"An Orchestration instance with the status {name} already exists.", status)

@@ -1,0 +1,1 @@
+"""The worker side of durable_ext: partition ownership, orchestration and activity dispatch."""

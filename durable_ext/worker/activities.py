@@ -1,0 +1,230 @@
+"""The work-item dispatcher: runs activities and reports their results to the orchestrations.
+
+Activities are at-least-once: the result is enqueued to the orchestration's control queue before the
+work item is deleted, so a crash in between runs the activity again and the orchestration receives
+(and ignores) a second result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+from azure.functions import meta
+from azure.functions.durable_functions import ActivityTriggerConverter
+
+from durable_ext.history import FailureDetails, TaskCompletedEvent, TaskFailedEvent, TaskScheduledEvent
+from durable_ext.host.app_loader import FunctionKind, FunctionRegistry, RegisteredFunction
+from durable_ext.messages import MessageData, TaskMessage
+from durable_ext.storage.queues import ReceivedMessage
+from durable_ext.storage.taskhub import TaskHub
+from durable_ext.worker.backoff import BackoffPolling
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH = 32
+
+
+class ActivityError(Exception):
+    """An activity could not run (unknown name, undecodable input, unencodable result)."""
+
+
+def invoke_activity(function: RegisteredFunction, input_json: str | None) -> Any:
+    """Call an activity the way the Functions Python worker does; returns the (possibly awaitable) result."""
+    try:
+        value = ActivityTriggerConverter.decode(
+            meta.Datum(type="json", value=input_json if input_json is not None else "null"),
+            trigger_metadata=None,
+        )
+    except ValueError as exc:
+        raise ActivityError(f"activity {function.name!r}: cannot decode its input: {exc}") from exc
+    return function.callable(**{function.trigger_param: value})
+
+
+def encode_result(function: RegisteredFunction, value: Any) -> str:
+    """JSON text of an activity's return value, as the Functions worker encodes it."""
+    try:
+        return str(ActivityTriggerConverter.encode(value, expected_type=None).value)
+    except ValueError as exc:
+        raise ActivityError(
+            f"activity {function.name!r} returned a value that is not JSON serializable"
+        ) from exc
+
+
+class ActivityDispatcher:
+    """Polls ``{hub}-workitems`` and runs activities with bounded concurrency."""
+
+    def __init__(
+        self,
+        hub: TaskHub,
+        registry: FunctionRegistry,
+        *,
+        max_concurrency: int,
+        visibility_timeout: timedelta,
+        max_polling_interval: timedelta,
+        on_control_message: Callable[[str], None],
+    ) -> None:
+        self._hub = hub
+        self._registry = registry
+        self._max = max_concurrency
+        self._visibility = visibility_timeout
+        self._backoff = BackoffPolling(max_polling_interval)
+        self._on_control_message = on_control_message
+        self._threads = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="activity")
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._hub_name = hub.names.hub
+
+    def wake(self) -> None:
+        """Poll now: this process just enqueued a work item."""
+        self._backoff.wake()
+
+    def start(self) -> None:
+        """Begin polling in the background."""
+        self._stopping = False
+        self._loop_task = asyncio.create_task(self._poll(), name=f"activities-{self._hub_name}")
+
+    async def stop(self) -> None:
+        """Stop polling and let running activities finish (their results are still delivered)."""
+        self._stopping = True
+        self._backoff.wake()
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+            self._loop_task = None
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._threads.shutdown(wait=False)
+
+    async def _poll(self) -> None:
+        queue = self._hub.work_item_queue
+        while not self._stopping:
+            free = self._max - len(self._tasks)
+            if free <= 0:
+                await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
+                continue
+            try:
+                messages = await queue.receive(min(MAX_BATCH, free), self._visibility)
+            except Exception:
+                logger.exception("hub %s: polling %s failed", self._hub_name, queue.name)
+                await self._backoff.wait()
+                continue
+            if not messages:
+                await self._backoff.wait()
+                continue
+            self._backoff.reset()
+            for message in messages:
+                task = asyncio.create_task(self._run(message))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, message: ReceivedMessage) -> None:
+        renewal = asyncio.create_task(self._keep_invisible(message))
+        try:
+            await self._execute(message)
+        except Exception:
+            # The work item stays in the queue and is retried after its visibility timeout.
+            logger.exception(
+                "hub %s instance %s: activity work item %s failed to complete",
+                self._hub_name,
+                message.data.instance_id,
+                message.message_id,
+            )
+            return
+        finally:
+            renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewal
+        await self._hub.work_item_queue.delete(message)
+
+    async def _keep_invisible(self, message: ReceivedMessage) -> None:
+        """Push the work item's visibility out while a long activity runs, so no one else takes it."""
+        while True:
+            await asyncio.sleep(self._visibility.total_seconds() / 2)
+            await self._hub.work_item_queue.abandon(message, delay=self._visibility)
+
+    async def _execute(self, message: ReceivedMessage) -> None:
+        data = message.data
+        event = data.event
+        instance = data.task_message.orchestration_instance if data.task_message else None
+        if not isinstance(event, TaskScheduledEvent) or instance is None:
+            logger.warning(
+                "hub %s instance %s: work item %s is not an activity request (%s); deleted",
+                self._hub_name,
+                data.instance_id,
+                message.message_id,
+                type(event).__name__,
+            )
+            await self._hub.work_item_queue.delete(message)
+            return
+        name = event.name or ""
+        function = self._registry.get(name, FunctionKind.ACTIVITY)
+        result_event = await self._outcome(function, name, event, instance.instance_id)
+        response = MessageData(
+            TaskMessage(result_event, instance),
+            episode=data.episode,
+            sender=instance,
+        )
+        queue = self._hub.control_queue_for(instance.instance_id)
+        await queue.send(response)
+        self._on_control_message(queue.name)
+
+    async def _outcome(
+        self, function: RegisteredFunction | None, name: str, event: TaskScheduledEvent, instance_id: str
+    ) -> TaskCompletedEvent | TaskFailedEvent:
+        started = asyncio.get_running_loop().time()
+        try:
+            if function is None:
+                raise ActivityError(f"The activity function '{name}' doesn't exist.")
+            if function.is_async:
+                value = await invoke_activity(function, event.input)
+            else:
+                value = await asyncio.get_running_loop().run_in_executor(
+                    self._threads, _call_sync, function, event.input
+                )
+            result = encode_result(function, value)
+        except Exception as exc:
+            elapsed = (asyncio.get_running_loop().time() - started) * 1000
+            logger.info(
+                "hub %s instance %s: activity %s (task %d) failed after %.0f ms: %s",
+                self._hub_name,
+                instance_id,
+                name,
+                event.event_id,
+                elapsed,
+                exc,
+            )
+            details = "".join(traceback.format_exception(exc))
+            return TaskFailedEvent(
+                task_scheduled_id=event.event_id,
+                reason=str(exc) or type(exc).__name__,
+                details=details,
+                failure_details=FailureDetails(
+                    error_type=type(exc).__name__, error_message=str(exc), stack_trace=details
+                ),
+            )
+        logger.debug(
+            "hub %s instance %s: activity %s (task %d) completed in %.0f ms",
+            self._hub_name,
+            instance_id,
+            name,
+            event.event_id,
+            (asyncio.get_running_loop().time() - started) * 1000,
+        )
+        return TaskCompletedEvent(task_scheduled_id=event.event_id, result=result)
+
+
+def _call_sync(function: RegisteredFunction, input_json: str | None) -> Any:
+    value = invoke_activity(function, input_json)
+    if inspect.isawaitable(value):
+        raise ActivityError(f"activity {function.name!r} returned an awaitable from a synchronous function")
+    return value

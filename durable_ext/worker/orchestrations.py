@@ -1,0 +1,784 @@
+"""The control-queue dispatcher: orchestration episodes and their checkpoints (reference §3.8, §6).
+
+For every owned control queue a loop dequeues batches, groups the messages per instance and runs one
+episode per instance at a time: load history, decide what each message means, replay the orchestrator,
+then checkpoint in DT.AS's order: (1) send outbound messages, (2) write history behind the sentinel
+ETag, (3) merge the Instances row, (4) delete blobs of a replaced execution, (5) delete the consumed
+messages. A crash between any two steps re-runs the episode from the messages, and the sentinel ETag
+keeps a second commit of the same episode out of history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from durable_ext.config import DurableTaskOptions
+from durable_ext.errors import OwnershipLostError
+from durable_ext.history import (
+    ContinueAsNewEvent,
+    EventRaisedEvent,
+    EventType,
+    ExecutionCompletedEvent,
+    ExecutionResumedEvent,
+    ExecutionStartedEvent,
+    ExecutionSuspendedEvent,
+    ExecutionTerminatedEvent,
+    FailureDetails,
+    GenericEvent,
+    HistoryEvent,
+    OrchestrationInstance,
+    OrchestrationStatus,
+    OrchestratorCompletedEvent,
+    OrchestratorStartedEvent,
+    ParentInstance,
+    SubOrchestrationInstanceCompletedEvent,
+    SubOrchestrationInstanceFailedEvent,
+    TaskScheduledEvent,
+    TimerFiredEvent,
+    utc_now,
+)
+from durable_ext.host.app_loader import FunctionKind, FunctionRegistry
+from durable_ext.messages import MessageData, TaskMessage
+from durable_ext.replay import (
+    ActionKind,
+    NonDeterminismError,
+    OrchestratorRun,
+    ScheduledAction,
+    new_actions,
+    order_new_events,
+    run_orchestrator,
+    scheduled_event_ids,
+    scheduling_event,
+)
+from durable_ext.storage.queues import MessageQueue, ReceivedMessage
+from durable_ext.storage.taskhub import TaskHub
+from durable_ext.storage.tracking import InstanceState
+from durable_ext.worker.backoff import BackoffPolling
+
+logger = logging.getLogger(__name__)
+
+MAX_TIMER_HOP = timedelta(days=6)
+"""Longest queue delay of a timer message; longer timers hop (Azure Queues cap delays at 7 days)."""
+MAX_GENERATIONS_PER_WORK_ITEM = 20
+"""Continue-as-new generations run back to back before the rest goes through the queue again."""
+NO_HISTORY_DEQUEUE_LIMIT = 5
+"""Dequeues after which a message for an instance with no history is dropped (§6.6)."""
+
+_COMPLETION_EVENTS = {
+    EventType.TaskCompleted: "task_scheduled_id",
+    EventType.TaskFailed: "task_scheduled_id",
+    EventType.SubOrchestrationInstanceCompleted: "task_scheduled_id",
+    EventType.SubOrchestrationInstanceFailed: "task_scheduled_id",
+    EventType.TimerFired: "timer_id",
+}
+
+
+@dataclass
+class _Execution:
+    """The in-memory state of an instance's current execution."""
+
+    instance_id: str
+    execution_id: str | None
+    events: list[HistoryEvent]
+    etag: str | None
+    blob_names: list[str] = field(default_factory=list)
+
+    @property
+    def started(self) -> ExecutionStartedEvent | None:
+        return next((e for e in self.events if isinstance(e, ExecutionStartedEvent)), None)
+
+    @property
+    def completed(self) -> ExecutionCompletedEvent | None:
+        return next((e for e in self.events if isinstance(e, ExecutionCompletedEvent)), None)
+
+
+@dataclass
+class _Decisions:
+    """What each message of a batch means for this episode."""
+
+    consume: list[ReceivedMessage] = field(default_factory=list)
+    discard: list[ReceivedMessage] = field(default_factory=list)
+    abandon: list[ReceivedMessage] = field(default_factory=list)
+    later: list[ReceivedMessage] = field(default_factory=list)
+    """Messages for a next episode of the same instance (a second start in one batch)."""
+    rehop: list[ReceivedMessage] = field(default_factory=list)
+    """Timer messages that arrived before their time (a long timer's hop)."""
+
+
+@dataclass
+class _Outbound:
+    queue: MessageQueue
+    message: MessageData
+    delay: timedelta | None = None
+
+
+@dataclass
+class _EpisodeResult:
+    """History events and Instances update of one replay."""
+
+    new_events: list[HistoryEvent]
+    status: InstanceState
+    columns: list[str]
+    pending_event_names: list[str]
+
+    @property
+    def continued_as_new(self) -> bool:
+        return any(isinstance(e, ContinueAsNewEvent) for e in self.new_events)
+
+
+@dataclass
+class _Checkpoint:
+    """Everything one episode writes."""
+
+    execution: _Execution
+    new_events: list[HistoryEvent]
+    first_sequence_number: int
+    outbound: list[_Outbound]
+    status: InstanceState
+    columns: list[str]
+    replaced_blobs: list[str]
+
+
+class OrchestrationDispatcher:
+    """Runs orchestration episodes for the control queues this worker owns.
+
+    Implements the partition manager's listener protocol (``start_listening`` / ``stop_listening``).
+    """
+
+    def __init__(
+        self,
+        hub: TaskHub,
+        registry: FunctionRegistry,
+        options: DurableTaskOptions,
+        *,
+        on_work_item: Callable[[], None],
+    ) -> None:
+        self._hub = hub
+        self._registry = registry
+        self._options = options
+        self._provider = options.storage_provider
+        self._on_work_item = on_work_item
+        self._hub_name = hub.names.hub
+        self._queues = {q.name: q for q in hub.control_queues}
+        self._loops: dict[str, asyncio.Task[None]] = {}
+        self._backoffs: dict[str, BackoffPolling] = {}
+        self._sessions: dict[str, asyncio.Task[None]] = {}
+        self._pending: dict[str, list[ReceivedMessage]] = {}
+        self._session_queue: dict[str, str] = {}
+        self._slots = asyncio.Semaphore(options.max_concurrent_orchestrator_functions)
+        self._buffered = 0
+        self._cache: dict[str, _Execution] = {}
+
+    @property
+    def owned(self) -> frozenset[str]:
+        """Control queues being polled."""
+        return frozenset(self._loops)
+
+    def wake(self, queue_name: str) -> None:
+        """This process just enqueued to ``queue_name``: poll it now if we own it."""
+        backoff = self._backoffs.get(queue_name)
+        if backoff is not None:
+            backoff.wake()
+
+    async def start_listening(self, partition_id: str) -> None:
+        """Begin dequeuing a control queue."""
+        if partition_id in self._loops or partition_id not in self._queues:
+            return
+        self._backoffs[partition_id] = BackoffPolling(self._provider.max_queue_polling_interval)
+        self._loops[partition_id] = asyncio.create_task(
+            self._poll(self._queues[partition_id]), name=f"control-{partition_id}"
+        )
+        logger.info("hub %s: listening on %s", self._hub_name, partition_id)
+
+    async def stop_listening(self, partition_id: str) -> None:
+        """Stop dequeuing a control queue and wait for its in-flight episodes."""
+        loop = self._loops.pop(partition_id, None)
+        self._backoffs.pop(partition_id, None)
+        if loop is not None:
+            loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+        running = [t for i, t in self._sessions.items() if self._session_queue.get(i) == partition_id]
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
+        for instance_id in [i for i, q in self._session_queue.items() if q == partition_id]:
+            self._cache.pop(instance_id, None)
+        logger.info("hub %s: stopped listening on %s", self._hub_name, partition_id)
+
+    async def stop(self) -> None:
+        """Stop every loop and wait for in-flight episodes."""
+        for partition_id in list(self._loops):
+            await self.stop_listening(partition_id)
+
+    # ---- polling ----------------------------------------------------------------------------
+
+    async def _poll(self, queue: MessageQueue) -> None:
+        backoff = self._backoffs[queue.name]
+        while True:
+            if self._buffered >= self._provider.control_queue_buffer_threshold:
+                await backoff.wait()
+                continue
+            try:
+                messages = await queue.receive(
+                    self._provider.control_queue_batch_size, self._provider.control_queue_visibility_timeout
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("hub %s: polling %s failed", self._hub_name, queue.name)
+                await backoff.wait()
+                continue
+            if not messages:
+                await backoff.wait()
+                continue
+            backoff.reset()
+            self._dispatch(queue.name, messages)
+
+    def _dispatch(self, queue_name: str, messages: Sequence[ReceivedMessage]) -> None:
+        ordered = sorted(messages, key=lambda m: (m.inserted_on or utc_now(), m.data.sequence_number))
+        for message in ordered:
+            instance_id = message.data.instance_id
+            pending = self._pending.setdefault(instance_id, [])
+            # A redelivered copy (new pop receipt) replaces the one we hold.
+            pending[:] = [m for m in pending if m.message_id != message.message_id]
+            pending.append(message)
+            self._buffered += 1
+            self._session_queue[instance_id] = queue_name
+            if instance_id not in self._sessions:
+                task = asyncio.create_task(self._run_session(instance_id), name=f"session-{instance_id}")
+                self._sessions[instance_id] = task
+
+    async def _run_session(self, instance_id: str) -> None:
+        try:
+            while self._pending.get(instance_id):
+                batch = self._pending.pop(instance_id)
+                async with self._slots:
+                    later = await self._episode(instance_id, batch)
+                self._buffered -= len(batch) - len(later)
+                if later:
+                    self._pending.setdefault(instance_id, [])[:0] = later
+        finally:
+            self._sessions.pop(instance_id, None)
+            if not self._options.extended_sessions_enabled:
+                self._cache.pop(instance_id, None)
+
+    # ---- one episode --------------------------------------------------------------------------
+
+    async def _episode(self, instance_id: str, messages: list[ReceivedMessage]) -> list[ReceivedMessage]:
+        """Process one batch for one instance; returns messages kept for the next episode."""
+        queue = self._queues[messages[0].queue_name]
+        try:
+            execution = self._cache.pop(instance_id, None) or await self._load(instance_id)
+            decisions = self._decide(execution, messages)
+            checkpoint = self._plan(execution, decisions) if decisions.consume else None
+            await self._rehop(queue, decisions.rehop)
+            if checkpoint is not None:
+                await self._commit(checkpoint)
+                if self._options.extended_sessions_enabled:
+                    self._cache[instance_id] = checkpoint.execution
+            await asyncio.gather(
+                *(queue.delete(m) for m in [*decisions.consume, *decisions.discard, *decisions.rehop]),
+                *(queue.abandon(m) for m in decisions.abandon),
+            )
+            return decisions.later
+        except OwnershipLostError:
+            self._cache.pop(instance_id, None)
+            await asyncio.gather(*(queue.abandon(m) for m in messages), return_exceptions=True)
+            return []
+        except Exception:
+            self._cache.pop(instance_id, None)
+            logger.exception(
+                "hub %s instance %s: episode failed; messages abandoned", self._hub_name, instance_id
+            )
+            await asyncio.gather(*(queue.abandon(m) for m in messages), return_exceptions=True)
+            return []
+
+    async def _load(self, instance_id: str) -> _Execution:
+        load = await self._hub.tracking.load_history(instance_id)
+        return _Execution(instance_id, load.execution_id, load.events, load.etag, load.blob_names)
+
+    def _decide(self, execution: _Execution, messages: list[ReceivedMessage]) -> _Decisions:
+        decisions = _Decisions()
+        now = utc_now()
+        starting: ExecutionStartedEvent | None = None
+        for message in messages:
+            event = message.data.event
+            target = message.data.task_message.orchestration_instance if message.data.task_message else None
+            target_execution = target.execution_id if target else None
+            if isinstance(event, ExecutionStartedEvent):
+                if starting is not None:
+                    decisions.later.append(message)
+                elif self._accept_start(execution, event, target_execution):
+                    starting = event
+                    decisions.consume.append(message)
+                else:
+                    decisions.discard.append(message)
+                continue
+            current = (
+                starting.orchestration_instance.execution_id
+                if starting and starting.orchestration_instance
+                else execution.execution_id
+            )
+            if starting is None and execution.started is None:
+                # Nothing to deliver to yet: the start may still be on its way (§6.6).
+                if (
+                    isinstance(event, ExecutionTerminatedEvent)
+                    or message.dequeue_count > NO_HISTORY_DEQUEUE_LIMIT
+                ):
+                    logger.warning(
+                        "hub %s instance %s: %s for an instance with no history discarded",
+                        self._hub_name,
+                        execution.instance_id,
+                        event.event_type.name,
+                    )
+                    decisions.discard.append(message)
+                else:
+                    decisions.abandon.append(message)
+                continue
+            if target_execution and target_execution != current:
+                decisions.discard.append(message)  # addressed to an execution that has been replaced
+                continue
+            if starting is None and execution.completed is not None:
+                logger.info(
+                    "hub %s instance %s: %s for a completed instance discarded",
+                    self._hub_name,
+                    execution.instance_id,
+                    event.event_type.name,
+                )
+                decisions.discard.append(message)
+                continue
+            if isinstance(event, TimerFiredEvent) and event.fire_at is not None and event.fire_at > now:
+                decisions.rehop.append(message)
+                continue
+            id_attr = _COMPLETION_EVENTS.get(event.event_type)
+            if id_attr is not None and starting is None:
+                task_id = int(getattr(event, id_attr))
+                if task_id not in scheduled_event_ids(execution.events):
+                    decisions.abandon.append(message)  # its scheduling event is not visible yet (§6.6)
+                    continue
+                if _already_completed(execution.events, task_id) or any(
+                    _same_completion(m.data.event, event, id_attr) for m in decisions.consume
+                ):
+                    decisions.discard.append(message)  # at-least-once delivery: a second result
+                    continue
+            decisions.consume.append(message)
+        return decisions
+
+    def _accept_start(
+        self, execution: _Execution, event: ExecutionStartedEvent, execution_id: str | None
+    ) -> bool:
+        if execution.started is None or execution.completed is not None:
+            return True
+        if execution.execution_id == execution_id:
+            return False  # the start we already ran, delivered again
+        logger.warning(
+            "hub %s instance %s: start of execution %s ignored: execution %s is still running",
+            self._hub_name,
+            execution.instance_id,
+            execution_id,
+            execution.execution_id,
+        )
+        return False
+
+    def _plan(self, execution: _Execution, decisions: _Decisions) -> _Checkpoint:
+        now = utc_now()
+        incoming = [m.data.event for m in decisions.consume]
+        start = next((e for e in incoming if isinstance(e, ExecutionStartedEvent)), None)
+        others = [e for e in incoming if not isinstance(e, ExecutionStartedEvent)]
+        replaced_blobs: list[str] = []
+        if start is not None:
+            assert start.orchestration_instance is not None
+            if execution.events:
+                replaced_blobs = list(execution.blob_names)
+            current = _Execution(
+                execution.instance_id, start.orchestration_instance.execution_id, [], execution.etag
+            )
+            fresh = [OrchestratorStartedEvent(timestamp=now), start, *others]
+            first_sequence = 0
+        else:
+            current = execution
+            fresh = [OrchestratorStartedEvent(timestamp=now), *others]
+            first_sequence = len(execution.events)
+        outbound: list[_Outbound] = []
+        result = self._run_episode(current, fresh, outbound, now)
+        generations = 0
+        while result.continued_as_new:
+            generations += 1
+            replaced_blobs += current.blob_names
+            current, fresh = self._next_generation(current, result, now)
+            first_sequence = 0
+            if generations >= MAX_GENERATIONS_PER_WORK_ITEM:
+                # Persist the new generation's start and let a message run it, so one instance that
+                # continues as new without ever waiting cannot hold this worker forever.
+                new_events = [*fresh, OrchestratorCompletedEvent(timestamp=now)]
+                outbound.append(self._wake_up(current))
+                status, columns = self._status(current, new_events, None, now)
+                result = _EpisodeResult(new_events, status, columns, [])
+                break
+            result = self._run_episode(current, fresh, outbound, now)
+        return _Checkpoint(
+            current,
+            result.new_events,
+            first_sequence,
+            outbound,
+            result.status,
+            result.columns,
+            replaced_blobs,
+        )
+
+    def _next_generation(
+        self, execution: _Execution, result: _EpisodeResult, now: datetime
+    ) -> tuple[_Execution, list[HistoryEvent]]:
+        episode = result.new_events
+        finished = [*execution.events, *episode]
+        started = next(e for e in finished if isinstance(e, ExecutionStartedEvent))
+        ended = next(e for e in episode if isinstance(e, ContinueAsNewEvent))
+        new_id = uuid.uuid4().hex
+        restarted = ExecutionStartedEvent(
+            timestamp=now,
+            orchestration_instance=OrchestrationInstance(execution.instance_id, new_id),
+            parent_instance=started.parent_instance,
+            name=started.name,
+            version=started.version,
+            input=ended.result,
+            tags=started.tags,
+            generation=started.generation,
+        )
+        carried = _unconsumed_events(finished, result.pending_event_names)
+        nxt = _Execution(execution.instance_id, new_id, [], execution.etag)
+        return nxt, [OrchestratorStartedEvent(timestamp=now), restarted, *carried]
+
+    def _wake_up(self, execution: _Execution) -> _Outbound:
+        """A message that makes the instance run its newest generation in a later work item."""
+        message = MessageData(
+            TaskMessage(
+                GenericEvent(data="continue"),
+                OrchestrationInstance(execution.instance_id, execution.execution_id),
+            )
+        )
+        return _Outbound(self._hub.control_queue_for(execution.instance_id), message)
+
+    def _run_episode(
+        self, execution: _Execution, fresh: list[HistoryEvent], outbound: list[_Outbound], now: datetime
+    ) -> _EpisodeResult:
+        """Replay with the new events; returns the episode's history events and the Instances update."""
+        past = execution.events
+        started = next(e for e in [*past, *fresh] if isinstance(e, ExecutionStartedEvent))
+        name = started.name or ""
+        run: OrchestratorRun | None = None
+        failure: FailureDetails | None = None
+        terminated = next((e for e in fresh if isinstance(e, ExecutionTerminatedEvent)), None)
+        if terminated is not None:
+            completion: HistoryEvent | None = ExecutionCompletedEvent(
+                timestamp=now, orchestration_status=OrchestrationStatus.Terminated, result=terminated.input
+            )
+            episode = [*fresh]
+            scheduled: list[ScheduledAction] = []
+        else:
+            episode, run, failure = self._replay(execution, name, started, fresh)
+            scheduled = [] if failure is not None or run is None else new_actions([*past, *episode], run)
+            # df leaves a sub-orchestration's ID to the host when the caller gave none.
+            scheduled = [
+                dataclasses.replace(a, instance_id=f"{execution.instance_id}:{a.event_id}")
+                if a.kind is ActionKind.SUB_ORCHESTRATION and not a.instance_id
+                else a
+                for a in scheduled
+            ]
+            unsupported = next(
+                (
+                    a
+                    for a in scheduled
+                    if a.kind in (ActionKind.CALL_ENTITY, ActionKind.SIGNAL_ENTITY, ActionKind.CALL_HTTP)
+                ),
+                None,
+            )
+            if unsupported is not None:
+                failure = FailureDetails(
+                    error_type="NotSupportedError",
+                    error_message=f"Orchestrator function '{name}' failed: {unsupported.kind.value} "
+                    "is not supported by durable_ext yet",
+                )
+                scheduled = []
+            completion = self._completion(run, failure, next_id=_next_event_id(run), now=now)
+        new_events = [
+            *episode,
+            *(
+                scheduling_event(a, now, self._options.store_inputs_in_orchestration_history)
+                for a in scheduled
+            ),
+        ]
+        if completion is not None:
+            new_events.append(completion)
+        new_events.append(OrchestratorCompletedEvent(timestamp=now))
+        sender = OrchestrationInstance(execution.instance_id, execution.execution_id)
+        episode_number = sum(isinstance(e, OrchestratorStartedEvent) for e in [*past, *new_events])
+        outbound.extend(self._messages(sender, name, scheduled, episode_number, now))
+        if completion is not None and not isinstance(completion, ContinueAsNewEvent):
+            outbound.extend(self._to_parent(started, completion))
+        status, columns = self._status(execution, new_events, run, now)
+        return _EpisodeResult(new_events, status, columns, run.pending_event_names if run is not None else [])
+
+    def _replay(
+        self, execution: _Execution, name: str, started: ExecutionStartedEvent, fresh: list[HistoryEvent]
+    ) -> tuple[list[HistoryEvent], OrchestratorRun | None, FailureDetails | None]:
+        function = self._registry.get(name, FunctionKind.ORCHESTRATOR)
+        if function is None:
+            return (
+                fresh,
+                None,
+                FailureDetails(
+                    error_type="FunctionNotFound",
+                    error_message=f"The orchestrator function '{name}' doesn't exist.",
+                ),
+            )
+        past = execution.events
+        parent = (
+            started.parent_instance.orchestration_instance.instance_id
+            if started.parent_instance and started.parent_instance.orchestration_instance
+            else None
+        )
+        try:
+            run = run_orchestrator(
+                function.callable,
+                name,
+                execution.instance_id,
+                [*past, *fresh],
+                new_events_start=len(past),
+                parent_instance_id=parent,
+            )
+            ordered = [fresh[0], *order_new_events(fresh[1:], run.allocations)]
+            if ordered != fresh:
+                run = run_orchestrator(
+                    function.callable,
+                    name,
+                    execution.instance_id,
+                    [*past, *ordered],
+                    new_events_start=len(past),
+                    parent_instance_id=parent,
+                )
+            return ordered, run, run.failure
+        except NonDeterminismError as exc:
+            logger.error("hub %s instance %s: %s", self._hub_name, execution.instance_id, exc)
+            return (
+                fresh,
+                None,
+                FailureDetails(error_type="NonDeterministicOrchestrationError", error_message=str(exc)),
+            )
+
+    def _completion(
+        self, run: OrchestratorRun | None, failure: FailureDetails | None, *, next_id: int, now: datetime
+    ) -> HistoryEvent | None:
+        if failure is not None:
+            return ExecutionCompletedEvent(
+                event_id=next_id,
+                timestamp=now,
+                orchestration_status=OrchestrationStatus.Failed,
+                result=failure.error_message,
+                failure_details=failure,
+            )
+        if run is None or not run.done:
+            return None
+        if run.continue_as_new:
+            return ContinueAsNewEvent(event_id=next_id, timestamp=now, result=run.continue_as_new_input)
+        return ExecutionCompletedEvent(
+            event_id=next_id,
+            timestamp=now,
+            orchestration_status=OrchestrationStatus.Completed,
+            result=run.output,
+        )
+
+    def _messages(
+        self,
+        sender: OrchestrationInstance,
+        name: str,
+        scheduled: list[ScheduledAction],
+        episode: int,
+        now: datetime,
+    ) -> list[_Outbound]:
+        out: list[_Outbound] = []
+        for action in scheduled:
+            if action.kind is ActionKind.ACTIVITY:
+                event: HistoryEvent = TaskScheduledEvent(
+                    event_id=action.event_id, timestamp=now, name=action.name, version="", input=action.input
+                )
+                out.append(
+                    _Outbound(
+                        self._hub.work_item_queue,
+                        MessageData(TaskMessage(event, sender), episode=episode, sender=sender),
+                    )
+                )
+            elif action.kind is ActionKind.TIMER:
+                assert action.fire_at is not None
+                fired = TimerFiredEvent(timer_id=action.event_id, fire_at=action.fire_at, timestamp=now)
+                delay = min(action.fire_at - now, MAX_TIMER_HOP)
+                queue = self._hub.control_queue_for(sender.instance_id)
+                out.append(
+                    _Outbound(
+                        queue, MessageData(TaskMessage(fired, sender), episode=episode, sender=sender), delay
+                    )
+                )
+            elif action.kind is ActionKind.SUB_ORCHESTRATION:
+                assert action.instance_id is not None
+                child_id = action.instance_id
+                child = OrchestrationInstance(child_id, uuid.uuid4().hex)
+                start = ExecutionStartedEvent(
+                    timestamp=now,
+                    orchestration_instance=child,
+                    parent_instance=ParentInstance(
+                        name=name, orchestration_instance=sender, task_schedule_id=action.event_id, version=""
+                    ),
+                    name=action.name,
+                    version="",
+                    input=action.input,
+                )
+                queue = self._hub.control_queue_for(child_id)
+                out.append(
+                    _Outbound(queue, MessageData(TaskMessage(start, child), episode=episode, sender=sender))
+                )
+        return out
+
+    def _to_parent(self, started: ExecutionStartedEvent, completion: HistoryEvent) -> list[_Outbound]:
+        parent = started.parent_instance
+        if (
+            parent is None
+            or parent.orchestration_instance is None
+            or not isinstance(completion, ExecutionCompletedEvent)
+        ):
+            return []
+        result: HistoryEvent
+        if completion.orchestration_status is OrchestrationStatus.Completed:
+            result = SubOrchestrationInstanceCompletedEvent(
+                task_scheduled_id=parent.task_schedule_id, result=completion.result
+            )
+        else:
+            failure = completion.failure_details
+            result = SubOrchestrationInstanceFailedEvent(
+                task_scheduled_id=parent.task_schedule_id,
+                reason=failure.error_message if failure else completion.result,
+                details=failure.stack_trace if failure else None,
+                failure_details=failure,
+            )
+        target = parent.orchestration_instance
+        child = started.orchestration_instance
+        return [
+            _Outbound(
+                self._hub.control_queue_for(target.instance_id),
+                MessageData(TaskMessage(result, target), sender=child),
+            )
+        ]
+
+    def _status(
+        self,
+        execution: _Execution,
+        new_events: list[HistoryEvent],
+        run: OrchestratorRun | None,
+        now: datetime,
+    ) -> tuple[InstanceState, list[str]]:
+        state = InstanceState(
+            instance_id=execution.instance_id,
+            execution_id=execution.execution_id,
+            custom_status=run.custom_status if run is not None else None,
+            last_updated_time=new_events[-1].timestamp,
+            task_hub_name=self._hub_name,
+        )
+        columns = ["CustomStatus", "ExecutionId", "LastUpdatedTime", "TaskHubName"]
+        for event in new_events:
+            if isinstance(event, ExecutionStartedEvent):
+                state.name, state.version, state.input = event.name, event.version or "", event.input
+                state.created_time, state.generation, state.tags = (
+                    event.timestamp,
+                    event.generation,
+                    event.tags,
+                )
+                state.runtime_status = OrchestrationStatus.Running
+                state.scheduled_start_time = event.scheduled_start_time
+                columns += ["Name", "Version", "Input", "CreatedTime", "Generation", "Tags", "RuntimeStatus"]
+                if event.scheduled_start_time is not None:
+                    columns.append("ScheduledStartTime")
+            elif isinstance(event, ExecutionCompletedEvent):
+                state.runtime_status = event.orchestration_status
+                state.output = str(event.failure_details) if event.failure_details else event.result
+                columns += ["RuntimeStatus", "Output"]
+                if not isinstance(event, ContinueAsNewEvent):
+                    state.completed_time = now
+                    columns.append("CompletedTime")
+            elif isinstance(event, (ExecutionSuspendedEvent, ExecutionResumedEvent)):
+                suspended = isinstance(event, ExecutionSuspendedEvent)
+                state.runtime_status = (
+                    OrchestrationStatus.Suspended if suspended else OrchestrationStatus.Running
+                )
+                state.output = event.reason
+                columns += ["RuntimeStatus", "Output"]
+        return state, columns
+
+    async def _rehop(self, queue: MessageQueue, messages: list[ReceivedMessage]) -> None:
+        now = utc_now()
+        for message in messages:
+            event = message.data.event
+            assert isinstance(event, TimerFiredEvent) and event.fire_at is not None
+            await queue.send(message.data, delay=min(event.fire_at - now, MAX_TIMER_HOP))
+
+    async def _commit(self, checkpoint: _Checkpoint) -> None:
+        execution = checkpoint.execution
+        instance_id = execution.instance_id
+        await asyncio.gather(*(o.queue.send(o.message, o.delay) for o in checkpoint.outbound))
+        for item in checkpoint.outbound:
+            if item.queue is self._hub.work_item_queue:
+                self._on_work_item()
+            else:
+                self.wake(item.queue.name)
+        assert execution.execution_id is not None
+        execution.etag = await self._hub.tracking.append_history(
+            instance_id,
+            execution.execution_id,
+            checkpoint.new_events,
+            checkpoint.first_sequence_number,
+            execution.etag,
+        )
+        execution.events = [*execution.events, *checkpoint.new_events]
+        await self._hub.tracking.merge_instance(checkpoint.status, columns=checkpoint.columns)
+        if checkpoint.replaced_blobs:
+            await asyncio.gather(*(self._hub.large_messages.delete(b) for b in checkpoint.replaced_blobs))
+        logger.debug(
+            "hub %s instance %s: checkpointed %d events, %d messages out",
+            self._hub_name,
+            instance_id,
+            len(checkpoint.new_events),
+            len(checkpoint.outbound),
+        )
+
+
+def _next_event_id(run: OrchestratorRun | None) -> int:
+    return max(run.allocations, default=-1) + 1 if run is not None else 0
+
+
+def _already_completed(events: Sequence[HistoryEvent], task_id: int) -> bool:
+    """Whether history already holds a result for the task or timer ``task_id``."""
+    return any(
+        e.event_type in _COMPLETION_EVENTS and getattr(e, _COMPLETION_EVENTS[e.event_type]) == task_id
+        for e in events
+    )
+
+
+def _same_completion(candidate: HistoryEvent, event: HistoryEvent, id_attr: str) -> bool:
+    return candidate.event_type in _COMPLETION_EVENTS and getattr(candidate, id_attr, None) == getattr(
+        event, id_attr
+    )
+
+
+def _unconsumed_events(events: Sequence[HistoryEvent], names: Sequence[str]) -> list[HistoryEvent]:
+    """The last unconsumed external event of each name, carried into the next generation."""
+    carried: dict[str, HistoryEvent] = {}
+    for event in events:
+        if isinstance(event, EventRaisedEvent) and event.name is not None and event.name in names:
+            carried[event.name] = EventRaisedEvent(
+                name=event.name, input=event.input, timestamp=event.timestamp
+            )
+    return list(carried.values())

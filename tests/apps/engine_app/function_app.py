@@ -1,0 +1,102 @@
+"""Orchestrations for the engine's acceptance tests, written as a Durable Functions user would."""
+
+import datetime
+
+import azure.durable_functions as df
+import azure.functions as func
+
+app = df.DFApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+_attempts: dict[str, int] = {}
+
+
+@app.activity_trigger(input_name="value")
+def double(value: int) -> int:
+    return value * 2
+
+
+@app.activity_trigger(input_name="key")
+def flaky(key: str) -> str:
+    """Fails twice per key, then succeeds."""
+    _attempts[key] = _attempts.get(key, 0) + 1
+    if _attempts[key] < 3:
+        raise RuntimeError(f"attempt {_attempts[key]} failed")
+    return f"ok after {_attempts[key]}"
+
+
+@app.activity_trigger(input_name="reason")
+def always_fails(reason: str) -> None:
+    raise ValueError(reason)
+
+
+@app.orchestration_trigger(context_name="context")
+def chain(context: df.DurableOrchestrationContext):
+    value = context.get_input()
+    for _ in range(5):
+        value = yield context.call_activity("double", value)
+    return value
+
+
+@app.orchestration_trigger(context_name="context")
+def fan_out(context: df.DurableOrchestrationContext):
+    count = context.get_input()
+    results = yield context.task_all([context.call_activity("double", i) for i in range(count)])
+    return sum(results)
+
+
+@app.orchestration_trigger(context_name="context")
+def timer(context: df.DurableOrchestrationContext):
+    deadline = context.current_utc_datetime + datetime.timedelta(seconds=1)
+    yield context.create_timer(deadline)
+    return "fired"
+
+
+@app.orchestration_trigger(context_name="context")
+def approval(context: df.DurableOrchestrationContext):
+    context.set_custom_status("waiting")
+    deadline = context.current_utc_datetime + datetime.timedelta(seconds=context.get_input())
+    timeout = context.create_timer(deadline)
+    event = context.wait_for_external_event("Approval")
+    winner = yield context.task_any([event, timeout])
+    if winner == event:
+        timeout.cancel()
+        context.set_custom_status("done")
+        return f"approved: {event.result}"
+    return "timed out"
+
+
+@app.orchestration_trigger(context_name="context")
+def parent(context: df.DurableOrchestrationContext):
+    child = yield context.call_sub_orchestrator("chain", 1)
+    return child + 1
+
+
+@app.orchestration_trigger(context_name="context")
+def counter_loop(context: df.DurableOrchestrationContext):
+    generation = context.get_input()
+    value = yield context.call_activity("double", generation)
+    if generation < 10:
+        context.continue_as_new(generation + 1)
+        return None
+    return value
+
+
+@app.orchestration_trigger(context_name="context")
+def retry(context: df.DurableOrchestrationContext):
+    options = df.RetryOptions(first_retry_interval_in_milliseconds=100, max_number_of_attempts=3)
+    return (yield context.call_activity_with_retry("flaky", options, context.instance_id))
+
+
+@app.orchestration_trigger(context_name="context")
+def catches(context: df.DurableOrchestrationContext):
+    try:
+        yield context.call_activity("always_fails", "nope")
+    except Exception as error:  # the activity's failure arrives as an exception
+        return f"caught: {error}"
+    return "not reached"
+
+
+@app.orchestration_trigger(context_name="context")
+def raises(context: df.DurableOrchestrationContext):
+    yield context.call_activity("double", 1)
+    raise RuntimeError("orchestrator gave up")

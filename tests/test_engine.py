@@ -1,0 +1,219 @@
+"""The orchestration engine end to end on real Azurite: client → control queue → replay → checkpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import warnings
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from durable_ext.worker.partitions import PartitionManagerOptions
+
+from durable_ext.client import OrchestrationState, TaskHubClient
+from durable_ext.config import DurableTaskOptions
+from durable_ext.history import EventType, HistoryEvent, OrchestrationStatus
+from durable_ext.host.app_loader import FunctionRegistry, load_app
+from durable_ext.storage.taskhub import TaskHub
+from durable_ext.worker.engine import Engine
+
+APP_DIR = Path(__file__).parent / "apps" / "engine_app"
+FAST_LEASES = PartitionManagerOptions(
+    acquire_interval=timedelta(milliseconds=200),
+    lease_interval=timedelta(seconds=5),
+    claim_duration=timedelta(seconds=5),
+    fast_interval=timedelta(milliseconds=100),
+)
+TIMEOUT = 60.0
+
+
+@pytest.fixture(scope="module")
+def registry() -> FunctionRegistry:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return load_app(APP_DIR)
+
+
+@pytest.fixture
+async def engine(hub: TaskHub, registry: FunctionRegistry) -> AsyncIterator[Engine]:
+    options = DurableTaskOptions(hub_name=hub.names.hub)
+    async with Engine(hub, registry, options, partition_options=FAST_LEASES) as running:
+        yield running
+
+
+@pytest.fixture
+def client(hub: TaskHub, engine: Engine) -> TaskHubClient:
+    return TaskHubClient(hub)
+
+
+async def _history(hub: TaskHub, instance_id: str) -> list[HistoryEvent]:
+    return (await hub.tracking.load_history(instance_id)).events
+
+
+def _types(events: list[HistoryEvent]) -> list[str]:
+    return [e.event_type.name for e in events]
+
+
+def _assert_well_formed(events: list[HistoryEvent]) -> None:
+    """Episodes are bracketed, and every scheduled task has exactly one result."""
+    types = _types(events)
+    assert types[0] == "OrchestratorStarted" and types[1] == "ExecutionStarted"
+    assert types.count("OrchestratorStarted") == types.count("OrchestratorCompleted")
+    scheduled = [e.event_id for e in events if e.event_type is EventType.TaskScheduled]
+    results = [
+        e.task_scheduled_id for e in events if e.event_type in (EventType.TaskCompleted, EventType.TaskFailed)
+    ]
+    assert sorted(scheduled) == sorted(results), "one TaskCompleted/TaskFailed per TaskScheduled"
+    assert len(set(scheduled)) == len(scheduled)
+
+
+async def _run(
+    client: TaskHubClient, name: str, payload: Any, instance_id: str | None = None
+) -> OrchestrationState:
+    started = await client.start_new(name, instance_id, json.dumps(payload))
+    return await client.wait_for_completion(started, timeout=TIMEOUT)
+
+
+async def test_function_chaining(hub: TaskHub, client: TaskHubClient) -> None:
+    state = await _run(client, "chain", 1, "chain-1")
+    assert state.runtime_status is OrchestrationStatus.Completed
+    assert json.loads(state.output or "null") == 32
+    events = await _history(hub, "chain-1")
+    _assert_well_formed(events)
+    assert _types(events).count("TaskScheduled") == 5
+    assert _types(events)[-2:] == ["ExecutionCompleted", "OrchestratorCompleted"]
+    row = await hub.tracking.get_instance("chain-1")
+    assert row is not None
+    assert (row.name, row.runtime_status, row.output, row.input) == (
+        "chain",
+        OrchestrationStatus.Completed,
+        "32",
+        "1",
+    )
+    assert row.completed_time is not None and row.created_time is not None
+    assert row.execution_id == (await hub.tracking.load_history("chain-1")).execution_id
+
+
+async def test_fan_out_fan_in_100(hub: TaskHub, client: TaskHubClient) -> None:
+    state = await _run(client, "fan_out", 100, "fan-100")
+    assert state.runtime_status is OrchestrationStatus.Completed
+    assert json.loads(state.output or "null") == sum(2 * i for i in range(100))
+    events = await _history(hub, "fan-100")
+    _assert_well_formed(events)
+    assert _types(events).count("TaskCompleted") == 100
+
+
+async def test_durable_timer(hub: TaskHub, client: TaskHubClient) -> None:
+    state = await _run(client, "timer", None, "timer-1")
+    assert json.loads(state.output or "null") == "fired"
+    events = await _history(hub, "timer-1")
+    _assert_well_formed(events)
+    created = [e for e in events if e.event_type is EventType.TimerCreated]
+    fired = [e for e in events if e.event_type is EventType.TimerFired]
+    assert len(created) == len(fired) == 1
+    assert fired[0].timer_id == created[0].event_id
+
+
+async def test_external_event_beats_the_timer(hub: TaskHub, client: TaskHubClient) -> None:
+    instance = await client.start_new("approval", "approval-yes", json.dumps(30))
+    await _wait_for_status(client, instance, "waiting")
+    await client.raise_event(instance, "Approval", json.dumps("by alice"))
+    state = await client.wait_for_completion(instance, timeout=TIMEOUT)
+    assert json.loads(state.output or "null") == "approved: by alice"
+    assert json.loads(state.custom_status or "null") == "done"
+    events = await _history(hub, instance)
+    assert "EventRaised" in _types(events) and "TimerFired" not in _types(events)
+
+
+async def test_timer_beats_the_external_event(hub: TaskHub, client: TaskHubClient) -> None:
+    state = await _run(client, "approval", 1, "approval-late")
+    assert json.loads(state.output or "null") == "timed out"
+    assert "TimerFired" in _types(await _history(hub, "approval-late"))
+
+
+async def test_sub_orchestration(hub: TaskHub, client: TaskHubClient) -> None:
+    state = await _run(client, "parent", None, "parent-1")
+    assert json.loads(state.output or "null") == 33
+    events = await _history(hub, "parent-1")
+    _assert_well_formed(events)
+    created = next(e for e in events if e.event_type is EventType.SubOrchestrationInstanceCreated)
+    done = next(e for e in events if e.event_type is EventType.SubOrchestrationInstanceCompleted)
+    assert done.task_scheduled_id == created.event_id
+    child_id = created.instance_id
+    child = await hub.tracking.get_instance(child_id)
+    assert child is not None and child.runtime_status is OrchestrationStatus.Completed
+    child_started = (await _history(hub, child_id))[1]
+    assert child_started.parent_instance.orchestration_instance.instance_id == "parent-1"
+
+
+async def test_continue_as_new_ten_generations(hub: TaskHub, client: TaskHubClient) -> None:
+    state = await _run(client, "counter_loop", 1, "loop-1")
+    assert state.runtime_status is OrchestrationStatus.Completed
+    assert json.loads(state.output or "null") == 20
+    events = await _history(hub, "loop-1")
+    _assert_well_formed(events)
+    assert json.loads(events[1].input) == 10, "history holds only the last generation"
+    row = await hub.tracking.get_instance("loop-1")
+    assert row is not None and row.input == "10"
+
+
+async def test_activity_retry_succeeds_on_third_attempt(hub: TaskHub, client: TaskHubClient) -> None:
+    state = await _run(client, "retry", None, "retry-1")
+    assert state.runtime_status is OrchestrationStatus.Completed
+    assert json.loads(state.output or "null") == "ok after 3"
+    events = await _history(hub, "retry-1")
+    _assert_well_formed(events)
+    types = _types(events)
+    assert types.count("TaskFailed") == 2 and types.count("TaskCompleted") == 1
+    assert types.count("TimerCreated") == types.count("TimerFired") == 2
+
+
+async def test_orchestrator_catches_an_activity_failure(hub: TaskHub, client: TaskHubClient) -> None:
+    state = await _run(client, "catches", None, "catch-1")
+    assert state.runtime_status is OrchestrationStatus.Completed
+    assert "caught: nope" in json.loads(state.output or "null")
+    events = await _history(hub, "catch-1")
+    _assert_well_formed(events)
+    failed = next(e for e in events if e.event_type is EventType.TaskFailed)
+    assert failed.failure_details.error_type == "ValueError"
+
+
+async def test_orchestrator_that_raises_fails_the_instance(hub: TaskHub, client: TaskHubClient) -> None:
+    state = await _run(client, "raises", None, "raise-1")
+    assert state.runtime_status is OrchestrationStatus.Failed
+    assert "orchestrator gave up" in (state.output or "")
+    events = await _history(hub, "raise-1")
+    _assert_well_formed(events)
+    completed = next(e for e in events if e.event_type is EventType.ExecutionCompleted)
+    assert completed.orchestration_status is OrchestrationStatus.Failed
+    assert completed.failure_details.error_type == "RuntimeError"
+
+
+async def test_unknown_orchestrator_fails_clearly(client: TaskHubClient) -> None:
+    state = await _run(client, "no_such_orchestrator", None, "unknown-1")
+    assert state.runtime_status is OrchestrationStatus.Failed
+    assert "no_such_orchestrator" in (state.output or "")
+
+
+async def test_custom_status_is_on_the_instances_row(hub: TaskHub, client: TaskHubClient) -> None:
+    instance = await client.start_new("approval", "status-1", json.dumps(30))
+    await _wait_for_status(client, instance, "waiting")
+    raw = await hub.tracking._instances.get_entity("status-1", "")
+    assert raw["CustomStatus"] == '"waiting"'
+    assert raw["RuntimeStatus"] == "Running"
+    await client.raise_event(instance, "Approval", json.dumps("ok"))
+    await client.wait_for_completion(instance, timeout=TIMEOUT)
+
+
+async def _wait_for_status(client: TaskHubClient, instance_id: str, custom_status: str) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        state = await client.get_status(instance_id)
+        if state is not None and state.custom_status and json.loads(state.custom_status) == custom_status:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{instance_id} never reported custom status {custom_status!r}")

@@ -1,0 +1,281 @@
+"""Faults are normal: crashes between checkpoint steps, lost ownership, duplicate deliveries, failover."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from durable_ext.client import TaskHubClient
+from durable_ext.config import DurableTaskOptions
+from durable_ext.errors import OwnershipLostError
+from durable_ext.history import (
+    EventType,
+    HistoryEvent,
+    OrchestrationInstance,
+    OrchestrationStatus,
+    TaskCompletedEvent,
+    TimerFiredEvent,
+    utc_now,
+)
+from durable_ext.host.app_loader import FunctionRegistry, load_app
+from durable_ext.messages import MessageData, TaskMessage
+from durable_ext.storage.taskhub import TaskHub
+from durable_ext.worker.engine import Engine
+from durable_ext.worker.partitions import PartitionManagerOptions
+
+APP_DIR = Path(__file__).parent / "apps" / "engine_app"
+FAST_LEASES = PartitionManagerOptions(
+    acquire_interval=timedelta(milliseconds=100),
+    lease_interval=timedelta(seconds=3),
+    claim_duration=timedelta(seconds=3),
+    fast_interval=timedelta(milliseconds=100),
+)
+TIMEOUT = 60.0
+
+
+@pytest.fixture(scope="module")
+def registry() -> FunctionRegistry:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return load_app(APP_DIR)
+
+
+def _engine(hub: TaskHub, registry: FunctionRegistry, worker_id: str, **options: Any) -> Engine:
+    return Engine(
+        hub,
+        registry,
+        DurableTaskOptions(hub_name=hub.names.hub, **options),
+        worker_id=worker_id,
+        partition_options=FAST_LEASES,
+    )
+
+
+@pytest.fixture
+async def engine(hub: TaskHub, registry: FunctionRegistry) -> AsyncIterator[Engine]:
+    async with _engine(hub, registry, "worker-a") as running:
+        yield running
+
+
+async def _poll(condition: Callable[[], Awaitable[bool]], what: str, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _assert_exactly_once(events: list[HistoryEvent]) -> None:
+    scheduled = [e.event_id for e in events if e.event_type is EventType.TaskScheduled]
+    done = [e.task_scheduled_id for e in events if e.event_type is EventType.TaskCompleted]  # type: ignore[attr-defined]
+    assert sorted(scheduled) == sorted(done) and len(set(done)) == len(done)
+
+
+class _FailOnce:
+    """Wraps a coroutine method so that its n-th call raises ``error``."""
+
+    def __init__(self, target: Any, name: str, error: Exception, on_call: int = 1) -> None:
+        self.original = getattr(target, name)
+        self.error = error
+        self.on_call = on_call
+        self.calls = 0
+        setattr(target, name, self)
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        if self.calls == self.on_call:
+            raise self.error
+        return await self.original(*args, **kwargs)
+
+
+async def test_crash_before_history_write_reruns_the_episode_without_duplicates(
+    hub: TaskHub, engine: Engine
+) -> None:
+    # The first checkpoint sends its activity message, then "crashes" before writing history.
+    crash = _FailOnce(hub.tracking, "append_history", ConnectionError("worker died"))
+    client = TaskHubClient(hub)
+    await client.start_new("chain", "crash-1", "1")
+    state = await client.wait_for_completion("crash-1", timeout=TIMEOUT)
+    assert crash.calls > 1
+    assert state.runtime_status is OrchestrationStatus.Completed and state.output == "32"
+    events = (await hub.tracking.load_history("crash-1")).events
+    _assert_exactly_once(events)
+    assert [e.event_type for e in events].count(EventType.TaskScheduled) == 5
+
+
+async def test_crash_after_history_before_instances_row_recovers(hub: TaskHub, engine: Engine) -> None:
+    crash = _FailOnce(hub.tracking, "merge_instance", ConnectionError("503 from storage"), on_call=2)
+    client = TaskHubClient(hub)
+    await client.start_new("chain", "crash-2", "1")
+    state = await client.wait_for_completion("crash-2", timeout=TIMEOUT)
+    assert crash.calls > 2
+    assert state.output == "32"
+    _assert_exactly_once((await hub.tracking.load_history("crash-2")).events)
+
+
+async def test_lost_sentinel_race_abandons_instead_of_failing(hub: TaskHub, engine: Engine) -> None:
+    lost = _FailOnce(hub.tracking, "append_history", OwnershipLostError("another worker committed"))
+    client = TaskHubClient(hub)
+    await client.start_new("chain", "split-1", "1")
+    state = await client.wait_for_completion("split-1", timeout=TIMEOUT)
+    assert lost.calls > 1
+    assert state.runtime_status is OrchestrationStatus.Completed
+
+
+async def test_a_second_activity_result_is_ignored(hub: TaskHub, engine: Engine) -> None:
+    client = TaskHubClient(hub)
+    instance = await client.start_new("approval", "dup-1", "30")
+    await _poll(lambda: _has_event(hub, instance, EventType.TimerCreated), "the approval timer")
+    execution = (await hub.tracking.load_history(instance)).execution_id
+    # Activities are at-least-once: deliver a result twice for the timer's ID (a completed task).
+    fired = TimerFiredEvent(timer_id=0, fire_at=utc_now())
+    for _ in range(2):
+        await hub.control_queue_for(instance).send(
+            MessageData(TaskMessage(fired, OrchestrationInstance(instance, execution)))
+        )
+    state = await client.wait_for_completion(instance, timeout=TIMEOUT)
+    assert json.loads(state.output or "null") == "timed out"
+    events = (await hub.tracking.load_history(instance)).events
+    assert [e.event_type for e in events].count(EventType.TimerFired) == 1
+
+
+async def test_result_for_an_unknown_task_waits_instead_of_corrupting_history(
+    hub: TaskHub, engine: Engine
+) -> None:
+    client = TaskHubClient(hub)
+    instance = await client.start_new("approval", "ooo-1", "30")
+    await _poll(lambda: _has_event(hub, instance, EventType.TimerCreated), "the approval timer")
+    execution = (await hub.tracking.load_history(instance)).execution_id
+    stray = TaskCompletedEvent(task_scheduled_id=99, result="1")
+    await hub.control_queue_for(instance).send(
+        MessageData(TaskMessage(stray, OrchestrationInstance(instance, execution)))
+    )
+    await client.raise_event(instance, "Approval", '"ok"')
+    await client.wait_for_completion(instance, timeout=TIMEOUT)
+    events = (await hub.tracking.load_history(instance)).events
+    assert EventType.TaskCompleted not in [e.event_type for e in events]
+
+
+async def test_long_timer_hops_through_the_queue(hub: TaskHub, engine: Engine) -> None:
+    client = TaskHubClient(hub)
+    instance = await client.start_new("approval", "hop-1", json.dumps(30 * 24 * 3600))  # a 30-day timer
+    await _poll(lambda: _has_event(hub, instance, EventType.TimerCreated), "the long timer")
+    execution = (await hub.tracking.load_history(instance)).execution_id
+    created = next(
+        e
+        for e in (await hub.tracking.load_history(instance)).events
+        if e.event_type is EventType.TimerCreated
+    )
+    # An early copy of the timer message (what a 6-day hop delivers) must go back to sleep, not fire.
+    early = TimerFiredEvent(timer_id=created.event_id, fire_at=created.fire_at)  # type: ignore[attr-defined]
+    queue = hub.control_queue_for(instance)
+    sends = _Counter(queue, "send")
+    await queue.send(MessageData(TaskMessage(early, OrchestrationInstance(instance, execution))))
+    await _poll(lambda: _at_least(sends, 2), "the early timer to be sent back with a delay")
+    assert EventType.TimerFired not in [
+        e.event_type for e in (await hub.tracking.load_history(instance)).events
+    ]
+    await client.terminate(instance, "done testing")
+    state = await client.wait_for_completion(instance, timeout=TIMEOUT)
+    assert state.runtime_status is OrchestrationStatus.Terminated
+
+
+async def test_terminate_running_instance(hub: TaskHub, engine: Engine) -> None:
+    client = TaskHubClient(hub)
+    instance = await client.start_new("approval", "term-1", "30")
+    await _poll(lambda: _has_event(hub, instance, EventType.TimerCreated), "the approval timer")
+    await client.terminate(instance, "no longer needed")
+    state = await client.wait_for_completion(instance, timeout=TIMEOUT)
+    assert (state.runtime_status, state.output) == (OrchestrationStatus.Terminated, "no longer needed")
+    types = [e.event_type for e in (await hub.tracking.load_history(instance)).events]
+    assert types[-3:] == [
+        EventType.ExecutionTerminated,
+        EventType.ExecutionCompleted,
+        EventType.OrchestratorCompleted,
+    ]
+
+
+async def test_suspend_buffers_events_until_resume(hub: TaskHub, engine: Engine) -> None:
+    client = TaskHubClient(hub)
+    instance = await client.start_new("approval", "susp-1", "30")
+    await _poll(lambda: _has_event(hub, instance, EventType.TimerCreated), "the approval timer")
+    await client.suspend(instance, "paused")
+    await _poll(lambda: _status_is(client, instance, OrchestrationStatus.Suspended), "Suspended")
+    await client.raise_event(instance, "Approval", '"while paused"')
+    await _poll(lambda: _has_event(hub, instance, EventType.EventRaised), "the event in history")
+    assert (await client.get_status(instance)).runtime_status is OrchestrationStatus.Suspended  # type: ignore[union-attr]
+    await client.resume(instance, "go on")
+    state = await client.wait_for_completion(instance, timeout=TIMEOUT)
+    assert json.loads(state.output or "null") == "approved: while paused"
+
+
+async def test_two_engines_share_partitions_and_fail_over(hub: TaskHub, registry: FunctionRegistry) -> None:
+    client = TaskHubClient(hub)
+    first = _engine(hub, registry, "worker-1")
+    second = _engine(hub, registry, "worker-2")
+    await first.start()
+    await second.start()
+    try:
+        await _poll(lambda: _split(first, second), "the partitions to be split 2/2")
+        ids = [await client.start_new("chain", f"shared-{i}", str(i)) for i in range(8)]
+        for instance_id in ids:
+            state = await client.wait_for_completion(instance_id, timeout=TIMEOUT)
+            assert state.runtime_status is OrchestrationStatus.Completed
+        await first.stop()
+        await _poll(lambda: _owns_all(second), "the survivor to own every partition")
+        late = [await client.start_new("chain", f"late-{i}", "1") for i in range(4)]
+        for instance_id in late:
+            assert (await client.wait_for_completion(instance_id, timeout=TIMEOUT)).output == "32"
+    finally:
+        await first.stop()
+        await second.stop()
+
+
+async def test_extended_sessions_skip_history_reloads(hub: TaskHub, registry: FunctionRegistry) -> None:
+    loads = _Counter(hub.tracking, "load_history")
+    async with _engine(hub, registry, "worker-x", extended_sessions_enabled=True):
+        client = TaskHubClient(hub)
+        await client.start_new("chain", "ext-1", "1")
+        state = await client.wait_for_completion("ext-1", timeout=TIMEOUT)
+    assert state.output == "32"
+    assert loads.calls == 1, "history is read once, then kept in memory between episodes"
+
+
+class _Counter:
+    def __init__(self, target: Any, name: str) -> None:
+        self.original = getattr(target, name)
+        self.calls = 0
+        setattr(target, name, self)
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        return await self.original(*args, **kwargs)
+
+
+async def _has_event(hub: TaskHub, instance_id: str, event_type: EventType) -> bool:
+    return event_type in [e.event_type for e in (await hub.tracking.load_history(instance_id)).events]
+
+
+async def _status_is(client: TaskHubClient, instance_id: str, status: OrchestrationStatus) -> bool:
+    state = await client.get_status(instance_id)
+    return state is not None and state.runtime_status is status
+
+
+async def _at_least(counter: _Counter, calls: int) -> bool:
+    return counter.calls >= calls
+
+
+async def _split(first: Engine, second: Engine) -> bool:
+    return len(first.orchestrations.owned) == 2 and len(second.orchestrations.owned) == 2
+
+
+async def _owns_all(engine: Engine) -> bool:
+    return len(engine.orchestrations.owned) == 4

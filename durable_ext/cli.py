@@ -466,6 +466,12 @@ def _configure_start(parser: argparse.ArgumentParser) -> None:
         "--port", type=_port_base, default=7071, metavar="PORT", help="HTTP port (default: 7071)"
     )
     parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        metavar="ADDRESS",
+        help="address to listen on (default: 127.0.0.1); anything else requires DURABLE_EXT_SYSTEM_KEY",
+    )
+    parser.add_argument(
         "--azurite-in-memory",
         action="store_true",
         help="when Azurite is started by the host, keep its data in memory instead of .durable_ext/azurite",
@@ -478,6 +484,7 @@ def _run_start(args: argparse.Namespace) -> int:
         LocalHostOptions(
             app_dir=args.app_dir,
             port=args.port,
+            host=args.host,
             azurite_in_memory=args.azurite_in_memory,
             output=lambda line: print(line, flush=True),
         )

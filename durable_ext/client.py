@@ -13,12 +13,14 @@ import asyncio
 import json
 import logging
 import uuid
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from durable_ext.config import OverridableStates
 from durable_ext.errors import (
     InstanceExistsError,
+    InstanceGoneError,
     InstanceNotFoundError,
     InvalidInstanceIdError,
     InvalidInstanceStateError,
@@ -39,7 +41,13 @@ from durable_ext.history import (
 from durable_ext.messages import MAX_QUEUE_PAYLOAD_BYTES, MessageData, TaskMessage
 from durable_ext.storage.queues import MAX_VISIBILITY_DELAY
 from durable_ext.storage.taskhub import TaskHub
-from durable_ext.storage.tracking import MAX_PROPERTY_BYTES, InstanceState, utf16_size
+from durable_ext.storage.tracking import (
+    MAX_PROPERTY_BYTES,
+    InstanceQuery,
+    InstanceState,
+    escape_partition_key,
+    utf16_size,
+)
 from durable_ext.wire import as_utc
 
 logger = logging.getLogger(__name__)
@@ -83,6 +91,10 @@ _SUSPENDABLE_STATUSES = frozenset(
     {OrchestrationStatus.Running, OrchestrationStatus.Pending, OrchestrationStatus.ContinuedAsNew}
 )
 _RESUMABLE_STATUSES = frozenset({OrchestrationStatus.Suspended})
+_ENDED_STATUSES = frozenset(status for status in OrchestrationStatus if status.is_terminal)
+DEFAULT_QUERY_PAGE_SIZE = 100
+"""Instances per page of :meth:`TaskHubClient.query_instances` (DF's default ``top``)."""
+_PURGES_IN_FLIGHT = 10
 
 
 def validate_instance_id(instance_id: str, *, allow_entity: bool = False) -> str:
@@ -156,6 +168,14 @@ class OrchestrationState:
         )
 
 
+@dataclass(frozen=True)
+class InstanceQueryResult:
+    """A page of :meth:`TaskHubClient.query_instances` and the token for the next (None after the last)."""
+
+    instances: list[OrchestrationState]
+    continuation_token: str | None
+
+
 class TaskHubClient:
     """Starts and manages orchestration instances of one task hub, at the storage level.
 
@@ -171,17 +191,27 @@ class TaskHubClient:
         *,
         overridable_states: OverridableStates = OverridableStates.NON_RUNNING_STATES,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        on_enqueued: Callable[[str], None] | None = None,
     ) -> None:
+        """``on_enqueued`` hears the control queue of every message sent, so an engine in the same
+        process can pick the message up without waiting for its next poll."""
         if max_payload_bytes <= 0:
             raise ValueError(f"max_payload_bytes must be positive, got {max_payload_bytes}")
         self.hub = hub
         self.overridable_states = overridable_states
         self.max_payload_bytes = max_payload_bytes
         self._dedupe_statuses = _DEDUPE_STATUSES[overridable_states]
+        self._on_enqueued = on_enqueued
 
     @property
     def _hub_name(self) -> str:
         return self.hub.names.hub
+
+    async def _send(self, instance_id: str, message: MessageData, delay: timedelta | None = None) -> None:
+        queue = self.hub.control_queue_for(instance_id)
+        await queue.send(message, delay)
+        if self._on_enqueued is not None:
+            self._on_enqueued(queue.name)
 
     async def start_new(
         self,
@@ -242,7 +272,7 @@ class TaskHubClient:
         delay = scheduled - utc_now() if scheduled is not None else None
         # Message first, as DT.AS: a crash before the row leaves a message the worker's de-dupe
         # eventually drops, whereas a row without a message would stay Pending forever.
-        await self.hub.control_queue_for(instance_id).send(message, delay)
+        await self._send(instance_id, message, delay)
 
         row_input = input
         if len(message.encode().encode("utf-8")) > MAX_QUEUE_PAYLOAD_BYTES:
@@ -374,11 +404,10 @@ class TaskHubClient:
                 action,
                 status,
             )
-            raise InvalidInstanceStateError(
-                f"cannot {action} instance {instance_id!r} because it is in the {status} state"
-            )
+            error = InstanceGoneError if row.runtime_status in _ENDED_STATUSES else InvalidInstanceStateError
+            raise error(f"cannot {action} instance {instance_id!r} because it is in the {status} state")
         # ExecutionId None addresses the current execution, whichever it is when the message arrives.
-        await self.hub.control_queue_for(instance_id).send(_client_message(instance_id, None, event))
+        await self._send(instance_id, _client_message(instance_id, None, event))
         logger.info(
             "hub %s instance %s: sent %s (%s)", self._hub_name, instance_id, event.event_type.name, action
         )
@@ -411,6 +440,129 @@ class TaskHubClient:
                     f"{seen}"
                 )
             await asyncio.sleep(min(poll_interval, remaining))
+
+    async def query_instances(
+        self,
+        query: InstanceQuery | None = None,
+        *,
+        page_size: int = DEFAULT_QUERY_PAGE_SIZE,
+        continuation_token: str | None = None,
+        show_input: bool = True,
+    ) -> InstanceQueryResult:
+        """One page of the instances matching ``query`` (all orchestrations when None).
+
+        Filtering happens in the table service. Pass the returned ``continuation_token`` back to get
+        the next page; it is None after the last one. Inputs are left out unless ``show_input``.
+        Raises ValidationError for a token that this method did not return.
+        """
+        page = await self.hub.tracking.query_instances(
+            query or InstanceQuery(),
+            top=page_size,
+            continuation_token=continuation_token,
+            fetch_inputs=show_input,
+        )
+        return InstanceQueryResult(
+            [OrchestrationState.from_instance(row) for row in page.rows], page.continuation_token
+        )
+
+    async def purge_instance(self, instance_id: str) -> int:
+        """Delete an ended instance's history, blobs and Instances row; returns 1, or 0 if there is none.
+
+        Raises InvalidInstanceStateError while an orchestration has not ended: its worker would go on
+        writing history for an instance that no longer exists. Entities (``@name@key``) are always
+        "Running" and may be purged as they are.
+        """
+        validate_instance_id(instance_id, allow_entity=True)
+        row = await self.hub.tracking.get_instance(instance_id, fetch_large_values=False)
+        if row is None:
+            return 0
+        if not instance_id.startswith("@") and row.runtime_status not in _ENDED_STATUSES:
+            status = row.runtime_status.name if row.runtime_status is not None else "unknown"
+            raise InvalidInstanceStateError(
+                f"only instances that have ended can be purged; instance {instance_id!r} is {status}"
+            )
+        await self._purge(instance_id)
+        return 1
+
+    async def purge_instances(
+        self,
+        created_from: datetime,
+        created_to: datetime | None = None,
+        statuses: Collection[OrchestrationStatus] | None = None,
+    ) -> int:
+        """Purge every ended orchestration created in ``[created_from, created_to]``; returns how many.
+
+        ``statuses`` narrows the set (default: Completed, Failed, Terminated, Canceled). Unlike DT.AS,
+        which silently drops the filter when it names no ended status and then purges running
+        instances too, naming a status that has not ended is a ValidationError.
+        """
+        wanted = frozenset(statuses) if statuses else _ENDED_STATUSES
+        running = wanted - _ENDED_STATUSES
+        if running:
+            names = ", ".join(sorted(status.name for status in running))
+            raise ValidationError(f"only instances that have ended can be purged, not {names} ones")
+        query = InstanceQuery(created_from=created_from, created_to=created_to or utc_now(), statuses=wanted)
+        deleted = 0
+        token: str | None = None
+        while True:
+            page = await self.hub.tracking.query_instances(
+                query,
+                top=DEFAULT_QUERY_PAGE_SIZE,
+                continuation_token=token,
+                fetch_inputs=False,
+                fetch_large_values=False,
+            )
+            # Rows already returned may go: the token points past them.
+            ids = [row.instance_id for row in page.rows]
+            for first in range(0, len(ids), _PURGES_IN_FLIGHT):
+                await asyncio.gather(*(self._purge(i) for i in ids[first : first + _PURGES_IN_FLIGHT]))
+            deleted += len(ids)
+            token = page.continuation_token
+            if token is None:
+                break
+        logger.info(
+            "hub %s: purged %d instances created %s to %s",
+            self._hub_name,
+            deleted,
+            query.created_from,
+            query.created_to,
+        )
+        return deleted
+
+    async def _purge(self, instance_id: str) -> None:
+        """History and blobs first, the Instances row last: an interrupted purge can be run again."""
+        sanitized = escape_partition_key(instance_id)
+        # Trailing '/': DT.AS lists by the bare ID and so also deletes blobs of IDs that extend it.
+        # History blobs live under the sanitized ID, queue-message blobs under the raw one.
+        prefixes = {f"{sanitized}/", f"{instance_id}/"}
+        large = self.hub.large_messages
+        rows, *blobs = await asyncio.gather(
+            self.hub.tracking.delete_history(instance_id), *(large.delete_prefix(p) for p in prefixes)
+        )
+        await self.hub.tracking.delete_instance_row(instance_id)
+        logger.info(
+            "hub %s instance %s: purged (%d history rows, %d blobs)",
+            self._hub_name,
+            instance_id,
+            rows,
+            sum(blobs),
+        )
+
+    async def restart(self, instance_id: str, *, new_instance_id: bool = True) -> str:
+        """Start the instance's orchestrator again with its original input; returns the new instance ID.
+
+        With ``new_instance_id=False`` the instance is started again under its own ID, which fails with
+        InstanceExistsError while it has not ended (per ``overridable_states``).
+        """
+        validate_instance_id(instance_id)
+        row = await self.hub.tracking.get_instance(instance_id)
+        if row is None:
+            raise InstanceNotFoundError(f"no instance with ID {instance_id!r} exists in hub {self._hub_name}")
+        if not row.name:
+            raise InvalidInstanceStateError(f"instance {instance_id!r} has no orchestrator name to restart")
+        started = await self.start_new(row.name, None if new_instance_id else instance_id, row.input)
+        logger.info("hub %s instance %s: restarted as %s", self._hub_name, instance_id, started)
+        return started
 
     def _check_payload(self, what: str, payload: str | None) -> None:
         if payload is None:

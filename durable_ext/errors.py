@@ -98,3 +98,11 @@ class InvalidInstanceStateError(DurableExtError):
 
     Durable Functions answers these with HTTP 410 Gone (raise event) or 400/409 (terminate, suspend, resume).
     """
+
+
+class InstanceGoneError(InvalidInstanceStateError):
+    """The instance has already ended (Completed, Failed, Terminated or Canceled): HTTP 410 Gone.
+
+    Raised instead of the plain :class:`InvalidInstanceStateError` when the operation needs a running
+    instance, so that callers can tell "too late" from "not in the right state yet".
+    """

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 
 from durable_ext.storage.account import StorageAccount
@@ -37,10 +40,25 @@ def _app_dir(tmp_path: Path, hub: str) -> Path:
     return app
 
 
-def _start(app: Path, connection_string: str) -> subprocess.Popen[str]:
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _start(app: Path, connection_string: str, port: int = 0) -> subprocess.Popen[str]:
     env = {**os.environ, "AzureWebJobsStorage": connection_string, "PYTHONPATH": str(REPO)}
     return subprocess.Popen(
-        [sys.executable, "-m", "durable_ext", "start", "--app-dir", str(app)],
+        [
+            sys.executable,
+            "-m",
+            "durable_ext",
+            "start",
+            "--app-dir",
+            str(app),
+            "--port",
+            str(port or _free_port()),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -62,17 +80,30 @@ def _read_until(process: subprocess.Popen[str], marker: str, timeout: float = 60
     raise AssertionError(f"{marker!r} not printed in time; output so far:\n{seen}")
 
 
-async def test_start_creates_the_hub_lists_functions_and_stops_on_sigterm(
-    tmp_path: Path, azurite_connection_string: str
-) -> None:
+async def test_start_serves_the_sample_app_end_to_end(tmp_path: Path, azurite_connection_string: str) -> None:
     hub_name = "Start" + uuid.uuid4().hex[:8]
-    process = _start(_app_dir(tmp_path, hub_name), azurite_connection_string)
+    port = _free_port()
+    process = _start(_app_dir(tmp_path, hub_name), azurite_connection_string, port)
     try:
         output = _read_until(process, "Host ready")
         assert f"Task hub: {hub_name} (2 partitions)" in output
         assert "hello_sequence: orchestrationTrigger" in output
         assert "counter: entityTrigger" in output
-        assert "http_start: [POST] http://localhost:7071/api/orchestrators/{functionName}" in output
+        assert f"http_start: [POST] http://localhost:{port}/api/orchestrators/{{functionName}}" in output
+        async with httpx.AsyncClient(timeout=30) as http:
+            started = await http.post(f"http://127.0.0.1:{port}/api/orchestrators/hello_sequence")
+            assert started.status_code == 202, started.text
+            status_url = started.json()["statusQueryGetUri"]
+            assert started.headers["Location"] == status_url
+            deadline = time.monotonic() + 60
+            while True:
+                status = await http.get(status_url)
+                body = status.json()
+                if body["runtimeStatus"] in ("Completed", "Failed") or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.1)
+        assert body["runtimeStatus"] == "Completed", body
+        assert body["output"] == ["Hello Tokyo!", "Hello Seattle!", "Hello London!"]
         async with TaskHub(
             StorageAccount.from_connection_string(azurite_connection_string), hub_name, 2
         ) as hub:
@@ -80,6 +111,7 @@ async def test_start_creates_the_hub_lists_functions_and_stops_on_sigterm(
         process.send_signal(signal.SIGTERM)
         rest, _ = process.communicate(timeout=30)
         assert process.returncode == 0
+        assert "Executed 'Functions.http_start' (Succeeded" in rest
         assert "Host stopped." in rest
     finally:
         if process.poll() is None:
@@ -112,3 +144,43 @@ def test_start_reports_app_errors_without_a_durable_ext_traceback(
     assert "durable_ext/" not in output.replace(str(app), ""), "only the user's frames may be shown"
     if app_code is not None:
         assert 'function_app.py", line 3' in output
+
+
+async def test_system_key_guards_the_api_but_not_the_in_process_df_client(
+    tmp_path: Path, azurite_connection_string: str
+) -> None:
+    app = _app_dir(tmp_path, "Keyed" + uuid.uuid4().hex[:8])
+    (app / "local.settings.json").write_text(json.dumps({"Values": {"DURABLE_EXT_SYSTEM_KEY": "s3cret"}}))
+    port = _free_port()
+    process = _start(app, azurite_connection_string, port)
+    try:
+        _read_until(process, "Host ready")
+        async with httpx.AsyncClient(timeout=30) as http:
+            started = await http.post(f"http://127.0.0.1:{port}/api/orchestrators/hello_sequence")
+            assert started.status_code == 202, started.text
+            payload = started.json()
+            assert "/rpc/" not in started.text, "the private RPC path must not leak into payloads"
+            assert "code=s3cret" in payload["statusQueryGetUri"]
+            bare = payload["statusQueryGetUri"].replace("code=s3cret", "")
+            assert (await http.get(bare)).status_code == 401
+            assert (await http.get(payload["statusQueryGetUri"])).status_code in (200, 202)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+
+
+def test_listening_beyond_loopback_requires_a_system_key(
+    tmp_path: Path, azurite_connection_string: str
+) -> None:
+    app = _app_dir(tmp_path, "Open" + uuid.uuid4().hex[:8])
+    env = {**os.environ, "AzureWebJobsStorage": azurite_connection_string, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-m", "durable_ext", "start", "--app-dir", str(app), "--host", "0.0.0.0"],
+        capture_output=True,
+        check=False,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "DURABLE_EXT_SYSTEM_KEY" in result.stderr

@@ -1,29 +1,47 @@
 """The local host behind ``python -m durable_ext start``, our stand-in for ``func start``.
 
-It prepares everything an app needs on a developer machine: the app settings, Azurite (started here
-when the app uses ``UseDevelopmentStorage=true`` and nothing answers on Azurite's ports), the task
-hub, and the app's functions. The engine and the HTTP server attach to :class:`LocalHost` as they land.
+It does what the Functions host and the Durable Task extension do on a developer machine: apply the
+app settings, start Azurite when the app uses ``UseDevelopmentStorage=true`` and nothing answers on
+Azurite's ports, create the task hub, import the app, run the engine, and serve the HTTP-triggered
+functions and the Durable Functions management API over HTTP.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import logging
 import os
+import secrets
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.routing import BaseRoute, Mount
+
+from durable_ext.client import TaskHubClient
 from durable_ext.config import HostConfig, load_config
+from durable_ext.errors import ConfigError
+from durable_ext.host.api import MANAGEMENT_PREFIX, client_binding_json, management_routes
 from durable_ext.host.app_loader import FunctionKind, FunctionRegistry, load_app
 from durable_ext.host.azurite import DEFAULT_PORTS, Azurite, ports_answer
+from durable_ext.host.http import InvocationRecord, http_trigger_routes
 from durable_ext.storage.account import DEV_HOST, StorageAccount
 from durable_ext.storage.taskhub import TaskHub
+from durable_ext.worker.engine import Engine
 
 logger = logging.getLogger(__name__)
 
 AZURITE_DATA_DIR = ".durable_ext/azurite"
 """Where the local host keeps Azurite's data inside the app directory, so instances survive restarts."""
+SYSTEM_KEY_SETTING = "DURABLE_EXT_SYSTEM_KEY"
+"""App setting with the key the management API and non-anonymous HTTP functions require."""
 
 
 @dataclass
@@ -32,18 +50,34 @@ class LocalHostOptions:
 
     app_dir: Path
     port: int = 7071
+    host: str = "127.0.0.1"
     azurite_in_memory: bool = False
     """Start Azurite without persistence (data is lost when the host stops)."""
     output: Callable[[str], None] = field(default=print)
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class LocalHost:
-    """Runs one Functions app locally: settings, storage, task hub, functions."""
+    """Runs one Functions app locally: settings, storage, task hub, engine, HTTP."""
 
     def __init__(self, options: LocalHostOptions) -> None:
         self.options = options
         self.app_dir = options.app_dir.expanduser().resolve()
         self.config: HostConfig = load_config(self.app_dir)
+        self.system_key = self.config.settings.get(SYSTEM_KEY_SETTING) or None
+        if not _is_loopback(options.host) and not self.system_key:
+            raise ConfigError(
+                f"listening on {options.host} exposes the management API beyond this machine: set the "
+                f"{SYSTEM_KEY_SETTING} app setting to a secret key first"
+            )
         self.azurite: Azurite | None = None
         self.registry: FunctionRegistry | None = None
 
@@ -66,17 +100,36 @@ class LocalHost:
         self.azurite = Azurite(ports=DEFAULT_PORTS, location=location)
         self.azurite.start()
 
-    async def prepare(self) -> None:
-        """Load settings, make sure storage answers, create the task hub and load the app."""
+    def _check_port(self) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((self.options.host, self.options.port))
+            except OSError as exc:
+                raise ConfigError(
+                    f"port {self.options.port} on {self.options.host} is in use: stop the other process "
+                    "or pass --port"
+                ) from exc
+
+    async def prepare(self) -> StorageAccount:
+        """Load settings and the app, make sure storage answers, create the task hub."""
         self._apply_settings()
         account = StorageAccount.from_connection_string(self.config.connection_string())
         # Import the user's code first: a broken app should fail before anything is started.
         self.registry = load_app(self.app_dir)
+        self._check_port()
         self._ensure_azurite(account)
         options = self.config.durable_task
         async with TaskHub(account, options.hub_name, options.storage_provider.partition_count) as hub:
             await hub.create()
         self._print_functions(account)
+        return account
+
+    @property
+    def base_url(self) -> str:
+        """Origin the host's own URLs use when no request tells otherwise."""
+        host = "localhost" if _is_loopback(self.options.host) else self.options.host
+        return f"http://{host}:{self.options.port}"
 
     def _print_functions(self, account: StorageAccount) -> None:
         assert self.registry is not None
@@ -91,11 +144,54 @@ class LocalHost:
         for function in self.registry.functions:
             if function.kind is FunctionKind.HTTP and function.http is not None:
                 methods = ",".join(function.http.methods)
-                url = f"http://localhost:{self.options.port}{prefix}/{function.http.route}"
-                out(f"        {function.name}: [{methods}] {url}")
+                out(f"        {function.name}: [{methods}] {self.base_url}{prefix}/{function.http.route}")
             else:
                 out(f"        {function.name}: {function.trigger_type}")
         out("")
+
+    def _log_invocation(self, record: InvocationRecord) -> None:
+        outcome = "Succeeded" if record.error is None and record.status_code < 500 else "Failed"
+        stamp = datetime.now().strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+        self.options.output(
+            f"[{stamp}] Executed 'Functions.{record.function_name}' ({outcome}, "
+            f"{record.method} {record.path} -> {record.status_code}, Duration={record.duration_ms:.0f}ms)"
+        )
+
+    def build_app(self, hub: TaskHub, client: TaskHubClient) -> Starlette:
+        """The ASGI app: HTTP-triggered functions, the management API and the df client's RPC mount."""
+        assert self.registry is not None
+        registry = self.registry
+        hub_name = hub.names.hub
+        connection = self.config.durable_task.storage_provider.connection_name
+        # The df client sends no key on its own calls; like DF's local RPC endpoint, it gets a path of
+        # its own that only this process knows, on loopback.
+        rpc_path = f"{MANAGEMENT_PREFIX}/rpc/{secrets.token_urlsafe(24)}"
+        rpc_base = f"http://127.0.0.1:{self.options.port}{rpc_path}/"
+
+        def binding(request: Request) -> str:
+            origin = f"{request.url.scheme}://{request.url.netloc}"
+            return client_binding_json(origin, hub_name, connection, self.system_key, rpc_base_url=rpc_base)
+
+        def is_orchestrator(name: str) -> bool:
+            return registry.get(name, FunctionKind.ORCHESTRATOR) is not None
+
+        def api(system_key: str | None) -> list[BaseRoute]:
+            return management_routes(
+                client, system_key=system_key, known_orchestrators=is_orchestrator, connection_name=connection
+            )
+
+        routes = [
+            Mount(rpc_path, routes=api(None)),
+            Mount(MANAGEMENT_PREFIX, routes=api(self.system_key)),
+            *http_trigger_routes(
+                registry,
+                self.config.route_prefix,
+                binding,
+                on_invocation=self._log_invocation,
+                function_key=self.system_key,
+            ),
+        ]
+        return Starlette(routes=routes)
 
     def stop(self) -> None:
         """Release what the host started (Azurite)."""
@@ -104,13 +200,35 @@ class LocalHost:
             self.azurite = None
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Prepare, then keep running until ``stop`` is set."""
+        """Prepare, run the engine and the HTTP server until ``stop`` is set, then shut down gracefully."""
         try:
-            await self.prepare()
-            self.options.output(
-                "Host ready. The orchestration engine and HTTP serving are not part of this build yet; "
-                "press Ctrl+C to stop."
-            )
-            await stop.wait()
+            account = await self.prepare()
+            assert self.registry is not None
+            options = self.config.durable_task
+            async with (
+                TaskHub(account, options.hub_name, options.storage_provider.partition_count) as hub,
+                Engine(hub, self.registry, options) as engine,
+            ):
+                client = TaskHubClient(
+                    hub,
+                    overridable_states=options.overridable_existing_instance_states,
+                    on_enqueued=engine.notify_enqueued,
+                )
+                config = uvicorn.Config(
+                    self.build_app(hub, client),
+                    host=self.options.host,
+                    port=self.options.port,
+                    log_level="warning",
+                    lifespan="off",
+                )
+                server = uvicorn.Server(config)
+                serving = asyncio.create_task(server.serve())
+                self.options.output(f"Host ready on {self.base_url}. Press Ctrl+C to stop.")
+                waiting = asyncio.create_task(stop.wait())
+                await asyncio.wait({serving, waiting}, return_when=asyncio.FIRST_COMPLETED)
+                server.should_exit = True
+                with contextlib.suppress(asyncio.CancelledError):
+                    await serving
+                waiting.cancel()
         finally:
             self.stop()

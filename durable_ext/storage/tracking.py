@@ -7,21 +7,26 @@ that two workers can never both commit the same episode.
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
 import contextlib
 import json
 import logging
 import random
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from azure.core import MatchConditions
+from azure.core.async_paging import AsyncPageIterator
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
-from azure.data.tables import TableTransactionError, UpdateMode
+from azure.data.tables import TableEntity, TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient
 
-from durable_ext.errors import OwnershipLostError
+from durable_ext.errors import OwnershipLostError, ValidationError
 from durable_ext.history import HistoryEvent, OrchestrationStatus, event_from_columns, event_to_columns
 from durable_ext.messages import MessageData
 from durable_ext.storage.blobs import LargeMessageStore
@@ -46,6 +51,11 @@ LARGE_PROPERTIES = (
 """The variable-size columns DT.AS checks for offload, on history and Instances rows alike."""
 MAX_BATCH_ROWS = 99
 MAX_BATCH_ESTIMATE = 3 * 1024 * 1024
+MAX_QUERY_PAGE = 1000
+"""Most entities Azure Tables returns for one query request."""
+DELETE_BATCH_ROWS = 100
+"""Rows per purge transaction: the entity-group-transaction limit, as DT.AS uses it."""
+_DELETE_BATCHES_IN_FLIGHT = 10
 _ROW_OVERHEAD_ESTIMATE = 1024
 
 _ESCAPES = {"^": "^^", "/": "^0", "\\": "^1", "#": "^2", "?": "^3"}
@@ -183,6 +193,89 @@ class InstanceState:
             task_hub_name=entity.get("TaskHubName"),
             etag=metadata.get("etag"),
         )
+
+
+def _odata_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _odata_datetime(value: datetime) -> str:
+    utc = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    # isoformat, not strftime: strftime drops the leading zeros of years before 1000 on Linux.
+    return f"datetime'{utc.replace(tzinfo=None).isoformat(timespec='microseconds')}Z'"
+
+
+@dataclass(frozen=True)
+class InstanceQuery:
+    """Conditions of an Instances-table query, all evaluated by the table service (reference §2.6).
+
+    None (or an empty status set) means "no condition". ``created_from``/``created_to`` bound
+    CreatedTime inclusively. ``instance_id_prefix`` becomes a PartitionKey range on the sanitized
+    prefix, so the service seeks to it instead of scanning the table. ``exclude_entities`` drops the
+    ``@name@key`` rows of entities.
+    """
+
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    statuses: frozenset[OrchestrationStatus] | None = None
+    instance_id_prefix: str | None = None
+    exclude_entities: bool = True
+
+    def to_filter(self) -> str:
+        """The OData ``$filter`` text, each condition parenthesised and joined with ``and``."""
+        clauses = ["RowKey eq ''"]
+        if self.created_from is not None:
+            clauses.append(f"CreatedTime ge {_odata_datetime(self.created_from)}")
+        if self.created_to is not None:
+            clauses.append(f"CreatedTime le {_odata_datetime(self.created_to)}")
+        if self.statuses:
+            names = sorted(status.name for status in self.statuses)
+            clauses.append(" or ".join(f"RuntimeStatus eq {_odata_string(name)}" for name in names))
+        if self.instance_id_prefix:
+            low = escape_partition_key(self.instance_id_prefix)
+            # Escaping works character by character, so escaped IDs with this prefix start with `low`.
+            clause = f"PartitionKey ge {_odata_string(low)}"
+            if ord(low[-1]) < sys.maxunicode:
+                clause += f" and PartitionKey lt {_odata_string(low[:-1] + chr(ord(low[-1]) + 1))}"
+            clauses.append(clause)
+        if self.exclude_entities:
+            # Entity IDs start with '@' (U+0040); 'A' is the next code point.
+            clauses.append("PartitionKey lt '@' or PartitionKey ge 'A'")
+        return " and ".join(f"({clause})" for clause in clauses)
+
+
+@dataclass
+class InstancePage:
+    """One page of an Instances query and the token that continues it (None: no more rows)."""
+
+    rows: list[InstanceState]
+    continuation_token: str | None
+
+
+def encode_continuation_token(token: dict[str, str | None] | None) -> str | None:
+    """The table service's NextPartitionKey/NextRowKey pair as one opaque URL-safe string."""
+    if not token:
+        return None
+    return base64.urlsafe_b64encode(json.dumps(token, separators=(",", ":")).encode()).decode()
+
+
+def decode_continuation_token(text: str | None) -> dict[str, str | None] | None:
+    """Inverse of :func:`encode_continuation_token`; ValidationError when ``text`` is not one of ours."""
+    if not text:
+        return None
+    try:
+        token = json.loads(base64.urlsafe_b64decode(text.encode("ascii")))
+    except (ValueError, UnicodeError, binascii.Error):
+        token = None
+    if (
+        not isinstance(token, dict)
+        or not set(token) <= {"PartitionKey", "RowKey"}
+        or not all(v is None or isinstance(v, str) for v in token.values())
+    ):
+        raise ValidationError(
+            f"continuation token {text[:80]!r} is not valid; pass back the one a query returned"
+        )
+    return cast("dict[str, str | None]", token)
 
 
 def _is_conflict(exc: HttpResponseError) -> bool:
@@ -443,3 +536,109 @@ class TrackingStore:
         """Delete the Instances row unconditionally (purge)."""
         with contextlib.suppress(ResourceNotFoundError):
             await self._instances.delete_entity(escape_partition_key(instance_id), "")
+
+    async def query_instances(
+        self,
+        query: InstanceQuery,
+        *,
+        top: int,
+        continuation_token: str | None = None,
+        fetch_inputs: bool = True,
+        fetch_large_values: bool = True,
+    ) -> InstancePage:
+        """Up to ``top`` Instances rows matching ``query``, starting where ``continuation_token`` left off.
+
+        The service may answer with short (even empty) pages; requests continue until ``top`` rows
+        are collected or the table is exhausted, and the returned token resumes right after the last
+        row returned. Without ``fetch_inputs`` the Input column is not even transferred; with
+        ``fetch_large_values`` Input and Output kept in blobs are downloaded and inlined.
+        """
+        if top < 1:
+            raise ValidationError(f"page size must be at least 1, got {top}")
+        token = decode_continuation_token(continuation_token)
+        select = None if fetch_inputs else _INSTANCE_COLUMNS_WITHOUT_INPUT
+        query_filter = query.to_filter()
+        rows: list[InstanceState] = []
+        while len(rows) < top:
+            entities = self._instances.query_entities(
+                query_filter, results_per_page=min(top - len(rows), MAX_QUERY_PAGE), select=select
+            )
+            # The SDK types the token as str, but the tables pager takes and returns a key dict.
+            pages = cast(
+                "AsyncPageIterator[TableEntity]", entities.by_page(continuation_token=cast(Any, token))
+            )
+            try:
+                page = await anext(pages)
+            except StopAsyncIteration:
+                token = None
+                break
+            async for entity in page:
+                rows.append(await self._instance_from_query(entity, fetch_inputs, fetch_large_values))
+            token = cast("dict[str, str | None] | None", pages.continuation_token)
+            if not token:
+                break
+        return InstancePage(rows, encode_continuation_token(token))
+
+    async def _instance_from_query(
+        self, entity: TableEntity, fetch_inputs: bool, fetch_large_values: bool
+    ) -> InstanceState:
+        state = InstanceState.from_entity(entity)
+        if fetch_large_values:
+            state.output = await self._resolve_column(entity, "Output")
+            state.input = await self._resolve_column(entity, "Input") if fetch_inputs else None
+        return state
+
+    async def delete_history(self, instance_id: str) -> int:
+        """Delete every History row of the instance (all executions, sentinel included); returns the count.
+
+        Rows go in transactions of at most 100, up to 10 in flight (as DT.AS purges).
+        """
+        pk = escape_partition_key(instance_id)
+        row_keys = [
+            row["RowKey"]
+            async for row in self._history.query_entities(
+                "PartitionKey eq @pk", parameters={"pk": pk}, select=["PartitionKey", "RowKey"]
+            )
+        ]
+        batches = [
+            row_keys[start : start + DELETE_BATCH_ROWS]
+            for start in range(0, len(row_keys), DELETE_BATCH_ROWS)
+        ]
+        for first in range(0, len(batches), _DELETE_BATCHES_IN_FLIGHT):
+            group = batches[first : first + _DELETE_BATCHES_IN_FLIGHT]
+            await asyncio.gather(*(self._delete_history_batch(pk, batch) for batch in group))
+        return len(row_keys)
+
+    async def _delete_history_batch(self, pk: str, row_keys: list[str]) -> None:
+        try:
+            await self._history.submit_transaction(
+                [("delete", {"PartitionKey": pk, "RowKey": row_key}) for row_key in row_keys]
+            )
+        except TableTransactionError as exc:
+            if exc.status_code != 404:
+                raise
+            # One row that vanished meanwhile (a concurrent purge) fails the whole transaction; single
+            # deletes of missing rows succeed (the SDK ignores their 404).
+            for row_key in row_keys:
+                await self._history.delete_entity(pk, row_key)
+
+
+_INSTANCE_COLUMNS_WITHOUT_INPUT = [
+    "PartitionKey",
+    "RowKey",
+    "ExecutionId",
+    "Name",
+    "Version",
+    "Output",
+    "OutputBlobName",
+    "CustomStatus",
+    "RuntimeStatus",
+    "CreatedTime",
+    "LastUpdatedTime",
+    "CompletedTime",
+    "ScheduledStartTime",
+    "Generation",
+    "Tags",
+    "TaskHubName",
+]
+"""What a query without inputs transfers: every Instances column but Input and InputBlobName."""

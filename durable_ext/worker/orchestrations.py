@@ -247,9 +247,9 @@ class OrchestrationDispatcher:
             instance_id = message.data.instance_id
             pending = self._pending.setdefault(instance_id, [])
             # A redelivered copy (new pop receipt) replaces the one we hold.
-            pending[:] = [m for m in pending if m.message_id != message.message_id]
-            pending.append(message)
-            self._buffered += 1
+            kept = [m for m in pending if m.message_id != message.message_id]
+            self._buffered += 1 - (len(pending) - len(kept))
+            pending[:] = [*kept, message]
             self._session_queue[instance_id] = queue_name
             if instance_id not in self._sessions:
                 task = asyncio.create_task(self._run_session(instance_id), name=f"session-{instance_id}")

@@ -1,0 +1,53 @@
+"""The benchmark workloads, written as an ordinary Durable Functions app.
+
+Every orchestration returns a value the harness checks, so a benchmark that loses or duplicates work
+fails instead of reporting a figure.
+"""
+
+from collections.abc import Generator
+from typing import Any
+
+import azure.durable_functions as df
+
+app = df.DFApp()
+
+
+@app.activity_trigger(input_name="value")
+def inc(value: int) -> int:
+    """The unit of work: add one."""
+    return value + 1
+
+
+@app.orchestration_trigger(context_name="context")
+def sequential(context: df.DurableOrchestrationContext) -> Generator[Any, Any, int]:
+    """Call ``inc`` input-many times one after another; returns the input (0 + 1 + 1 + ...)."""
+    count = context.get_input()
+    value = 0
+    for _ in range(count):
+        value = yield context.call_activity("inc", value)
+    return value
+
+
+@app.orchestration_trigger(context_name="context")
+def fanout(context: df.DurableOrchestrationContext) -> Generator[Any, Any, int]:
+    """Call ``inc`` on 0..n-1 in parallel and sum the results: n * (n + 1) / 2."""
+    count = context.get_input()
+    results = yield context.task_all([context.call_activity("inc", i) for i in range(count)])
+    return sum(results)
+
+
+@app.orchestration_trigger(context_name="context")
+def events(context: df.DurableOrchestrationContext) -> Generator[Any, Any, int]:
+    """Wait for the external event ``tick`` input-many times; returns the sum of the event payloads."""
+    count = context.get_input()
+    context.set_custom_status("waiting")
+    total = 0
+    for _ in range(count):
+        total += yield context.wait_for_external_event("tick")
+    return total
+
+
+@app.orchestration_trigger(context_name="context")
+def one_activity(context: df.DurableOrchestrationContext) -> Generator[Any, Any, int]:
+    """A single activity call: the shortest orchestration that still does work; returns 1."""
+    return (yield context.call_activity("inc", 0))

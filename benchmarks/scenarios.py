@@ -1,0 +1,361 @@
+"""The measured workloads (issue 8): each takes a ready :class:`BenchEnv` and returns a Measurement.
+
+Every scenario checks the outputs of its orchestrations, so lost or duplicated work fails the run
+(:class:`~benchmarks.harness.BenchmarkError`) instead of producing a figure. Time runs from the first
+client call of the workload to the moment the client sees the last instance Completed; the engine's
+storage requests are counted over the same span.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks import MANY_STEPS
+from benchmarks.harness import BenchEnv, BenchmarkError, check_output
+from benchmarks.stats import percentile
+from durable_ext.history import EventType, OrchestrationStatus
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each workload is."""
+
+    sequential: int
+    fanout100: int
+    fanout1000: int
+    many: int
+    events: int
+    latency: int
+    idle_seconds: float
+    probe_iterations: int
+    timeout: float
+    """Seconds one scenario's workload may take before it counts as hung."""
+
+
+FULL = Sizes(
+    sequential=100,
+    fanout100=100,
+    fanout1000=1000,
+    many=500,
+    events=200,
+    latency=100,
+    idle_seconds=60.0,
+    probe_iterations=200,
+    timeout=600.0,
+)
+QUICK = Sizes(
+    sequential=20,
+    fanout100=100,
+    fanout1000=100,
+    many=50,
+    events=20,
+    latency=10,
+    idle_seconds=10.0,
+    probe_iterations=50,
+    timeout=120.0,
+)
+
+
+@dataclass
+class Measurement:
+    """What one scenario measured."""
+
+    figure: float
+    unit: str
+    size: str
+    """The workload size, for the report (e.g. ``n=100``)."""
+    steps: int
+    """How many steps the figure counts (activities, orchestrations, events, runs); 0 if none."""
+    seconds: float
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    higher_is_better: bool = True
+    requests: int = 0
+    """Storage requests the engine sent while the workload ran."""
+    requests_by_kind: dict[str, int] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _Span:
+    """Times a workload and counts the engine's requests over it."""
+
+    def __init__(self, env: BenchEnv) -> None:
+        self._env = env
+        self.seconds = 0.0
+        self.requests = 0
+        self.by_kind: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def measure(self) -> Iterator[None]:
+        self._env.reset_counts()
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds = time.perf_counter() - started
+            self.requests, self.by_kind = self._env.counter.snapshot()
+
+    def result(self, figure: float, unit: str, size: str, steps: int, **kwargs: Any) -> Measurement:
+        return Measurement(
+            figure=figure,
+            unit=unit,
+            size=size,
+            steps=steps,
+            seconds=self.seconds,
+            requests=self.requests,
+            requests_by_kind=self.by_kind,
+            **kwargs,
+        )
+
+
+async def sequential(env: BenchEnv, sizes: Sizes) -> Measurement:
+    """(a) One orchestration calling ``sizes.sequential`` activities one after another."""
+    count = sizes.sequential
+    span = _Span(env)
+    with span.measure():
+        await env.run("sequential", count, expected=count, instance_id="sequential", timeout=sizes.timeout)
+    return span.result(count / span.seconds, "activities/s", f"n={count}", count)
+
+
+async def _fanout(env: BenchEnv, count: int, timeout: float) -> Measurement:
+    span = _Span(env)
+    with span.measure():
+        await env.run(
+            "fanout", count, expected=count * (count + 1) // 2, instance_id="fanout", timeout=timeout
+        )
+    return span.result(count / span.seconds, "activities/s", f"n={count}", count)
+
+
+async def fanout100(env: BenchEnv, sizes: Sizes) -> Measurement:
+    """(b) Fan-out/fan-in of ``sizes.fanout100`` activities."""
+    return await _fanout(env, sizes.fanout100, sizes.timeout)
+
+
+async def fanout1000(env: BenchEnv, sizes: Sizes) -> Measurement:
+    """(b) Fan-out/fan-in of ``sizes.fanout1000`` activities."""
+    return await _fanout(env, sizes.fanout1000, sizes.timeout)
+
+
+async def many(env: BenchEnv, sizes: Sizes) -> Measurement:
+    """(c)+(h) ``sizes.many`` orchestrations of MANY_STEPS sequential activities, started together.
+
+    Also records this process's peak RSS while they run (the engine, the client and the harness all
+    live in it), and each instance's CreatedTime → CompletedTime as p50/p99.
+    """
+    count, steps = sizes.many, MANY_STEPS
+    ids = [f"many-{i:04d}" for i in range(count)]
+    span = _Span(env)
+    async with PeakRss() as rss:
+        with span.measure():
+            await asyncio.gather(*(env.client.start_new("sequential", i, json.dumps(steps)) for i in ids))
+            states = await env.wait_all(ids, sizes.timeout)
+    for state in states:
+        check_output(env.hub_name, state, steps)
+    durations = [
+        (s.completed_time - s.created_time).total_seconds() * 1000
+        for s in states
+        if s.completed_time is not None and s.created_time is not None
+    ]
+    return span.result(
+        count / span.seconds,
+        "orchestrations/s",
+        f"{count}x{steps}",
+        count,
+        p50_ms=percentile(durations, 50) if durations else None,
+        p99_ms=percentile(durations, 99) if durations else None,
+        extra={"peak_rss_mb": rss.peak_mb, "rss_method": rss.method, "activities": count * steps},
+    )
+
+
+async def events(env: BenchEnv, sizes: Sizes) -> Measurement:
+    """(d) ``sizes.events`` external events raised one at a time to one waiting instance.
+
+    The instance is started and seen Running first; then all events are raised back to back with
+    ``TaskHubClient.raise_event`` (each waits for its enqueue), and the clock stops when the client
+    sees the instance Completed with the sum of the event payloads.
+    """
+    count = sizes.events
+    instance_id = await env.client.start_new("events", "events", json.dumps(count))
+    await _wait_running(env, instance_id, sizes.timeout)
+    span = _Span(env)
+    with span.measure():
+        raise_started = time.perf_counter()
+        for _ in range(count):
+            await env.client.raise_event(instance_id, "tick", "1")
+        raising = time.perf_counter() - raise_started
+        state = await env.wait(instance_id, sizes.timeout)
+    check_output(env.hub_name, state, count)
+    return span.result(
+        count / span.seconds,
+        "events/s",
+        f"n={count}",
+        count,
+        extra={"raise_seconds": raising, "raise_per_s": count / raising},
+    )
+
+
+async def _wait_running(env: BenchEnv, instance_id: str, timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        state = await env.client.get_status(instance_id)
+        if state is not None and state.runtime_status is OrchestrationStatus.Running:
+            return
+        if loop.time() > deadline:
+            seen = state.runtime_status if state is not None else None
+            raise BenchmarkError(
+                f"hub {env.hub_name} instance {instance_id}: not Running after {timeout:g} s ({seen})"
+            )
+        await asyncio.sleep(0.01)
+
+
+LATENCY_POLL = 0.005
+"""Seconds between status reads while a latency run waits: the resolution of each sample."""
+
+
+async def latency(env: BenchEnv, sizes: Sizes) -> Measurement:
+    """(f) start_new → client sees Completed, for a one-activity orchestration, runs one after another."""
+    runs = sizes.latency
+    samples: list[float] = []
+    span = _Span(env)
+    with span.measure():
+        for i in range(runs):
+            started = time.perf_counter()
+            await env.run(
+                "one_activity",
+                None,
+                expected=1,
+                instance_id=f"latency-{i:04d}",
+                timeout=sizes.timeout,
+                poll_interval=LATENCY_POLL,
+            )
+            samples.append((time.perf_counter() - started) * 1000)
+    p50 = percentile(samples, 50)
+    pickups = await _start_pickups(env, [f"latency-{i:04d}" for i in range(runs)])
+    return span.result(
+        p50,
+        "ms",
+        f"runs={runs}",
+        runs,
+        p50_ms=p50,
+        p99_ms=percentile(samples, 99),
+        higher_is_better=False,
+        extra={
+            "mean_ms": sum(samples) / len(samples),
+            "max_ms": max(samples),
+            "poll_ms": LATENCY_POLL * 1000,
+            "start_pickup_p50_ms": percentile(pickups, 50) if pickups else None,
+            "start_pickup_p99_ms": percentile(pickups, 99) if pickups else None,
+        },
+    )
+
+
+async def _start_pickups(env: BenchEnv, instance_ids: list[str]) -> list[float]:
+    """Per instance, ExecutionStarted → first OrchestratorStarted in its history (ms): how long the
+    start message waited in the control queue before an episode took it (read after the clock stopped).
+    """
+    pickups: list[float] = []
+    for instance_id in instance_ids:
+        history = await env.client.hub.tracking.load_history(instance_id)
+        started = next((e for e in history.events if e.event_type is EventType.ExecutionStarted), None)
+        episode = next((e for e in history.events if e.event_type is EventType.OrchestratorStarted), None)
+        if started is not None and episode is not None:
+            pickups.append((episode.timestamp - started.timestamp).total_seconds() * 1000)
+    return pickups
+
+
+async def idle(env: BenchEnv, sizes: Sizes) -> Measurement:
+    """(g) The engine's storage requests per second per partition over an idle window.
+
+    The window starts right after the warm-up orchestration completed, so it includes the polling
+    back-off ramp from 50 ms up to maxQueuePollingInterval (30 s); the rate over the second half of
+    the window is reported too, as the steadier figure.
+    """
+    window = sizes.idle_seconds
+    partitions = env.partition_count
+    span = _Span(env)
+    with span.measure():
+        await asyncio.sleep(window / 2)
+        first_half, _ = env.counter.snapshot()
+        await asyncio.sleep(window / 2)
+    second_half = span.requests - first_half
+    return span.result(
+        span.requests / span.seconds / partitions,
+        "req/s/partition",
+        f"{window:g}s",
+        0,
+        higher_is_better=False,
+        extra={
+            "partitions": partitions,
+            "second_half_per_partition": second_half / (span.seconds / 2) / partitions,
+        },
+    )
+
+
+Scenario = Callable[[BenchEnv, Sizes], Awaitable[Measurement]]
+SCENARIOS: dict[str, Scenario] = {
+    "sequential": sequential,
+    "fanout100": fanout100,
+    "fanout1000": fanout1000,
+    "many": many,
+    "events": events,
+    "latency": latency,
+    "idle": idle,
+}
+"""The scenarios that run on the engine, in the default order."""
+
+
+class PeakRss:
+    """Peak resident set size of this process while the block runs, in MB.
+
+    Resets the kernel's high-water mark (``echo 5 > /proc/self/clear_refs``) on entry and reads
+    ``VmHWM`` from ``/proc/self/status`` on exit. Where the reset is not allowed it samples ``VmRSS``
+    every 50 ms instead.
+    """
+
+    def __init__(self) -> None:
+        self.peak_mb = 0.0
+        self.method = "VmHWM after reset"
+        self._sampler: asyncio.Task[None] | None = None
+        self._sampled_kb = 0
+
+    async def __aenter__(self) -> PeakRss:
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            self.method = "VmRSS sampled every 50 ms"
+            self._sampler = asyncio.create_task(self._sample())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._sampler is None:
+            self.peak_mb = _status_kb("VmHWM") / 1024
+            return
+        self._sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._sampler
+        self.peak_mb = max(self._sampled_kb, _status_kb("VmRSS")) / 1024
+
+    async def _sample(self) -> None:
+        while True:
+            self._sampled_kb = max(self._sampled_kb, _status_kb("VmRSS"))
+            await asyncio.sleep(0.05)
+
+
+def _status_kb(key: str) -> int:
+    """A ``kB`` value from /proc/self/status (0 where there is no such file, e.g. not Linux)."""
+    try:
+        text = Path("/proc/self/status").read_text()
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0

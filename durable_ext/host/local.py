@@ -21,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 
 import uvicorn
+from azure.durable_functions.models.utils import http_utils as df_http_utils
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import BaseRoute, Mount
@@ -230,5 +231,8 @@ class LocalHost:
                 with contextlib.suppress(asyncio.CancelledError):
                     await serving
                 waiting.cancel()
+                # The df client keeps one aiohttp session per process; the Functions worker closes it
+                # at shutdown, and so do we.
+                await df_http_utils._close_session()
         finally:
             self.stop()

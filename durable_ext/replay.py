@@ -22,7 +22,9 @@ from typing import Any
 from azure.durable_functions import Orchestrator
 from azure.durable_functions.models import DurableOrchestrationContext
 from azure.durable_functions.models.actions.NoOpAction import NoOpAction
+from azure.durable_functions.models.history.HistoryEventType import HistoryEventType
 from azure.durable_functions.models.Task import AtomicTask, RetryAbleTask, TaskBase
+from azure.durable_functions.models.TaskOrchestrationExecutor import TaskOrchestrationExecutor
 
 from durable_ext.history import (
     EventSentEvent,
@@ -45,6 +47,7 @@ DF_SCHEMA_VERSION = 2
 """``upperSchemaVersion`` we announce to df (its ReplaySchema V3: flat action lists)."""
 
 _OUT_OF_PROC_MARKER = "$OutOfProcData$:"
+_INDEX_KEY = "DurableExtIndex"
 _RETRY_TIMER_METADATA = "-WithRetry timer"
 
 
@@ -130,8 +133,8 @@ class OrchestratorRun:
     continue_as_new_input: str | None = None
     custom_status: str | None = None
     """Custom status as JSON text, or None when never set."""
-    pending_event_names: list[str] = field(default_factory=list)
-    """External events that arrived but no task consumed (carried over by continue-as-new)."""
+    unconsumed_events: list[int] = field(default_factory=list)
+    """Indexes (into the events replayed) of external events no task took: continue-as-new carries them."""
 
 
 class NonDeterminismError(Exception):
@@ -154,6 +157,25 @@ class _RecordingContext(DurableOrchestrationContext):  # type: ignore[misc]
     def _record_fire_and_forget_action(self, action: Any) -> None:
         self.allocated[self._sequence_number] = (action, None)
         super()._record_fire_and_forget_action(action)
+
+
+class _RecordingExecutor(TaskOrchestrationExecutor):  # type: ignore[misc]
+    """df's replay loop, noting which external events a waiting task actually took.
+
+    df stops reading history once the orchestrator finishes, and keeps events nobody waited for in a
+    map it never prunes; neither tells what a continue-as-new must carry over, this does.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.consumed: set[int] = set()
+
+    def set_task_value(self, event: Any, is_success: bool, id_key: str) -> None:
+        if event.event_type == HistoryEventType.EVENT_RAISED and self.context.open_tasks.get(
+            getattr(event, id_key)
+        ):
+            self.consumed.add(int(getattr(event, _INDEX_KEY, -1)))
+        super().set_task_value(event, is_success, id_key)
 
 
 def history_to_df_json(events: Sequence[HistoryEvent], new_events_start: int) -> list[dict[str, Any]]:
@@ -185,6 +207,8 @@ def history_to_df_json(events: Sequence[HistoryEvent], new_events_start: int) ->
     for index, event in ordered:
         data = _strip_types(event_to_json(event))
         data["IsPlayed"] = index < new_events_start
+        # df keeps unknown members as attributes: this one maps its events back to ours.
+        data[_INDEX_KEY] = index
         out.append(data)
     return out
 
@@ -241,8 +265,11 @@ def run_orchestrator(
     context._input_expected_type = getattr(user_function, "_df_input_type", None)
     state: dict[str, Any]
     failure: FailureDetails | None = None
+    executor = _RecordingExecutor()
     try:
-        state = json.loads(Orchestrator(generator_function).handle(context))
+        orchestrator = Orchestrator(generator_function)
+        orchestrator.task_orchestration_executor = executor
+        state = json.loads(orchestrator.handle(context))
     except Exception as exc:  # df reports a failing orchestrator by raising with its state appended
         state, failure = _failed_state(name, exc)
     allocations = {
@@ -253,7 +280,11 @@ def run_orchestrator(
     run = OrchestratorRun(done=bool(state.get("isDone")) or failure is not None, allocations=allocations)
     run.failure = failure
     run.custom_status = None if context.custom_status is None else json.dumps(context.custom_status)
-    run.pending_event_names = [key for key in context.deferred_tasks if isinstance(key, str)]
+    run.unconsumed_events = [
+        index
+        for index, event in enumerate(events)
+        if event.event_type is EventType.EventRaised and index not in executor.consumed
+    ]
     continue_as_new = next((a for a in allocations.values() if a.kind is ActionKind.CONTINUE_AS_NEW), None)
     if failure is None and continue_as_new is not None:
         run.continue_as_new = True

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from durable_ext.worker.partitions import PartitionManagerOptions
 
 from durable_ext.client import OrchestrationState, TaskHubClient
 from durable_ext.config import DurableTaskOptions
@@ -20,6 +19,8 @@ from durable_ext.history import EventType, HistoryEvent, OrchestrationStatus
 from durable_ext.host.app_loader import FunctionRegistry, load_app
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.worker.engine import Engine
+from durable_ext.worker.orchestrations import SessionCache, _Execution
+from durable_ext.worker.partitions import PartitionManagerOptions
 
 APP_DIR = Path(__file__).parent / "apps" / "engine_app"
 FAST_LEASES = PartitionManagerOptions(
@@ -217,3 +218,63 @@ async def _wait_for_status(client: TaskHubClient, instance_id: str, custom_statu
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"{instance_id} never reported custom status {custom_status!r}")
+
+
+async def test_continue_as_new_carries_unconsumed_events_over(
+    hub: TaskHub, registry: FunctionRegistry
+) -> None:
+    client = TaskHubClient(hub)
+    # All three messages wait in one batch before any worker runs: generation 0 consumes "A" and
+    # continues as new in the same work item, so "B" must be carried into generation 1.
+    await client.start_new("carry", "carry-1", "0")
+    await client.raise_event("carry-1", "A", '"first"')
+    await client.raise_event("carry-1", "B", '"second"')
+    options = DurableTaskOptions(hub_name=hub.names.hub)
+    async with Engine(hub, registry, options, partition_options=FAST_LEASES):
+        state = await client.wait_for_completion("carry-1", timeout=TIMEOUT)
+    assert state.runtime_status is OrchestrationStatus.Completed
+    assert json.loads(state.output or "null") == "second"
+    events = await _history(hub, "carry-1")
+    assert json.loads(events[1].input) == 1  # type: ignore[attr-defined]
+    assert [e.name for e in events if e.event_type is EventType.EventRaised] == ["B"]  # type: ignore[attr-defined]
+
+
+async def test_non_deterministic_code_fails_the_instance_naming_the_mismatch(
+    hub: TaskHub, client: TaskHubClient, registry: FunctionRegistry
+) -> None:
+    function = registry.get("drifting")
+    assert function is not None
+    switch = function.callable.orchestrator_function.__globals__["NEXT_ACTIVITY"]
+    instance = await client.start_new("drifting", "drift-1", None)
+    try:
+        await _wait_for_event(hub, instance, EventType.TaskCompleted)
+        switch["name"] = "flaky"
+        await client.raise_event(instance, "go", None)
+        state = await client.wait_for_completion(instance, timeout=TIMEOUT)
+    finally:
+        switch["name"] = "double"
+    assert state.runtime_status is OrchestrationStatus.Failed
+    assert "Non-deterministic" in (state.output or "")
+    assert "'double'" in (state.output or "") and "'flaky'" in (state.output or "")
+
+
+def test_session_cache_is_bounded_and_forgets_idle_entries() -> None:
+    cache = SessionCache(max_entries=2, idle_timeout=timedelta(seconds=30))
+    for name in ("a", "b", "c"):
+        cache.put(_Execution(name, "e", [], None))
+    assert len(cache) == 2
+    assert cache.take("a") is None, "the least recently used entry was evicted"
+    assert cache.take("c") is not None
+    assert cache.take("c") is None, "take removes the entry"
+    idle = SessionCache(max_entries=5, idle_timeout=timedelta(seconds=-1))
+    idle.put(_Execution("x", "e", [], None))
+    assert idle.take("x") is None, "an entry idle past the timeout is not used"
+
+
+async def _wait_for_event(hub: TaskHub, instance_id: str, event_type: EventType) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        if event_type in [e.event_type for e in await _history(hub, instance_id)]:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{instance_id} never recorded {event_type.name}")

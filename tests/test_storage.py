@@ -36,7 +36,7 @@ from durable_ext.storage.tracking import (
     history_row_key,
     unescape_partition_key,
 )
-from tests.sample_events import sample_events
+from tests.sample_events import T0, sample_events
 
 VISIBILITY = timedelta(minutes=5)
 
@@ -417,10 +417,11 @@ async def test_large_instance_input_is_a_blob_url_and_reads_back(hub: TaskHub) -
 
 
 def _message(instance_id: str, payload: str = '"x"') -> MessageData:
-    # A fixed SequenceNumber keeps the encoded size exact (the process-wide counter grows digits).
+    # Fixed SequenceNumber and Timestamp keep the encoded size exact: the process-wide counter grows
+    # digits, and timestamps drop trailing zeros of their fraction.
     return MessageData(
         TaskMessage(
-            ExecutionStartedEvent(name="hello", version="", input=payload),
+            ExecutionStartedEvent(name="hello", version="", input=payload, timestamp=T0),
             OrchestrationInstance(instance_id, "e"),
         ),
         sequence_number=7,

@@ -14,7 +14,9 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -126,7 +128,8 @@ class _EpisodeResult:
     new_events: list[HistoryEvent]
     status: InstanceState
     columns: list[str]
-    pending_event_names: list[str]
+    unconsumed_events: list[int]
+    """Indexes into the execution's events (past, then this episode's) of external events no task took."""
 
     @property
     def continued_as_new(self) -> bool:
@@ -144,6 +147,40 @@ class _Checkpoint:
     status: InstanceState
     columns: list[str]
     replaced_blobs: list[str]
+
+
+class SessionCache:
+    """Executions kept in memory between episodes (extended sessions), bounded in count and idle time.
+
+    A stale entry is harmless: its sentinel ETag no longer matches, the commit fails with
+    :class:`OwnershipLostError`, and the episode is re-run from storage.
+    """
+
+    def __init__(self, max_entries: int, idle_timeout: timedelta) -> None:
+        self._entries: OrderedDict[str, tuple[float, _Execution]] = OrderedDict()
+        self._max = max(1, max_entries)
+        self._idle = idle_timeout.total_seconds()
+
+    def take(self, instance_id: str) -> _Execution | None:
+        """Remove and return the instance's execution if it has not been idle too long."""
+        entry = self._entries.pop(instance_id, None)
+        if entry is None or time.monotonic() - entry[0] > self._idle:
+            return None
+        return entry[1]
+
+    def put(self, execution: _Execution) -> None:
+        """Keep ``execution``, evicting the least recently used entries beyond the bound."""
+        self._entries[execution.instance_id] = (time.monotonic(), execution)
+        self._entries.move_to_end(execution.instance_id)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+
+    def drop(self, instance_id: str) -> None:
+        """Forget an instance (its partition moved, or its episode failed)."""
+        self._entries.pop(instance_id, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 class OrchestrationDispatcher:
@@ -174,7 +211,11 @@ class OrchestrationDispatcher:
         self._session_queue: dict[str, str] = {}
         self._slots = asyncio.Semaphore(options.max_concurrent_orchestrator_functions)
         self._buffered = 0
-        self._cache: dict[str, _Execution] = {}
+        # DTFx lets at most half the concurrent work items keep an extended session.
+        self._cache = SessionCache(
+            max_entries=(options.max_concurrent_orchestrator_functions + 1) // 2,
+            idle_timeout=timedelta(seconds=options.extended_session_idle_timeout_in_seconds),
+        )
 
     @property
     def owned(self) -> frozenset[str]:
@@ -209,7 +250,7 @@ class OrchestrationDispatcher:
         if running:
             await asyncio.gather(*running, return_exceptions=True)
         for instance_id in [i for i, q in self._session_queue.items() if q == partition_id]:
-            self._cache.pop(instance_id, None)
+            self._cache.drop(instance_id)
         logger.info("hub %s: stopped listening on %s", self._hub_name, partition_id)
 
     async def stop(self) -> None:
@@ -267,7 +308,7 @@ class OrchestrationDispatcher:
         finally:
             self._sessions.pop(instance_id, None)
             if not self._options.extended_sessions_enabled:
-                self._cache.pop(instance_id, None)
+                self._cache.drop(instance_id)
 
     # ---- one episode --------------------------------------------------------------------------
 
@@ -275,25 +316,25 @@ class OrchestrationDispatcher:
         """Process one batch for one instance; returns messages kept for the next episode."""
         queue = self._queues[messages[0].queue_name]
         try:
-            execution = self._cache.pop(instance_id, None) or await self._load(instance_id)
+            execution = self._cache.take(instance_id) or await self._load(instance_id)
             decisions = self._decide(execution, messages)
             checkpoint = self._plan(execution, decisions) if decisions.consume else None
             await self._rehop(queue, decisions.rehop)
             if checkpoint is not None:
                 await self._commit(checkpoint)
                 if self._options.extended_sessions_enabled:
-                    self._cache[instance_id] = checkpoint.execution
+                    self._cache.put(checkpoint.execution)
             await asyncio.gather(
                 *(queue.delete(m) for m in [*decisions.consume, *decisions.discard, *decisions.rehop]),
                 *(queue.abandon(m) for m in decisions.abandon),
             )
             return decisions.later
         except OwnershipLostError:
-            self._cache.pop(instance_id, None)
+            self._cache.drop(instance_id)
             await asyncio.gather(*(queue.abandon(m) for m in messages), return_exceptions=True)
             return []
         except Exception:
-            self._cache.pop(instance_id, None)
+            self._cache.drop(instance_id)
             logger.exception(
                 "hub %s instance %s: episode failed; messages abandoned", self._hub_name, instance_id
             )
@@ -451,7 +492,11 @@ class OrchestrationDispatcher:
             tags=started.tags,
             generation=started.generation,
         )
-        carried = _unconsumed_events(finished, result.pending_event_names)
+        carried = [
+            EventRaisedEvent(name=e.name, input=e.input, timestamp=e.timestamp)
+            for e in (finished[i] for i in result.unconsumed_events)
+            if isinstance(e, EventRaisedEvent)
+        ]
         nxt = _Execution(execution.instance_id, new_id, [], execution.etag)
         return nxt, [OrchestratorStartedEvent(timestamp=now), restarted, *carried]
 
@@ -523,7 +568,7 @@ class OrchestrationDispatcher:
         if completion is not None and not isinstance(completion, ContinueAsNewEvent):
             outbound.extend(self._to_parent(started, completion))
         status, columns = self._status(execution, new_events, run, now)
-        return _EpisodeResult(new_events, status, columns, run.pending_event_names if run is not None else [])
+        return _EpisodeResult(new_events, status, columns, run.unconsumed_events if run is not None else [])
 
     def _replay(
         self, execution: _Execution, name: str, started: ExecutionStartedEvent, fresh: list[HistoryEvent]
@@ -771,14 +816,3 @@ def _same_completion(candidate: HistoryEvent, event: HistoryEvent, id_attr: str)
     return candidate.event_type in _COMPLETION_EVENTS and getattr(candidate, id_attr, None) == getattr(
         event, id_attr
     )
-
-
-def _unconsumed_events(events: Sequence[HistoryEvent], names: Sequence[str]) -> list[HistoryEvent]:
-    """The last unconsumed external event of each name, carried into the next generation."""
-    carried: dict[str, HistoryEvent] = {}
-    for event in events:
-        if isinstance(event, EventRaisedEvent) and event.name is not None and event.name in names:
-            carried[event.name] = EventRaisedEvent(
-                name=event.name, input=event.input, timestamp=event.timestamp
-            )
-    return list(carried.values())

@@ -100,3 +100,24 @@ def catches(context: df.DurableOrchestrationContext):
 def raises(context: df.DurableOrchestrationContext):
     yield context.call_activity("double", 1)
     raise RuntimeError("orchestrator gave up")
+
+
+@app.orchestration_trigger(context_name="context")
+def carry(context: df.DurableOrchestrationContext):
+    """Generation 0 waits for "A" and continues as new; generation 1 waits for "B"."""
+    if context.get_input() == 0:
+        yield context.wait_for_external_event("A")
+        context.continue_as_new(1)
+        return None
+    return (yield context.wait_for_external_event("B"))
+
+
+NEXT_ACTIVITY = {"name": "double"}
+"""Tests change this between episodes to make ``drifting`` non-deterministic."""
+
+
+@app.orchestration_trigger(context_name="context")
+def drifting(context: df.DurableOrchestrationContext):
+    first = yield context.call_activity(NEXT_ACTIVITY["name"], 1)
+    yield context.wait_for_external_event("go")
+    return first

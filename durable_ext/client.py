@@ -272,7 +272,8 @@ class TaskHubClient:
         delay = scheduled - utc_now() if scheduled is not None else None
         # Message first, as DT.AS: a crash before the row leaves a message the worker's de-dupe
         # eventually drops, whereas a row without a message would stay Pending forever.
-        await self._send(instance_id, message, delay)
+        queue = self.hub.control_queue_for(instance_id)
+        await queue.send(message, delay)
 
         row_input = input
         if len(message.encode().encode("utf-8")) > MAX_QUEUE_PAYLOAD_BYTES:
@@ -294,6 +295,10 @@ class TaskHubClient:
             task_hub_name=self._hub_name,
         )
         await self._write_pending_row(row, existing)
+        # Wake an in-process worker only now: its de-dupe reads this row to tell a start that won
+        # from one that lost a race, and would otherwise find no row yet and back off.
+        if self._on_enqueued is not None:
+            self._on_enqueued(queue.name)
         logger.info(
             "hub %s instance %s: scheduled %s (execution %s, generation %d)",
             self._hub_name,

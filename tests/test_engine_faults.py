@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from azure.storage.queue.aio import QueueClient
 
 from durable_ext.client import TaskHubClient
 from durable_ext.config import DurableTaskOptions
 from durable_ext.errors import OwnershipLostError
 from durable_ext.history import (
     EventType,
+    ExecutionStartedEvent,
     HistoryEvent,
     OrchestrationInstance,
     OrchestrationStatus,
@@ -28,6 +30,7 @@ from durable_ext.history import (
 from durable_ext.host.app_loader import FunctionRegistry, load_app
 from durable_ext.messages import MessageData, TaskMessage
 from durable_ext.storage.taskhub import TaskHub
+from durable_ext.storage.tracking import InstanceState
 from durable_ext.worker.engine import Engine
 from durable_ext.worker.partitions import PartitionManagerOptions
 
@@ -279,3 +282,64 @@ async def _split(first: Engine, second: Engine) -> bool:
 
 async def _owns_all(engine: Engine) -> bool:
     return len(engine.orchestrations.owned) == 4
+
+
+async def test_concurrent_double_start_runs_only_the_execution_storage_chose(
+    hub: TaskHub, registry: FunctionRegistry
+) -> None:
+    client = TaskHubClient(hub)
+    # What a client that lost the start race leaves behind: its start message, queued first,
+    # but the Instances row (written with a conditional insert) names the winner.
+    loser = MessageData(
+        TaskMessage(
+            ExecutionStartedEvent(
+                orchestration_instance=OrchestrationInstance("race-1", "loser"),
+                name="chain",
+                version="",
+                input="1",
+            ),
+            OrchestrationInstance("race-1", "loser"),
+        )
+    )
+    await hub.control_queue_for("race-1").send(loser)
+    await client.start_new("chain", "race-1", "2")
+    winner = (await client.get_status("race-1")).execution_id  # type: ignore[union-attr]
+    async with _engine(hub, registry, "worker-r"):
+        state = await client.wait_for_completion("race-1", timeout=TIMEOUT)
+    assert state.output == "64", "the winner's input (2) ran, not the loser's (1)"
+    history = await hub.tracking.load_history("race-1")
+    assert history.execution_id == winner == state.execution_id
+    assert [e.event_type for e in history.events].count(EventType.ExecutionStarted) == 1
+
+
+async def test_start_message_without_its_row_waits_for_the_row(hub: TaskHub, engine: Engine) -> None:
+    # A client enqueues first and writes the row right after; a worker that sees the message first
+    # must neither run it blindly nor drop it.
+    message = MessageData(
+        TaskMessage(
+            ExecutionStartedEvent(
+                orchestration_instance=OrchestrationInstance("norow-1", "e1"),
+                name="chain",
+                version="",
+                input="1",
+            ),
+            OrchestrationInstance("norow-1", "e1"),
+        )
+    )
+    await hub.control_queue_for("norow-1").send(message)
+    engine.notify_enqueued(hub.control_queue_for("norow-1").name)
+    await _poll(lambda: _was_received(hub, "norow-1"), "the worker to see the start")
+    assert (await hub.tracking.load_history("norow-1")).events == []
+    await hub.tracking.insert_instance(
+        InstanceState("norow-1", execution_id="e1", name="chain", runtime_status=OrchestrationStatus.Pending)
+    )
+    state = await TaskHubClient(hub).wait_for_completion("norow-1", timeout=TIMEOUT)
+    assert state.output == "32"
+
+
+async def _was_received(hub: TaskHub, instance_id: str) -> bool:
+    async with QueueClient.from_queue_url(
+        f"{hub.account.queue_endpoint}/{hub.control_queue_for(instance_id).name}",
+        credential={"account_name": hub.account.account_name, "account_key": hub.account.account_key},
+    ) as raw:
+        return not await raw.peek_messages()

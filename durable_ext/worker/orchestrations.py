@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import enum
 import logging
 import time
 import uuid
@@ -71,6 +72,8 @@ MAX_TIMER_HOP = timedelta(days=6)
 MAX_GENERATIONS_PER_WORK_ITEM = 20
 """Continue-as-new generations run back to back before the rest goes through the queue again."""
 NO_HISTORY_DEQUEUE_LIMIT = 5
+START_ROW_DEQUEUE_LIMIT = 10
+"""Dequeues after which a client start whose Instances row never appeared is dropped (§7.3)."""
 """Dequeues after which a message for an instance with no history is dropped (§6.6)."""
 
 _COMPLETION_EVENTS = {
@@ -80,6 +83,12 @@ _COMPLETION_EVENTS = {
     EventType.SubOrchestrationInstanceFailed: "task_scheduled_id",
     EventType.TimerFired: "timer_id",
 }
+
+
+class _Verdict(enum.Enum):
+    ACCEPT = "accept"
+    DISCARD = "discard"
+    ABANDON = "abandon"
 
 
 @dataclass
@@ -317,7 +326,8 @@ class OrchestrationDispatcher:
         queue = self._queues[messages[0].queue_name]
         try:
             execution = self._cache.take(instance_id) or await self._load(instance_id)
-            decisions = self._decide(execution, messages)
+            row = await self._start_row(instance_id, messages)
+            decisions = self._decide(execution, messages, row)
             checkpoint = self._plan(execution, decisions) if decisions.consume else None
             await self._rehop(queue, decisions.rehop)
             if checkpoint is not None:
@@ -345,7 +355,18 @@ class OrchestrationDispatcher:
         load = await self._hub.tracking.load_history(instance_id)
         return _Execution(instance_id, load.execution_id, load.events, load.etag, load.blob_names)
 
-    def _decide(self, execution: _Execution, messages: list[ReceivedMessage]) -> _Decisions:
+    async def _start_row(self, instance_id: str, messages: list[ReceivedMessage]) -> InstanceState | None:
+        """The Instances row, when the batch holds a client's start that must be checked against it."""
+        if any(
+            isinstance(m.data.event, ExecutionStartedEvent) and m.data.event.parent_instance is None
+            for m in messages
+        ):
+            return await self._hub.tracking.get_instance(instance_id, fetch_large_values=False)
+        return None
+
+    def _decide(
+        self, execution: _Execution, messages: list[ReceivedMessage], row: InstanceState | None
+    ) -> _Decisions:
         decisions = _Decisions()
         now = utc_now()
         starting: ExecutionStartedEvent | None = None
@@ -354,13 +375,16 @@ class OrchestrationDispatcher:
             target = message.data.task_message.orchestration_instance if message.data.task_message else None
             target_execution = target.execution_id if target else None
             if isinstance(event, ExecutionStartedEvent):
-                if starting is not None:
+                verdict = self._judge_start(execution, event, target_execution, row, message.dequeue_count)
+                if verdict is _Verdict.ABANDON:
+                    decisions.abandon.append(message)
+                elif verdict is _Verdict.DISCARD:
+                    decisions.discard.append(message)
+                elif starting is not None:
                     decisions.later.append(message)
-                elif self._accept_start(execution, event, target_execution):
+                else:
                     starting = event
                     decisions.consume.append(message)
-                else:
-                    decisions.discard.append(message)
                 continue
             current = (
                 starting.orchestration_instance.execution_id
@@ -412,13 +436,39 @@ class OrchestrationDispatcher:
             decisions.consume.append(message)
         return decisions
 
-    def _accept_start(
-        self, execution: _Execution, event: ExecutionStartedEvent, execution_id: str | None
-    ) -> bool:
+    def _judge_start(
+        self,
+        execution: _Execution,
+        event: ExecutionStartedEvent,
+        execution_id: str | None,
+        row: InstanceState | None,
+        dequeue_count: int,
+    ) -> _Verdict:
+        """Run, drop or postpone a start message (§7.3's worker-side de-dupe).
+
+        A client enqueues its start and then writes the Instances row with a conditional write, so the
+        row, not the order of the queue, says which of two racing starts won.
+        """
+        if execution.started is not None and execution.execution_id == execution_id:
+            return _Verdict.DISCARD  # the start we already ran, delivered again
+        if event.parent_instance is None:
+            if row is None or row.execution_id is None or row.execution_id != execution_id:
+                superseded = (
+                    row is not None and row.execution_id is not None and row.generation >= event.generation
+                )
+                if superseded or dequeue_count >= START_ROW_DEQUEUE_LIMIT:
+                    logger.warning(
+                        "hub %s instance %s: start of execution %s dropped: the Instances row names %s",
+                        self._hub_name,
+                        execution.instance_id,
+                        execution_id,
+                        row.execution_id if row is not None else "nothing",
+                    )
+                    return _Verdict.DISCARD
+                return _Verdict.ABANDON  # the client's row write is still on its way
+            return _Verdict.ACCEPT  # the row names this execution: it won, even over a running one
         if execution.started is None or execution.completed is not None:
-            return True
-        if execution.execution_id == execution_id:
-            return False  # the start we already ran, delivered again
+            return _Verdict.ACCEPT
         logger.warning(
             "hub %s instance %s: start of execution %s ignored: execution %s is still running",
             self._hub_name,
@@ -426,7 +476,7 @@ class OrchestrationDispatcher:
             execution_id,
             execution.execution_id,
         )
-        return False
+        return _Verdict.DISCARD
 
     def _plan(self, execution: _Execution, decisions: _Decisions) -> _Checkpoint:
         now = utc_now()

@@ -23,10 +23,23 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from durable_ext.config import DurableTaskOptions
+from durable_ext.entities import (
+    EntityBatchResult,
+    EntityRequest,
+    SchedulerState,
+    delivery_event,
+    entity_status_json,
+    event_sent_for_call,
+    parse_entity_instance_id,
+    request_from_event,
+    response_event,
+    run_entity_batch,
+)
 from durable_ext.errors import OwnershipLostError
 from durable_ext.history import (
     ContinueAsNewEvent,
     EventRaisedEvent,
+    EventSentEvent,
     EventType,
     ExecutionCompletedEvent,
     ExecutionResumedEvent,
@@ -69,6 +82,10 @@ logger = logging.getLogger(__name__)
 
 MAX_TIMER_HOP = timedelta(days=6)
 """Longest queue delay of a timer message; longer timers hop (Azure Queues cap delays at 7 days)."""
+_RECENT_REQUESTS_KEY = "durableExtRecentRequests"
+"""Member of the entity scheduler's ``sorter`` listing request IDs already applied (.NET ignores it)."""
+_RECENT_REQUESTS_KEPT = 1000
+"""Enough to cover the batches whose messages a crash can leave undeleted."""
 MAX_GENERATIONS_PER_WORK_ITEM = 20
 """Continue-as-new generations run back to back before the rest goes through the queue again."""
 NO_HISTORY_DEQUEUE_LIMIT = 5
@@ -326,9 +343,12 @@ class OrchestrationDispatcher:
         queue = self._queues[messages[0].queue_name]
         try:
             execution = self._cache.take(instance_id) or await self._load(instance_id)
-            row = await self._start_row(instance_id, messages)
-            decisions = self._decide(execution, messages, row)
-            checkpoint = self._plan(execution, decisions) if decisions.consume else None
+            if instance_id.startswith("@"):
+                decisions, checkpoint = self._plan_entity(execution, messages)
+            else:
+                row = await self._start_row(instance_id, messages)
+                decisions = self._decide(execution, messages, row)
+                checkpoint = self._plan(execution, decisions) if decisions.consume else None
             await self._rehop(queue, decisions.rehop)
             if checkpoint is not None:
                 await self._commit(checkpoint)
@@ -586,39 +606,39 @@ class OrchestrationDispatcher:
                 else a
                 for a in scheduled
             ]
-            unsupported = next(
-                (
-                    a
-                    for a in scheduled
-                    if a.kind in (ActionKind.CALL_ENTITY, ActionKind.SIGNAL_ENTITY, ActionKind.CALL_HTTP)
-                ),
-                None,
-            )
-            if unsupported is not None:
+            http = next((a for a in scheduled if a.kind is ActionKind.CALL_HTTP), None)
+            if http is not None:
                 failure = FailureDetails(
                     error_type="NotSupportedError",
-                    error_message=f"Orchestrator function '{name}' failed: {unsupported.kind.value} "
-                    "is not supported by durable_ext yet",
+                    error_message=f"Orchestrator function '{name}' failed: "
+                    "call_http is not supported by durable_ext",
                 )
                 scheduled = []
             completion = self._completion(run, failure, next_id=_next_event_id(run), now=now)
-        new_events = [
-            *episode,
-            *(
-                scheduling_event(a, now, self._options.store_inputs_in_orchestration_history)
-                for a in scheduled
-            ),
-        ]
+        recorded = [self._scheduling_event(execution, a, now) for a in scheduled]
+        new_events = [*episode, *recorded]
         if completion is not None:
             new_events.append(completion)
         new_events.append(OrchestratorCompletedEvent(timestamp=now))
         sender = OrchestrationInstance(execution.instance_id, execution.execution_id)
         episode_number = sum(isinstance(e, OrchestratorStartedEvent) for e in [*past, *new_events])
-        outbound.extend(self._messages(sender, name, scheduled, episode_number, now))
+        outbound.extend(
+            self._messages(sender, name, list(zip(scheduled, recorded, strict=True)), episode_number, now)
+        )
         if completion is not None and not isinstance(completion, ContinueAsNewEvent):
             outbound.extend(self._to_parent(started, completion))
         status, columns = self._status(execution, new_events, run, now)
         return _EpisodeResult(new_events, status, columns, run.unconsumed_events if run is not None else [])
+
+    def _scheduling_event(
+        self, execution: _Execution, action: ScheduledAction, now: datetime
+    ) -> HistoryEvent:
+        if action.kind in (ActionKind.CALL_ENTITY, ActionKind.SIGNAL_ENTITY):
+            assert execution.execution_id is not None
+            return event_sent_for_call(
+                action, instance_id=execution.instance_id, execution_id=execution.execution_id, timestamp=now
+            )
+        return scheduling_event(action, now, self._options.store_inputs_in_orchestration_history)
 
     def _replay(
         self, execution: _Execution, name: str, started: ExecutionStartedEvent, fresh: list[HistoryEvent]
@@ -693,12 +713,20 @@ class OrchestrationDispatcher:
         self,
         sender: OrchestrationInstance,
         name: str,
-        scheduled: list[ScheduledAction],
+        scheduled: list[tuple[ScheduledAction, HistoryEvent]],
         episode: int,
         now: datetime,
     ) -> list[_Outbound]:
         out: list[_Outbound] = []
-        for action in scheduled:
+        for action, recorded in scheduled:
+            if isinstance(recorded, EventSentEvent) and recorded.instance_id is not None:
+                # Entity requests address the entity's current execution, whichever it is.
+                target = OrchestrationInstance(recorded.instance_id, None)
+                delivered = MessageData(
+                    TaskMessage(delivery_event(recorded), target), episode=episode, sender=sender
+                )
+                out.append(_Outbound(self._hub.control_queue_for(recorded.instance_id), delivered))
+                continue
             if action.kind is ActionKind.ACTIVITY:
                 event: HistoryEvent = TaskScheduledEvent(
                     event_id=action.event_id, timestamp=now, name=action.name, version="", input=action.input
@@ -813,12 +841,131 @@ class OrchestrationDispatcher:
                 columns += ["RuntimeStatus", "Output"]
         return state, columns
 
+    def _plan_entity(
+        self, execution: _Execution, messages: list[ReceivedMessage]
+    ) -> tuple[_Decisions, _Checkpoint | None]:
+        """One batch of entity operations (§2.7): run them, answer callers, store the new state.
+
+        The state lives in the Input of a fresh three-row execution written over the old one, as the
+        Durable Functions entity scheduler does it.
+        """
+        now = utc_now()
+        decisions = _Decisions()
+        started = execution.started
+        state = SchedulerState.from_json_text(started.input if started is not None else None)
+        recent: list[str] = list(state.sorter.get(_RECENT_REQUESTS_KEY, []))
+        requests: list[EntityRequest] = []
+        for message in messages:
+            event = message.data.event
+            request = request_from_event(event) if isinstance(event, EventRaisedEvent) else None
+            if request is None:
+                decisions.discard.append(message)  # "continue" wake-ups and stray messages
+            elif request.id in recent or any(r.id == request.id for r in requests):
+                decisions.discard.append(message)  # applied before a crash kept its message alive
+            elif request.scheduled_time is not None and request.scheduled_time > now:
+                decisions.rehop.append(message)
+            else:
+                requests.append(request)
+                decisions.consume.append(message)
+        if not requests and not state.queue:
+            if decisions.discard and started is not None and execution.execution_id is not None:
+                # Redelivered operations that were applied before a crash: their history write
+                # happened, the Instances write may not have. Rewrite the row from history (behind
+                # the sentinel ETag, so only while this worker still owns the entity).
+                status, columns = self._entity_status(execution, execution.execution_id, state, now)
+                return decisions, _Checkpoint(execution, [], len(execution.events), [], status, columns, [])
+            return decisions, None
+        name, _ = parse_entity_instance_id(execution.instance_id)
+        function = self._registry.get(name, FunctionKind.ENTITY)
+        result = run_entity_batch(
+            function.callable if function is not None else _missing_entity(name),
+            execution.instance_id,
+            state,
+            requests,
+            self._options.max_entity_operation_batch_size,
+        )
+        done = [outcome.request.id for outcome in result.outcomes]
+        result.state.sorter[_RECENT_REQUESTS_KEY] = [*recent, *done][-_RECENT_REQUESTS_KEPT:]
+        sender = OrchestrationInstance(execution.instance_id, execution.execution_id)
+        outbound = self._entity_messages(sender, result, now)
+        new_execution = uuid.uuid4().hex
+        restarted = ExecutionStartedEvent(
+            timestamp=now,
+            orchestration_instance=OrchestrationInstance(execution.instance_id, new_execution),
+            name=execution.instance_id,
+            version="",
+            input=result.state.to_json_text(),
+        )
+        events = [
+            OrchestratorStartedEvent(timestamp=now),
+            restarted,
+            OrchestratorCompletedEvent(timestamp=now),
+        ]
+        status, columns = self._entity_status(execution, new_execution, result.state, now)
+        current = _Execution(execution.instance_id, new_execution, [], execution.etag)
+        return decisions, _Checkpoint(
+            current, events, 0, outbound, status, columns, list(execution.blob_names)
+        )
+
+    def _entity_status(
+        self, execution: _Execution, execution_id: str, state: SchedulerState, now: datetime
+    ) -> tuple[InstanceState, list[str]]:
+        """The Instances row of an entity: its scheduler state as Input, its EntityStatus as CustomStatus."""
+        started = execution.started
+        status = InstanceState(
+            instance_id=execution.instance_id,
+            execution_id=execution_id,
+            name=execution.instance_id,
+            version="",
+            input=state.to_json_text(),
+            runtime_status=OrchestrationStatus.Running,
+            custom_status=entity_status_json(state),
+            created_time=started.timestamp if started is not None else now,
+            last_updated_time=now,
+            task_hub_name=self._hub_name,
+        )
+        columns = [
+            "ExecutionId",
+            "Name",
+            "Version",
+            "Input",
+            "RuntimeStatus",
+            "CustomStatus",
+            "LastUpdatedTime",
+            "TaskHubName",
+            "CreatedTime",
+        ]
+        return status, columns
+
+    def _entity_messages(
+        self, sender: OrchestrationInstance, result: EntityBatchResult, now: datetime
+    ) -> list[_Outbound]:
+        out: list[_Outbound] = []
+        for outcome in result.outcomes:
+            request = outcome.request
+            if request.is_signal or not request.parent_instance_id:
+                continue
+            caller = OrchestrationInstance(request.parent_instance_id, request.parent_execution_id)
+            answer = MessageData(TaskMessage(response_event(request, outcome), caller), sender=sender)
+            out.append(_Outbound(self._hub.control_queue_for(caller.instance_id), answer))
+        for signal in result.signals:
+            request = signal.to_request(uuid.uuid4().hex, sender.instance_id)
+            target = OrchestrationInstance(signal.target_instance_id, None)
+            message = MessageData(TaskMessage(request.to_event(), target), sender=sender)
+            out.append(_Outbound(self._hub.control_queue_for(signal.target_instance_id), message))
+        if result.state.queue:
+            # More operations wait than one batch takes: wake this entity again for the rest.
+            wake = EventRaisedEvent(name="continue", timestamp=now)
+            message = MessageData(
+                TaskMessage(wake, OrchestrationInstance(sender.instance_id, None)), sender=sender
+            )
+            out.append(_Outbound(self._hub.control_queue_for(sender.instance_id), message))
+        return out
+
     async def _rehop(self, queue: MessageQueue, messages: list[ReceivedMessage]) -> None:
         now = utc_now()
         for message in messages:
-            event = message.data.event
-            assert isinstance(event, TimerFiredEvent) and event.fire_at is not None
-            await queue.send(message.data, delay=min(event.fire_at - now, MAX_TIMER_HOP))
+            await queue.send(message.data, delay=min(_due(message.data.event) - now, MAX_TIMER_HOP))
 
     async def _commit(self, checkpoint: _Checkpoint) -> None:
         execution = checkpoint.execution
@@ -848,6 +995,25 @@ class OrchestrationDispatcher:
             len(checkpoint.new_events),
             len(checkpoint.outbound),
         )
+
+
+def _missing_entity(name: str) -> Callable[[str], str]:
+    """Stands in for an entity function the app does not have: every operation fails with this."""
+
+    def missing(_batch: str) -> str:
+        raise LookupError(f"The entity function '{name}' doesn't exist.")
+
+    return missing
+
+
+def _due(event: HistoryEvent) -> datetime:
+    """When an early timer or delayed entity signal is due."""
+    if isinstance(event, TimerFiredEvent) and event.fire_at is not None:
+        return event.fire_at
+    request = request_from_event(event) if isinstance(event, EventRaisedEvent) else None
+    if request is not None and request.scheduled_time is not None:
+        return request.scheduled_time
+    raise ValueError(f"{event.event_type.name} has no due time")
 
 
 def _next_event_id(run: OrchestratorRun | None) -> int:

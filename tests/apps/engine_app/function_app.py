@@ -121,3 +121,34 @@ def drifting(context: df.DurableOrchestrationContext):
     first = yield context.call_activity(NEXT_ACTIVITY["name"], 1)
     yield context.wait_for_external_event("go")
     return first
+
+
+@app.entity_trigger(context_name="context")
+def counter(context: df.DurableEntityContext) -> None:
+    value = context.get_state(lambda: 0)
+    operation = context.operation_name
+    if operation == "add":
+        value += context.get_input()
+        context.set_state(value)
+    elif operation == "fail_after_set":
+        context.set_state(value + 100)
+        raise ValueError("operation failed after setting state")
+    elif operation == "delete":
+        # df's set_result marks the entity as existing again, so a delete sets no result.
+        context.destruct_on_exit()
+        return
+    context.set_result(value)
+
+
+@app.orchestration_trigger(context_name="context")
+def use_counter(context: df.DurableOrchestrationContext):
+    entity = df.EntityId("counter", context.get_input())
+    context.signal_entity(entity, "add", 1)
+    yield context.call_entity(entity, "add", 4)
+    current = yield context.call_entity(entity, "get")
+    try:
+        yield context.call_entity(entity, "fail_after_set")
+    except Exception as error:  # the entity's failure reaches the caller as an exception
+        failed = str(error)
+    after = yield context.call_entity(entity, "get")
+    return {"current": current, "failed": failed, "after": after}

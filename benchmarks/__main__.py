@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"durable_ext benchmarks {meta['date']} · {meta['cpus']} CPUs · {meta['memory']} · "
         f"Python {meta['python']} · Azurite {meta['azurite']} · df {meta['azure_functions_durable']}"
-        f" · {'quick' if args.quick else 'full'} sizes",
+        f" · engine {meta['engine_source']} · {'quick' if args.quick else 'full'} sizes",
         flush=True,
     )
     if not dbos:
@@ -244,6 +244,8 @@ def format_line(name: str, r: dict[str, Any]) -> str:
         )
     else:
         parts.append(f"engine {r['engine_requests']} req in {r['seconds']:.0f} s")
+    if "python_cpu_pct" in r:
+        parts.append(f"CPU python {r['python_cpu_pct']:.0f}% azurite {r['azurite_cpu_pct']:.0f}%")
     if r.get("start_pickup_p50_ms") is not None:
         parts.append(f"start message waited p50 {r['start_pickup_p50_ms']:.0f} ms in the control queue")
     if "raise_per_s" in r:
@@ -279,8 +281,28 @@ def machine_facts(*, quick: bool, dbos: bool) -> dict[str, Any]:
         "azure_storage_queue": _version("azure-storage-queue"),
         "azure_data_tables": _version("azure-data-tables"),
         "dbos": _version("dbos") if dbos else None,
+        "engine_source": _engine_source(),
         "quick": quick,
     }
+
+
+def _engine_source() -> str | None:
+    """The commit the engine comes from, plus ``+ modified: ...`` for uncommitted durable_ext files."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_DIR, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "durable_ext"],
+            cwd=REPO_DIR,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split("\n")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    modified = sorted(line[3:] for line in dirty if line.strip())
+    return head + (f" + modified: {', '.join(modified)}" if modified else "")
 
 
 def _version(package: str) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -84,26 +85,41 @@ class Measurement:
 
 
 class _Span:
-    """Times a workload and counts the engine's requests over it."""
+    """Times a workload, counts the engine's requests and the CPU time spent over it.
+
+    CPU: this process (engine, client, harness) via ``time.process_time``; Azurite, the only child
+    process while a scenario runs, from ``/proc/<pid>/stat``. Both as percent of one core, to tell a
+    storage-bound run (Azurite near 100 %) from a Python-bound one.
+    """
 
     def __init__(self, env: BenchEnv) -> None:
         self._env = env
         self.seconds = 0.0
         self.requests = 0
         self.by_kind: dict[str, int] = {}
+        self.cpu: dict[str, float] = {}
 
     @contextlib.contextmanager
     def measure(self) -> Iterator[None]:
         self._env.reset_counts()
+        cpu_started = time.process_time()
+        children_started = _children_cpu_seconds()
         started = time.perf_counter()
         try:
             yield
         finally:
             self.seconds = time.perf_counter() - started
             self.requests, self.by_kind = self._env.counter.snapshot()
+            python = time.process_time() - cpu_started
+            children = _children_cpu_seconds()
+            azurite = sum(children.get(pid, 0.0) - before for pid, before in children_started.items())
+            self.cpu = {
+                "python_cpu_pct": 100 * python / self.seconds,
+                "azurite_cpu_pct": 100 * azurite / self.seconds,
+            }
 
     def result(self, figure: float, unit: str, size: str, steps: int, **kwargs: Any) -> Measurement:
-        return Measurement(
+        measurement = Measurement(
             figure=figure,
             unit=unit,
             size=size,
@@ -113,6 +129,27 @@ class _Span:
             requests_by_kind=self.by_kind,
             **kwargs,
         )
+        measurement.extra.update(self.cpu)
+        return measurement
+
+
+def _children_cpu_seconds() -> dict[int, float]:
+    """User + system CPU seconds of each child process of this one (Linux; empty elsewhere)."""
+    pids: set[int] = set()
+    for children in Path("/proc/self/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            pids.update(int(pid) for pid in children.read_text().split())
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    seconds: dict[int, float] = {}
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        # Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+        fields = stat.rsplit(")", 1)[1].split()
+        seconds[pid] = (int(fields[11]) + int(fields[12])) / ticks
+    return seconds
 
 
 async def sequential(env: BenchEnv, sizes: Sizes) -> Measurement:

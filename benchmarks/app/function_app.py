@@ -51,3 +51,13 @@ def events(context: df.DurableOrchestrationContext) -> Generator[Any, Any, int]:
 def one_activity(context: df.DurableOrchestrationContext) -> Generator[Any, Any, int]:
     """A single activity call: the shortest orchestration that still does work; returns 1."""
     return (yield context.call_activity("inc", 0))
+
+
+@app.entity_trigger(context_name="context")
+def counter(context: df.DurableEntityContext) -> None:
+    """A counter: ``add`` adds its input to the state."""
+    value = context.get_state(lambda: 0)
+    if context.operation_name == "add":
+        value += context.get_input()
+        context.set_state(value)
+    context.set_result(value)

@@ -184,3 +184,16 @@ def test_listening_beyond_loopback_requires_a_system_key(
     )
     assert result.returncode == 1
     assert "DURABLE_EXT_SYSTEM_KEY" in result.stderr
+
+
+def test_port_in_use_is_a_clear_error(tmp_path: Path, azurite_connection_string: str) -> None:
+    app = _app_dir(tmp_path, "Busy" + uuid.uuid4().hex[:8])
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = _start(app, azurite_connection_string, port)
+        output, _ = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert f"error: port {port} on 127.0.0.1 is in use" in output
+    assert "Traceback" not in output

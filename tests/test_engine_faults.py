@@ -343,3 +343,24 @@ async def _was_received(hub: TaskHub, instance_id: str) -> bool:
         credential={"account_name": hub.account.account_name, "account_key": hub.account.account_key},
     ) as raw:
         return not await raw.peek_messages()
+
+
+async def test_terminate_before_a_scheduled_start_keeps_it_from_running(hub: TaskHub, engine: Engine) -> None:
+    client = TaskHubClient(hub, on_enqueued=engine.notify_enqueued)
+    instance = await client.start_new(
+        "chain", "later-1", "1", scheduled_start_time=utc_now() + timedelta(seconds=3)
+    )
+    await client.terminate(instance, "changed my mind")
+    await _poll(lambda: _status_is(client, instance, OrchestrationStatus.Terminated), "Terminated")
+    queue = hub.control_queue_for(instance)
+    await _poll(lambda: _queue_drained(queue), "the delayed start message to be handled")
+    state = await client.get_status(instance)
+    assert state is not None and (state.runtime_status, state.output) == (
+        OrchestrationStatus.Terminated,
+        "changed my mind",
+    )
+    assert (await hub.tracking.load_history(instance)).events == []
+
+
+async def _queue_drained(queue: Any) -> bool:
+    return bool(await queue.approximate_count() == 0)

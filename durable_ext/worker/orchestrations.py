@@ -138,6 +138,8 @@ class _Decisions:
     """Messages for a next episode of the same instance (a second start in one batch)."""
     rehop: list[ReceivedMessage] = field(default_factory=list)
     """Timer messages that arrived before their time (a long timer's hop)."""
+    terminated_before_start: ExecutionTerminatedEvent | None = None
+    """A terminate for an instance that never started: its Instances row becomes Terminated (§7.2)."""
 
 
 @dataclass
@@ -350,6 +352,8 @@ class OrchestrationDispatcher:
                 decisions = self._decide(execution, messages, row)
                 checkpoint = self._plan(execution, decisions) if decisions.consume else None
             await self._rehop(queue, decisions.rehop)
+            if decisions.terminated_before_start is not None and checkpoint is None:
+                await self._terminate_pending(instance_id, decisions.terminated_before_start)
             if checkpoint is not None:
                 await self._commit(checkpoint)
                 if self._options.extended_sessions_enabled:
@@ -370,6 +374,24 @@ class OrchestrationDispatcher:
             )
             await asyncio.gather(*(queue.abandon(m) for m in messages), return_exceptions=True)
             return []
+
+    async def _terminate_pending(self, instance_id: str, event: ExecutionTerminatedEvent) -> None:
+        """Mark a never-started instance Terminated; its start message, if it comes, will not run."""
+        row = await self._hub.tracking.get_instance(instance_id, fetch_large_values=False)
+        if row is None or row.runtime_status is not OrchestrationStatus.Pending:
+            return
+        now = utc_now()
+        state = InstanceState(
+            instance_id,
+            runtime_status=OrchestrationStatus.Terminated,
+            output=event.input,
+            last_updated_time=event.timestamp,
+            completed_time=now,
+        )
+        await self._hub.tracking.merge_instance(
+            state, columns=["RuntimeStatus", "Output", "LastUpdatedTime", "CompletedTime"]
+        )
+        logger.info("hub %s instance %s: terminated before it started", self._hub_name, instance_id)
 
     async def _load(self, instance_id: str) -> _Execution:
         load = await self._hub.tracking.load_history(instance_id)
@@ -413,10 +435,10 @@ class OrchestrationDispatcher:
             )
             if starting is None and execution.started is None:
                 # Nothing to deliver to yet: the start may still be on its way (§6.6).
-                if (
-                    isinstance(event, ExecutionTerminatedEvent)
-                    or message.dequeue_count > NO_HISTORY_DEQUEUE_LIMIT
-                ):
+                if isinstance(event, ExecutionTerminatedEvent):
+                    decisions.terminated_before_start = event
+                    decisions.discard.append(message)
+                elif message.dequeue_count > NO_HISTORY_DEQUEUE_LIMIT:
                     logger.warning(
                         "hub %s instance %s: %s for an instance with no history discarded",
                         self._hub_name,
@@ -486,6 +508,8 @@ class OrchestrationDispatcher:
                     )
                     return _Verdict.DISCARD
                 return _Verdict.ABANDON  # the client's row write is still on its way
+            if row.runtime_status is OrchestrationStatus.Terminated:
+                return _Verdict.DISCARD  # terminated while it waited to start (history never had it)
             return _Verdict.ACCEPT  # the row names this execution: it won, even over a running one
         if execution.started is None or execution.completed is not None:
             return _Verdict.ACCEPT

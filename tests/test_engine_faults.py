@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 import warnings
@@ -18,6 +19,7 @@ from durable_ext.client import TaskHubClient
 from durable_ext.config import DurableTaskOptions
 from durable_ext.errors import OwnershipLostError
 from durable_ext.history import (
+    EventRaisedEvent,
     EventType,
     ExecutionStartedEvent,
     HistoryEvent,
@@ -364,3 +366,59 @@ async def test_terminate_before_a_scheduled_start_keeps_it_from_running(hub: Tas
 
 async def _queue_drained(queue: Any) -> bool:
     return bool(await queue.approximate_count() == 0)
+
+
+async def _completed_then_row_forced_running(
+    hub: TaskHub, client: TaskHubClient, instance_id: str
+) -> str | None:
+    await client.start_new("chain", instance_id, "1")
+    state = await client.wait_for_completion(instance_id, timeout=TIMEOUT)
+    assert state.runtime_status is OrchestrationStatus.Completed
+    # The "split brain" users see: History says Completed, the Instances row still says Running.
+    await hub.tracking.merge_instance(
+        InstanceState(instance_id, runtime_status=OrchestrationStatus.Running), columns=["RuntimeStatus"]
+    )
+    return state.execution_id
+
+
+async def _send_event(hub: TaskHub, instance_id: str, name: str) -> None:
+    event = EventRaisedEvent(name=name, input='"late"')
+    await hub.control_queue_for(instance_id).send(
+        MessageData(TaskMessage(event, OrchestrationInstance(instance_id, None)))
+    )
+
+
+async def test_instances_row_stuck_running_is_repaired_by_the_next_message(
+    hub: TaskHub, engine: Engine
+) -> None:
+    client = TaskHubClient(hub, on_enqueued=engine.notify_enqueued)
+    await _completed_then_row_forced_running(hub, client, "stuck-1")
+    await client.raise_event("stuck-1", "poke", '"x"')  # the client still believes it is Running
+    await _poll(
+        lambda: _status_is(client, "stuck-1", OrchestrationStatus.Completed), "the row to be repaired"
+    )
+    state = await client.get_status("stuck-1")
+    assert state is not None and state.output == "32"
+    assert EventType.EventRaised not in [
+        e.event_type for e in (await hub.tracking.load_history("stuck-1")).events
+    ]
+
+
+async def test_allow_replaying_terminal_instances_records_late_events(
+    hub: TaskHub, registry: FunctionRegistry
+) -> None:
+    async with _engine(hub, registry, "worker-replay") as running:
+        running.orchestrations._provider = dataclasses.replace(
+            running.orchestrations._provider, allow_replaying_terminal_instances=True
+        )
+        client = TaskHubClient(hub, on_enqueued=running.notify_enqueued)
+        await _completed_then_row_forced_running(hub, client, "replay-1")
+        await _send_event(hub, "replay-1", "late")
+        await _poll(lambda: _has_event(hub, "replay-1", EventType.EventRaised), "the late event in history")
+        state = await client.get_status("replay-1")
+        assert state is not None and (state.runtime_status, state.output) == (
+            OrchestrationStatus.Completed,
+            "32",
+        )
+        events = (await hub.tracking.load_history("replay-1")).events
+        assert [e.event_type for e in events].count(EventType.ExecutionCompleted) == 1

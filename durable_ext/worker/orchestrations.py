@@ -138,6 +138,8 @@ class _Decisions:
     """Messages for a next episode of the same instance (a second start in one batch)."""
     rehop: list[ReceivedMessage] = field(default_factory=list)
     """Timer messages that arrived before their time (a long timer's hop)."""
+    repair: bool = False
+    """The history is terminal: make sure the Instances row says so too (§7.1)."""
     terminated_before_start: ExecutionTerminatedEvent | None = None
     """A terminate for an instance that never started: its Instances row becomes Terminated (§7.2)."""
 
@@ -354,6 +356,8 @@ class OrchestrationDispatcher:
             await self._rehop(queue, decisions.rehop)
             if decisions.terminated_before_start is not None and checkpoint is None:
                 await self._terminate_pending(instance_id, decisions.terminated_before_start)
+            if decisions.repair and checkpoint is None:
+                await self._repair_row(execution)
             if checkpoint is not None:
                 await self._commit(checkpoint)
                 if self._options.extended_sessions_enabled:
@@ -374,6 +378,31 @@ class OrchestrationDispatcher:
             )
             await asyncio.gather(*(queue.abandon(m) for m in messages), return_exceptions=True)
             return []
+
+    async def _repair_row(self, execution: _Execution) -> None:
+        """Rewrite the Instances row from a terminal history it disagrees with (§7.1).
+
+        A crash (or a storage error) between the history write and the Instances write leaves the row
+        behind; only the history is authoritative. A row naming another execution (a new start in
+        progress) is left alone.
+        """
+        completed = execution.completed
+        assert completed is not None
+        row = await self._hub.tracking.get_instance(execution.instance_id, fetch_large_values=False)
+        if row is not None and row.execution_id not in (None, execution.execution_id):
+            return
+        if row is not None and row.runtime_status is completed.orchestration_status:
+            return
+        status, columns = self._status(execution, execution.events, None, completed.timestamp)
+        # The history does not keep the custom status: leave whatever the row has.
+        await self._hub.tracking.merge_instance(status, columns=[c for c in columns if c != "CustomStatus"])
+        logger.warning(
+            "hub %s instance %s: Instances row said %s; repaired to %s from history",
+            self._hub_name,
+            execution.instance_id,
+            row.runtime_status.name if row is not None and row.runtime_status is not None else "nothing",
+            completed.orchestration_status.name,
+        )
 
     async def _terminate_pending(self, instance_id: str, event: ExecutionTerminatedEvent) -> None:
         """Mark a never-started instance Terminated; its start message, if it comes, will not run."""
@@ -453,13 +482,17 @@ class OrchestrationDispatcher:
                 decisions.discard.append(message)  # addressed to an execution that has been replaced
                 continue
             if starting is None and execution.completed is not None:
-                logger.info(
-                    "hub %s instance %s: %s for a completed instance discarded",
-                    self._hub_name,
-                    execution.instance_id,
-                    event.event_type.name,
-                )
-                decisions.discard.append(message)
+                decisions.repair = True
+                if self._provider.allow_replaying_terminal_instances:
+                    decisions.consume.append(message)
+                else:
+                    logger.info(
+                        "hub %s instance %s: %s for a completed instance discarded",
+                        self._hub_name,
+                        execution.instance_id,
+                        event.event_type.name,
+                    )
+                    decisions.discard.append(message)
                 continue
             if isinstance(event, TimerFiredEvent) and event.fire_at is not None and event.fire_at > now:
                 decisions.rehop.append(message)
@@ -611,6 +644,12 @@ class OrchestrationDispatcher:
         past = execution.events
         started = next(e for e in [*past, *fresh] if isinstance(e, ExecutionStartedEvent))
         name = started.name or ""
+        if execution.completed is not None:
+            # allowReplayingTerminalInstances: record what arrived and rewrite the Instances row
+            # from the whole history; the orchestrator has nothing left to run.
+            recorded = [*fresh, OrchestratorCompletedEvent(timestamp=now)]
+            status, columns = self._status(execution, [*past, *recorded], None, now)
+            return _EpisodeResult(recorded, status, [c for c in columns if c != "CustomStatus"], [])
         run: OrchestratorRun | None = None
         failure: FailureDetails | None = None
         terminated = next((e for e in fresh if isinstance(e, ExecutionTerminatedEvent)), None)

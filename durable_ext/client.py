@@ -1,4 +1,4 @@
-"""The storage-level client of a task hub: start, query, raise events, terminate, suspend, resume.
+"""The storage-level client of a task hub: start, query, raise events, terminate, suspend, resume, entities.
 
 Every front end (the df client through the management HTTP API, the CLI, tests) goes through
 :class:`TaskHubClient`. It writes exactly what DurableTask.AzureStorage's client writes (reference
@@ -13,14 +13,16 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from durable_ext.config import OverridableStates
 from durable_ext.entities import (
     MAX_SIGNAL_DELAY,
     SchedulerState,
+    entity_instance_id,
     parse_entity_instance_id,
     request_event,
 )
@@ -100,7 +102,11 @@ _RESUMABLE_STATUSES = frozenset({OrchestrationStatus.Suspended})
 _ENDED_STATUSES = frozenset(status for status in OrchestrationStatus if status.is_terminal)
 DEFAULT_QUERY_PAGE_SIZE = 100
 """Instances per page of :meth:`TaskHubClient.query_instances` (DF's default ``top``)."""
+ENTITY_CLEAN_MIN_IDLE = timedelta(minutes=30)
+"""How long an empty entity must have been idle before :meth:`TaskHubClient.clean_entity_storage`
+removes it; DF's default ``EntityMessageReorderWindowInMinutes``."""
 _PURGES_IN_FLIGHT = 10
+_ENTITY_ID_PREFIX = "@"
 
 
 def validate_instance_id(instance_id: str, *, allow_entity: bool = False) -> str:
@@ -179,6 +185,14 @@ class InstanceQueryResult:
     """A page of :meth:`TaskHubClient.query_instances` and the token for the next (None after the last)."""
 
     instances: list[OrchestrationState]
+    continuation_token: str | None
+
+
+@dataclass(frozen=True)
+class EntityQueryResult:
+    """A page of :meth:`TaskHubClient.query_entities` and the token for the next (None after the last)."""
+
+    entities: list[EntitySnapshot]
     continuation_token: str | None
 
 
@@ -514,6 +528,24 @@ class TaskHubClient:
             raise ValidationError(f"only instances that have ended can be purged, not {names} ones")
         query = InstanceQuery(created_from=created_from, created_to=created_to or utc_now(), statuses=wanted)
         deleted = 0
+        async for rows in self._all_rows(query):
+            ids = [row.instance_id for row in rows]
+            await _for_each(ids, self._purge)
+            deleted += len(ids)
+        logger.info(
+            "hub %s: purged %d instances created %s to %s",
+            self._hub_name,
+            deleted,
+            query.created_from,
+            query.created_to,
+        )
+        return deleted
+
+    async def _all_rows(self, query: InstanceQuery) -> AsyncIterator[list[InstanceState]]:
+        """Every Instances row matching ``query``, a page at a time, without inputs or blob contents.
+
+        The caller may delete a page's rows before it asks for the next: the token points past them.
+        """
         token: str | None = None
         while True:
             page = await self.hub.tracking.query_instances(
@@ -523,22 +555,10 @@ class TaskHubClient:
                 fetch_inputs=False,
                 fetch_large_values=False,
             )
-            # Rows already returned may go: the token points past them.
-            ids = [row.instance_id for row in page.rows]
-            for first in range(0, len(ids), _PURGES_IN_FLIGHT):
-                await asyncio.gather(*(self._purge(i) for i in ids[first : first + _PURGES_IN_FLIGHT]))
-            deleted += len(ids)
+            yield page.rows
             token = page.continuation_token
             if token is None:
-                break
-        logger.info(
-            "hub %s: purged %d instances created %s to %s",
-            self._hub_name,
-            deleted,
-            query.created_from,
-            query.created_to,
-        )
-        return deleted
+                return
 
     async def _purge(self, instance_id: str) -> None:
         """History and blobs first, the Instances row last: an interrupted purge can be run again."""
@@ -587,7 +607,7 @@ class TaskHubClient:
 
         ``input`` is JSON text. A scheduled signal is delivered no earlier than ``scheduled_time``.
         """
-        parse_entity_instance_id(entity_id)
+        _validate_entity_id(entity_id)
         if not operation:
             raise ValidationError("an entity operation needs a non-empty name")
         self._check_payload("entity operation input", input)
@@ -610,7 +630,7 @@ class TaskHubClient:
 
     async def read_entity_state(self, entity_id: str) -> EntitySnapshot:
         """The entity's current state as its last checkpoint stored it."""
-        parse_entity_instance_id(entity_id)
+        _validate_entity_id(entity_id)
         row = await self.hub.tracking.get_instance(entity_id)
         if row is None:
             return EntitySnapshot(entity_id, exists=False, state=None, last_modified=None)
@@ -621,6 +641,75 @@ class TaskHubClient:
             state=scheduler.state if scheduler.entity_exists else None,
             last_modified=row.last_updated_time,
         )
+
+    async def query_entities(
+        self,
+        entity_name: str | None = None,
+        *,
+        last_operation_from: datetime | None = None,
+        last_operation_to: datetime | None = None,
+        fetch_state: bool = False,
+        page_size: int = DEFAULT_QUERY_PAGE_SIZE,
+        continuation_token: str | None = None,
+    ) -> EntityQueryResult:
+        """One page of the entities that exist, all of them or those named ``entity_name`` (any case).
+
+        ``last_operation_from``/``_to`` bound the time of the last operation (inclusive; naive datetimes
+        are UTC). States are read only with ``fetch_state``. As in DF, deleted entities and the time
+        filter are applied to the rows a page read, so a page holds at most ``page_size`` entities and
+        may hold fewer, yet never none while a continuation token follows. Pass the returned token back
+        for the next page.
+        """
+        query = InstanceQuery(instance_id_prefix=_entity_id_prefix(entity_name), exclude_entities=False)
+        low, high = as_utc(last_operation_from), as_utc(last_operation_to)
+        token = continuation_token
+        while True:
+            page = await self.query_instances(
+                query, page_size=page_size, continuation_token=token, show_input=fetch_state
+            )
+            entities = [
+                EntitySnapshot(
+                    row.instance_id,
+                    exists=True,
+                    state=SchedulerState.from_json_text(row.input).state if fetch_state else None,
+                    last_modified=row.last_updated_time,
+                )
+                for row in page.instances
+                if _entity_exists(row.custom_status) and _within(row.last_updated_time, low, high)
+            ]
+            token = page.continuation_token
+            # A page of nothing but deleted entities would make callers ask again for no result.
+            if entities or token is None:
+                return EntityQueryResult(entities, token)
+
+    async def clean_entity_storage(self, *, min_idle: timedelta = ENTITY_CLEAN_MIN_IDLE) -> int:
+        """Purge every empty entity (no state, no queued operation, no lock); returns how many went.
+
+        As DF's ``CleanEntityStorageAsync`` it judges an entity by its ``EntityStatus`` (the CustomStatus
+        column), so no state is read. Only entities idle for at least ``min_idle`` go: an entity keeps
+        the IDs of the requests it ran to drop redelivered messages, and a message redelivered after
+        the purge would run again on a fresh entity; as in DF, an operation that arrives while its
+        entity is being purged may go with it. Entities whose status cannot be read are kept.
+        """
+        if min_idle < timedelta(0):
+            raise ValidationError(f"min_idle must not be negative, got {min_idle}")
+        idle_since = utc_now() - min_idle
+        query = InstanceQuery(instance_id_prefix=_ENTITY_ID_PREFIX, exclude_entities=False)
+        removed = 0
+        async for rows in self._all_rows(query):
+            empty = [
+                row.instance_id
+                for row in rows
+                if _entity_is_empty(row.custom_status)
+                and row.last_updated_time is not None
+                and row.last_updated_time <= idle_since
+            ]
+            # Not purge_instance: the rows were just read, and its ID check would stop the whole
+            # clean-up at a key the engine stores but the instance-ID rules refuse (such as '#').
+            await _for_each(empty, self._purge)
+            removed += len(empty)
+        logger.info("hub %s: removed %d empty entities idle since %s", self._hub_name, removed, idle_since)
+        return removed
 
     def _check_payload(self, what: str, payload: str | None) -> None:
         if payload is None:
@@ -634,12 +723,65 @@ class TaskHubClient:
 
 @dataclass(frozen=True)
 class EntitySnapshot:
-    """An entity's stored state: ``state`` is JSON text, None when the entity does not exist."""
+    """An entity's stored state: ``state`` is JSON text, None when the entity does not exist.
+
+    Entities listed by :meth:`TaskHubClient.query_entities` without ``fetch_state`` have no state either.
+    """
 
     entity_id: str
     exists: bool
     state: str | None
     last_modified: datetime | None
+
+
+async def _for_each(ids: list[str], action: Callable[[str], Awaitable[None]]) -> None:
+    """Run ``action`` on every ID, :data:`_PURGES_IN_FLIGHT` at a time."""
+    for first in range(0, len(ids), _PURGES_IN_FLIGHT):
+        await asyncio.gather(*(action(i) for i in ids[first : first + _PURGES_IN_FLIGHT]))
+
+
+def _validate_entity_id(entity_id: str) -> None:
+    """``@name@key`` that is also a valid instance ID (length, no ``/ \\ # ?``, no control characters)."""
+    parse_entity_instance_id(entity_id)
+    validate_instance_id(entity_id, allow_entity=True)
+
+
+def _entity_id_prefix(entity_name: str | None) -> str:
+    """What the instance IDs of entities named ``entity_name`` (of every entity for None) start with."""
+    if entity_name is None:
+        return _ENTITY_ID_PREFIX
+    # entity_instance_id checks the name and lower-cases it as IDs do; the placeholder key is cut off.
+    return entity_instance_id(entity_name, "_")[:-1]
+
+
+def _entity_status(custom_status: str | None) -> dict[str, Any] | None:
+    """An entity row's ``EntityStatus`` (entityExists, queueSize, lockedBy); None if unreadable."""
+    try:
+        status = json.loads(custom_status) if custom_status else None
+    except json.JSONDecodeError:
+        return None
+    return status if isinstance(status, dict) else None
+
+
+def _entity_exists(custom_status: str | None) -> bool:
+    status = _entity_status(custom_status)
+    return status is not None and status.get("entityExists") is True
+
+
+def _entity_is_empty(custom_status: str | None) -> bool:
+    status = _entity_status(custom_status)
+    return (
+        status is not None
+        and status.get("entityExists") is not True
+        and not status.get("queueSize")
+        and status.get("lockedBy") is None
+    )
+
+
+def _within(moment: datetime | None, low: datetime | None, high: datetime | None) -> bool:
+    if low is None and high is None:
+        return True
+    return moment is not None and (low is None or moment >= low) and (high is None or moment <= high)
 
 
 def _client_message(instance_id: str, execution_id: str | None, event: HistoryEvent) -> MessageData:

@@ -636,20 +636,9 @@ async def test_restart(api: Api) -> None:
     assert conflict.status_code == 409
 
 
-async def test_rewind_and_entities_are_501(api: Api) -> None:
+async def test_rewind_is_501_until_it_is_implemented(api: Api) -> None:
     rewind = await api.http.post(api.url("instances/anything/rewind?reason=x"))
     assert rewind.status_code == 501 and "rewind" in rewind.json()["error"]
-    for method, path in (
-        ("GET", "entities/counter/k"),
-        ("POST", "entities/counter/k?op=add"),
-        ("GET", "entities"),
-    ):
-        response = await api.http.request(method, api.url(path))
-        assert response.status_code == 501 and "entities" in response.json()["error"], path
-    with pytest.raises(Exception, match="501"):
-        await api.df.read_entity_state(df.EntityId("counter", "k"))
-    with pytest.raises(Exception, match="501"):
-        await api.df.signal_entity(df.EntityId("counter", "k"), "add", 1)
 
 
 async def test_unknown_routes_and_other_hubs(api: Api) -> None:

@@ -20,7 +20,15 @@ Where we decided differently from DF, and why:
   status and would then purge running ones.
 * **Errors** are JSON ``{"error": message}``; ``ExceptionMessage`` carries the same text because the df
   client's ``start_new`` reads that key of .NET's error body on 400.
-* Not supported yet, answered 501: rewind, entities, and ``?version=`` on start.
+* **Entity operation input** follows the payload rule above for an ``application/json`` body; any other
+  body is, as in DF, the operation's input as a string. Entity keys follow the instance-ID rules (DF
+  allows ``# ? \\`` in keys). Keys must not be empty, so DF's ``$`` placeholder for one is not read.
+* **Entity lists** leave out deleted entities (as DF) and filter ``lastOperationTime`` after reading a
+  page, so a page may hold fewer than ``top`` entities; it is never empty while a token follows.
+* **Entity clean-up** has no DF route (DF offers it only as ``CleanEntityStorageAsync`` in .NET):
+  ``POST entities/clean[?minIdleSeconds=…]`` purges empty entities (no state, no queued operation, no
+  lock) idle for that long (default 30 minutes) and answers ``{"numberOfEmptyEntitiesRemoved": n}``.
+* Not supported yet, answered 501: rewind and ``?version=`` on start.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -40,10 +48,13 @@ from starlette.routing import BaseRoute, Route
 
 from durable_ext.client import (
     DEFAULT_QUERY_PAGE_SIZE,
+    ENTITY_CLEAN_MIN_IDLE,
+    EntitySnapshot,
     OrchestrationState,
     TaskHubClient,
     validate_instance_id,
 )
+from durable_ext.entities import entity_instance_id, parse_entity_instance_id
 from durable_ext.errors import (
     DurableExtError,
     InstanceExistsError,
@@ -56,7 +67,7 @@ from durable_ext.errors import (
 )
 from durable_ext.history import EventType, HistoryEvent, OrchestrationStatus
 from durable_ext.storage.tracking import InstanceQuery
-from durable_ext.wire import parse_datetime, to_json_object
+from durable_ext.wire import format_datetime, parse_datetime, to_json_object
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +75,7 @@ MANAGEMENT_PREFIX = "/runtime/webhooks/durabletask"
 """Where the management routes are mounted, as in the Functions host."""
 
 CONTINUATION_HEADER = "x-ms-continuation-token"
-"""Request and response header that pages instance queries."""
+"""Request and response header that pages instance and entity queries."""
 
 INSTANCE_ID_PLACEHOLDER = "INSTANCEID"
 """What the binding's management URLs hold in place of the ID; the df client substitutes it."""
@@ -258,8 +269,12 @@ class _ManagementApi:
             Route("/instances/{instance_id}", e(self.purge_instance), methods=["DELETE"]),
             Route("/instances/{instance_id}/{operation}", e(self.operation), methods=["POST"]),
             Route("/instances/{instance_id}/{operation}/{event_name}", e(self.raise_event), methods=["POST"]),
-            Route("/entities", e(self.entities), methods=_ANY_METHOD),
-            Route("/entities/{rest:path}", e(self.entities), methods=_ANY_METHOD),
+            Route("/entities", e(self.list_entities), methods=["GET"]),
+            Route("/entities/", e(self.list_entities), methods=["GET"]),
+            Route("/entities/clean", e(self.clean_entities), methods=["POST"]),
+            Route("/entities/{entity_name}", e(self.list_entities), methods=["GET"]),
+            Route("/entities/{entity_name}/{entity_key}", e(self.get_entity), methods=["GET"]),
+            Route("/entities/{entity_name}/{entity_key}", e(self.signal_entity), methods=["POST", "DELETE"]),
             # Last, so that a wrong method on a known path is a JSON 404 (as in DF), not a bare 405.
             Route("/{rest:path}", e(self.not_found), methods=_ANY_METHOD),
         ]
@@ -444,9 +459,8 @@ class _ManagementApi:
             continuation_token=request.headers.get(CONTINUATION_HEADER) or None,
             show_input=show_input,
         )
-        headers = {CONTINUATION_HEADER: result.continuation_token} if result.continuation_token else None
         body = [status_json(state, show_input=show_input) for state in result.instances]
-        return JSONResponse(body, headers=headers)
+        return _page_response(body, result.continuation_token)
 
     async def purge_instance(self, request: Request) -> Response:
         """``DELETE instances/{id}``: 200 ``{"instancesDeleted": 1}``, 404 unknown, 412 still running."""
@@ -513,9 +527,49 @@ class _ManagementApi:
         )
         return Response(status_code=202)
 
-    async def entities(self, request: Request) -> Response:
-        """Every ``entities/…`` route, for now."""
-        return _error(501, "entities are not supported yet")
+    # ---- entities ---------------------------------------------------------------------------
+
+    async def signal_entity(self, request: Request) -> Response:
+        """``POST entities/{name}/{key}?op={operation}``, body = input: 202. ``DELETE`` signals ``delete``."""
+        entity_id = _entity_id(request)
+        operation = "delete" if request.method == "DELETE" else request.query_params.get("op", "")
+        text = await self._read_body(request)
+        if text and _media_type(request) != "application/json":
+            payload: str | None = json.dumps(text, ensure_ascii=False)
+        else:
+            payload = _payload_from_body(text)
+        await self.client.signal_entity(entity_id, operation, payload)
+        return Response(status_code=202)
+
+    async def get_entity(self, request: Request) -> Response:
+        """``GET entities/{name}/{key}``: 200 with the state as the body, 404 if the entity does not exist."""
+        entity_id = _entity_id(request)
+        snapshot = await self.client.read_entity_state(entity_id)
+        if not snapshot.exists:
+            return _error(404, f"entity {entity_id!r} does not exist in task hub {self.hub_name}")
+        return Response(snapshot.state or "null", media_type="application/json")
+
+    async def list_entities(self, request: Request) -> Response:
+        """``GET entities[/{name}]``: existing entities; filters, ``top``, paging as for instances."""
+        fetch_state = _bool_param(request, "fetchState", default=False)
+        result = await self.client.query_entities(
+            request.path_params.get("entity_name"),
+            last_operation_from=_datetime_param(request, "lastOperationTimeFrom"),
+            last_operation_to=_datetime_param(request, "lastOperationTimeTo"),
+            fetch_state=fetch_state,
+            page_size=_int_param(request, "top", DEFAULT_QUERY_PAGE_SIZE),
+            continuation_token=request.headers.get(CONTINUATION_HEADER) or None,
+        )
+        body = [entity_json(entity, show_state=fetch_state) for entity in result.entities]
+        return _page_response(body, result.continuation_token)
+
+    async def clean_entities(self, request: Request) -> Response:
+        """``POST entities/clean[?minIdleSeconds=…]``: purge empty entities; 200 with the count."""
+        idle = _float_param(request, "minIdleSeconds")
+        removed = await self.client.clean_entity_storage(
+            min_idle=ENTITY_CLEAN_MIN_IDLE if idle is None else timedelta(seconds=idle)
+        )
+        return JSONResponse({"numberOfEmptyEntitiesRemoved": removed})
 
     async def not_found(self, request: Request) -> Response:
         """Anything else under the mount point."""
@@ -629,6 +683,10 @@ def _statuses_param(request: Request) -> frozenset[OrchestrationStatus] | None:
     return frozenset(by_name[name.lower()] for name in names)
 
 
+def _entity_id(request: Request) -> str:
+    return entity_instance_id(request.path_params["entity_name"], request.path_params["entity_key"])
+
+
 def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
@@ -677,6 +735,11 @@ def _loggable(text: str) -> str:
     return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
+def _page_response(body: list[dict[str, Any]], continuation_token: str | None) -> JSONResponse:
+    headers = {CONTINUATION_HEADER: continuation_token} if continuation_token else None
+    return JSONResponse(body, headers=headers)
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message, "ExceptionMessage": message}, status_code=status)
 
@@ -711,6 +774,19 @@ def status_json(state: OrchestrationState, *, show_input: bool) -> dict[str, Any
         "createdTime": _status_time(state.created_time),
         "lastUpdatedTime": _status_time(state.last_updated_time),
     }
+
+
+def entity_json(entity: EntitySnapshot, *, show_state: bool) -> dict[str, Any]:
+    """DF's ``DurableEntityStatus``: ``entityId`` {name, key}, ``lastOperationTime``, ``state`` if shown."""
+    name, key = parse_entity_instance_id(entity.entity_id)
+    modified = entity.last_modified
+    body: dict[str, Any] = {
+        "entityId": {"name": name, "key": key},
+        "lastOperationTime": format_datetime(modified) if modified is not None else None,
+    }
+    if show_state:
+        body["state"] = _json_value(entity.state)
+    return body
 
 
 def history_json(events: Sequence[HistoryEvent], *, show_output: bool) -> list[dict[str, Any]]:

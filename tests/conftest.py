@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import logging
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from durable_ext.host.app_loader import FunctionRegistry, load_app
 from durable_ext.host.azurite import Azurite
 from durable_ext.storage.account import StorageAccount
 from durable_ext.storage.taskhub import TaskHub
+from durable_ext.worker.engine import Engine
+from tests.engine_support import ENGINE_APP_DIR, engine_for
 
 # The SDKs log every HTTP request and response at INFO: too loud for failure reports.
 logging.getLogger("azure").setLevel(logging.WARNING)
@@ -43,3 +47,18 @@ async def hub(storage_account: StorageAccount) -> AsyncIterator[TaskHub]:
         await task_hub.create()
         yield task_hub
         await task_hub.delete()
+
+
+@pytest.fixture(scope="session")
+def registry() -> FunctionRegistry:
+    """The functions of tests/apps/engine_app, loaded once."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return load_app(ENGINE_APP_DIR)
+
+
+@pytest.fixture
+async def engine(hub: TaskHub, registry: FunctionRegistry) -> AsyncIterator[Engine]:
+    """An engine running the test app on ``hub``."""
+    async with engine_for(hub, registry, "worker-a") as running:
+        yield running

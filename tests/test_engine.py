@@ -5,10 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import warnings
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,34 +13,13 @@ import pytest
 from durable_ext.client import OrchestrationState, TaskHubClient
 from durable_ext.config import DurableTaskOptions
 from durable_ext.history import EventType, HistoryEvent, OrchestrationStatus
-from durable_ext.host.app_loader import FunctionRegistry, load_app
+from durable_ext.host.app_loader import FunctionRegistry
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.worker.engine import Engine
 from durable_ext.worker.orchestrations import SessionCache, _Execution
-from durable_ext.worker.partitions import PartitionManagerOptions
+from tests.engine_support import FAST_LEASES
 
-APP_DIR = Path(__file__).parent / "apps" / "engine_app"
-FAST_LEASES = PartitionManagerOptions(
-    acquire_interval=timedelta(milliseconds=200),
-    lease_interval=timedelta(seconds=5),
-    claim_duration=timedelta(seconds=5),
-    fast_interval=timedelta(milliseconds=100),
-)
 TIMEOUT = 60.0
-
-
-@pytest.fixture(scope="module")
-def registry() -> FunctionRegistry:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return load_app(APP_DIR)
-
-
-@pytest.fixture
-async def engine(hub: TaskHub, registry: FunctionRegistry) -> AsyncIterator[Engine]:
-    options = DurableTaskOptions(hub_name=hub.names.hub)
-    async with Engine(hub, registry, options, partition_options=FAST_LEASES) as running:
-        yield running
 
 
 @pytest.fixture

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
-import time
-import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
-import pytest
 from azure.storage.queue.aio import QueueClient
 
 from durable_ext.client import TaskHubClient
-from durable_ext.config import DurableTaskOptions
 from durable_ext.errors import OwnershipLostError
 from durable_ext.history import (
     EventRaisedEvent,
@@ -29,53 +22,14 @@ from durable_ext.history import (
     TimerFiredEvent,
     utc_now,
 )
-from durable_ext.host.app_loader import FunctionRegistry, load_app
+from durable_ext.host.app_loader import FunctionRegistry
 from durable_ext.messages import MessageData, TaskMessage
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.storage.tracking import InstanceState
 from durable_ext.worker.engine import Engine
-from durable_ext.worker.partitions import PartitionManagerOptions
+from tests.engine_support import engine_for, poll
 
-APP_DIR = Path(__file__).parent / "apps" / "engine_app"
-FAST_LEASES = PartitionManagerOptions(
-    acquire_interval=timedelta(milliseconds=100),
-    lease_interval=timedelta(seconds=3),
-    claim_duration=timedelta(seconds=3),
-    fast_interval=timedelta(milliseconds=100),
-)
 TIMEOUT = 60.0
-
-
-@pytest.fixture(scope="module")
-def registry() -> FunctionRegistry:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return load_app(APP_DIR)
-
-
-def _engine(hub: TaskHub, registry: FunctionRegistry, worker_id: str, **options: Any) -> Engine:
-    return Engine(
-        hub,
-        registry,
-        DurableTaskOptions(hub_name=hub.names.hub, **options),
-        worker_id=worker_id,
-        partition_options=FAST_LEASES,
-    )
-
-
-@pytest.fixture
-async def engine(hub: TaskHub, registry: FunctionRegistry) -> AsyncIterator[Engine]:
-    async with _engine(hub, registry, "worker-a") as running:
-        yield running
-
-
-async def _poll(condition: Callable[[], Awaitable[bool]], what: str, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await condition():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _assert_exactly_once(events: list[HistoryEvent]) -> None:
@@ -138,7 +92,7 @@ async def test_lost_sentinel_race_abandons_instead_of_failing(hub: TaskHub, engi
 async def test_a_second_activity_result_is_ignored(hub: TaskHub, engine: Engine) -> None:
     client = TaskHubClient(hub)
     instance = await client.start_new("approval", "dup-1", "30")
-    await _poll(lambda: _has_event(hub, instance, EventType.TimerCreated), "the approval timer")
+    await poll(lambda: _has_event(hub, instance, EventType.TimerCreated), "the approval timer")
     execution = (await hub.tracking.load_history(instance)).execution_id
     # Activities are at-least-once: deliver a result twice for the timer's ID (a completed task).
     fired = TimerFiredEvent(timer_id=0, fire_at=utc_now())
@@ -157,7 +111,7 @@ async def test_result_for_an_unknown_task_waits_instead_of_corrupting_history(
 ) -> None:
     client = TaskHubClient(hub)
     instance = await client.start_new("approval", "ooo-1", "30")
-    await _poll(lambda: _has_event(hub, instance, EventType.TimerCreated), "the approval timer")
+    await poll(lambda: _has_event(hub, instance, EventType.TimerCreated), "the approval timer")
     execution = (await hub.tracking.load_history(instance)).execution_id
     stray = TaskCompletedEvent(task_scheduled_id=99, result="1")
     await hub.control_queue_for(instance).send(
@@ -172,7 +126,7 @@ async def test_result_for_an_unknown_task_waits_instead_of_corrupting_history(
 async def test_long_timer_hops_through_the_queue(hub: TaskHub, engine: Engine) -> None:
     client = TaskHubClient(hub)
     instance = await client.start_new("approval", "hop-1", json.dumps(30 * 24 * 3600))  # a 30-day timer
-    await _poll(lambda: _has_event(hub, instance, EventType.TimerCreated), "the long timer")
+    await poll(lambda: _has_event(hub, instance, EventType.TimerCreated), "the long timer")
     execution = (await hub.tracking.load_history(instance)).execution_id
     created = next(
         e
@@ -184,7 +138,7 @@ async def test_long_timer_hops_through_the_queue(hub: TaskHub, engine: Engine) -
     queue = hub.control_queue_for(instance)
     sends = _Counter(queue, "send")
     await queue.send(MessageData(TaskMessage(early, OrchestrationInstance(instance, execution))))
-    await _poll(lambda: _at_least(sends, 2), "the early timer to be sent back with a delay")
+    await poll(lambda: _at_least(sends, 2), "the early timer to be sent back with a delay")
     assert EventType.TimerFired not in [
         e.event_type for e in (await hub.tracking.load_history(instance)).events
     ]
@@ -196,7 +150,7 @@ async def test_long_timer_hops_through_the_queue(hub: TaskHub, engine: Engine) -
 async def test_terminate_running_instance(hub: TaskHub, engine: Engine) -> None:
     client = TaskHubClient(hub)
     instance = await client.start_new("approval", "term-1", "30")
-    await _poll(lambda: _has_event(hub, instance, EventType.TimerCreated), "the approval timer")
+    await poll(lambda: _has_event(hub, instance, EventType.TimerCreated), "the approval timer")
     await client.terminate(instance, "no longer needed")
     state = await client.wait_for_completion(instance, timeout=TIMEOUT)
     assert (state.runtime_status, state.output) == (OrchestrationStatus.Terminated, "no longer needed")
@@ -211,11 +165,11 @@ async def test_terminate_running_instance(hub: TaskHub, engine: Engine) -> None:
 async def test_suspend_buffers_events_until_resume(hub: TaskHub, engine: Engine) -> None:
     client = TaskHubClient(hub)
     instance = await client.start_new("approval", "susp-1", "30")
-    await _poll(lambda: _has_event(hub, instance, EventType.TimerCreated), "the approval timer")
+    await poll(lambda: _has_event(hub, instance, EventType.TimerCreated), "the approval timer")
     await client.suspend(instance, "paused")
-    await _poll(lambda: _status_is(client, instance, OrchestrationStatus.Suspended), "Suspended")
+    await poll(lambda: _status_is(client, instance, OrchestrationStatus.Suspended), "Suspended")
     await client.raise_event(instance, "Approval", '"while paused"')
-    await _poll(lambda: _has_event(hub, instance, EventType.EventRaised), "the event in history")
+    await poll(lambda: _has_event(hub, instance, EventType.EventRaised), "the event in history")
     assert (await client.get_status(instance)).runtime_status is OrchestrationStatus.Suspended  # type: ignore[union-attr]
     await client.resume(instance, "go on")
     state = await client.wait_for_completion(instance, timeout=TIMEOUT)
@@ -224,18 +178,18 @@ async def test_suspend_buffers_events_until_resume(hub: TaskHub, engine: Engine)
 
 async def test_two_engines_share_partitions_and_fail_over(hub: TaskHub, registry: FunctionRegistry) -> None:
     client = TaskHubClient(hub)
-    first = _engine(hub, registry, "worker-1")
-    second = _engine(hub, registry, "worker-2")
+    first = engine_for(hub, registry, "worker-1")
+    second = engine_for(hub, registry, "worker-2")
     await first.start()
     await second.start()
     try:
-        await _poll(lambda: _split(first, second), "the partitions to be split 2/2")
+        await poll(lambda: _split(first, second), "the partitions to be split 2/2")
         ids = [await client.start_new("chain", f"shared-{i}", str(i)) for i in range(8)]
         for instance_id in ids:
             state = await client.wait_for_completion(instance_id, timeout=TIMEOUT)
             assert state.runtime_status is OrchestrationStatus.Completed
         await first.stop()
-        await _poll(lambda: _owns_all(second), "the survivor to own every partition")
+        await poll(lambda: _owns_all(second), "the survivor to own every partition")
         late = [await client.start_new("chain", f"late-{i}", "1") for i in range(4)]
         for instance_id in late:
             assert (await client.wait_for_completion(instance_id, timeout=TIMEOUT)).output == "32"
@@ -246,7 +200,7 @@ async def test_two_engines_share_partitions_and_fail_over(hub: TaskHub, registry
 
 async def test_extended_sessions_skip_history_reloads(hub: TaskHub, registry: FunctionRegistry) -> None:
     loads = _Counter(hub.tracking, "load_history")
-    async with _engine(hub, registry, "worker-x", extended_sessions_enabled=True):
+    async with engine_for(hub, registry, "worker-x", extended_sessions_enabled=True):
         client = TaskHubClient(hub)
         await client.start_new("chain", "ext-1", "1")
         state = await client.wait_for_completion("ext-1", timeout=TIMEOUT)
@@ -292,21 +246,10 @@ async def test_concurrent_double_start_runs_only_the_execution_storage_chose(
     client = TaskHubClient(hub)
     # What a client that lost the start race leaves behind: its start message, queued first,
     # but the Instances row (written with a conditional insert) names the winner.
-    loser = MessageData(
-        TaskMessage(
-            ExecutionStartedEvent(
-                orchestration_instance=OrchestrationInstance("race-1", "loser"),
-                name="chain",
-                version="",
-                input="1",
-            ),
-            OrchestrationInstance("race-1", "loser"),
-        )
-    )
-    await hub.control_queue_for("race-1").send(loser)
+    await hub.control_queue_for("race-1").send(_start_message("race-1", "loser", "1"))
     await client.start_new("chain", "race-1", "2")
     winner = (await client.get_status("race-1")).execution_id  # type: ignore[union-attr]
-    async with _engine(hub, registry, "worker-r"):
+    async with engine_for(hub, registry, "worker-r"):
         state = await client.wait_for_completion("race-1", timeout=TIMEOUT)
     assert state.output == "64", "the winner's input (2) ran, not the loser's (1)"
     history = await hub.tracking.load_history("race-1")
@@ -317,20 +260,9 @@ async def test_concurrent_double_start_runs_only_the_execution_storage_chose(
 async def test_start_message_without_its_row_waits_for_the_row(hub: TaskHub, engine: Engine) -> None:
     # A client enqueues first and writes the row right after; a worker that sees the message first
     # must neither run it blindly nor drop it.
-    message = MessageData(
-        TaskMessage(
-            ExecutionStartedEvent(
-                orchestration_instance=OrchestrationInstance("norow-1", "e1"),
-                name="chain",
-                version="",
-                input="1",
-            ),
-            OrchestrationInstance("norow-1", "e1"),
-        )
-    )
-    await hub.control_queue_for("norow-1").send(message)
+    await hub.control_queue_for("norow-1").send(_start_message("norow-1", "e1", "1"))
     engine.notify_enqueued(hub.control_queue_for("norow-1").name)
-    await _poll(lambda: _was_received(hub, "norow-1"), "the worker to see the start")
+    await poll(lambda: _was_received(hub, "norow-1"), "the worker to see the start")
     assert (await hub.tracking.load_history("norow-1")).events == []
     await hub.tracking.insert_instance(
         InstanceState("norow-1", execution_id="e1", name="chain", runtime_status=OrchestrationStatus.Pending)
@@ -353,9 +285,9 @@ async def test_terminate_before_a_scheduled_start_keeps_it_from_running(hub: Tas
         "chain", "later-1", "1", scheduled_start_time=utc_now() + timedelta(seconds=3)
     )
     await client.terminate(instance, "changed my mind")
-    await _poll(lambda: _status_is(client, instance, OrchestrationStatus.Terminated), "Terminated")
+    await poll(lambda: _status_is(client, instance, OrchestrationStatus.Terminated), "Terminated")
     queue = hub.control_queue_for(instance)
-    await _poll(lambda: _queue_drained(queue), "the delayed start message to be handled")
+    await poll(lambda: _queue_drained(queue), "the delayed start message to be handled")
     state = await client.get_status(instance)
     assert state is not None and (state.runtime_status, state.output) == (
         OrchestrationStatus.Terminated,
@@ -394,9 +326,7 @@ async def test_instances_row_stuck_running_is_repaired_by_the_next_message(
     client = TaskHubClient(hub, on_enqueued=engine.notify_enqueued)
     await _completed_then_row_forced_running(hub, client, "stuck-1")
     await client.raise_event("stuck-1", "poke", '"x"')  # the client still believes it is Running
-    await _poll(
-        lambda: _status_is(client, "stuck-1", OrchestrationStatus.Completed), "the row to be repaired"
-    )
+    await poll(lambda: _status_is(client, "stuck-1", OrchestrationStatus.Completed), "the row to be repaired")
     state = await client.get_status("stuck-1")
     assert state is not None and state.output == "32"
     assert EventType.EventRaised not in [
@@ -407,14 +337,14 @@ async def test_instances_row_stuck_running_is_repaired_by_the_next_message(
 async def test_allow_replaying_terminal_instances_records_late_events(
     hub: TaskHub, registry: FunctionRegistry
 ) -> None:
-    async with _engine(hub, registry, "worker-replay") as running:
+    async with engine_for(hub, registry, "worker-replay") as running:
         running.orchestrations._provider = dataclasses.replace(
             running.orchestrations._provider, allow_replaying_terminal_instances=True
         )
         client = TaskHubClient(hub, on_enqueued=running.notify_enqueued)
         await _completed_then_row_forced_running(hub, client, "replay-1")
         await _send_event(hub, "replay-1", "late")
-        await _poll(lambda: _has_event(hub, "replay-1", EventType.EventRaised), "the late event in history")
+        await poll(lambda: _has_event(hub, "replay-1", EventType.EventRaised), "the late event in history")
         state = await client.get_status("replay-1")
         assert state is not None and (state.runtime_status, state.output) == (
             OrchestrationStatus.Completed,
@@ -422,3 +352,12 @@ async def test_allow_replaying_terminal_instances_records_late_events(
         )
         events = (await hub.tracking.load_history("replay-1")).events
         assert [e.event_type for e in events].count(EventType.ExecutionCompleted) == 1
+
+
+def _start_message(instance_id: str, execution_id: str, input_json: str) -> MessageData:
+    """A client's start of ``chain`` for one execution, without the Instances row a client writes."""
+    instance = OrchestrationInstance(instance_id, execution_id)
+    started = ExecutionStartedEvent(
+        orchestration_instance=instance, name="chain", version="", input=input_json
+    )
+    return MessageData(TaskMessage(started, instance))

@@ -4,60 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from durable_ext.client import TaskHubClient
-from durable_ext.config import DurableTaskOptions
 from durable_ext.history import OrchestrationStatus, utc_now
-from durable_ext.host.app_loader import FunctionRegistry, load_app
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.worker.engine import Engine
-from durable_ext.worker.partitions import PartitionManagerOptions
+from tests.engine_support import poll
 
-APP_DIR = Path(__file__).parent / "apps" / "engine_app"
-FAST_LEASES = PartitionManagerOptions(
-    acquire_interval=timedelta(milliseconds=200),
-    lease_interval=timedelta(seconds=5),
-    claim_duration=timedelta(seconds=5),
-    fast_interval=timedelta(milliseconds=100),
-)
 TIMEOUT = 90.0
-
-
-@pytest.fixture(scope="module")
-def registry() -> FunctionRegistry:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return load_app(APP_DIR)
-
-
-@pytest.fixture
-async def engine(hub: TaskHub, registry: FunctionRegistry) -> AsyncIterator[Engine]:
-    async with Engine(
-        hub, registry, DurableTaskOptions(hub_name=hub.names.hub), partition_options=FAST_LEASES
-    ) as e:
-        yield e
 
 
 @pytest.fixture
 def client(hub: TaskHub, engine: Engine) -> TaskHubClient:
     return TaskHubClient(hub, on_enqueued=engine.notify_enqueued)
-
-
-async def _poll(condition: Callable[[], Awaitable[bool]], what: str, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await condition():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def _state_is(client: TaskHubClient, entity_id: str, expected: Any) -> bool:
@@ -75,7 +38,7 @@ async def test_1000_signals_from_concurrent_clients_count_exactly(
             await sender.signal_entity("@counter@total", "add", "1")
 
     await asyncio.gather(*(send(c, 250) for c in clients))
-    await _poll(lambda: _state_is(client, "@counter@total", 1000), "the counter to reach 1000")
+    await poll(lambda: _state_is(client, "@counter@total", 1000), "the counter to reach 1000")
     row = await hub.tracking.get_instance("@counter@total")
     assert row is not None and row.runtime_status is OrchestrationStatus.Running
     assert '"entityExists":true' in (row.custom_status or "")
@@ -94,9 +57,9 @@ async def test_orchestrator_calls_an_entity_and_catches_its_failure(client: Task
 
 async def test_delete_and_unknown_entities(client: TaskHubClient) -> None:
     await client.signal_entity("@counter@gone", "add", "3")
-    await _poll(lambda: _state_is(client, "@counter@gone", 3), "the counter to exist")
+    await poll(lambda: _state_is(client, "@counter@gone", 3), "the counter to exist")
     await client.signal_entity("@counter@gone", "delete")
-    await _poll(lambda: _not_exists(client, "@counter@gone"), "the entity to be deleted")
+    await poll(lambda: _not_exists(client, "@counter@gone"), "the entity to be deleted")
     assert not (await client.read_entity_state("@counter@never")).exists
 
 
@@ -106,10 +69,10 @@ async def _not_exists(client: TaskHubClient, entity_id: str) -> bool:
 
 async def test_scheduled_signal_waits_for_its_time(client: TaskHubClient) -> None:
     await client.signal_entity("@counter@later", "add", "1")
-    await _poll(lambda: _state_is(client, "@counter@later", 1), "the first signal")
+    await poll(lambda: _state_is(client, "@counter@later", 1), "the first signal")
     due = utc_now() + timedelta(seconds=3)
     await client.signal_entity("@counter@later", "add", "10", scheduled_time=due)
-    await _poll(lambda: _state_is(client, "@counter@later", 11), "the scheduled signal")
+    await poll(lambda: _state_is(client, "@counter@later", 11), "the scheduled signal")
     assert utc_now() >= due
 
 
@@ -129,10 +92,10 @@ async def test_crash_after_the_state_write_does_not_apply_operations_twice(
     try:
         for _ in range(5):
             await client.signal_entity("@counter@once", "add", "1")
-        await _poll(lambda: _state_is(client, "@counter@once", 5), "all five signals")
+        await poll(lambda: _state_is(client, "@counter@once", 5), "all five signals")
         # The crashed batch's message comes back after its back-off; wait until it is gone too.
         queue = hub.control_queue_for("@counter@once")
-        await _poll(lambda: _queue_empty(queue), "the redelivered message to be handled")
+        await poll(lambda: _queue_empty(queue), "the redelivered message to be handled")
         assert await _state_is(client, "@counter@once", 5)
         assert calls["n"] >= 2
     finally:

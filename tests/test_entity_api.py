@@ -29,8 +29,6 @@ from tests.test_management_api import (
     _queued_messages,
     _rows,
     api,  # noqa: F401
-    engine,  # noqa: F401
-    registry,  # noqa: F401
     serve_api,  # noqa: F401
 )
 

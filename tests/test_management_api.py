@@ -11,12 +11,10 @@ import asyncio
 import json
 import socket
 import time
-import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -31,7 +29,6 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from durable_ext.client import DEFAULT_MAX_PAYLOAD_BYTES, TaskHubClient
-from durable_ext.config import DurableTaskOptions
 from durable_ext.history import OrchestrationStatus
 from durable_ext.host.api import (
     CONTINUATION_HEADER,
@@ -39,19 +36,11 @@ from durable_ext.host.api import (
     client_binding_json,
     management_routes,
 )
-from durable_ext.host.app_loader import FunctionKind, FunctionRegistry, load_app
+from durable_ext.host.app_loader import FunctionKind, FunctionRegistry
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.storage.tracking import InstanceQuery, escape_partition_key
 from durable_ext.worker.engine import Engine
-from durable_ext.worker.partitions import PartitionManagerOptions
 
-APP_DIR = Path(__file__).parent / "apps" / "engine_app"
-FAST_LEASES = PartitionManagerOptions(
-    acquire_interval=timedelta(milliseconds=200),
-    lease_interval=timedelta(seconds=5),
-    claim_duration=timedelta(seconds=5),
-    fast_interval=timedelta(milliseconds=100),
-)
 TIMEOUT = 30.0
 MANAGEMENT_KEYS = {
     "id",
@@ -100,20 +89,6 @@ class Api:
 
     async def wait_for_custom_status(self, instance_id: str, custom: str) -> dict[str, Any]:
         return await self.wait_for(instance_id, lambda body: body["customStatus"] == custom)
-
-
-@pytest.fixture(scope="module")
-def registry() -> FunctionRegistry:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return load_app(APP_DIR)
-
-
-@pytest.fixture
-async def engine(hub: TaskHub, registry: FunctionRegistry) -> AsyncIterator[Engine]:
-    options = DurableTaskOptions(hub_name=hub.names.hub)
-    async with Engine(hub, registry, options, partition_options=FAST_LEASES) as running:
-        yield running
 
 
 @asynccontextmanager

@@ -1,0 +1,48 @@
+"""Shared pieces of the tests that run the engine: the test app, quick leases, polling."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from durable_ext.config import DurableTaskOptions
+from durable_ext.host.app_loader import FunctionRegistry
+from durable_ext.storage.taskhub import TaskHub
+from durable_ext.worker.engine import Engine
+from durable_ext.worker.partitions import PartitionManagerOptions
+
+ENGINE_APP_DIR = Path(__file__).parent / "apps" / "engine_app"
+FAST_LEASES = PartitionManagerOptions(
+    acquire_interval=timedelta(milliseconds=100),
+    lease_interval=timedelta(seconds=3),
+    claim_duration=timedelta(seconds=3),
+    fast_interval=timedelta(milliseconds=100),
+)
+"""Lease timings short enough that tests see claims and failover in well under a second or two."""
+
+
+def engine_for(
+    hub: TaskHub, registry: FunctionRegistry, worker_id: str | None = None, **options: Any
+) -> Engine:
+    """An engine for ``hub`` with quick leases; ``options`` override DurableTaskOptions fields."""
+    return Engine(
+        hub,
+        registry,
+        DurableTaskOptions(hub_name=hub.names.hub, **options),
+        worker_id=worker_id,
+        partition_options=FAST_LEASES,
+    )
+
+
+async def poll(condition: Callable[[], Awaitable[bool]], what: str, timeout: float = 60.0) -> None:
+    """Wait until ``condition`` holds, checking every 50 ms; fail naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")

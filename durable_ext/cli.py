@@ -20,12 +20,13 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from durable_ext.config import HOST_JSON, HostConfig, load_config
+from durable_ext.doctor import Finding, diagnose, repair
 from durable_ext.errors import AppLoadError, ConfigError, DurableExtError
 from durable_ext.host.azurite import DEFAULT_PORTS, Azurite, AzuritePorts
 from durable_ext.host.local import LocalHost, LocalHostOptions
@@ -506,3 +507,80 @@ def _run_start(args: argparse.Namespace) -> int:
         raise
     print("Host stopped.", flush=True)
     return EXIT_OK
+
+
+# --- doctor ---------------------------------------------------------------------------------------------
+
+
+@command("doctor", "find (and with --fix repair) History/Instances inconsistencies in the task hub")
+def _configure_doctor(parser: argparse.ArgumentParser) -> None:
+    add_app_dir_argument(parser)
+    parser.add_argument(
+        "--fix", action="store_true", help="repair what can be repaired (reported-only findings stay)"
+    )
+    parser.add_argument(
+        "--grace",
+        type=_seconds,
+        default=600.0,
+        metavar="SECONDS",
+        help="how long a Pending instance or a queued message may wait before it counts (default: 600)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the findings as JSON")
+    parser.set_defaults(handler=_run_doctor)
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not seconds >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return seconds
+
+
+def _run_doctor(args: argparse.Namespace) -> int:
+    """Exit 0 when the hub is clean (or every finding was fixed), 1 when findings remain."""
+    config = load_app_config(args.app_dir)
+
+    async def run() -> tuple[str, list[Finding], list[Finding]]:
+        async with _open_hub(config) as hub:
+            await hub.require_exists()
+            findings = await diagnose(hub, pending_grace=timedelta(seconds=args.grace))
+            fixed = await repair(hub, findings) if args.fix else []
+            return hub.names.hub, findings, fixed
+
+    hub_name, findings, fixed = asyncio.run(run())
+    remaining = [f for f in findings if f not in fixed]
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "hub": hub_name,
+                    "findings": [
+                        {
+                            "kind": f.kind.value,
+                            "instance_id": f.instance_id,
+                            "execution_id": f.execution_id,
+                            "detail": f.detail,
+                            "fixable": f.fixable,
+                            "fixed": f in fixed,
+                        }
+                        for f in findings
+                    ],
+                },
+                indent=2,
+            )
+        )
+    else:
+        for finding in findings:
+            state = "fixed" if finding in fixed else "fixable" if finding.fixable else "report only"
+            print(f"{finding.kind.value} {finding.instance_id} [{state}]: {finding.detail}")
+        fixable = sum(f.fixable for f in findings)
+        summary = f"Task hub {hub_name!r}: {len(findings)} finding(s), {fixable} fixable"
+        if args.fix:
+            summary += f", {len(fixed)} fixed"
+        elif fixable:
+            summary += f"; run `{PROG} doctor --fix` to repair them"
+        print(summary + ".")
+    return EXIT_OK if not remaining else EXIT_ERROR

@@ -288,7 +288,7 @@ class TaskHubClient:
             scheduled_start_time=scheduled,
             generation=generation,
         )
-        message = _client_message(instance_id, execution_id, started)
+        message = client_message(instance_id, execution_id, started)
         delay = scheduled - utc_now() if scheduled is not None else None
         # Message first, as DT.AS: a crash before the row leaves a message the worker's de-dupe
         # eventually drops, whereas a row without a message would stay Pending forever.
@@ -432,7 +432,7 @@ class TaskHubClient:
             error = InstanceGoneError if row.runtime_status in _ENDED_STATUSES else InvalidInstanceStateError
             raise error(f"cannot {action} instance {instance_id!r} because it is in the {status} state")
         # ExecutionId None addresses the current execution, whichever it is when the message arrives.
-        await self._send(instance_id, _client_message(instance_id, None, event))
+        await self._send(instance_id, client_message(instance_id, None, event))
         logger.info(
             "hub %s instance %s: sent %s (%s)", self._hub_name, instance_id, event.event_type.name, action
         )
@@ -625,7 +625,7 @@ class TaskHubClient:
         if scheduled_time is not None:
             # The entity re-queues a signal that arrives early; the queue caps one delay at 6 days.
             delay = min(as_utc(scheduled_time) - utc_now(), MAX_SIGNAL_DELAY)  # type: ignore[operator]
-        await self._send(entity_id, _client_message(entity_id, None, event), delay)
+        await self._send(entity_id, client_message(entity_id, None, event), delay)
         logger.info("hub %s instance %s: signalled %s", self._hub_name, entity_id, operation)
 
     async def read_entity_state(self, entity_id: str) -> EntitySnapshot:
@@ -784,7 +784,7 @@ def _within(moment: datetime | None, low: datetime | None, high: datetime | None
     return moment is not None and (low is None or moment >= low) and (high is None or moment <= high)
 
 
-def _client_message(instance_id: str, execution_id: str | None, event: HistoryEvent) -> MessageData:
+def client_message(instance_id: str, execution_id: str | None, event: HistoryEvent) -> MessageData:
     """A message as a DT.AS client sends it: Sender with empty IDs, no episode, no execution context."""
     return MessageData(
         task_message=TaskMessage(

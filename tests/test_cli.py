@@ -433,7 +433,7 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_command_registry() -> None:
-    assert list(COMMANDS) == ["hub", "azurite", "start"]
+    assert list(COMMANDS) == ["hub", "azurite", "start", "doctor"]
 
 
 # --- azurite --------------------------------------------------------------------------------------------

@@ -75,7 +75,7 @@ from durable_ext.replay import (
 )
 from durable_ext.storage.queues import MessageQueue, ReceivedMessage
 from durable_ext.storage.taskhub import TaskHub
-from durable_ext.storage.tracking import InstanceState
+from durable_ext.storage.tracking import InstanceState, TrackingStore
 from durable_ext.worker.backoff import BackoffPolling
 
 logger = logging.getLogger(__name__)
@@ -357,7 +357,9 @@ class OrchestrationDispatcher:
             if decisions.terminated_before_start is not None and checkpoint is None:
                 await self._terminate_pending(instance_id, decisions.terminated_before_start)
             if decisions.repair and checkpoint is None:
-                await self._repair_row(execution)
+                await repair_instance_row(
+                    self._hub.tracking, instance_id, execution.execution_id, execution.events
+                )
             if checkpoint is not None:
                 await self._commit(checkpoint)
                 if self._options.extended_sessions_enabled:
@@ -378,31 +380,6 @@ class OrchestrationDispatcher:
             )
             await asyncio.gather(*(queue.abandon(m) for m in messages), return_exceptions=True)
             return []
-
-    async def _repair_row(self, execution: _Execution) -> None:
-        """Rewrite the Instances row from a terminal history it disagrees with (§7.1).
-
-        A crash (or a storage error) between the history write and the Instances write leaves the row
-        behind; only the history is authoritative. A row naming another execution (a new start in
-        progress) is left alone.
-        """
-        completed = execution.completed
-        assert completed is not None
-        row = await self._hub.tracking.get_instance(execution.instance_id, fetch_large_values=False)
-        if row is not None and row.execution_id not in (None, execution.execution_id):
-            return
-        if row is not None and row.runtime_status is completed.orchestration_status:
-            return
-        status, columns = self._status(execution, execution.events, None, completed.timestamp)
-        # The history does not keep the custom status: leave whatever the row has.
-        await self._hub.tracking.merge_instance(status, columns=[c for c in columns if c != "CustomStatus"])
-        logger.warning(
-            "hub %s instance %s: Instances row said %s; repaired to %s from history",
-            self._hub_name,
-            execution.instance_id,
-            row.runtime_status.name if row is not None and row.runtime_status is not None else "nothing",
-            completed.orchestration_status.name,
-        )
 
     async def _terminate_pending(self, instance_id: str, event: ExecutionTerminatedEvent) -> None:
         """Mark a never-started instance Terminated; its start message, if it comes, will not run."""
@@ -867,42 +844,14 @@ class OrchestrationDispatcher:
         run: OrchestratorRun | None,
         now: datetime,
     ) -> tuple[InstanceState, list[str]]:
-        state = InstanceState(
-            instance_id=execution.instance_id,
-            execution_id=execution.execution_id,
+        return instance_status_from_history(
+            execution.instance_id,
+            execution.execution_id,
+            new_events,
+            self._hub_name,
+            now,
             custom_status=run.custom_status if run is not None else None,
-            last_updated_time=new_events[-1].timestamp,
-            task_hub_name=self._hub_name,
         )
-        columns = ["CustomStatus", "ExecutionId", "LastUpdatedTime", "TaskHubName"]
-        for event in new_events:
-            if isinstance(event, ExecutionStartedEvent):
-                state.name, state.version, state.input = event.name, event.version or "", event.input
-                state.created_time, state.generation, state.tags = (
-                    event.timestamp,
-                    event.generation,
-                    event.tags,
-                )
-                state.runtime_status = OrchestrationStatus.Running
-                state.scheduled_start_time = event.scheduled_start_time
-                columns += ["Name", "Version", "Input", "CreatedTime", "Generation", "Tags", "RuntimeStatus"]
-                if event.scheduled_start_time is not None:
-                    columns.append("ScheduledStartTime")
-            elif isinstance(event, ExecutionCompletedEvent):
-                state.runtime_status = event.orchestration_status
-                state.output = str(event.failure_details) if event.failure_details else event.result
-                columns += ["RuntimeStatus", "Output"]
-                if not isinstance(event, ContinueAsNewEvent):
-                    state.completed_time = now
-                    columns.append("CompletedTime")
-            elif isinstance(event, (ExecutionSuspendedEvent, ExecutionResumedEvent)):
-                suspended = isinstance(event, ExecutionSuspendedEvent)
-                state.runtime_status = (
-                    OrchestrationStatus.Suspended if suspended else OrchestrationStatus.Running
-                )
-                state.output = event.reason
-                columns += ["RuntimeStatus", "Output"]
-        return state, columns
 
     def _plan_entity(
         self, execution: _Execution, messages: list[ReceivedMessage]
@@ -1058,6 +1007,87 @@ class OrchestrationDispatcher:
             len(checkpoint.new_events),
             len(checkpoint.outbound),
         )
+
+
+def instance_status_from_history(
+    instance_id: str,
+    execution_id: str | None,
+    events: Sequence[HistoryEvent],
+    hub_name: str,
+    now: datetime,
+    *,
+    custom_status: str | None = None,
+) -> tuple[InstanceState, list[str]]:
+    """The Instances row that ``events`` of one execution imply, and the columns they determine.
+
+    ``events`` are the execution's events (all of them, or just an episode's new ones: only the
+    columns those events say something about are listed). LastUpdatedTime is the last event's
+    timestamp; CompletedTime of a finished execution is ``now``.
+    """
+    state = InstanceState(
+        instance_id=instance_id,
+        execution_id=execution_id,
+        custom_status=custom_status,
+        last_updated_time=events[-1].timestamp,
+        task_hub_name=hub_name,
+    )
+    columns = ["CustomStatus", "ExecutionId", "LastUpdatedTime", "TaskHubName"]
+    for event in events:
+        if isinstance(event, ExecutionStartedEvent):
+            state.name, state.version, state.input = event.name, event.version or "", event.input
+            state.created_time, state.generation, state.tags = (
+                event.timestamp,
+                event.generation,
+                event.tags,
+            )
+            state.runtime_status = OrchestrationStatus.Running
+            state.scheduled_start_time = event.scheduled_start_time
+            columns += ["Name", "Version", "Input", "CreatedTime", "Generation", "Tags", "RuntimeStatus"]
+            if event.scheduled_start_time is not None:
+                columns.append("ScheduledStartTime")
+        elif isinstance(event, ExecutionCompletedEvent):
+            state.runtime_status = event.orchestration_status
+            state.output = str(event.failure_details) if event.failure_details else event.result
+            columns += ["RuntimeStatus", "Output"]
+            if not isinstance(event, ContinueAsNewEvent):
+                state.completed_time = now
+                columns.append("CompletedTime")
+        elif isinstance(event, (ExecutionSuspendedEvent, ExecutionResumedEvent)):
+            suspended = isinstance(event, ExecutionSuspendedEvent)
+            state.runtime_status = OrchestrationStatus.Suspended if suspended else OrchestrationStatus.Running
+            state.output = event.reason
+            columns += ["RuntimeStatus", "Output"]
+    return state, columns
+
+
+async def repair_instance_row(
+    tracking: TrackingStore, instance_id: str, execution_id: str | None, events: Sequence[HistoryEvent]
+) -> bool:
+    """Rewrite the Instances row from a terminal history it disagrees with (§7.1); True if rewritten.
+
+    A crash (or a storage error) between the history write and the Instances write leaves the row
+    behind; only the history is authoritative. A row naming another execution (a new start in
+    progress) is left alone, as is a row that already has the history's status.
+    """
+    completed = next(e for e in events if isinstance(e, ExecutionCompletedEvent))
+    row = await tracking.get_instance(instance_id, fetch_large_values=False)
+    if row is not None and row.execution_id not in (None, execution_id):
+        return False
+    if row is not None and row.runtime_status is completed.orchestration_status:
+        return False
+    status, columns = instance_status_from_history(
+        instance_id, execution_id, events, tracking.hub_name, completed.timestamp
+    )
+    # The history does not keep the custom status: leave whatever the row has.
+    await tracking.merge_instance(status, columns=[c for c in columns if c != "CustomStatus"])
+    logger.warning(
+        "hub %s instance %s: Instances row said %s; repaired to %s from history",
+        tracking.hub_name,
+        instance_id,
+        row.runtime_status.name if row is not None and row.runtime_status is not None else "nothing",
+        completed.orchestration_status.name,
+    )
+    return True
 
 
 def _missing_entity(name: str) -> Callable[[str], str]:

@@ -86,6 +86,10 @@ async def test_df_client_signals_reads_and_deletes_an_entity(api: Api) -> None:
         return response.entity_exists and response.entity_state == 5
 
     await _eventually(holds_five, "the counter to hold 5")
+    # The df client, the HTTP API and the storage-level client all report the same state.
+    assert (await api.http.get(api.url("entities/counter/k"))).json() == 5
+    snapshot = await api.client.read_entity_state("@counter@k")
+    assert snapshot.exists and snapshot.state == "5"
     # No input at all (df sends no body), then the entity's own delete.
     await api.df.signal_entity(entity, "get")
     await api.df.signal_entity(entity, "delete")

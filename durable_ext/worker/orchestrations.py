@@ -418,6 +418,11 @@ class OrchestrationDispatcher:
         decisions = _Decisions()
         now = utc_now()
         starting: ExecutionStartedEvent | None = None
+        # Read the history once per batch, not once per message: it can hold thousands of events.
+        history_started = execution.started
+        history_completed = execution.completed
+        scheduled_ids = set(scheduled_event_ids(execution.events))
+        completed_ids = _completed_ids(execution.events)
         for message in messages:
             event = message.data.event
             target = message.data.task_message.orchestration_instance if message.data.task_message else None
@@ -439,7 +444,7 @@ class OrchestrationDispatcher:
                 if starting and starting.orchestration_instance
                 else execution.execution_id
             )
-            if starting is None and execution.started is None:
+            if starting is None and history_started is None:
                 # Nothing to deliver to yet: the start may still be on its way (§6.6).
                 if isinstance(event, ExecutionTerminatedEvent):
                     decisions.terminated_before_start = event
@@ -458,7 +463,7 @@ class OrchestrationDispatcher:
             if target_execution and target_execution != current:
                 decisions.discard.append(message)  # addressed to an execution that has been replaced
                 continue
-            if starting is None and execution.completed is not None:
+            if starting is None and history_completed is not None:
                 decisions.repair = True
                 if self._provider.allow_replaying_terminal_instances:
                     decisions.consume.append(message)
@@ -477,14 +482,13 @@ class OrchestrationDispatcher:
             id_attr = _COMPLETION_EVENTS.get(event.event_type)
             if id_attr is not None and starting is None:
                 task_id = int(getattr(event, id_attr))
-                if task_id not in scheduled_event_ids(execution.events):
+                if task_id not in scheduled_ids:
                     decisions.abandon.append(message)  # its scheduling event is not visible yet (§6.6)
                     continue
-                if _already_completed(execution.events, task_id) or any(
-                    _same_completion(m.data.event, event, id_attr) for m in decisions.consume
-                ):
+                if task_id in completed_ids:
                     decisions.discard.append(message)  # at-least-once delivery: a second result
                     continue
+                completed_ids.add(task_id)
             decisions.consume.append(message)
         return decisions
 
@@ -1113,15 +1117,10 @@ def _next_event_id(run: OrchestratorRun | None) -> int:
     return max(run.allocations, default=-1) + 1 if run is not None else 0
 
 
-def _already_completed(events: Sequence[HistoryEvent], task_id: int) -> bool:
-    """Whether history already holds a result for the task or timer ``task_id``."""
-    return any(
-        e.event_type in _COMPLETION_EVENTS and getattr(e, _COMPLETION_EVENTS[e.event_type]) == task_id
+def _completed_ids(events: Sequence[HistoryEvent]) -> set[int]:
+    """IDs of the tasks and timers whose result history already holds."""
+    return {
+        int(getattr(e, _COMPLETION_EVENTS[e.event_type]))
         for e in events
-    )
-
-
-def _same_completion(candidate: HistoryEvent, event: HistoryEvent, id_attr: str) -> bool:
-    return candidate.event_type in _COMPLETION_EVENTS and getattr(candidate, id_attr, None) == getattr(
-        event, id_attr
-    )
+        if e.event_type in _COMPLETION_EVENTS
+    }

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, TypeGuard, cast
 
 from azure.core import MatchConditions
 from azure.core.async_paging import AsyncPageIterator
@@ -107,9 +107,9 @@ def utf16_size(text: str) -> int:
     return len(text.encode("utf-16-le"))
 
 
-def is_blob_url(value: str | None) -> bool:
+def is_blob_url(value: str | None) -> TypeGuard[str]:
     """Whether an Instances column holds a blob URL instead of the value itself."""
-    return bool(value) and value is not None and value.startswith(("https://", "http://"))
+    return value is not None and value.startswith(("https://", "http://"))
 
 
 @dataclass
@@ -476,7 +476,7 @@ class TrackingStore:
         if blob_name:
             return await self._large.download(blob_name)
         value: str | None = entity.get(column)
-        if not value or not is_blob_url(value):
+        if not is_blob_url(value):
             return value
         name = self._large.blob_name_from_url(value)
         if name is None:

@@ -38,6 +38,7 @@ from durable_ext.errors import (
 from durable_ext.history import (
     EventRaisedEvent,
     ExecutionResumedEvent,
+    ExecutionRewoundEvent,
     ExecutionStartedEvent,
     ExecutionSuspendedEvent,
     ExecutionTerminatedEvent,
@@ -99,6 +100,7 @@ _SUSPENDABLE_STATUSES = frozenset(
     {OrchestrationStatus.Running, OrchestrationStatus.Pending, OrchestrationStatus.ContinuedAsNew}
 )
 _RESUMABLE_STATUSES = frozenset({OrchestrationStatus.Suspended})
+_REWINDABLE_STATUSES = frozenset({OrchestrationStatus.Failed})
 _ENDED_STATUSES = frozenset(status for status in OrchestrationStatus if status.is_terminal)
 DEFAULT_QUERY_PAGE_SIZE = 100
 """Instances per page of :meth:`TaskHubClient.query_instances` (DF's default ``top``)."""
@@ -408,14 +410,33 @@ class TaskHubClient:
             instance_id, ExecutionResumedEvent(reason=reason), _RESUMABLE_STATUSES, "resume"
         )
 
+    async def rewind(self, instance_id: str, reason: str | None = None) -> None:
+        """Rewind a Failed orchestration: its failed activities and sub-orchestrations run again.
+
+        The worker replaces the failed execution with one that keeps the completed work (see
+        ``durable_ext.worker.rewind``). Until it does, the Instances row says Pending, so a poller
+        does not take the old Failed for the outcome. Raises InstanceNotFoundError, InstanceGoneError
+        for a Completed, Terminated or Canceled instance and InvalidInstanceStateError for one that
+        has not ended.
+        """
+        self._check_payload("reason", reason)
+        row = await self._send_management(
+            instance_id, ExecutionRewoundEvent(reason=reason), _REWINDABLE_STATUSES, "rewind"
+        )
+        pending = InstanceState(
+            instance_id, runtime_status=OrchestrationStatus.Pending, last_updated_time=utc_now()
+        )
+        # Conditional on the Failed row just read: the worker may already have run the rewind.
+        await self.hub.tracking.merge_instance(pending, ["RuntimeStatus", "LastUpdatedTime"], etag=row.etag)
+
     async def _send_management(
         self,
         instance_id: str,
         event: HistoryEvent,
         allowed: frozenset[OrchestrationStatus],
         action: str,
-    ) -> None:
-        """Check that the instance exists and is in an ``allowed`` status, then enqueue ``event``."""
+    ) -> InstanceState:
+        """Enqueue ``event`` if the instance exists in an ``allowed`` status; returns the row read."""
         validate_instance_id(instance_id)
         row = await self.hub.tracking.get_instance(instance_id, fetch_large_values=False)
         if row is None:
@@ -436,6 +457,7 @@ class TaskHubClient:
         logger.info(
             "hub %s instance %s: sent %s (%s)", self._hub_name, instance_id, event.event_type.name, action
         )
+        return row
 
     async def wait_for_completion(
         self, instance_id: str, timeout: float, poll_interval: float = 0.05

@@ -611,9 +611,27 @@ async def test_restart(api: Api) -> None:
     assert conflict.status_code == 409
 
 
-async def test_rewind_is_501_until_it_is_implemented(api: Api) -> None:
-    rewind = await api.http.post(api.url("instances/anything/rewind?reason=x"))
-    assert rewind.status_code == 501 and "rewind" in rewind.json()["error"]
+async def test_rewind_through_the_df_client_and_over_http(api: Api, registry: FunctionRegistry) -> None:
+    function = registry.get("rewindable")
+    assert function is not None
+    gates: set[str] = function.callable.orchestrator_function.__globals__["OPEN_GATES"]
+    for instance in ("rw-df", "rw-http"):
+        await api.df.start_new("rewindable", instance, instance)
+        await api.wait_for_status(instance, "Failed")
+        gates.add(f"{instance}-gate")
+
+    await api.df.rewind("rw-df", "fixed")
+    answer = await api.http.post(api.url("instances/rw-http/rewind?reason=fixed"))
+    assert answer.status_code == 202
+    for instance in ("rw-df", "rw-http"):
+        done = await api.wait_for_status(instance, "Completed")
+        assert done["output"][2] == f"{instance}-gate passed"
+
+    assert (await api.http.post(api.url("instances/rw-http/rewind"))).status_code == 410
+    assert (await api.http.post(api.url("instances/nobody/rewind"))).status_code == 404
+    assert (await api.http.post(api.url("instances/bad%00id/rewind"))).status_code == 400
+    with pytest.raises(Exception, match="only supported on failed"):
+        await api.df.rewind("rw-df", "again")
 
 
 async def test_unknown_routes_and_other_hubs(api: Api) -> None:

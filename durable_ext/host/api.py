@@ -28,7 +28,7 @@ Where we decided differently from DF, and why:
 * **Entity clean-up** has no DF route (DF offers it only as ``CleanEntityStorageAsync`` in .NET):
   ``POST entities/clean[?minIdleSeconds=…]`` purges empty entities (no state, no queued operation, no
   lock) idle for that long (default 30 minutes) and answers ``{"numberOfEmptyEntitiesRemoved": n}``.
-* Not supported yet, answered 501: rewind and ``?version=`` on start.
+* Not supported, answered 501: ``?version=`` on start.
 """
 
 from __future__ import annotations
@@ -499,8 +499,7 @@ class _ManagementApi:
         elif operation == "restart":
             return await self.restart(request, instance_id)
         elif operation == "rewind":
-            validate_instance_id(instance_id)
-            return _error(501, "rewind is not supported yet")
+            await self.client.rewind(instance_id, reason)
         else:
             return _error(404, f"unknown instance operation {request.path_params['operation']!r}")
         return Response(status_code=202)

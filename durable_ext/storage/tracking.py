@@ -524,13 +524,30 @@ class TrackingStore:
             raise
         return True
 
-    async def merge_instance(self, state: InstanceState, columns: Sequence[str] | None = None) -> None:
-        """InsertOrMerge the row (the checkpoint write); ``columns`` limits which columns are sent."""
+    async def merge_instance(
+        self, state: InstanceState, columns: Sequence[str] | None = None, *, etag: str | None = None
+    ) -> bool:
+        """Merge ``columns`` (default: all) of ``state`` into the row; True if written.
+
+        Without ``etag`` this is the checkpoint's InsertOrMerge and always writes. With one, the row
+        must exist and still have that ETag; False if it changed or went away.
+        """
         entity = await self._instance_entity(state)
         if columns is not None:
             keep = {"PartitionKey", "RowKey", *columns}
             entity = {k: v for k, v in entity.items() if k in keep}
-        await self._instances.upsert_entity(entity, mode=UpdateMode.MERGE)
+        if etag is None:
+            await self._instances.upsert_entity(entity, mode=UpdateMode.MERGE)
+            return True
+        try:
+            await self._instances.update_entity(
+                entity, mode=UpdateMode.MERGE, etag=etag, match_condition=MatchConditions.IfNotModified
+            )
+        except (ResourceNotFoundError, HttpResponseError) as exc:
+            if isinstance(exc, ResourceNotFoundError) or _is_conflict(exc):
+                return False
+            raise
+        return True
 
     async def delete_instance_row(self, instance_id: str) -> None:
         """Delete the Instances row unconditionally (purge)."""

@@ -43,6 +43,7 @@ from durable_ext.history import (
     EventType,
     ExecutionCompletedEvent,
     ExecutionResumedEvent,
+    ExecutionRewoundEvent,
     ExecutionStartedEvent,
     ExecutionSuspendedEvent,
     ExecutionTerminatedEvent,
@@ -77,6 +78,7 @@ from durable_ext.storage.queues import MessageQueue, ReceivedMessage
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.storage.tracking import InstanceState, TrackingStore
 from durable_ext.worker.backoff import BackoffPolling
+from durable_ext.worker.rewind import rewind_history
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +144,8 @@ class _Decisions:
     """The history is terminal: make sure the Instances row says so too (§7.1)."""
     terminated_before_start: ExecutionTerminatedEvent | None = None
     """A terminate for an instance that never started: its Instances row becomes Terminated (§7.2)."""
+    rewind: ExecutionRewoundEvent | None = None
+    """A rewind of the failed execution in history: the episode runs a new execution (rewind.py)."""
 
 
 @dataclass
@@ -463,7 +467,13 @@ class OrchestrationDispatcher:
             if target_execution and target_execution != current:
                 decisions.discard.append(message)  # addressed to an execution that has been replaced
                 continue
+            if isinstance(event, ExecutionRewoundEvent) and starting is None:
+                self._judge_rewind(execution, event, message, decisions)
+                continue
             if starting is None and history_completed is not None:
+                if decisions.rewind is not None:
+                    decisions.later.append(message)  # for the rewound execution, in the next episode
+                    continue
                 decisions.repair = True
                 if self._provider.allow_replaying_terminal_instances:
                     decisions.consume.append(message)
@@ -491,6 +501,32 @@ class OrchestrationDispatcher:
                 completed_ids.add(task_id)
             decisions.consume.append(message)
         return decisions
+
+    def _judge_rewind(
+        self,
+        execution: _Execution,
+        event: ExecutionRewoundEvent,
+        message: ReceivedMessage,
+        decisions: _Decisions,
+    ) -> None:
+        """Consume the first rewind of a failed execution; drop any other."""
+        completed = execution.completed
+        if (
+            decisions.rewind is None
+            and completed is not None
+            and completed.orchestration_status is OrchestrationStatus.Failed
+        ):
+            decisions.rewind = event
+            decisions.consume.append(message)
+            return
+        status = completed.orchestration_status.name if completed is not None else "Running"
+        logger.info(
+            "hub %s instance %s: rewind of a %s instance ignored; only failed instances can be rewound",
+            self._hub_name,
+            execution.instance_id,
+            status,
+        )
+        decisions.discard.append(message)
 
     def _judge_start(
         self,
@@ -542,7 +578,32 @@ class OrchestrationDispatcher:
         start = next((e for e in incoming if isinstance(e, ExecutionStartedEvent)), None)
         others = [e for e in incoming if not isinstance(e, ExecutionStartedEvent)]
         replaced_blobs: list[str] = []
-        if start is not None:
+        outbound: list[_Outbound] = []
+        carried: list[HistoryEvent] = []
+        """Events of the execution that the episode rewrites from row 0 (a rewind's kept history)."""
+        if decisions.rewind is not None:
+            assert execution.execution_id is not None
+            rewound = rewind_history(
+                execution.events, execution.execution_id, decisions.rewind.parent_execution_id
+            )
+            replaced_blobs = list(execution.blob_names)
+            current = _Execution(execution.instance_id, rewound.execution_id, rewound.events, execution.etag)
+            carried = rewound.events
+            fresh = [OrchestratorStartedEvent(timestamp=now), *others]
+            first_sequence = 0
+            outbound += [
+                self._rewind_child(child, rewound.execution_id, decisions.rewind)
+                for child in rewound.failed_children
+            ]
+            logger.info(
+                "hub %s instance %s: rewinding execution %s as %s (%d failed sub-orchestrations)",
+                self._hub_name,
+                execution.instance_id,
+                execution.execution_id,
+                rewound.execution_id,
+                len(rewound.failed_children),
+            )
+        elif start is not None:
             assert start.orchestration_instance is not None
             if execution.events:
                 replaced_blobs = list(execution.blob_names)
@@ -555,7 +616,6 @@ class OrchestrationDispatcher:
             current = execution
             fresh = [OrchestratorStartedEvent(timestamp=now), *others]
             first_sequence = len(execution.events)
-        outbound: list[_Outbound] = []
         result = self._run_episode(current, fresh, outbound, now)
         generations = 0
         while result.continued_as_new:
@@ -563,6 +623,7 @@ class OrchestrationDispatcher:
             replaced_blobs += current.blob_names
             current, fresh = self._next_generation(current, result, now)
             first_sequence = 0
+            carried = []
             if generations >= MAX_GENERATIONS_PER_WORK_ITEM:
                 # Persist the new generation's start and let a message run it, so one instance that
                 # continues as new without ever waiting cannot hold this worker forever.
@@ -574,7 +635,7 @@ class OrchestrationDispatcher:
             result = self._run_episode(current, fresh, outbound, now)
         return _Checkpoint(
             current,
-            result.new_events,
+            [*carried, *result.new_events],
             first_sequence,
             outbound,
             result.status,
@@ -607,6 +668,14 @@ class OrchestrationDispatcher:
         ]
         nxt = _Execution(execution.instance_id, new_id, [], execution.etag)
         return nxt, [OrchestratorStartedEvent(timestamp=now), restarted, *carried]
+
+    def _rewind_child(self, child_id: str, execution_id: str, rewind: ExecutionRewoundEvent) -> _Outbound:
+        """Rewind a failed sub-orchestration and have it report to the parent's new execution."""
+        event = ExecutionRewoundEvent(
+            reason=rewind.reason, parent_execution_id=execution_id, instance_id=child_id
+        )
+        message = MessageData(TaskMessage(event, OrchestrationInstance(child_id, None)))
+        return _Outbound(self._hub.control_queue_for(child_id), message)
 
     def _wake_up(self, execution: _Execution) -> _Outbound:
         """A message that makes the instance run its newest generation in a later work item."""
@@ -1000,7 +1069,7 @@ class OrchestrationDispatcher:
             checkpoint.first_sequence_number,
             execution.etag,
         )
-        execution.events = [*execution.events, *checkpoint.new_events]
+        execution.events = [*execution.events[: checkpoint.first_sequence_number], *checkpoint.new_events]
         await self._hub.tracking.merge_instance(checkpoint.status, columns=checkpoint.columns)
         if checkpoint.replaced_blobs:
             await asyncio.gather(*(self._hub.large_messages.delete(b) for b in checkpoint.replaced_blobs))
@@ -1061,6 +1130,9 @@ def instance_status_from_history(
             state.runtime_status = OrchestrationStatus.Suspended if suspended else OrchestrationStatus.Running
             state.output = event.reason
             columns += ["RuntimeStatus", "Output"]
+        elif isinstance(event, ExecutionRewoundEvent):
+            state.runtime_status = OrchestrationStatus.Running
+            columns.append("RuntimeStatus")
     return state, columns
 
 

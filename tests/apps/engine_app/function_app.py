@@ -152,3 +152,47 @@ def use_counter(context: df.DurableOrchestrationContext):
         failed = str(error)
     after = yield context.call_entity(entity, "get")
     return {"current": current, "failed": failed, "after": after}
+
+
+OPEN_GATES: set[str] = set()
+"""Tests open a gate to let ``gated`` succeed for that key."""
+RUNS: dict[str, int] = {}
+"""How often ``gated`` and ``counted`` ran, per key."""
+
+
+@app.activity_trigger(input_name="key")
+def gated(key: str) -> str:
+    RUNS[key] = RUNS.get(key, 0) + 1
+    if key not in OPEN_GATES:
+        raise RuntimeError(f"gate {key} is closed")
+    return f"{key} passed"
+
+
+@app.activity_trigger(input_name="key")
+def counted(key: str) -> str:
+    RUNS[key] = RUNS.get(key, 0) + 1
+    return key
+
+
+@app.orchestration_trigger(context_name="context")
+def rewindable(context: df.DurableOrchestrationContext):
+    """A step, a fan-out in which one branch waits on a gate, then a last step."""
+    prefix = context.get_input()
+    first = yield context.call_activity("counted", f"{prefix}-first")
+    branches = yield context.task_all(
+        [
+            context.call_activity("counted", f"{prefix}-a"),
+            context.call_activity("gated", f"{prefix}-gate"),
+            context.call_activity("counted", f"{prefix}-b"),
+        ]
+    )
+    last = yield context.call_activity("counted", f"{prefix}-last")
+    return [first, *branches, last]
+
+
+@app.orchestration_trigger(context_name="context")
+def rewindable_parent(context: df.DurableOrchestrationContext):
+    prefix = context.get_input()
+    before = yield context.call_activity("counted", f"{prefix}-parent")
+    child = yield context.call_sub_orchestrator("rewindable", prefix, f"{context.instance_id}-child")
+    return [before, child]

@@ -549,11 +549,7 @@ class TaskHubClient:
             names = ", ".join(sorted(status.name for status in running))
             raise ValidationError(f"only instances that have ended can be purged, not {names} ones")
         query = InstanceQuery(created_from=created_from, created_to=created_to or utc_now(), statuses=wanted)
-        deleted = 0
-        async for rows in self._all_rows(query):
-            ids = [row.instance_id for row in rows]
-            await _for_each(ids, self._purge)
-            deleted += len(ids)
+        deleted = await self._purge_matching(query)
         logger.info(
             "hub %s: purged %d instances created %s to %s",
             self._hub_name,
@@ -561,6 +557,34 @@ class TaskHubClient:
             query.created_from,
             query.created_to,
         )
+        return deleted
+
+    async def purge_ended_before(self, status: OrchestrationStatus, completed_before: datetime) -> int:
+        """Purge every orchestration that ended with ``status`` before ``completed_before``; returns how many.
+
+        This is what the instance retention policy runs (``durable_ext.worker.retention``).
+        """
+        if status not in _ENDED_STATUSES:
+            raise ValidationError(f"only instances that have ended can be purged, not {status.name} ones")
+        deleted = await self._purge_matching(
+            InstanceQuery(statuses=frozenset({status}), completed_to=completed_before)
+        )
+        if deleted:
+            logger.info(
+                "hub %s: purged %d %s instances that ended before %s",
+                self._hub_name,
+                deleted,
+                status.name,
+                completed_before,
+            )
+        return deleted
+
+    async def _purge_matching(self, query: InstanceQuery) -> int:
+        deleted = 0
+        async for rows in self._all_rows(query):
+            ids = [row.instance_id for row in rows]
+            await _for_each(ids, self._purge)
+            deleted += len(ids)
         return deleted
 
     async def _all_rows(self, query: InstanceQuery) -> AsyncIterator[list[InstanceState]]:

@@ -79,6 +79,25 @@ class StorageProviderOptions:
     fetch_large_messages_automatically: bool = True
 
 
+@dataclass(frozen=True)
+class InstanceRetentionOptions:
+    """Automatic purge of ended instances (``extensions.durableTask.instanceRetention``; durable_ext's own).
+
+    Each retention is how long after it ended an instance of that status is kept; None keeps it for
+    ever. The purge runs every ``purge_interval`` on the worker that holds the hub's first partition.
+    """
+
+    completed: timedelta | None = None
+    failed: timedelta | None = None
+    terminated: timedelta | None = None
+    purge_interval: timedelta = timedelta(hours=1)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any status has a retention, i.e. whether the purge runs at all."""
+        return any(r is not None for r in (self.completed, self.failed, self.terminated))
+
+
 def _default_concurrency() -> int:
     """Return the DF default for the max-concurrent-functions options: ten per core."""
     return 10 * (os.cpu_count() or 1)
@@ -90,6 +109,7 @@ class DurableTaskOptions:
 
     hub_name: str
     storage_provider: StorageProviderOptions = field(default_factory=StorageProviderOptions)
+    instance_retention: InstanceRetentionOptions = field(default_factory=InstanceRetentionOptions)
     max_concurrent_activity_functions: int = field(default_factory=_default_concurrency)
     max_concurrent_orchestrator_functions: int = field(default_factory=_default_concurrency)
     max_concurrent_entity_functions: int = field(default_factory=_default_concurrency)
@@ -216,6 +236,7 @@ def load_config(app_dir: Path, environ: Mapping[str, str] | None = None) -> Host
     extensions = _subsection(host, "extensions", "extensions", host_origin)
     durable_json = _subsection(extensions, "durableTask", _DURABLE_PATH, host_origin)
     storage_json = _subsection(durable_json, "storageProvider", _STORAGE_PATH, host_origin)
+    retention_json = _subsection(durable_json, "instanceRetention", _RETENTION_PATH, host_origin)
     http_json = _subsection(extensions, "http", _HTTP_PATH, host_origin)
 
     # Local values first so that the environment, applied later, wins key by key.
@@ -228,6 +249,9 @@ def load_config(app_dir: Path, environ: Mapping[str, str] | None = None) -> Host
     )
     storage = _read_section(
         storage_json, host_origin, overrides, _STORAGE_PATH, _STORAGE_FIELDS, warn_unknown=True
+    )
+    retention = _read_section(
+        retention_json, host_origin, overrides, _RETENTION_PATH, _RETENTION_FIELDS, warn_unknown=True
     )
     http = _read_section(http_json, host_origin, overrides, _HTTP_PATH, _HTTP_FIELDS, warn_unknown=False)
 
@@ -247,7 +271,10 @@ def load_config(app_dir: Path, environ: Mapping[str, str] | None = None) -> Host
         _default_hub_name(settings) if hub is None or hub.value == "" else _resolve_hub_name(hub, settings)
     )
     durable_options = DurableTaskOptions(
-        hub_name=hub_name, storage_provider=storage_options, **_attributes(durable)
+        hub_name=hub_name,
+        storage_provider=storage_options,
+        instance_retention=InstanceRetentionOptions(**_attributes(retention)),
+        **_attributes(durable),
     )
     config = HostConfig(app_dir=app_dir, durable_task=durable_options, settings=settings, **_attributes(http))
     logger.debug("Loaded configuration of %s: %s", app_dir, durable_options)
@@ -284,6 +311,7 @@ class _Value:
 
 _DURABLE_PATH = "extensions.durableTask"
 _STORAGE_PATH = "extensions.durableTask.storageProvider"
+_RETENTION_PATH = "extensions.durableTask.instanceRetention"
 _HTTP_PATH = "extensions.http"
 
 _DURABLE_FIELDS = (
@@ -331,14 +359,25 @@ _STORAGE_FIELDS = (
     _Field("trackingStoreConnectionName", "", str, aliases=("trackingStoreConnectionStringName",)),
 )
 
+_RETENTION_FIELDS = (
+    _Field("completed", "completed", timedelta, timedelta(0)),
+    _Field("failed", "failed", timedelta, timedelta(0)),
+    _Field("terminated", "terminated", timedelta, timedelta(0)),
+    _Field("purgeInterval", "purge_interval", timedelta, timedelta(seconds=1)),
+)
+
 _HTTP_FIELDS = (_Field("routePrefix", "route_prefix", str),)
+
+_SUBSECTION_PATHS = {"storageprovider": _STORAGE_PATH, "instanceretention": _RETENTION_PATH}
+"""Sections inside ``extensions.durableTask``, by the lower-cased name an override spells them with."""
 
 # Real DF options that have no effect here; accepting them quietly keeps stock host.json files clean.
 _IGNORED_KEYS = {
     _DURABLE_PATH: frozenset(
         key.lower()
         for key in (
-            "storageProvider",  # a section, read separately
+            "storageProvider",  # sections, read separately
+            "instanceRetention",
             "tracing",
             "notifications",
             "httpSettings",
@@ -443,8 +482,9 @@ def _collect_overrides(sources: list[tuple[str, str, str]]) -> dict[str, list[_O
         if len(parts) < 4 or parts[0].lower() != OVERRIDE_PREFIX.lower() or parts[1].lower() != "extensions":
             continue
         section, rest = parts[2].lower(), parts[3:]
-        if section == "durabletask" and rest[0].lower() == "storageprovider" and len(rest) > 1:
-            result.setdefault(_STORAGE_PATH, []).append(("__".join(rest[1:]), value, origin))
+        subsection = rest[0].lower() if section == "durabletask" and len(rest) > 1 else ""
+        if subsection in _SUBSECTION_PATHS:
+            result.setdefault(_SUBSECTION_PATHS[subsection], []).append(("__".join(rest[1:]), value, origin))
         elif section == "durabletask":
             result.setdefault(_DURABLE_PATH, []).append(("__".join(rest), value, origin))
         elif section == "http":
@@ -532,7 +572,10 @@ def _convert(spec: _Field, value: object, dotted: str, origin: str) -> Any:
 
 def _attributes(values: Mapping[str, _Value]) -> dict[str, Any]:
     """Map converted section values to dataclass keyword arguments, skipping unstored keys."""
-    by_key = {spec.key: spec.attr for spec in (*_DURABLE_FIELDS, *_STORAGE_FIELDS, *_HTTP_FIELDS)}
+    by_key = {
+        spec.key: spec.attr
+        for spec in (*_DURABLE_FIELDS, *_STORAGE_FIELDS, *_RETENTION_FIELDS, *_HTTP_FIELDS)
+    }
     return {by_key[key]: item.value for key, item in values.items() if by_key[key]}
 
 

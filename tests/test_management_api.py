@@ -29,6 +29,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from durable_ext.client import DEFAULT_MAX_PAYLOAD_BYTES, TaskHubClient
+from durable_ext.config import InstanceRetentionOptions
 from durable_ext.history import OrchestrationStatus
 from durable_ext.host.api import (
     CONTINUATION_HEADER,
@@ -40,6 +41,7 @@ from durable_ext.host.app_loader import FunctionKind, FunctionRegistry
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.storage.tracking import InstanceQuery, escape_partition_key
 from durable_ext.worker.engine import Engine
+from durable_ext.worker.retention import InstancePurger
 
 TIMEOUT = 30.0
 MANAGEMENT_KEYS = {
@@ -632,6 +634,25 @@ async def test_rewind_through_the_df_client_and_over_http(api: Api, registry: Fu
     assert (await api.http.post(api.url("instances/bad%00id/rewind"))).status_code == 400
     with pytest.raises(Exception, match="only supported on failed"):
         await api.df.rewind("rw-df", "again")
+
+
+async def test_auto_purge_is_seen_by_the_df_client_and_over_http(api: Api) -> None:
+    await api.df.start_new("chain", "auto-done", 1)
+    await api.df.start_new("approval", "auto-running", 30)
+    await api.wait_for_status("auto-done", "Completed")
+    retention = InstanceRetentionOptions(completed=timedelta(0), purge_interval=timedelta(milliseconds=100))
+    purger = InstancePurger(api.client, retention, is_leader=lambda: True)
+    purger.start()
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while (await api.http.get(api.url("instances/auto-done"))).status_code != 404:
+            assert time.monotonic() < deadline, "auto-done was never purged"
+            await asyncio.sleep(0.05)
+    finally:
+        await purger.stop()
+    assert (await api.df.get_status("auto-done")).runtime_status is None
+    listed = await api.http.get(api.url("instances"))
+    assert [body["instanceId"] for body in listed.json()] == ["auto-running"]
 
 
 async def test_unknown_routes_and_other_hubs(api: Api) -> None:

@@ -210,9 +210,9 @@ class InstanceQuery:
     """Conditions of an Instances-table query, all evaluated by the table service (reference §2.6).
 
     None (or an empty status set) means "no condition". ``created_from``/``created_to`` bound
-    CreatedTime inclusively. ``instance_id_prefix`` becomes a PartitionKey range on the sanitized
-    prefix, so the service seeks to it instead of scanning the table. ``exclude_entities`` drops the
-    ``@name@key`` rows of entities.
+    CreatedTime inclusively, ``completed_to`` bounds CompletedTime. ``instance_id_prefix`` becomes a
+    PartitionKey range on the sanitized prefix, so the service seeks to it instead of scanning the
+    table. ``exclude_entities`` drops the ``@name@key`` rows of entities.
     """
 
     created_from: datetime | None = None
@@ -220,6 +220,7 @@ class InstanceQuery:
     statuses: frozenset[OrchestrationStatus] | None = None
     instance_id_prefix: str | None = None
     exclude_entities: bool = True
+    completed_to: datetime | None = None
 
     def to_filter(self) -> str:
         """The OData ``$filter`` text, each condition parenthesised and joined with ``and``."""
@@ -228,6 +229,8 @@ class InstanceQuery:
             clauses.append(f"CreatedTime ge {_odata_datetime(self.created_from)}")
         if self.created_to is not None:
             clauses.append(f"CreatedTime le {_odata_datetime(self.created_to)}")
+        if self.completed_to is not None:
+            clauses.append(f"CompletedTime le {_odata_datetime(self.completed_to)}")
         if self.statuses:
             names = sorted(status.name for status in self.statuses)
             clauses.append(" or ".join(f"RuntimeStatus eq {_odata_string(name)}" for name in names))

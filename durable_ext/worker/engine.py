@@ -13,12 +13,14 @@ import socket
 import uuid
 from types import TracebackType
 
+from durable_ext.client import TaskHubClient
 from durable_ext.config import DurableTaskOptions
 from durable_ext.host.app_loader import FunctionRegistry
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.worker.activities import ActivityDispatcher
 from durable_ext.worker.orchestrations import OrchestrationDispatcher
 from durable_ext.worker.partitions import PartitionManagerOptions, TablePartitionManager
+from durable_ext.worker.retention import InstancePurger
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +63,12 @@ class Engine:
             partition_options or PartitionManagerOptions(),
             hub_name=hub.names.hub,
         )
+        first_partition = hub.control_queues[0].name
+        self.purger = InstancePurger(
+            TaskHubClient(hub),
+            options.instance_retention,
+            is_leader=lambda: first_partition in self.orchestrations.owned,
+        )
 
     def _wake_activities(self) -> None:
         self.activities.wake()
@@ -76,10 +84,12 @@ class Engine:
         """Start taking partitions and work."""
         self.activities.start()
         await self.partitions.start()
+        self.purger.start()
         logger.info("hub %s: engine %s started", self.hub.names.hub, self.worker_id)
 
     async def stop(self) -> None:
         """Release partitions (finishing in-flight episodes) and stop the activity dispatcher."""
+        await self.purger.stop()
         await self.partitions.stop(graceful=True)
         await self.orchestrations.stop()
         await self.activities.stop()

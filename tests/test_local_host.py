@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -19,73 +18,15 @@ import pytest
 
 from durable_ext.storage.account import StorageAccount
 from durable_ext.storage.taskhub import TaskHub
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _app_dir(tmp_path: Path, hub: str) -> Path:
-    app = tmp_path / "app"
-    app.mkdir()
-    for name in ("function_app.py", "orchestrators", "activities", "entities"):
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, app / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(source, app / name)
-    host = {
-        "version": "2.0",
-        "extensions": {"durableTask": {"hubName": hub, "storageProvider": {"partitionCount": 2}}},
-    }
-    (app / "host.json").write_text(json.dumps(host))
-    return app
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _start(app: Path, connection_string: str, port: int = 0) -> subprocess.Popen[str]:
-    env = {**os.environ, "AzureWebJobsStorage": connection_string, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "durable_ext",
-            "start",
-            "--app-dir",
-            str(app),
-            "--port",
-            str(port or _free_port()),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-
-
-def _read_until(process: subprocess.Popen[str], marker: str, timeout: float = 60.0) -> str:
-    assert process.stdout is not None
-    deadline = time.monotonic() + timeout
-    seen = ""
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line and process.poll() is not None:
-            break
-        seen += line
-        if marker in line:
-            return seen
-    raise AssertionError(f"{marker!r} not printed in time; output so far:\n{seen}")
+from tests.host_support import REPO, free_port, read_until, sample_app_dir, start_process
 
 
 async def test_start_serves_the_sample_app_end_to_end(tmp_path: Path, azurite_connection_string: str) -> None:
     hub_name = "Start" + uuid.uuid4().hex[:8]
-    port = _free_port()
-    process = _start(_app_dir(tmp_path, hub_name), azurite_connection_string, port)
+    port = free_port()
+    process = start_process(sample_app_dir(tmp_path, hub_name), azurite_connection_string, port)
     try:
-        output = _read_until(process, "Host ready")
+        output = read_until(process, "Host ready")
         assert f"Task hub: {hub_name} (2 partitions)" in output
         assert "hello_sequence: orchestrationTrigger" in output
         assert "counter: entityTrigger" in output
@@ -136,7 +77,7 @@ def test_start_reports_app_errors_without_a_durable_ext_traceback(
     app.mkdir()
     if app_code is not None:
         (app / "function_app.py").write_text(app_code)
-    process = _start(app, azurite_connection_string)
+    process = start_process(app, azurite_connection_string)
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 1
     assert expected in output
@@ -149,12 +90,12 @@ def test_start_reports_app_errors_without_a_durable_ext_traceback(
 async def test_system_key_guards_the_api_but_not_the_in_process_df_client(
     tmp_path: Path, azurite_connection_string: str
 ) -> None:
-    app = _app_dir(tmp_path, "Keyed" + uuid.uuid4().hex[:8])
+    app = sample_app_dir(tmp_path, "Keyed" + uuid.uuid4().hex[:8])
     (app / "local.settings.json").write_text(json.dumps({"Values": {"DURABLE_EXT_SYSTEM_KEY": "s3cret"}}))
-    port = _free_port()
-    process = _start(app, azurite_connection_string, port)
+    port = free_port()
+    process = start_process(app, azurite_connection_string, port)
     try:
-        _read_until(process, "Host ready")
+        read_until(process, "Host ready")
         async with httpx.AsyncClient(timeout=30) as http:
             started = await http.post(f"http://127.0.0.1:{port}/api/orchestrators/hello_sequence")
             assert started.status_code == 202, started.text
@@ -172,7 +113,7 @@ async def test_system_key_guards_the_api_but_not_the_in_process_df_client(
 def test_listening_beyond_loopback_requires_a_system_key(
     tmp_path: Path, azurite_connection_string: str
 ) -> None:
-    app = _app_dir(tmp_path, "Open" + uuid.uuid4().hex[:8])
+    app = sample_app_dir(tmp_path, "Open" + uuid.uuid4().hex[:8])
     env = {**os.environ, "AzureWebJobsStorage": azurite_connection_string, "PYTHONPATH": str(REPO)}
     result = subprocess.run(
         [sys.executable, "-m", "durable_ext", "start", "--app-dir", str(app), "--host", "0.0.0.0"],
@@ -187,12 +128,12 @@ def test_listening_beyond_loopback_requires_a_system_key(
 
 
 def test_port_in_use_is_a_clear_error(tmp_path: Path, azurite_connection_string: str) -> None:
-    app = _app_dir(tmp_path, "Busy" + uuid.uuid4().hex[:8])
+    app = sample_app_dir(tmp_path, "Busy" + uuid.uuid4().hex[:8])
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        process = _start(app, azurite_connection_string, port)
+        process = start_process(app, azurite_connection_string, port)
         output, _ = process.communicate(timeout=60)
     assert process.returncode == 1
     assert f"error: port {port} on 127.0.0.1 is in use" in output

@@ -37,7 +37,7 @@ from durable_ext.host.api import (
     client_binding_json,
     management_routes,
 )
-from durable_ext.host.app_loader import FunctionKind, FunctionRegistry
+from durable_ext.host.app_loader import FunctionRegistry
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.storage.tracking import InstanceQuery, escape_partition_key
 from durable_ext.worker.engine import Engine
@@ -134,7 +134,7 @@ async def serve_api(hub: TaskHub, engine: Engine, registry: FunctionRegistry) ->
         routes = management_routes(
             client,
             system_key=system_key,
-            known_orchestrators=lambda name: registry.get(name, FunctionKind.ORCHESTRATOR) is not None,
+            known_functions=lambda name, kind: registry.get(name, kind) is not None,
         )
         base_url = await stack.enter_async_context(
             _serve(Starlette(routes=[Mount(MANAGEMENT_PREFIX, routes=routes)]))
@@ -653,6 +653,18 @@ async def test_auto_purge_is_seen_by_the_df_client_and_over_http(api: Api) -> No
     assert (await api.df.get_status("auto-done")).runtime_status is None
     listed = await api.http.get(api.url("instances"))
     assert [body["instanceId"] for body in listed.json()] == ["auto-running"]
+
+
+async def test_signalling_an_unknown_entity_or_an_absurd_idle_time_is_400_and_writes_nothing(
+    api: Api,
+) -> None:
+    before = await _rows(api.hub), await _queued_messages(api.hub)
+    unknown = await api.http.post(api.url("entities/NoSuchEntity/k?op=add"), json=1)
+    assert unknown.status_code == 400
+    assert "NoSuchEntity" in unknown.json()["error"] and "entity function" in unknown.json()["error"]
+    absurd = await api.http.post(api.url("entities/clean?minIdleSeconds=1e300"))
+    assert absurd.status_code == 400 and "minIdleSeconds" in absurd.json()["error"]
+    assert (await _rows(api.hub), await _queued_messages(api.hub)) == before
 
 
 async def test_unknown_routes_and_other_hubs(api: Api) -> None:

@@ -66,6 +66,8 @@ from durable_ext.errors import (
     ValidationError,
 )
 from durable_ext.history import EventType, HistoryEvent, OrchestrationStatus
+from durable_ext.host.app_loader import FunctionKind
+from durable_ext.host.openapi import openapi_document
 from durable_ext.storage.tracking import InstanceQuery
 from durable_ext.wire import format_datetime, parse_datetime, to_json_object
 
@@ -123,6 +125,8 @@ _HIDDEN_MEMBERS: dict[EventType, tuple[str, ...]] = {
 }
 
 _ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+_MAX_TIMESPAN_SECONDS = timedelta.max.total_seconds()
+"""Longer durations do not fit a timedelta (nor a .NET TimeSpan)."""
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -226,17 +230,18 @@ def management_routes(
     client: TaskHubClient,
     *,
     system_key: str | None = None,
-    known_orchestrators: Callable[[str], bool] | None = None,
+    known_functions: Callable[[str, FunctionKind], bool] | None = None,
     connection_name: str = "Storage",
 ) -> list[BaseRoute]:
     """The management API's routes, to mount at :data:`MANAGEMENT_PREFIX`.
 
     With ``system_key`` every route requires it as the ``code`` query parameter or the
-    ``x-functions-key`` header (401 otherwise). ``known_orchestrators`` tells whether a name is an
-    orchestrator of the app; a start of any other name is refused with 400 before anything is written.
+    ``x-functions-key`` header (401 otherwise). ``known_functions`` tells whether the app has a function
+    of that name and kind; starting an orchestrator or signalling an entity the app does not have is
+    refused with 400 before anything is written.
     ``connection_name`` only appears in generated URLs, as DF's ``connection`` parameter.
     """
-    return _ManagementApi(client, system_key, known_orchestrators, connection_name).routes()
+    return _ManagementApi(client, system_key, known_functions, connection_name).routes()
 
 
 class _ManagementApi:
@@ -246,12 +251,12 @@ class _ManagementApi:
         self,
         client: TaskHubClient,
         system_key: str | None,
-        known_orchestrators: Callable[[str], bool] | None,
+        known_functions: Callable[[str, FunctionKind], bool] | None,
         connection_name: str,
     ) -> None:
         self.client = client
         self.system_key = system_key or None
-        self.known_orchestrators = known_orchestrators
+        self.known_functions = known_functions
         self.connection_name = connection_name
         self.hub_name = client.hub.names.hub
 
@@ -275,6 +280,7 @@ class _ManagementApi:
             Route("/entities/{entity_name}", e(self.list_entities), methods=["GET"]),
             Route("/entities/{entity_name}/{entity_key}", e(self.get_entity), methods=["GET"]),
             Route("/entities/{entity_name}/{entity_key}", e(self.signal_entity), methods=["POST", "DELETE"]),
+            Route("/openapi.json", self.openapi, methods=["GET"]),
             # Last, so that a wrong method on a known path is a JSON 404 (as in DF), not a bare 405.
             Route("/{rest:path}", e(self.not_found), methods=_ANY_METHOD),
         ]
@@ -344,6 +350,13 @@ class _ManagementApi:
         if wanted and wanted.lower() != self.hub_name.lower():
             raise ValidationError(f"this host serves task hub {self.hub_name!r}, not {wanted!r}")
 
+    def _check_function(self, name: str, kind: FunctionKind) -> None:
+        """DF's own check (and message) before it starts an orchestration or signals an entity."""
+        if self.known_functions is not None and not self.known_functions(name, kind):
+            raise ValidationError(
+                f"The function '{name}' doesn't exist, is disabled, or is not an {kind.value} function"
+            )
+
     def _urls(self, request: Request, instance_id: str) -> ManagementUrls:
         """Public management URLs on the origin the request came in on.
 
@@ -369,10 +382,7 @@ class _ManagementApi:
             validate_instance_id(instance_id)
         if request.query_params.get("version"):
             return _error(501, "orchestration versions (?version=) are not supported yet")
-        if self.known_orchestrators is not None and not self.known_orchestrators(name):
-            raise ValidationError(
-                f"The function '{name}' doesn't exist, is disabled, or is not an orchestrator function"
-            )
+        self._check_function(name, FunctionKind.ORCHESTRATOR)
         wait = _wait_params(request)
         payload = _payload_from_body(await self._read_body(request))
         started = await self.client.start_new(name, instance_id, payload)
@@ -531,6 +541,7 @@ class _ManagementApi:
     async def signal_entity(self, request: Request) -> Response:
         """``POST entities/{name}/{key}?op={operation}``, body = input: 202. ``DELETE`` signals ``delete``."""
         entity_id = _entity_id(request)
+        self._check_function(request.path_params["entity_name"], FunctionKind.ENTITY)
         operation = "delete" if request.method == "DELETE" else request.query_params.get("op", "")
         text = await self._read_body(request)
         if text and _media_type(request) != "application/json":
@@ -565,10 +576,16 @@ class _ManagementApi:
     async def clean_entities(self, request: Request) -> Response:
         """``POST entities/clean[?minIdleSeconds=…]``: purge empty entities; 200 with the count."""
         idle = _float_param(request, "minIdleSeconds")
+        if idle is not None and idle > _MAX_TIMESPAN_SECONDS:
+            raise ValidationError(f"minIdleSeconds must be at most {_MAX_TIMESPAN_SECONDS:.0f}")
         removed = await self.client.clean_entity_storage(
             min_idle=ENTITY_CLEAN_MIN_IDLE if idle is None else timedelta(seconds=idle)
         )
         return JSONResponse({"numberOfEmptyEntitiesRemoved": removed})
+
+    async def openapi(self, request: Request) -> Response:
+        """``GET openapi.json``: the API's OpenAPI document; public, as it holds no instance data."""
+        return JSONResponse(openapi_document(MANAGEMENT_PREFIX))
 
     async def not_found(self, request: Request) -> Response:
         """Anything else under the mount point."""

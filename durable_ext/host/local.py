@@ -173,12 +173,12 @@ class LocalHost:
             origin = f"{request.url.scheme}://{request.url.netloc}"
             return client_binding_json(origin, hub_name, connection, self.system_key, rpc_base_url=rpc_base)
 
-        def is_orchestrator(name: str) -> bool:
-            return registry.get(name, FunctionKind.ORCHESTRATOR) is not None
+        def is_function(name: str, kind: FunctionKind) -> bool:
+            return registry.get(name, kind) is not None
 
         def api(system_key: str | None) -> list[BaseRoute]:
             return management_routes(
-                client, system_key=system_key, known_orchestrators=is_orchestrator, connection_name=connection
+                client, system_key=system_key, known_functions=is_function, connection_name=connection
             )
 
         routes = [

@@ -7,6 +7,8 @@ import json
 from datetime import timedelta
 from typing import Any
 
+import pytest
+from azure.core.exceptions import HttpResponseError
 from azure.storage.queue.aio import QueueClient
 
 from durable_ext.client import TaskHubClient
@@ -70,14 +72,19 @@ async def test_crash_before_history_write_reruns_the_episode_without_duplicates(
     assert [e.event_type for e in events].count(EventType.TaskScheduled) == 5
 
 
-async def test_crash_after_history_before_instances_row_recovers(hub: TaskHub, engine: Engine) -> None:
-    crash = _FailOnce(hub.tracking, "merge_instance", ConnectionError("503 from storage"), on_call=2)
+async def test_503_during_the_instances_write_is_retried_not_called_split_brain(
+    hub: TaskHub, engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    busy = HttpResponseError(message="Server Busy")
+    busy.status_code = 503
+    crash = _FailOnce(hub.tracking, "merge_instance", busy, on_call=2)
     client = TaskHubClient(hub)
     await client.start_new("chain", "crash-2", "1")
     state = await client.wait_for_completion("crash-2", timeout=TIMEOUT)
     assert crash.calls > 2
     assert state.output == "32"
     _assert_exactly_once((await hub.tracking.load_history("crash-2")).events)
+    assert "sentinel conflict" not in caplog.text, "a 503 is not a lost ownership race"
 
 
 async def test_lost_sentinel_race_abandons_instead_of_failing(hub: TaskHub, engine: Engine) -> None:

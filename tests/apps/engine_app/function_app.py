@@ -1,6 +1,8 @@
 """Orchestrations for the engine's acceptance tests, written as a Durable Functions user would."""
 
+import asyncio
 import datetime
+import time
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -196,3 +198,30 @@ def rewindable_parent(context: df.DurableOrchestrationContext):
     before = yield context.call_activity("counted", f"{prefix}-parent")
     child = yield context.call_sub_orchestrator("rewindable", prefix, f"{context.instance_id}-child")
     return [before, child]
+
+
+@app.activity_trigger(input_name="key")
+async def held(key: str) -> str:
+    """Waits (at most a minute) until a test opens the gate ``key``."""
+    deadline = time.monotonic() + 60
+    while key not in OPEN_GATES:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gate {key} was never opened")
+        await asyncio.sleep(0.01)
+    RUNS[key] = RUNS.get(key, 0) + 1
+    return f"{key} released"
+
+
+@app.orchestration_trigger(context_name="context")
+def five_steps(context: df.DurableOrchestrationContext):
+    """Five activities in a row; the third is held by a gate and waits for an "extra" event too."""
+    prefix = context.get_input()
+    results = []
+    for step in (1, 2):
+        results.append((yield context.call_activity("counted", f"{prefix}-{step}")))
+    third = context.call_activity("held", f"{prefix}-3")
+    extra = context.wait_for_external_event("extra")
+    results += yield context.task_all([third, extra])
+    for step in (4, 5):
+        results.append((yield context.call_activity("counted", f"{prefix}-{step}")))
+    return results

@@ -78,3 +78,25 @@ async def test_suspend_mid_chain_keeps_an_event_and_an_activity_result_for_after
     scheduled = sorted(e.event_id for e in events if e.event_type is EventType.TaskScheduled)
     completed = sorted(e.task_scheduled_id for e in events if e.event_type is EventType.TaskCompleted)  # type: ignore[attr-defined]
     assert scheduled == completed and len(scheduled) == 5
+
+
+async def test_terminate_a_suspended_instance(hub: TaskHub, engine: Engine) -> None:
+    client = TaskHubClient(hub, on_enqueued=engine.notify_enqueued)
+    instance = await client.start_new("approval", "susp-term", "30")
+
+    async def status_is(wanted: OrchestrationStatus) -> bool:
+        state = await client.get_status(instance)
+        return state is not None and state.runtime_status is wanted
+
+    await poll(lambda: status_is(OrchestrationStatus.Running), "the instance to run")
+    await client.suspend(instance, "hold")
+    await poll(lambda: status_is(OrchestrationStatus.Suspended), "the instance to be suspended")
+    await client.terminate(instance, "give up")
+    state = await client.wait_for_completion(instance, timeout=TIMEOUT)
+    assert (state.runtime_status, state.output) == (OrchestrationStatus.Terminated, "give up")
+    types = [e.event_type for e in (await hub.tracking.load_history(instance)).events]
+    assert types[-3:] == [
+        EventType.ExecutionTerminated,
+        EventType.ExecutionCompleted,
+        EventType.OrchestratorCompleted,
+    ]

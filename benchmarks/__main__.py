@@ -75,7 +75,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"DBOS comparison skipped: {reason}", flush=True)
 
-    wake_noted = False
     results: dict[str, dict[str, Any]] = {}
     failed = False
     for name in selected:
@@ -96,13 +95,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:<11} FAILED: {exc}", flush=True)
             continue
         result = scenario_result(measurement, env)
-        if not env.client_wakes_engine and not wake_noted:
-            wake_noted = True
-            print(
-                "note: TaskHubClient has no on_enqueued hook here, so starts and raised events wait for the "
-                "engine's control-queue poll (back-off up to maxQueuePollingInterval)",
-                flush=True,
-            )
         if dbos and scenario in DBOS_SHAPES:
             result["dbos"] = run_dbos_twin(scenario, sizes)
             result["vs_dbos"] = dbos_ratio(result, result["dbos"])
@@ -153,7 +145,6 @@ def scenario_result(m: Measurement, env: BenchEnv) -> dict[str, Any]:
         "engine_requests_per_step": m.requests / m.steps if m.steps else None,
         "engine_requests_per_s": m.requests / m.seconds if m.seconds else None,
         "engine_requests_by_kind": m.requests_by_kind,
-        "client_wakes_engine": env.client_wakes_engine,
         "engine_warnings": env.log_watch.records,
         **m.extra,
     }

@@ -15,7 +15,6 @@ until :attr:`TablePartitionManager.owned` holds all partitions before anything i
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import logging
 import uuid
@@ -99,7 +98,6 @@ class BenchEnv:
         self.hub_name = "Bench" + uuid.uuid4().hex[:10]
         self.partition_count = PARTITION_COUNT
         self.probe: ProbeResult | None = None
-        self.client_wakes_engine = False
         self.log_watch = LogWatch()
         self._engine_hub: TaskHub | None = None
         self._client_hub: TaskHub | None = None
@@ -130,7 +128,8 @@ class BenchEnv:
             options = DurableTaskOptions(hub_name=self.hub_name)
             self._engine = Engine(self._engine_hub, self.registry, options, partition_options=BENCH_LEASES)
             await self._engine.start()
-            self._client = self._make_client(self._client_hub, self._engine)
+            # Wired as the local host wires it: the engine takes what the client sends directly.
+            self._client = TaskHubClient(self._client_hub, handoff=self._engine)
             await self._wait_for_ownership()
             await self.warm_up()
         except BaseException:
@@ -152,14 +151,6 @@ class BenchEnv:
                 if hub is not None:
                     await hub.close()
             logging.getLogger("durable_ext").removeHandler(self.log_watch)
-
-    def _make_client(self, hub: TaskHub, engine: Engine) -> TaskHubClient:
-        """A client that wakes the engine on enqueue, as the local host wires it, when the client can."""
-        wiring: dict[str, Any] = {}
-        if "on_enqueued" in inspect.signature(TaskHubClient).parameters:
-            wiring["on_enqueued"] = engine.notify_enqueued
-        self.client_wakes_engine = bool(wiring)
-        return TaskHubClient(hub, **wiring)
 
     async def _wait_for_ownership(self) -> None:
         loop = asyncio.get_running_loop()

@@ -48,7 +48,7 @@ from durable_ext.history import (
     utc_now,
 )
 from durable_ext.messages import MAX_QUEUE_PAYLOAD_BYTES, MessageData, TaskMessage
-from durable_ext.storage.queues import MAX_VISIBILITY_DELAY
+from durable_ext.storage.queues import MAX_VISIBILITY_DELAY, Handoff
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.storage.tracking import (
     MAX_PROPERTY_BYTES,
@@ -213,27 +213,24 @@ class TaskHubClient:
         *,
         overridable_states: OverridableStates = OverridableStates.NON_RUNNING_STATES,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
-        on_enqueued: Callable[[str], None] | None = None,
+        handoff: Handoff | None = None,
     ) -> None:
-        """``on_enqueued`` hears the control queue of every message sent, so an engine in the same
-        process can pick the message up without waiting for its next poll."""
+        """``handoff`` (an engine in this process) takes the messages this client sends straight
+        from it, after they are enqueued, instead of waiting for its next poll."""
         if max_payload_bytes <= 0:
             raise ValueError(f"max_payload_bytes must be positive, got {max_payload_bytes}")
         self.hub = hub
         self.overridable_states = overridable_states
         self.max_payload_bytes = max_payload_bytes
         self._dedupe_statuses = _DEDUPE_STATUSES[overridable_states]
-        self._on_enqueued = on_enqueued
+        self._handoff = handoff
 
     @property
     def _hub_name(self) -> str:
         return self.hub.names.hub
 
     async def _send(self, instance_id: str, message: MessageData, delay: timedelta | None = None) -> None:
-        queue = self.hub.control_queue_for(instance_id)
-        await queue.send(message, delay)
-        if self._on_enqueued is not None:
-            self._on_enqueued(queue.name)
+        await self.hub.control_queue_for(instance_id).send(message, delay, handoff=self._handoff)
 
     async def start_new(
         self,
@@ -295,7 +292,7 @@ class TaskHubClient:
         # Message first, as DT.AS: a crash before the row leaves a message the worker's de-dupe
         # eventually drops, whereas a row without a message would stay Pending forever.
         queue = self.hub.control_queue_for(instance_id)
-        await queue.send(message, delay)
+        held = await queue.put(message, delay, self._handoff)
 
         row_input = input
         if len(message.encode().encode("utf-8")) > MAX_QUEUE_PAYLOAD_BYTES:
@@ -316,11 +313,14 @@ class TaskHubClient:
             tags=tags,
             task_hub_name=self._hub_name,
         )
-        await self._write_pending_row(row, existing)
-        # Wake an in-process worker only now: its de-dupe reads this row to tell a start that won
-        # from one that lost a race, and would otherwise find no row yet and back off.
-        if self._on_enqueued is not None:
-            self._on_enqueued(queue.name)
+        try:
+            await self._write_pending_row(row, existing)
+        finally:
+            # Hand over only now, whether this start won or lost: the worker's de-dupe reads this
+            # row to tell a start that won from one that lost a race, and would otherwise find no
+            # row yet and back off.
+            if self._handoff is not None:
+                queue.hand_over(self._handoff, held)
         logger.info(
             "hub %s instance %s: scheduled %s (execution %s, generation %d)",
             self._hub_name,

@@ -268,7 +268,7 @@ async def test_start_message_without_its_row_waits_for_the_row(hub: TaskHub, eng
     # A client enqueues first and writes the row right after; a worker that sees the message first
     # must neither run it blindly nor drop it.
     await hub.control_queue_for("norow-1").send(_start_message("norow-1", "e1", "1"))
-    engine.notify_enqueued(hub.control_queue_for("norow-1").name)
+    engine.enqueued(hub.control_queue_for("norow-1").name)
     await poll(lambda: _was_received(hub, "norow-1"), "the worker to see the start")
     assert (await hub.tracking.load_history("norow-1")).events == []
     await hub.tracking.insert_instance(
@@ -287,7 +287,7 @@ async def _was_received(hub: TaskHub, instance_id: str) -> bool:
 
 
 async def test_terminate_before_a_scheduled_start_keeps_it_from_running(hub: TaskHub, engine: Engine) -> None:
-    client = TaskHubClient(hub, on_enqueued=engine.notify_enqueued)
+    client = TaskHubClient(hub, handoff=engine)
     instance = await client.start_new(
         "chain", "later-1", "1", scheduled_start_time=utc_now() + timedelta(seconds=3)
     )
@@ -330,7 +330,7 @@ async def _send_event(hub: TaskHub, instance_id: str, name: str) -> None:
 async def test_instances_row_stuck_running_is_repaired_by_the_next_message(
     hub: TaskHub, engine: Engine
 ) -> None:
-    client = TaskHubClient(hub, on_enqueued=engine.notify_enqueued)
+    client = TaskHubClient(hub, handoff=engine)
     await _completed_then_row_forced_running(hub, client, "stuck-1")
     await client.raise_event("stuck-1", "poke", '"x"')  # the client still believes it is Running
     await poll(lambda: _status_is(client, "stuck-1", OrchestrationStatus.Completed), "the row to be repaired")
@@ -348,7 +348,7 @@ async def test_allow_replaying_terminal_instances_records_late_events(
         running.orchestrations._provider = dataclasses.replace(
             running.orchestrations._provider, allow_replaying_terminal_instances=True
         )
-        client = TaskHubClient(hub, on_enqueued=running.notify_enqueued)
+        client = TaskHubClient(hub, handoff=running)
         await _completed_then_row_forced_running(hub, client, "replay-1")
         await _send_event(hub, "replay-1", "late")
         await poll(lambda: _has_event(hub, "replay-1", EventType.EventRaised), "the late event in history")

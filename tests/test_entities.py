@@ -20,7 +20,7 @@ TIMEOUT = 90.0
 
 @pytest.fixture
 def client(hub: TaskHub, engine: Engine) -> TaskHubClient:
-    return TaskHubClient(hub, on_enqueued=engine.notify_enqueued)
+    return TaskHubClient(hub, handoff=engine)
 
 
 async def _state_is(client: TaskHubClient, entity_id: str, expected: Any) -> bool:

@@ -28,7 +28,7 @@ def app_state(registry: FunctionRegistry) -> dict[str, Any]:
 async def test_suspend_mid_chain_keeps_an_event_and_an_activity_result_for_after_resume(
     hub: TaskHub, engine: Engine, app_state: dict[str, Any]
 ) -> None:
-    client = TaskHubClient(hub, on_enqueued=engine.notify_enqueued)
+    client = TaskHubClient(hub, handoff=engine)
     instance = "susp-chain"
 
     async def history_types() -> list[EventType]:
@@ -81,7 +81,7 @@ async def test_suspend_mid_chain_keeps_an_event_and_an_activity_result_for_after
 
 
 async def test_terminate_a_suspended_instance(hub: TaskHub, engine: Engine) -> None:
-    client = TaskHubClient(hub, on_enqueued=engine.notify_enqueued)
+    client = TaskHubClient(hub, handoff=engine)
     instance = await client.start_new("approval", "susp-term", "30")
 
     async def status_is(wanted: OrchestrationStatus) -> bool:

@@ -213,7 +213,7 @@ class LocalHost:
                 client = TaskHubClient(
                     hub,
                     overridable_states=options.overridable_existing_instance_states,
-                    on_enqueued=engine.notify_enqueued,
+                    handoff=engine,
                 )
                 config = uvicorn.Config(
                     self.build_app(hub, client),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue.aio import QueueClient
@@ -55,6 +56,32 @@ class ReceivedMessage:
     next_visible_on: datetime | None
 
 
+class Handoff(Protocol):
+    """A consumer in this process that can take a message straight from its sender.
+
+    The message is still enqueued durably first, but invisible for the claimed time, so no poller
+    (here or in another worker) sees it while the local consumer holds it; if this process dies, the
+    message reappears when the claim runs out, like any message a worker dequeued and never deleted.
+    """
+
+    def claim(self, queue_name: str) -> timedelta | None:
+        """Reserve room to take a message for ``queue_name`` now: the invisibility to enqueue it with,
+        or None when the message should go through the queue as usual."""
+        ...
+
+    def deliver(self, message: ReceivedMessage) -> None:
+        """Take a message enqueued under a claim."""
+        ...
+
+    def release(self, queue_name: str) -> None:
+        """Give back a claim whose message could not be enqueued."""
+        ...
+
+    def enqueued(self, queue_name: str) -> None:
+        """A visible message was just enqueued to ``queue_name``: poll it now rather than later."""
+        ...
+
+
 class MessageQueue:
     """One Azure queue carrying ``MessageData`` bodies (a control queue or the work-item queue)."""
 
@@ -63,11 +90,45 @@ class MessageQueue:
         self._large = large_messages
         self.name: str = client.queue_name
 
-    async def send(self, message: MessageData, delay: timedelta | None = None) -> None:
+    async def send(
+        self, message: MessageData, delay: timedelta | None = None, *, handoff: Handoff | None = None
+    ) -> None:
         """Enqueue ``message`` durably, offloading it to a gzip blob when over 45 KiB of UTF-8.
 
-        Messages never expire (TTL -1), as in DT.AS.
+        Messages never expire (TTL -1), as in DT.AS. With a ``handoff``, an undelayed message goes
+        straight to the local consumer when it claims it (see :class:`Handoff`), or else wakes its
+        poller.
         """
+        received = await self.put(message, delay, handoff)
+        if handoff is not None and not delay:
+            self.hand_over(handoff, received)
+
+    async def put(
+        self, message: MessageData, delay: timedelta | None = None, handoff: Handoff | None = None
+    ) -> ReceivedMessage | None:
+        """Enqueue like :meth:`send`, but leave the hand-over to the caller (:meth:`hand_over`).
+
+        Returns the received form of a message enqueued under the ``handoff``'s claim, else None.
+        """
+        hold = handoff.claim(self.name) if handoff is not None and not delay else None
+        if hold is None:
+            await self._put(message, delay)
+            return None
+        assert handoff is not None
+        try:
+            return await self._put(message, hold)
+        except BaseException:
+            handoff.release(self.name)
+            raise
+
+    def hand_over(self, handoff: Handoff, received: ReceivedMessage | None) -> None:
+        """Finish a :meth:`put`: give the held message to the consumer, or wake its poller."""
+        if received is not None:
+            handoff.deliver(received)
+        else:
+            handoff.enqueued(self.name)
+
+    async def _put(self, message: MessageData, delay: timedelta | None) -> ReceivedMessage:
         body = message.encode()
         if len(body.encode("utf-8")) > MAX_QUEUE_PAYLOAD_BYTES:
             blob_name = message.large_message_blob_name()
@@ -78,7 +139,16 @@ class MessageQueue:
             if delay > MAX_VISIBILITY_DELAY:
                 raise ValueError(f"queue visibility delay {delay} exceeds Azure's 7-day limit")
             visibility = max(1, int(delay.total_seconds() + 0.999))
-        await self._client.send_message(body, visibility_timeout=visibility or None, time_to_live=-1)
+        sent = await self._client.send_message(body, visibility_timeout=visibility or None, time_to_live=-1)
+        return ReceivedMessage(
+            data=message,
+            queue_name=self.name,
+            message_id=sent.id,
+            pop_receipt=sent.pop_receipt or "",
+            dequeue_count=1,
+            inserted_on=sent.inserted_on,
+            next_visible_on=sent.next_visible_on,
+        )
 
     async def receive(self, max_messages: int, visibility_timeout: timedelta) -> list[ReceivedMessage]:
         """Dequeue up to ``max_messages`` (1-32) in one request and decode them.

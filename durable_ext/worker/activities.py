@@ -12,7 +12,6 @@ import contextlib
 import inspect
 import logging
 import traceback
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
@@ -23,7 +22,7 @@ from azure.functions.durable_functions import ActivityTriggerConverter
 from durable_ext.history import FailureDetails, TaskCompletedEvent, TaskFailedEvent, TaskScheduledEvent
 from durable_ext.host.app_loader import FunctionKind, FunctionRegistry, RegisteredFunction
 from durable_ext.messages import MessageData, TaskMessage
-from durable_ext.storage.queues import ReceivedMessage
+from durable_ext.storage.queues import Handoff, ReceivedMessage
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.worker.backoff import BackoffPolling
 
@@ -69,14 +68,17 @@ class ActivityDispatcher:
         max_concurrency: int,
         visibility_timeout: timedelta,
         max_polling_interval: timedelta,
-        on_control_message: Callable[[str], None],
+        handoff: Handoff,
     ) -> None:
         self._hub = hub
         self._registry = registry
         self._max = max_concurrency
         self._visibility = visibility_timeout
         self._backoff = BackoffPolling(max_polling_interval)
-        self._on_control_message = on_control_message
+        self._handoff = handoff
+        self._claimed = 0
+        """Slots promised to work items being enqueued for this process (see :meth:`claim`)."""
+        self._slot_freed = asyncio.Event()
         self._threads = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="activity")
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
@@ -86,6 +88,35 @@ class ActivityDispatcher:
     def wake(self) -> None:
         """Poll now: this process just enqueued a work item."""
         self._backoff.wake()
+
+    def claim(self) -> timedelta | None:
+        """Keep a slot for a work item this process is enqueuing; None when all slots are taken."""
+        if self._stopping or self._loop_task is None or self._free() <= 0:
+            return None
+        self._claimed += 1
+        return self._visibility
+
+    def release(self) -> None:
+        """Give back a slot :meth:`claim` kept."""
+        self._claimed -= 1
+        self._slot_freed.set()
+
+    def deliver(self, message: ReceivedMessage) -> None:
+        """Run a work item enqueued under :meth:`claim`."""
+        self._claimed -= 1
+        self._start(message)
+
+    def _free(self) -> int:
+        return self._max - len(self._tasks) - self._claimed
+
+    def _start(self, message: ReceivedMessage) -> None:
+        task = asyncio.create_task(self._run(message))
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slot_freed.set()
 
     def start(self) -> None:
         """Begin polling in the background."""
@@ -108,9 +139,10 @@ class ActivityDispatcher:
     async def _poll(self) -> None:
         queue = self._hub.work_item_queue
         while not self._stopping:
-            free = self._max - len(self._tasks)
+            free = self._free()
             if free <= 0:
-                await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
                 continue
             try:
                 messages = await queue.receive(min(MAX_BATCH, free), self._visibility)
@@ -123,9 +155,7 @@ class ActivityDispatcher:
                 continue
             self._backoff.reset()
             for message in messages:
-                task = asyncio.create_task(self._run(message))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._start(message)
 
     async def _run(self, message: ReceivedMessage) -> None:
         renewal = asyncio.create_task(self._keep_invisible(message))
@@ -174,9 +204,7 @@ class ActivityDispatcher:
             episode=data.episode,
             sender=instance,
         )
-        queue = self._hub.control_queue_for(instance.instance_id)
-        await queue.send(response)
-        self._on_control_message(queue.name)
+        await self._hub.control_queue_for(instance.instance_id).send(response, handoff=self._handoff)
 
     async def _outcome(
         self, function: RegisteredFunction | None, name: str, event: TaskScheduledEvent, instance_id: str

@@ -11,11 +11,13 @@ import logging
 import os
 import socket
 import uuid
+from datetime import timedelta
 from types import TracebackType
 
 from durable_ext.client import TaskHubClient
 from durable_ext.config import DurableTaskOptions
 from durable_ext.host.app_loader import FunctionRegistry
+from durable_ext.storage.queues import ReceivedMessage
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.worker.activities import ActivityDispatcher
 from durable_ext.worker.orchestrations import OrchestrationDispatcher
@@ -31,7 +33,12 @@ def default_worker_id() -> str:
 
 
 class Engine:
-    """Runs the functions of ``registry`` on ``hub``; use as ``async with Engine(...) as engine``."""
+    """Runs the functions of ``registry`` on ``hub``; use as ``async with Engine(...) as engine``.
+
+    The engine is also the :class:`~durable_ext.storage.queues.Handoff` of everything sent in this
+    process: pass it as ``handoff`` to a :class:`TaskHubClient` so that starts and events reach the
+    engine without a queue poll.
+    """
 
     def __init__(
         self,
@@ -45,16 +52,14 @@ class Engine:
         self.hub = hub
         self.worker_id = worker_id or default_worker_id()
         provider = options.storage_provider
-        self.orchestrations = OrchestrationDispatcher(
-            hub, registry, options, on_work_item=self._wake_activities
-        )
+        self.orchestrations = OrchestrationDispatcher(hub, registry, options, handoff=self)
         self.activities = ActivityDispatcher(
             hub,
             registry,
             max_concurrency=options.max_concurrent_activity_functions,
             visibility_timeout=provider.work_item_queue_visibility_timeout,
             max_polling_interval=provider.max_queue_polling_interval,
-            on_control_message=self.orchestrations.wake,
+            handoff=self,
         )
         self.partitions = TablePartitionManager(
             hub.partitions_table(),
@@ -70,10 +75,28 @@ class Engine:
             is_leader=lambda: first_partition in self.orchestrations.owned,
         )
 
-    def _wake_activities(self) -> None:
-        self.activities.wake()
+    # ---- the Handoff protocol: messages sent in this process to consumers in this process -------
 
-    def notify_enqueued(self, queue_name: str) -> None:
+    def claim(self, queue_name: str) -> timedelta | None:
+        """Whether this engine takes a message for ``queue_name`` straight from its sender (and how
+        long to keep it invisible in the queue meanwhile)."""
+        if queue_name == self.hub.names.work_item_queue:
+            return self.activities.claim()
+        return self.orchestrations.claim(queue_name)
+
+    def deliver(self, message: ReceivedMessage) -> None:
+        """Hand a message enqueued under :meth:`claim` to its dispatcher."""
+        if message.queue_name == self.hub.names.work_item_queue:
+            self.activities.deliver(message)
+        else:
+            self.orchestrations.deliver(message)
+
+    def release(self, queue_name: str) -> None:
+        """A claimed message could not be enqueued."""
+        if queue_name == self.hub.names.work_item_queue:
+            self.activities.release()
+
+    def enqueued(self, queue_name: str) -> None:
         """Someone in this process enqueued to ``queue_name``: skip the polling back-off."""
         if queue_name == self.hub.names.work_item_queue:
             self.activities.wake()

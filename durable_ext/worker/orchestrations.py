@@ -18,9 +18,10 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from durable_ext.config import DurableTaskOptions
 from durable_ext.entities import (
@@ -74,7 +75,7 @@ from durable_ext.replay import (
     scheduled_event_ids,
     scheduling_event,
 )
-from durable_ext.storage.queues import MessageQueue, ReceivedMessage
+from durable_ext.storage.queues import Handoff, MessageQueue, ReceivedMessage
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.storage.tracking import InstanceState, TrackingStore
 from durable_ext.worker.backoff import BackoffPolling
@@ -229,13 +230,14 @@ class OrchestrationDispatcher:
         registry: FunctionRegistry,
         options: DurableTaskOptions,
         *,
-        on_work_item: Callable[[], None],
+        handoff: Handoff,
     ) -> None:
+        """``handoff`` routes outbound messages to consumers in this process (the engine)."""
         self._hub = hub
         self._registry = registry
         self._options = options
         self._provider = options.storage_provider
-        self._on_work_item = on_work_item
+        self._handoff = handoff
         self._hub_name = hub.names.hub
         self._queues = {q.name: q for q in hub.control_queues}
         self._loops: dict[str, asyncio.Task[None]] = {}
@@ -244,6 +246,8 @@ class OrchestrationDispatcher:
         self._pending: dict[str, list[ReceivedMessage]] = {}
         self._session_queue: dict[str, str] = {}
         self._slots = asyncio.Semaphore(options.max_concurrent_orchestrator_functions)
+        self._background: set[asyncio.Task[None]] = set()
+        """Deletes of consumed messages and similar clean-up that need not hold up the next episode."""
         self._buffered = 0
         # DTFx lets at most half the concurrent work items keep an extended session.
         self._cache = SessionCache(
@@ -261,6 +265,42 @@ class OrchestrationDispatcher:
         backoff = self._backoffs.get(queue_name)
         if backoff is not None:
             backoff.wake()
+
+    def claim(self, queue_name: str) -> timedelta | None:
+        """The visibility to enqueue a message to ``queue_name`` with, if this worker takes it itself.
+
+        Only for an owned control queue whose buffer has room, as if the message had been dequeued.
+        """
+        if queue_name not in self._loops or self._buffered >= self._provider.control_queue_buffer_threshold:
+            return None
+        return self._provider.control_queue_visibility_timeout
+
+    def deliver(self, message: ReceivedMessage) -> None:
+        """Take a message enqueued under :meth:`claim`, as if a poll had returned it."""
+        if message.queue_name in self._loops:
+            self._dispatch(message.queue_name, [message])
+            return
+        # The partition moved away meanwhile: make the message visible to its new owner now.
+        queue = self._queues[message.queue_name]
+        self._in_background(message.data.instance_id, queue.abandon(message, delay=timedelta(0)))
+
+    def _in_background(self, instance_id: str, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(self._log_failure(instance_id, work))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _log_failure(self, instance_id: str, work: Coroutine[Any, Any, Any]) -> None:
+        try:
+            await work
+        except Exception:
+            # A message left undeleted comes back after its visibility timeout and is discarded then.
+            logger.warning(
+                "hub %s instance %s: queue clean-up failed", self._hub_name, instance_id, exc_info=True
+            )
+
+    async def _drain_background(self) -> None:
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
 
     async def start_listening(self, partition_id: str) -> None:
         """Begin dequeuing a control queue."""
@@ -283,6 +323,7 @@ class OrchestrationDispatcher:
         running = [t for i, t in self._sessions.items() if self._session_queue.get(i) == partition_id]
         if running:
             await asyncio.gather(*running, return_exceptions=True)
+        await self._drain_background()
         for instance_id in [i for i, q in self._session_queue.items() if q == partition_id]:
             self._cache.drop(instance_id)
         logger.info("hub %s: stopped listening on %s", self._hub_name, partition_id)
@@ -291,6 +332,7 @@ class OrchestrationDispatcher:
         """Stop every loop and wait for in-flight episodes."""
         for partition_id in list(self._loops):
             await self.stop_listening(partition_id)
+        await self._drain_background()
 
     # ---- polling ----------------------------------------------------------------------------
 
@@ -368,10 +410,13 @@ class OrchestrationDispatcher:
                 await self._commit(checkpoint)
                 if self._options.extended_sessions_enabled:
                     self._cache.put(checkpoint.execution)
-            await asyncio.gather(
-                *(queue.delete(m) for m in [*decisions.consume, *decisions.discard, *decisions.rehop]),
-                *(queue.abandon(m) for m in decisions.abandon),
-            )
+            # Only after the Instances write (§3.8 step 5), but the next episode need not wait for it.
+            done = [*decisions.consume, *decisions.discard, *decisions.rehop]
+            if done or decisions.abandon:
+                self._in_background(
+                    instance_id,
+                    _gather(*(queue.delete(m) for m in done), *(queue.abandon(m) for m in decisions.abandon)),
+                )
             return decisions.later
         except OwnershipLostError:
             self._cache.drop(instance_id)
@@ -1055,12 +1100,9 @@ class OrchestrationDispatcher:
     async def _commit(self, checkpoint: _Checkpoint) -> None:
         execution = checkpoint.execution
         instance_id = execution.instance_id
-        await asyncio.gather(*(o.queue.send(o.message, o.delay) for o in checkpoint.outbound))
-        for item in checkpoint.outbound:
-            if item.queue is self._hub.work_item_queue:
-                self._on_work_item()
-            else:
-                self.wake(item.queue.name)
+        await asyncio.gather(
+            *(o.queue.send(o.message, o.delay, handoff=self._handoff) for o in checkpoint.outbound)
+        )
         assert execution.execution_id is not None
         execution.etag = await self._hub.tracking.append_history(
             instance_id,
@@ -1164,6 +1206,10 @@ async def repair_instance_row(
         completed.orchestration_status.name,
     )
     return True
+
+
+async def _gather(*work: Awaitable[Any]) -> None:
+    await asyncio.gather(*work)
 
 
 def _missing_entity(name: str) -> Callable[[str], str]:

@@ -12,6 +12,7 @@ from azure.core.exceptions import HttpResponseError
 from azure.storage.queue.aio import QueueClient
 
 from durable_ext.client import TaskHubClient
+from durable_ext.config import StorageProviderOptions
 from durable_ext.errors import OwnershipLostError
 from durable_ext.history import (
     EventRaisedEvent,
@@ -205,9 +206,11 @@ async def test_two_engines_share_partitions_and_fail_over(hub: TaskHub, registry
         await second.stop()
 
 
-async def test_extended_sessions_skip_history_reloads(hub: TaskHub, registry: FunctionRegistry) -> None:
+async def test_history_is_read_once_then_kept_in_memory_between_episodes(
+    hub: TaskHub, registry: FunctionRegistry
+) -> None:
     loads = _Counter(hub.tracking, "load_history")
-    async with engine_for(hub, registry, "worker-x", extended_sessions_enabled=True):
+    async with engine_for(hub, registry, "worker-x"):
         client = TaskHubClient(hub)
         await client.start_new("chain", "ext-1", "1")
         state = await client.wait_for_completion("ext-1", timeout=TIMEOUT)
@@ -368,3 +371,49 @@ def _start_message(instance_id: str, execution_id: str, input_json: str) -> Mess
         orchestration_instance=instance, name="chain", version="", input=input_json
     )
     return MessageData(TaskMessage(started, instance))
+
+
+class _DropOnce:
+    """Wraps a plain method so that its first call is swallowed: the consumer "dies" holding the message."""
+
+    def __init__(self, target: Any, name: str) -> None:
+        self.original = getattr(target, name)
+        self.dropped: list[Any] = []
+        setattr(target, name, self)
+
+    def __call__(self, *args: Any) -> Any:
+        if not self.dropped:
+            self.dropped.append(args)
+            return None
+        return self.original(*args)
+
+
+async def test_a_work_item_handed_over_to_a_worker_that_dies_runs_when_its_claim_expires(
+    hub: TaskHub, registry: FunctionRegistry
+) -> None:
+    provider = StorageProviderOptions(work_item_queue_visibility_timeout=timedelta(seconds=2))
+    async with engine_for(hub, registry, "worker-h", storage_provider=provider) as running:
+        lost = _DropOnce(running.activities, "deliver")
+        client = TaskHubClient(hub, handoff=running)
+        await client.start_new("chain", "handoff-1", "1")
+        state = await client.wait_for_completion("handoff-1", timeout=TIMEOUT)
+    assert state.output == "32", "the held work item came back from the queue and ran"
+    (message,) = lost.dropped[0]
+    assert message.data.event.event_type is EventType.TaskScheduled
+    _assert_exactly_once((await hub.tracking.load_history("handoff-1")).events)
+
+
+async def test_a_purged_and_restarted_instance_is_not_run_from_its_cached_history(
+    hub: TaskHub, engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = TaskHubClient(hub, handoff=engine)
+    await client.start_new("chain", "stale-1", "1")
+    assert (await client.wait_for_completion("stale-1", timeout=TIMEOUT)).output == "32"
+    await client.purge_instance("stale-1")
+    await client.start_new("chain", "stale-1", "2")
+    state = await client.wait_for_completion("stale-1", timeout=TIMEOUT)
+    assert state.output == "64"
+    history = await hub.tracking.load_history("stale-1")
+    assert history.execution_id == state.execution_id
+    _assert_exactly_once(history.events)
+    assert "episode failed" not in caplog.text, "the stale cache entry is replaced, not an error"

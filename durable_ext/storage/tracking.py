@@ -439,7 +439,9 @@ class TrackingStore:
         try:
             results = await self._history.submit_transaction(operations)
         except (TableTransactionError, ResourceExistsError, HttpResponseError) as exc:
-            if isinstance(exc, ResourceExistsError) or _is_conflict(exc):
+            # A 404 on the If-Match merge: the sentinel this worker knew is gone (purged meanwhile).
+            gone = etag is not None and getattr(exc, "status_code", None) == 404
+            if isinstance(exc, ResourceExistsError) or _is_conflict(exc) or gone:
                 logger.warning(
                     "hub %s instance %s: history sentinel conflict; another worker committed first",
                     self.hub_name,

@@ -89,6 +89,9 @@ _RECENT_REQUESTS_KEY = "durableExtRecentRequests"
 """Member of the entity scheduler's ``sorter`` listing request IDs already applied (.NET ignores it)."""
 _RECENT_REQUESTS_KEPT = 1000
 """Enough to cover the batches whose messages a crash can leave undeleted."""
+SESSION_CACHE_INSTANCES = 1000
+SESSION_CACHE_EVENTS = 100_000
+"""Bounds of the histories kept in memory between episodes (a few tens of MB at most)."""
 MAX_GENERATIONS_PER_WORK_ITEM = 20
 """Continue-as-new generations run back to back before the rest goes through the queue again."""
 NO_HISTORY_DEQUEUE_LIMIT = 5
@@ -185,34 +188,42 @@ class _Checkpoint:
 
 
 class SessionCache:
-    """Executions kept in memory between episodes (extended sessions), bounded in count and idle time.
+    """Executions kept in memory between episodes, bounded in instances, events and idle time.
 
-    A stale entry is harmless: its sentinel ETag no longer matches, the commit fails with
-    :class:`OwnershipLostError`, and the episode is re-run from storage.
+    Every episode would otherwise re-read the instance's whole history. A stale entry is harmless:
+    its sentinel ETag no longer matches, the commit fails with :class:`OwnershipLostError`, and the
+    episode is re-run from storage.
     """
 
-    def __init__(self, max_entries: int, idle_timeout: timedelta) -> None:
+    def __init__(self, max_entries: int, max_events: int, idle_timeout: timedelta) -> None:
         self._entries: OrderedDict[str, tuple[float, _Execution]] = OrderedDict()
         self._max = max(1, max_entries)
+        self._max_events = max_events
+        self._events = 0
         self._idle = idle_timeout.total_seconds()
 
     def take(self, instance_id: str) -> _Execution | None:
         """Remove and return the instance's execution if it has not been idle too long."""
         entry = self._entries.pop(instance_id, None)
-        if entry is None or time.monotonic() - entry[0] > self._idle:
+        if entry is None:
             return None
-        return entry[1]
+        self._events -= len(entry[1].events)
+        return entry[1] if time.monotonic() - entry[0] <= self._idle else None
 
     def put(self, execution: _Execution) -> None:
-        """Keep ``execution``, evicting the least recently used entries beyond the bound."""
+        """Keep ``execution``, evicting the least recently used entries beyond the bounds."""
+        self.drop(execution.instance_id)
         self._entries[execution.instance_id] = (time.monotonic(), execution)
-        self._entries.move_to_end(execution.instance_id)
-        while len(self._entries) > self._max:
-            self._entries.popitem(last=False)
+        self._events += len(execution.events)
+        while len(self._entries) > self._max or (self._events > self._max_events and len(self._entries) > 1):
+            _, (_, evicted) = self._entries.popitem(last=False)
+            self._events -= len(evicted.events)
 
     def drop(self, instance_id: str) -> None:
         """Forget an instance (its partition moved, or its episode failed)."""
-        self._entries.pop(instance_id, None)
+        entry = self._entries.pop(instance_id, None)
+        if entry is not None:
+            self._events -= len(entry[1].events)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -249,9 +260,9 @@ class OrchestrationDispatcher:
         self._background: set[asyncio.Task[None]] = set()
         """Deletes of consumed messages and similar clean-up that need not hold up the next episode."""
         self._buffered = 0
-        # DTFx lets at most half the concurrent work items keep an extended session.
         self._cache = SessionCache(
-            max_entries=(options.max_concurrent_orchestrator_functions + 1) // 2,
+            max_entries=SESSION_CACHE_INSTANCES,
+            max_events=SESSION_CACHE_EVENTS,
             idle_timeout=timedelta(seconds=options.extended_session_idle_timeout_in_seconds),
         )
 
@@ -383,8 +394,6 @@ class OrchestrationDispatcher:
                     self._pending.setdefault(instance_id, [])[:0] = later
         finally:
             self._sessions.pop(instance_id, None)
-            if not self._options.extended_sessions_enabled:
-                self._cache.drop(instance_id)
 
     # ---- one episode --------------------------------------------------------------------------
 
@@ -392,43 +401,53 @@ class OrchestrationDispatcher:
         """Process one batch for one instance; returns messages kept for the next episode."""
         queue = self._queues[messages[0].queue_name]
         try:
-            execution = self._cache.take(instance_id) or await self._load(instance_id)
-            if instance_id.startswith("@"):
-                decisions, checkpoint = self._plan_entity(execution, messages)
-            else:
-                row = await self._start_row(instance_id, messages)
-                decisions = self._decide(execution, messages, row)
-                checkpoint = self._plan(execution, decisions) if decisions.consume else None
-            await self._rehop(queue, decisions.rehop)
-            if decisions.terminated_before_start is not None and checkpoint is None:
-                await self._terminate_pending(instance_id, decisions.terminated_before_start)
-            if decisions.repair and checkpoint is None:
-                await repair_instance_row(
-                    self._hub.tracking, instance_id, execution.execution_id, execution.events
-                )
-            if checkpoint is not None:
-                await self._commit(checkpoint)
-                if self._options.extended_sessions_enabled:
-                    self._cache.put(checkpoint.execution)
-            # Only after the Instances write (§3.8 step 5), but the next episode need not wait for it.
-            done = [*decisions.consume, *decisions.discard, *decisions.rehop]
-            if done or decisions.abandon:
-                self._in_background(
-                    instance_id,
-                    _gather(*(queue.delete(m) for m in done), *(queue.abandon(m) for m in decisions.abandon)),
-                )
-            return decisions.later
+            cached = self._cache.take(instance_id)
+            if cached is not None:
+                try:
+                    return await self._attempt(queue, cached, messages)
+                except OwnershipLostError:
+                    # The history changed behind the cache (a purge, another worker): once more from storage.
+                    logger.info(
+                        "hub %s instance %s: cached history was stale; reloading", self._hub_name, instance_id
+                    )
+            return await self._attempt(queue, await self._load(instance_id), messages)
         except OwnershipLostError:
-            self._cache.drop(instance_id)
             await asyncio.gather(*(queue.abandon(m) for m in messages), return_exceptions=True)
             return []
         except Exception:
-            self._cache.drop(instance_id)
             logger.exception(
                 "hub %s instance %s: episode failed; messages abandoned", self._hub_name, instance_id
             )
             await asyncio.gather(*(queue.abandon(m) for m in messages), return_exceptions=True)
             return []
+
+    async def _attempt(
+        self, queue: MessageQueue, execution: _Execution, messages: list[ReceivedMessage]
+    ) -> list[ReceivedMessage]:
+        instance_id = execution.instance_id
+        if instance_id.startswith("@"):
+            decisions, checkpoint = self._plan_entity(execution, messages)
+        else:
+            row = await self._start_row(instance_id, messages)
+            decisions = self._decide(execution, messages, row)
+            checkpoint = self._plan(execution, decisions) if decisions.consume else None
+        if checkpoint is not None:
+            await self._commit(checkpoint)
+            self._cache.put(checkpoint.execution)
+        elif decisions.terminated_before_start is not None:
+            await self._terminate_pending(instance_id, decisions.terminated_before_start)
+        elif decisions.repair:
+            tracking = self._hub.tracking
+            await repair_instance_row(tracking, instance_id, execution.execution_id, execution.events)
+        await self._rehop(queue, decisions.rehop)
+        # Only after the Instances write (§3.8 step 5), but the next episode need not wait for it.
+        done = [*decisions.consume, *decisions.discard, *decisions.rehop]
+        if done or decisions.abandon:
+            self._in_background(
+                instance_id,
+                _gather(*(queue.delete(m) for m in done), *(queue.abandon(m) for m in decisions.abandon)),
+            )
+        return decisions.later
 
     async def _terminate_pending(self, instance_id: str, event: ExecutionTerminatedEvent) -> None:
         """Mark a never-started instance Terminated; its start message, if it comes, will not run."""

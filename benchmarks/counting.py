@@ -3,9 +3,10 @@
 The SDK clients accept a ``transport`` keyword, and :class:`~durable_ext.storage.account.StorageAccount`
 passes its keyword options through to them. :class:`CountingAccount` is a StorageAccount whose
 clients get a :class:`CountingTransport`: the normal aiohttp transport, which records every request
-(retries included, a table batch counts once) before sending it. Only the engine's task hub is built
-on a counting account; the benchmark's client and the ceiling probe use plain accounts, so their
-requests are not counted.
+(retries included, a table batch counts once) before sending it. The queue data path, which
+durable_ext sends without the SDK, is counted by an aiohttp trace hook the account provides. Only
+the engine's task hub is built on a counting account; the benchmark's client and the ceiling probe
+use plain accounts, so their requests are not counted.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import aiohttp
 from azure.core.pipeline.transport import AioHttpTransport
 from azure.data.tables.aio import TableServiceClient
 from azure.storage.blob.aio import BlobServiceClient
@@ -117,3 +119,15 @@ class CountingAccount(StorageAccount):
     def blob_service(self, **options: Any) -> BlobServiceClient:
         """A Blob service client whose requests are counted."""
         return super().blob_service(**self._counted(options))
+
+    def http_trace_configs(self) -> list[aiohttp.TraceConfig]:
+        """Counts the requests durable_ext sends without the SDKs (its queue data path)."""
+        trace = aiohttp.TraceConfig()
+
+        async def on_request_start(
+            _session: aiohttp.ClientSession, _context: Any, params: aiohttp.TraceRequestStartParams
+        ) -> None:
+            self.counter.record(params.method, str(params.url))
+
+        trace.on_request_start.append(on_request_start)
+        return [trace]

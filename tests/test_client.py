@@ -317,7 +317,8 @@ async def test_large_input_travels_in_a_blob(hub: TaskHub) -> None:
     client = TaskHubClient(hub)
     big = json.dumps("x" * 100_000)
     instance_id = await client.start_new("Orch", "big", big)
-    raw = await hub.control_queue_for(instance_id)._client.peek_messages(max_messages=32)
+    async with hub.account.queue_service() as service:
+        raw = await service.get_queue_client(hub.control_queue_for(instance_id).name).peek_messages(32)
     assert len(raw) == 1 and '"CompressedBlobName":"big/message-' in raw[0].content
     row = await raw_row(hub, instance_id)
     assert row["Input"].startswith(hub.large_messages.url("big/message-"))

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+import aiohttp
 from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential
 from azure.data.tables.aio import TableServiceClient
 from azure.storage.blob.aio import BlobServiceClient
@@ -107,6 +108,10 @@ class StorageAccount:
     def blob_service(self, **options: Any) -> BlobServiceClient:
         """An async Blob service client; the caller closes it."""
         return BlobServiceClient(account_url=self.blob_endpoint, credential=self._credential(), **options)
+
+    def http_trace_configs(self) -> list[aiohttp.TraceConfig]:
+        """aiohttp hooks for the requests that bypass the SDKs (see ``storage.rest``); none here."""
+        return []
 
     def blob_url(self, container: str, blob_name: str) -> str:
         """The absolute URL of a blob, each path segment escaped like ``Uri.EscapeDataString``."""

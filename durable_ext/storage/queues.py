@@ -8,11 +8,11 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from azure.core.exceptions import ResourceNotFoundError
-from azure.storage.queue.aio import QueueClient
 
 from durable_ext.errors import MessageFormatError
 from durable_ext.messages import MAX_QUEUE_PAYLOAD_BYTES, MessageData
 from durable_ext.storage.blobs import LargeMessageStore
+from durable_ext.storage.rest import QueueRestClient
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class Handoff(Protocol):
 class MessageQueue:
     """One Azure queue carrying ``MessageData`` bodies (a control queue or the work-item queue)."""
 
-    def __init__(self, client: QueueClient, large_messages: LargeMessageStore) -> None:
+    def __init__(self, client: QueueRestClient, large_messages: LargeMessageStore) -> None:
         self._client = client
         self._large = large_messages
         self.name: str = client.queue_name
@@ -139,11 +139,11 @@ class MessageQueue:
             if delay > MAX_VISIBILITY_DELAY:
                 raise ValueError(f"queue visibility delay {delay} exceeds Azure's 7-day limit")
             visibility = max(1, int(delay.total_seconds() + 0.999))
-        sent = await self._client.send_message(body, visibility_timeout=visibility or None, time_to_live=-1)
+        sent = await self._client.put(body, visibility)
         return ReceivedMessage(
             data=message,
             queue_name=self.name,
-            message_id=sent.id,
+            message_id=sent.message_id,
             pop_receipt=sent.pop_receipt or "",
             dequeue_count=1,
             inserted_on=sent.inserted_on,
@@ -156,15 +156,8 @@ class MessageQueue:
         A body that cannot be decoded is abandoned with back-off and logged, not returned: DT.AS has
         no dead-letter queue and retries such messages forever.
         """
-        pages = self._client.receive_messages(
-            messages_per_page=max_messages, visibility_timeout=int(visibility_timeout.total_seconds())
-        ).by_page()
         result: list[ReceivedMessage] = []
-        try:
-            page = await anext(pages)
-        except StopAsyncIteration:
-            return result
-        async for raw in page:
+        for raw in await self._client.get(max_messages, int(visibility_timeout.total_seconds())):
             try:
                 data = MessageData.decode(raw.content)
                 if data.compressed_blob_name:
@@ -173,18 +166,20 @@ class MessageQueue:
                 logger.warning(
                     "queue %s: undecodable message %s (dequeue count %d) abandoned: %s",
                     self.name,
-                    raw.id,
+                    raw.message_id,
                     raw.dequeue_count,
                     exc,
                 )
-                await self._update_visibility(raw.id, raw.pop_receipt, abandon_delay(raw.dequeue_count or 1))
+                await self._update_visibility(
+                    raw.message_id, raw.pop_receipt, abandon_delay(raw.dequeue_count or 1)
+                )
                 continue
             result.append(
                 ReceivedMessage(
                     data=data,
                     queue_name=self.name,
-                    message_id=raw.id,
-                    pop_receipt=raw.pop_receipt or "",
+                    message_id=raw.message_id,
+                    pop_receipt=raw.pop_receipt,
                     dequeue_count=raw.dequeue_count or 1,
                     inserted_on=raw.inserted_on,
                     next_visible_on=raw.next_visible_on,
@@ -195,7 +190,7 @@ class MessageQueue:
     async def delete(self, message: ReceivedMessage) -> None:
         """Delete a processed message; one already gone is logged, not raised."""
         try:
-            await self._client.delete_message(message.message_id, message.pop_receipt)
+            await self._client.delete(message.message_id, message.pop_receipt)
         except ResourceNotFoundError:
             logger.info("queue %s: message %s was already gone", self.name, message.message_id)
 
@@ -206,19 +201,16 @@ class MessageQueue:
         if receipt:
             message.pop_receipt = receipt
 
-    async def _update_visibility(
-        self, message_id: str, pop_receipt: str | None, delay: timedelta
-    ) -> str | None:
+    async def _update_visibility(self, message_id: str, pop_receipt: str, delay: timedelta) -> str | None:
         try:
-            updated = await self._client.update_message(
-                message_id, pop_receipt, visibility_timeout=int(delay.total_seconds())
+            receipt = await self._client.update_visibility(
+                message_id, pop_receipt, int(delay.total_seconds())
             )
         except ResourceNotFoundError:
             logger.info("queue %s: message %s was already gone", self.name, message_id)
             return None
-        return str(updated.pop_receipt) if updated.pop_receipt else None
+        return receipt or None
 
     async def approximate_count(self) -> int:
         """The service's approximate number of messages in the queue."""
-        properties = await self._client.get_queue_properties()
-        return int(properties.approximate_message_count or 0)
+        return await self._client.approximate_count()

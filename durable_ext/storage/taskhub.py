@@ -30,6 +30,7 @@ from durable_ext.storage.account import StorageAccount
 from durable_ext.storage.blobs import LargeMessageStore
 from durable_ext.storage.partitions import PartitionLease
 from durable_ext.storage.queues import MessageQueue, partition_index
+from durable_ext.storage.rest import HttpSession, QueueRestClient
 from durable_ext.storage.tracking import TrackingStore
 
 logger = logging.getLogger(__name__)
@@ -148,12 +149,13 @@ class TaskHub:
             self._tables.get_table_client(self.names.instances_table),
             self.large_messages,
         )
+        self._http = HttpSession(account, account.http_trace_configs())
         self.control_queues = [
-            MessageQueue(self._queues.get_queue_client(name), self.large_messages)
+            MessageQueue(QueueRestClient(account, name, self._http), self.large_messages)
             for name in self.names.control_queues
         ]
         self.work_item_queue = MessageQueue(
-            self._queues.get_queue_client(self.names.work_item_queue), self.large_messages
+            QueueRestClient(account, self.names.work_item_queue, self._http), self.large_messages
         )
 
     async def __aenter__(self) -> TaskHub:
@@ -166,7 +168,9 @@ class TaskHub:
 
     async def close(self) -> None:
         """Close the service clients."""
-        await asyncio.gather(self._tables.close(), self._queues.close(), self._blobs.close())
+        await asyncio.gather(
+            self._tables.close(), self._queues.close(), self._blobs.close(), self._http.close()
+        )
 
     def partitions_table(self) -> TableClient:
         """A client for ``{Hub}Partitions`` (the partition leases); closed with the hub."""

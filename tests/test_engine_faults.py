@@ -417,3 +417,42 @@ async def test_a_purged_and_restarted_instance_is_not_run_from_its_cached_histor
     assert history.execution_id == state.execution_id
     _assert_exactly_once(history.events)
     assert "episode failed" not in caplog.text, "the stale cache entry is replaced, not an error"
+
+
+async def test_activity_results_of_an_owned_instance_skip_the_control_queue(
+    hub: TaskHub, engine: Engine
+) -> None:
+    sent: list[EventType] = []
+    for queue in hub.control_queues:
+        original = queue.put
+
+        async def put(message: MessageData, *args: Any, _original: Any = original) -> Any:
+            sent.append(message.event.event_type)
+            return await _original(message, *args)
+
+        queue.put = put  # type: ignore[method-assign]
+    client = TaskHubClient(hub, handoff=engine)
+    await client.start_new("chain", "direct-1", "1")
+    assert (await client.wait_for_completion("direct-1", timeout=TIMEOUT)).output == "32"
+    assert sent == [EventType.ExecutionStarted], "the five results went to the orchestration in memory"
+    await poll(
+        lambda: _queue_is_empty(hub, hub.work_item_queue.name), "the recorded work items to be deleted"
+    )
+
+
+async def test_a_result_taken_in_memory_survives_a_failed_checkpoint(hub: TaskHub, engine: Engine) -> None:
+    # The episode that records the first result fails before its history write: the work item that
+    # stood for the result must come back, run again and be recorded exactly once.
+    crash = _FailOnce(hub.tracking, "append_history", ConnectionError("storage went away"), on_call=2)
+    client = TaskHubClient(hub, handoff=engine)
+    await client.start_new("chain", "direct-2", "1")
+    state = await client.wait_for_completion("direct-2", timeout=TIMEOUT)
+    assert crash.calls > 2
+    assert state.output == "32"
+    _assert_exactly_once((await hub.tracking.load_history("direct-2")).events)
+
+
+async def _queue_is_empty(hub: TaskHub, name: str) -> bool:
+    async with hub.account.queue_service() as service:
+        properties = await service.get_queue_client(name).get_queue_properties()
+        return not properties.approximate_message_count

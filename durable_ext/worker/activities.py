@@ -2,7 +2,9 @@
 
 Activities are at-least-once: the result is enqueued to the orchestration's control queue before the
 work item is deleted, so a crash in between runs the activity again and the orchestration receives
-(and ignores) a second result.
+(and ignores) a second result. When this worker owns that control queue, the result goes to the
+orchestration dispatcher in memory instead, and the work item is deleted only once the orchestration's
+history records the result (:meth:`ResultConsumer.take_result`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from azure.functions import meta
 from azure.functions.durable_functions import ActivityTriggerConverter
@@ -57,6 +59,15 @@ def encode_result(function: RegisteredFunction, value: Any) -> str:
         ) from exc
 
 
+class ResultConsumer(Protocol):
+    """The orchestration dispatcher of this process, as the activity dispatcher sees it."""
+
+    def take_result(self, queue_name: str, work_item: ReceivedMessage, result: MessageData) -> bool:
+        """Take ``result`` (for control queue ``queue_name``) in memory, deleting ``work_item`` once
+        it is recorded; False to have it sent through the queue instead."""
+        ...
+
+
 class ActivityDispatcher:
     """Polls ``{hub}-workitems`` and runs activities with bounded concurrency."""
 
@@ -69,6 +80,7 @@ class ActivityDispatcher:
         visibility_timeout: timedelta,
         max_polling_interval: timedelta,
         handoff: Handoff,
+        results: ResultConsumer,
     ) -> None:
         self._hub = hub
         self._registry = registry
@@ -76,6 +88,7 @@ class ActivityDispatcher:
         self._visibility = visibility_timeout
         self._backoff = BackoffPolling(max_polling_interval)
         self._handoff = handoff
+        self._results = results
         self._claimed = 0
         """Slots promised to work items being enqueued for this process (see :meth:`claim`)."""
         self._slot_freed = asyncio.Event()
@@ -158,9 +171,17 @@ class ActivityDispatcher:
                 self._start(message)
 
     async def _run(self, message: ReceivedMessage) -> None:
-        renewal = asyncio.create_task(self._keep_invisible(message))
         try:
-            await self._execute(message)
+            renewal = asyncio.create_task(self._keep_invisible(message))
+            try:
+                response = await self._execute(message)
+            finally:
+                # Stopped before the result moves on: the work item's pop receipt is final from here.
+                renewal.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewal
+            if response is None or await self._report(message, response):
+                await self._hub.work_item_queue.delete(message)
         except Exception:
             # The work item stays in the queue and is retried after its visibility timeout.
             logger.exception(
@@ -169,12 +190,6 @@ class ActivityDispatcher:
                 message.data.instance_id,
                 message.message_id,
             )
-            return
-        finally:
-            renewal.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewal
-        await self._hub.work_item_queue.delete(message)
 
     async def _keep_invisible(self, message: ReceivedMessage) -> None:
         """Push the work item's visibility out while a long activity runs, so no one else takes it."""
@@ -182,7 +197,8 @@ class ActivityDispatcher:
             await asyncio.sleep(self._visibility.total_seconds() / 2)
             await self._hub.work_item_queue.abandon(message, delay=self._visibility)
 
-    async def _execute(self, message: ReceivedMessage) -> None:
+    async def _execute(self, message: ReceivedMessage) -> MessageData | None:
+        """Run the work item's activity; returns the result message, or None for a stray work item."""
         data = message.data
         event = data.event
         instance = data.task_message.orchestration_instance if data.task_message else None
@@ -194,17 +210,20 @@ class ActivityDispatcher:
                 message.message_id,
                 type(event).__name__,
             )
-            await self._hub.work_item_queue.delete(message)
-            return
+            return None
         name = event.name or ""
         function = self._registry.get(name, FunctionKind.ACTIVITY)
         result_event = await self._outcome(function, name, event, instance.instance_id)
-        response = MessageData(
-            TaskMessage(result_event, instance),
-            episode=data.episode,
-            sender=instance,
-        )
-        await self._hub.control_queue_for(instance.instance_id).send(response, handoff=self._handoff)
+        return MessageData(TaskMessage(result_event, instance), episode=data.episode, sender=instance)
+
+    async def _report(self, message: ReceivedMessage, response: MessageData) -> bool:
+        """Deliver the result; True when the work item may be deleted now, False when the
+        orchestration took the result in memory and deletes the work item itself."""
+        queue = self._hub.control_queue_for(response.instance_id)
+        if self._results.take_result(queue.name, message, response):
+            return False
+        await queue.send(response, handoff=self._handoff)
+        return True
 
     async def _outcome(
         self, function: RegisteredFunction | None, name: str, event: TaskScheduledEvent, instance_id: str

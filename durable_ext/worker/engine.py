@@ -60,6 +60,7 @@ class Engine:
             visibility_timeout=provider.work_item_queue_visibility_timeout,
             max_polling_interval=provider.max_queue_polling_interval,
             handoff=self,
+            results=self.orchestrations,
         )
         self.partitions = TablePartitionManager(
             hub.partitions_table(),

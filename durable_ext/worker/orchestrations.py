@@ -295,6 +295,22 @@ class OrchestrationDispatcher:
         queue = self._queues[message.queue_name]
         self._in_background(message.data.instance_id, queue.abandon(message, delay=timedelta(0)))
 
+    def take_result(self, queue_name: str, work_item: ReceivedMessage, result: MessageData) -> bool:
+        """Take an activity's result straight from the activity dispatcher of this process.
+
+        Instead of a control-queue message (a send now, a delete later) the result travels in memory,
+        and the work item itself stands for it: the episode that records the result in history deletes
+        the work item, and until then it stays invisible in its queue. If this worker dies first, the
+        work item reappears and the activity runs again, as activities are at-least-once anyway.
+        False when this worker does not own the orchestration's control queue (or its buffer is full):
+        then the result goes through the queue.
+        """
+        if self.claim(queue_name) is None:
+            return False
+        direct = dataclasses.replace(work_item, data=result, dequeue_count=1, inserted_on=utc_now())
+        self._dispatch(queue_name, [direct])
+        return True
+
     def _in_background(self, instance_id: str, work: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(self._log_failure(instance_id, work))
         self._background.add(task)
@@ -399,31 +415,38 @@ class OrchestrationDispatcher:
 
     async def _episode(self, instance_id: str, messages: list[ReceivedMessage]) -> list[ReceivedMessage]:
         """Process one batch for one instance; returns messages kept for the next episode."""
-        queue = self._queues[messages[0].queue_name]
         try:
             cached = self._cache.take(instance_id)
             if cached is not None:
                 try:
-                    return await self._attempt(queue, cached, messages)
+                    return await self._attempt(cached, messages)
                 except OwnershipLostError:
                     # The history changed behind the cache (a purge, another worker): once more from storage.
                     logger.info(
                         "hub %s instance %s: cached history was stale; reloading", self._hub_name, instance_id
                     )
-            return await self._attempt(queue, await self._load(instance_id), messages)
+            return await self._attempt(await self._load(instance_id), messages)
         except OwnershipLostError:
-            await asyncio.gather(*(queue.abandon(m) for m in messages), return_exceptions=True)
+            await asyncio.gather(*(self._abandon(m) for m in messages), return_exceptions=True)
             return []
         except Exception:
             logger.exception(
                 "hub %s instance %s: episode failed; messages abandoned", self._hub_name, instance_id
             )
-            await asyncio.gather(*(queue.abandon(m) for m in messages), return_exceptions=True)
+            await asyncio.gather(*(self._abandon(m) for m in messages), return_exceptions=True)
             return []
 
-    async def _attempt(
-        self, queue: MessageQueue, execution: _Execution, messages: list[ReceivedMessage]
-    ) -> list[ReceivedMessage]:
+    def _queue_of(self, message: ReceivedMessage) -> MessageQueue:
+        """The queue holding ``message``: a control queue, or the work-item queue for a direct result."""
+        return self._queues.get(message.queue_name) or self._hub.work_item_queue
+
+    async def _abandon(self, message: ReceivedMessage) -> None:
+        await self._queue_of(message).abandon(message)
+
+    async def _delete(self, message: ReceivedMessage) -> None:
+        await self._queue_of(message).delete(message)
+
+    async def _attempt(self, execution: _Execution, messages: list[ReceivedMessage]) -> list[ReceivedMessage]:
         instance_id = execution.instance_id
         if instance_id.startswith("@"):
             decisions, checkpoint = self._plan_entity(execution, messages)
@@ -439,13 +462,13 @@ class OrchestrationDispatcher:
         elif decisions.repair:
             tracking = self._hub.tracking
             await repair_instance_row(tracking, instance_id, execution.execution_id, execution.events)
-        await self._rehop(queue, decisions.rehop)
+        await self._rehop(instance_id, decisions.rehop)
         # Only after the Instances write (§3.8 step 5), but the next episode need not wait for it.
         done = [*decisions.consume, *decisions.discard, *decisions.rehop]
         if done or decisions.abandon:
             self._in_background(
                 instance_id,
-                _gather(*(queue.delete(m) for m in done), *(queue.abandon(m) for m in decisions.abandon)),
+                _gather(*(self._delete(m) for m in done), *(self._abandon(m) for m in decisions.abandon)),
             )
         return decisions.later
 
@@ -1111,7 +1134,8 @@ class OrchestrationDispatcher:
             out.append(_Outbound(self._hub.control_queue_for(sender.instance_id), message))
         return out
 
-    async def _rehop(self, queue: MessageQueue, messages: list[ReceivedMessage]) -> None:
+    async def _rehop(self, instance_id: str, messages: list[ReceivedMessage]) -> None:
+        queue = self._hub.control_queue_for(instance_id)
         now = utc_now()
         for message in messages:
             await queue.send(message.data, delay=min(_due(message.data.event) - now, MAX_TIMER_HOP))

@@ -18,11 +18,8 @@ from urllib.parse import unquote, urlsplit
 
 import aiohttp
 from azure.core.pipeline.transport import AioHttpTransport
-from azure.data.tables.aio import TableServiceClient
-from azure.storage.blob.aio import BlobServiceClient
-from azure.storage.queue.aio import QueueServiceClient
 
-from durable_ext.storage.account import StorageAccount
+from durable_ext.storage.account import StorageAccount, use_environment_settings
 
 _TABLE_SUFFIXES = ("History", "Instances", "Partitions")
 
@@ -104,21 +101,9 @@ class CountingAccount(StorageAccount):
             counter=counter,
         )
 
-    def _counted(self, options: dict[str, Any]) -> dict[str, Any]:
-        options.setdefault("transport", CountingTransport(self.counter))
-        return options
-
-    def table_service(self, **options: Any) -> TableServiceClient:
-        """A Table service client whose requests are counted."""
-        return super().table_service(**self._counted(options))
-
-    def queue_service(self, **options: Any) -> QueueServiceClient:
-        """A Queue service client whose requests are counted."""
-        return super().queue_service(**self._counted(options))
-
-    def blob_service(self, **options: Any) -> BlobServiceClient:
-        """A Blob service client whose requests are counted."""
-        return super().blob_service(**self._counted(options))
+    def sdk_transport(self) -> AioHttpTransport:
+        """The SDK clients' transport, counting their requests."""
+        return CountingTransport(self.counter, use_env_settings=use_environment_settings())
 
     def http_trace_configs(self) -> list[aiohttp.TraceConfig]:
         """Counts the requests durable_ext sends without the SDKs (its queue data path)."""

@@ -206,7 +206,7 @@ async def test_two_engines_share_partitions_and_fail_over(hub: TaskHub, registry
         await second.stop()
 
 
-async def test_history_is_read_once_then_kept_in_memory_between_episodes(
+async def test_history_is_never_read_for_a_new_instance_and_kept_in_memory_between_episodes(
     hub: TaskHub, registry: FunctionRegistry
 ) -> None:
     loads = _Counter(hub.tracking, "load_history")
@@ -215,7 +215,7 @@ async def test_history_is_read_once_then_kept_in_memory_between_episodes(
         await client.start_new("chain", "ext-1", "1")
         state = await client.wait_for_completion("ext-1", timeout=TIMEOUT)
     assert state.output == "32"
-    assert loads.calls == 1, "history is read once, then kept in memory between episodes"
+    assert loads.calls == 0, "a first execution has no history to read, and then it is kept in memory"
 
 
 class _Counter:
@@ -456,3 +456,27 @@ async def _queue_is_empty(hub: TaskHub, name: str) -> bool:
     async with hub.account.queue_service() as service:
         properties = await service.get_queue_client(name).get_queue_properties()
         return not properties.approximate_message_count
+
+
+async def test_a_first_start_that_finds_history_after_all_is_rerun_from_storage(
+    hub: TaskHub, engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Rows of an execution the Instances row knows nothing about (written behind its back): the
+    # worker's guess that a generation-0 Pending start has no history is wrong, and must cost nothing.
+    await hub.tracking.append_history(
+        "guess-1",
+        "old",
+        [ExecutionStartedEvent(name="chain", input="1"), TaskCompletedEvent(result="2")],
+        0,
+        None,
+    )
+    await hub.control_queue_for("guess-1").send(_start_message("guess-1", "e1", "1"), handoff=engine)
+    await hub.tracking.insert_instance(
+        InstanceState("guess-1", execution_id="e1", name="chain", runtime_status=OrchestrationStatus.Pending)
+    )
+    state = await TaskHubClient(hub).wait_for_completion("guess-1", timeout=TIMEOUT)
+    assert state.output == "32"
+    history = await hub.tracking.load_history("guess-1")
+    assert history.execution_id == "e1"
+    _assert_exactly_once(history.events)
+    assert "history in memory was stale; reloading" in caplog.text

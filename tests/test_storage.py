@@ -25,7 +25,7 @@ from durable_ext.history import (
     TaskScheduledEvent,
 )
 from durable_ext.messages import MAX_QUEUE_PAYLOAD_BYTES, MessageData, TaskMessage
-from durable_ext.storage.account import StorageAccount
+from durable_ext.storage.account import StorageAccount, use_environment_settings
 from durable_ext.storage.queues import abandon_delay, fnv1a32, partition_index
 from durable_ext.storage.taskhub import TaskHub, TaskHubNames
 from durable_ext.storage.tracking import (
@@ -529,3 +529,15 @@ async def test_abandon_and_delayed_send(hub: TaskHub) -> None:
     assert again.message_id == now.message_id and again.dequeue_count == 2
     with pytest.raises(ValueError, match="7-day"):
         await queue.send(_message("never"), delay=timedelta(days=8))
+
+
+def test_http_clients_read_proxy_settings_only_when_some_are_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "WS_PROXY", "WSS_PROXY", "NETRC"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    assert not use_environment_settings()
+    account = StorageAccount.from_connection_string("UseDevelopmentStorage=true")
+    assert account.sdk_transport()._use_env_settings is False
+    monkeypatch.setenv("https_proxy", "http://proxy.invalid:3128")
+    assert use_environment_settings()
+    assert account.sdk_transport()._use_env_settings is True

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import aiohttp
 from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential
+from azure.core.pipeline.transport import AioHttpTransport
 from azure.data.tables.aio import TableServiceClient
 from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue.aio import QueueServiceClient
@@ -99,15 +101,26 @@ class StorageAccount:
 
     def table_service(self, **options: Any) -> TableServiceClient:
         """An async Table service client; the caller closes it."""
+        options.setdefault("transport", self.sdk_transport())
         return TableServiceClient(endpoint=self.table_endpoint, credential=self._credential(), **options)
 
     def queue_service(self, **options: Any) -> QueueServiceClient:
         """An async Queue service client (bodies sent as plain text); the caller closes it."""
+        options.setdefault("transport", self.sdk_transport())
         return QueueServiceClient(account_url=self.queue_endpoint, credential=self._credential(), **options)
 
     def blob_service(self, **options: Any) -> BlobServiceClient:
         """An async Blob service client; the caller closes it."""
+        options.setdefault("transport", self.sdk_transport())
         return BlobServiceClient(account_url=self.blob_endpoint, credential=self._credential(), **options)
+
+    def sdk_transport(self) -> AioHttpTransport:
+        """The SDK clients' transport: aiohttp, reading proxy settings only when some are set.
+
+        With environment settings on, aiohttp looks for proxies and a .netrc file on a worker thread
+        before every request, which cost the engine a sixth of its CPU under load.
+        """
+        return AioHttpTransport(use_env_settings=use_environment_settings())
 
     def http_trace_configs(self) -> list[aiohttp.TraceConfig]:
         """aiohttp hooks for the requests that bypass the SDKs (see ``storage.rest``); none here."""
@@ -117,6 +130,14 @@ class StorageAccount:
         """The absolute URL of a blob, each path segment escaped like ``Uri.EscapeDataString``."""
         escaped = "/".join(quote(segment, safe="") for segment in blob_name.split("/"))
         return f"{self.blob_endpoint}/{container}/{escaped}"
+
+
+_ENVIRONMENT_SETTINGS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "WS_PROXY", "WSS_PROXY", "NETRC")
+
+
+def use_environment_settings() -> bool:
+    """Whether HTTP clients should honour proxy (and .netrc) settings: only when any is set."""
+    return any(os.environ.get(name) or os.environ.get(name.lower()) for name in _ENVIRONMENT_SETTINGS)
 
 
 def _parse_pairs(connection_string: str) -> dict[str, str]:

@@ -26,7 +26,7 @@ from xml.sax.saxutils import escape
 import aiohttp
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 
-from durable_ext.storage.account import StorageAccount
+from durable_ext.storage.account import StorageAccount, use_environment_settings
 
 logger = logging.getLogger(__name__)
 
@@ -197,7 +197,10 @@ class HttpSession:
         if self._session is None or self._session.closed:
             # No automatic Content-Type: it is a signed header, so only what is set here may go out.
             self._session = aiohttp.ClientSession(
-                timeout=_TIMEOUT, trace_configs=self._trace_configs, skip_auto_headers=("Content-Type",)
+                timeout=_TIMEOUT,
+                trace_configs=self._trace_configs,
+                skip_auto_headers=("Content-Type",),
+                trust_env=use_environment_settings(),
             )
         return self._session
 

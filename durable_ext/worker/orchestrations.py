@@ -89,6 +89,8 @@ _RECENT_REQUESTS_KEY = "durableExtRecentRequests"
 """Member of the entity scheduler's ``sorter`` listing request IDs already applied (.NET ignores it)."""
 _RECENT_REQUESTS_KEPT = 1000
 """Enough to cover the batches whose messages a crash can leave undeleted."""
+DIRECT_RESULTS_BUFFER_FACTOR = 4
+"""How many times controlQueueBufferThreshold messages may be buffered once results arrive in memory."""
 SESSION_CACHE_INSTANCES = 1000
 SESSION_CACHE_EVENTS = 100_000
 """Bounds of the histories kept in memory between episodes (a few tens of MB at most)."""
@@ -305,7 +307,11 @@ class OrchestrationDispatcher:
         False when this worker does not own the orchestration's control queue (or its buffer is full):
         then the result goes through the queue.
         """
-        if self.claim(queue_name) is None:
+        # Results are made at the pace activities finish, so they may fill the buffer beyond what a
+        # poll would prefetch; past this bound they wait in the queue instead of in memory.
+        if queue_name not in self._loops or self._buffered >= DIRECT_RESULTS_BUFFER_FACTOR * (
+            self._provider.control_queue_buffer_threshold
+        ):
             return False
         direct = dataclasses.replace(work_item, data=result, dequeue_count=1, inserted_on=utc_now())
         self._dispatch(queue_name, [direct])
@@ -416,16 +422,20 @@ class OrchestrationDispatcher:
     async def _episode(self, instance_id: str, messages: list[ReceivedMessage]) -> list[ReceivedMessage]:
         """Process one batch for one instance; returns messages kept for the next episode."""
         try:
-            cached = self._cache.take(instance_id)
-            if cached is not None:
+            row = None if instance_id.startswith("@") else await self._start_row(instance_id, messages)
+            known = self._cache.take(instance_id) or _first_execution(instance_id, messages, row)
+            if known is not None:
                 try:
-                    return await self._attempt(cached, messages)
+                    return await self._attempt(known, messages, row)
                 except OwnershipLostError:
-                    # The history changed behind the cache (a purge, another worker): once more from storage.
+                    # The history changed behind the cache (a purge, another worker) or was not empty
+                    # after all: once more from storage.
                     logger.info(
-                        "hub %s instance %s: cached history was stale; reloading", self._hub_name, instance_id
+                        "hub %s instance %s: history in memory was stale; reloading",
+                        self._hub_name,
+                        instance_id,
                     )
-            return await self._attempt(await self._load(instance_id), messages)
+            return await self._attempt(await self._load(instance_id), messages, row)
         except OwnershipLostError:
             await asyncio.gather(*(self._abandon(m) for m in messages), return_exceptions=True)
             return []
@@ -446,12 +456,13 @@ class OrchestrationDispatcher:
     async def _delete(self, message: ReceivedMessage) -> None:
         await self._queue_of(message).delete(message)
 
-    async def _attempt(self, execution: _Execution, messages: list[ReceivedMessage]) -> list[ReceivedMessage]:
+    async def _attempt(
+        self, execution: _Execution, messages: list[ReceivedMessage], row: InstanceState | None
+    ) -> list[ReceivedMessage]:
         instance_id = execution.instance_id
         if instance_id.startswith("@"):
             decisions, checkpoint = self._plan_entity(execution, messages)
         else:
-            row = await self._start_row(instance_id, messages)
             decisions = self._decide(execution, messages, row)
             checkpoint = self._plan(execution, decisions) if decisions.consume else None
         if checkpoint is not None:
@@ -1253,6 +1264,31 @@ async def repair_instance_row(
 
 async def _gather(*work: Awaitable[Any]) -> None:
     await asyncio.gather(*work)
+
+
+def _first_execution(
+    instance_id: str, messages: Sequence[ReceivedMessage], row: InstanceState | None
+) -> _Execution | None:
+    """An empty history, when the batch starts the instance's very first execution.
+
+    That is a client's start whose Instances row is still Pending at generation 0 and names it: the
+    ID was never run before (a purge deletes the row last), so there is no history to read. Should
+    there be one after all, the sentinel insert conflicts and the episode is re-run from storage.
+    """
+    if row is None or row.generation != 0 or row.runtime_status is not OrchestrationStatus.Pending:
+        return None
+    if any(m.dequeue_count > 1 for m in messages):
+        return None  # delivered before: an earlier attempt may have written history and then died
+    for message in messages:
+        event = message.data.event
+        if (
+            isinstance(event, ExecutionStartedEvent)
+            and event.parent_instance is None
+            and event.orchestration_instance is not None
+            and event.orchestration_instance.execution_id == row.execution_id
+        ):
+            return _Execution(instance_id, None, [], None)
+    return None
 
 
 def _missing_entity(name: str) -> Callable[[str], str]:

@@ -15,7 +15,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from durable_ext.config import OverridableStates
@@ -739,7 +739,10 @@ class TaskHubClient:
         """
         if min_idle < timedelta(0):
             raise ValidationError(f"min_idle must not be negative, got {min_idle}")
-        idle_since = utc_now() - min_idle
+        now = utc_now()
+        if min_idle >= now - datetime.min.replace(tzinfo=UTC):
+            return 0  # longer than the calendar goes back: nothing can have been idle that long
+        idle_since = now - min_idle
         query = InstanceQuery(instance_id_prefix=_ENTITY_ID_PREFIX, exclude_entities=False)
         removed = 0
         async for rows in self._all_rows(query):

@@ -664,6 +664,8 @@ async def test_signalling_an_unknown_entity_or_an_absurd_idle_time_is_400_and_wr
     assert "NoSuchEntity" in unknown.json()["error"] and "entity function" in unknown.json()["error"]
     absurd = await api.http.post(api.url("entities/clean?minIdleSeconds=1e300"))
     assert absurd.status_code == 400 and "minIdleSeconds" in absurd.json()["error"]
+    ancient = await api.http.post(api.url("entities/clean?minIdleSeconds=1034554802644.7416"))
+    assert ancient.status_code == 200, "idle since before year 1: a valid question whose answer is none"
     assert (await _rows(api.hub), await _queued_messages(api.hub)) == before
 
 

@@ -1,19 +1,21 @@
-"""The thin Queue REST client against real Azurite: the same wire format as the SDK, auth, errors, retries."""
+"""The thin Queue and Table REST clients on real Azurite: the SDK's wire format, auth, errors, retries."""
 
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from aiohttp import ClientSession, web
-from azure.core.exceptions import ClientAuthenticationError, ResourceNotFoundError
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 from azure.storage.queue import AccountSasPermissions, ResourceTypes, generate_account_sas
 from azure.storage.queue.aio import QueueClient
 
 from durable_ext.storage.account import StorageAccount
-from durable_ext.storage.rest import HttpSession, QueueRestClient
+from durable_ext.storage.rest import EntityWrite, HttpSession, QueueRestClient, TableRestClient, WriteKind
 from durable_ext.storage.taskhub import TaskHub
 
 TRICKY = '{"text": "<a href=\'x\'>&amp; \\"quoted\\"</a> ]]> \u00e9\u4e2d\U0001f600"}'
@@ -156,3 +158,80 @@ async def test_transient_503s_are_retried_and_the_request_lands_once(
         await runner.cleanup()
     assert refused == ["POST", "POST"] and forwarded == ["POST"]
     assert await hub.work_item_queue.approximate_count() == 1
+
+
+@pytest.fixture
+async def tables(storage_account: StorageAccount, session: HttpSession) -> AsyncIterator[tuple[Any, Any]]:
+    """A fresh table as an SDK client (to check with) and as the REST client under test."""
+    name = "Rest" + uuid.uuid4().hex[:10]
+    async with storage_account.table_service() as service:
+        sdk = await service.create_table(name)
+        yield sdk, TableRestClient(storage_account, name, session)
+        await service.delete_table(name)
+
+
+ROW = {
+    "Text": TRICKY,
+    "Number": 42,
+    "Flag": True,
+    "When": datetime(2026, 3, 25, 8, 0, 0, 123456, tzinfo=UTC),
+    "Empty": "",
+}
+
+
+async def test_a_transaction_writes_what_the_sdk_writes(tables: tuple[Any, Any]) -> None:
+    sdk, rest = tables
+    keys = ("it's ^0 \u00fc@x:y (1)", "0000000000000001")
+    await sdk.upsert_entity({"PartitionKey": "sdk", "RowKey": keys[1], **ROW})
+    etags = await rest.submit_transaction(
+        [
+            EntityWrite(WriteKind.UPSERT_REPLACE, {"PartitionKey": keys[0], "RowKey": keys[1], **ROW}),
+            EntityWrite(WriteKind.INSERT, {"PartitionKey": keys[0], "RowKey": "sentinel", "N": 1}),
+        ]
+    )
+    assert len(etags) == 2 and all(e.startswith('W/"datetime') for e in etags)
+    ours = await sdk.get_entity(*keys)
+    theirs = await sdk.get_entity("sdk", keys[1])
+    assert {k: ours[k] for k in ROW} == {k: theirs[k] for k in ROW} == ROW
+    sentinel = await sdk.get_entity(keys[0], "sentinel")
+    assert sentinel.metadata["etag"] == etags[1]
+    etag = await rest.merge({"PartitionKey": keys[0], "RowKey": "sentinel", "M": "x"}, etags[1])
+    merged = await sdk.get_entity(keys[0], "sentinel")
+    assert (merged["N"], merged["M"], merged.metadata["etag"]) == (1, "x", etag)
+
+
+async def test_a_failed_write_fails_the_whole_transaction(tables: tuple[Any, Any]) -> None:
+    sdk, rest = tables
+    (etag,) = await rest.submit_transaction(
+        [EntityWrite(WriteKind.INSERT, {"PartitionKey": "p", "RowKey": "s"})]
+    )
+    cases = [
+        (EntityWrite(WriteKind.INSERT, {"PartitionKey": "p", "RowKey": "s"}), 409),
+        (
+            EntityWrite(WriteKind.MERGE, {"PartitionKey": "p", "RowKey": "s"}, "W/\"datetime'2000-01-01'\""),
+            412,
+        ),
+        (EntityWrite(WriteKind.MERGE, {"PartitionKey": "p", "RowKey": "gone"}, etag), 404),
+    ]
+    for failing, status in cases:
+        row = EntityWrite(WriteKind.UPSERT_REPLACE, {"PartitionKey": "p", "RowKey": f"row-{status}"})
+        with pytest.raises(HttpResponseError) as raised:
+            await rest.submit_transaction([row, failing])
+        assert raised.value.status_code == status
+        assert [e["RowKey"] async for e in sdk.query_entities("PartitionKey eq 'p'")] == ["s"], (
+            "nothing written"
+        )
+
+
+async def test_single_merges_insert_or_check_the_etag(tables: tuple[Any, Any]) -> None:
+    sdk, rest = tables
+    first = await rest.merge({"PartitionKey": "i", "RowKey": "", "RuntimeStatus": "Pending", "Generation": 0})
+    second = await rest.merge({"PartitionKey": "i", "RowKey": "", "RuntimeStatus": "Running"}, first)
+    assert second != first
+    with pytest.raises(HttpResponseError) as stale:
+        await rest.merge({"PartitionKey": "i", "RowKey": "", "RuntimeStatus": "Failed"}, first)
+    assert stale.value.status_code == 412
+    with pytest.raises(ResourceNotFoundError):
+        await rest.merge({"PartitionKey": "missing", "RowKey": ""}, first)
+    row = await sdk.get_entity("i", "")
+    assert (row["RuntimeStatus"], row["Generation"]) == ("Running", 0)

@@ -30,7 +30,7 @@ from durable_ext.storage.account import StorageAccount
 from durable_ext.storage.blobs import LargeMessageStore
 from durable_ext.storage.partitions import PartitionLease
 from durable_ext.storage.queues import MessageQueue, partition_index
-from durable_ext.storage.rest import HttpSession, QueueRestClient
+from durable_ext.storage.rest import HttpSession, QueueRestClient, TableRestClient
 from durable_ext.storage.tracking import TrackingStore
 
 logger = logging.getLogger(__name__)
@@ -143,13 +143,15 @@ class TaskHub:
         self._queues: QueueServiceClient = account.queue_service(**_RETRY_SETTINGS)
         self._blobs: BlobServiceClient = account.blob_service(**_RETRY_SETTINGS)
         self.large_messages = LargeMessageStore(account, self._blobs, self.names.large_messages_container)
+        self._http = HttpSession(account, account.http_trace_configs())
         self.tracking = TrackingStore(
             self.names.hub,
             self._tables.get_table_client(self.names.history_table),
             self._tables.get_table_client(self.names.instances_table),
             self.large_messages,
+            history_writes=TableRestClient(account, self.names.history_table, self._http),
+            instance_writes=TableRestClient(account, self.names.instances_table, self._http),
         )
-        self._http = HttpSession(account, account.http_trace_configs())
         self.control_queues = [
             MessageQueue(QueueRestClient(account, name, self._http), self.large_messages)
             for name in self.names.control_queues

@@ -30,6 +30,7 @@ from durable_ext.errors import OwnershipLostError, ValidationError
 from durable_ext.history import HistoryEvent, OrchestrationStatus, event_from_columns, event_to_columns
 from durable_ext.messages import MessageData
 from durable_ext.storage.blobs import LargeMessageStore
+from durable_ext.storage.rest import EntityWrite, TableRestClient, WriteKind
 from durable_ext.wire import as_utc
 
 logger = logging.getLogger(__name__)
@@ -296,11 +297,17 @@ class TrackingStore:
         history: TableClient,
         instances: TableClient,
         large_messages: LargeMessageStore,
+        *,
+        history_writes: TableRestClient,
+        instance_writes: TableRestClient,
     ) -> None:
+        """The SDK clients read and purge; the checkpoint's writes go through the ``*_writes`` clients."""
         self.hub_name = hub_name
         self._history = history
         self._instances = instances
         self._large = large_messages
+        self._history_writes = history_writes
+        self._instance_writes = instance_writes
 
     # ---- History ------------------------------------------------------------------------------
 
@@ -386,12 +393,12 @@ class TrackingStore:
         If-Match. A conflict means another worker committed first: :class:`OwnershipLostError`.
         """
         pk = escape_partition_key(instance_id)
-        operations: list[Any] = []
+        operations: list[EntityWrite] = []
         estimate = 0
         for offset, event in enumerate(new_events):
             entity = self.history_entity(instance_id, execution_id, first_sequence_number + offset, event)
             await self._offload_large_properties(entity, event.event_type.name)
-            operations.append(("upsert", entity, {"mode": UpdateMode.REPLACE}))
+            operations.append(EntityWrite(WriteKind.UPSERT_REPLACE, entity))
             estimate += _ROW_OVERHEAD_ESTIMATE + sum(
                 utf16_size(entity[p]) for p in LARGE_PROPERTIES if isinstance(entity.get(p), str)
             )
@@ -409,7 +416,7 @@ class TrackingStore:
         pk: str,
         instance_id: str,
         execution_id: str,
-        operations: list[Any],
+        operations: list[EntityWrite],
         etag: str | None,
         *,
         final: bool,
@@ -423,25 +430,15 @@ class TrackingStore:
         if final:
             sentinel["CheckpointCompletedTimestamp"] = datetime.now(UTC)
         if etag is None:
-            operations.append(("create", sentinel))
+            operations.append(EntityWrite(WriteKind.INSERT, sentinel))
         else:
-            operations.append(
-                (
-                    "update",
-                    sentinel,
-                    {
-                        "mode": UpdateMode.MERGE,
-                        "etag": etag,
-                        "match_condition": MatchConditions.IfNotModified,
-                    },
-                )
-            )
+            operations.append(EntityWrite(WriteKind.MERGE, sentinel, etag))
         try:
-            results = await self._history.submit_transaction(operations)
-        except (TableTransactionError, ResourceExistsError, HttpResponseError) as exc:
+            etags = await self._history_writes.submit_transaction(operations)
+        except HttpResponseError as exc:
             # A 404 on the If-Match merge: the sentinel this worker knew is gone (purged meanwhile).
-            gone = etag is not None and getattr(exc, "status_code", None) == 404
-            if isinstance(exc, ResourceExistsError) or _is_conflict(exc) or gone:
+            gone = etag is not None and exc.status_code == 404
+            if _is_conflict(exc) or gone:
                 logger.warning(
                     "hub %s instance %s: history sentinel conflict; another worker committed first",
                     self.hub_name,
@@ -451,10 +448,9 @@ class TrackingStore:
                     f"instance {instance_id!r}: history was changed by another worker"
                 ) from exc
             raise
-        new_etag = results[-1].get("etag")
-        if not new_etag:
+        if not etags[-1]:
             raise OwnershipLostError(f"instance {instance_id!r}: no sentinel ETag in the batch response")
-        return str(new_etag)
+        return etags[-1]
 
     # ---- Instances ----------------------------------------------------------------------------
 
@@ -541,15 +537,10 @@ class TrackingStore:
         if columns is not None:
             keep = {"PartitionKey", "RowKey", *columns}
             entity = {k: v for k, v in entity.items() if k in keep}
-        if etag is None:
-            await self._instances.upsert_entity(entity, mode=UpdateMode.MERGE)
-            return True
         try:
-            await self._instances.update_entity(
-                entity, mode=UpdateMode.MERGE, etag=etag, match_condition=MatchConditions.IfNotModified
-            )
-        except (ResourceNotFoundError, HttpResponseError) as exc:
-            if isinstance(exc, ResourceNotFoundError) or _is_conflict(exc):
+            await self._instance_writes.merge(entity, etag)
+        except HttpResponseError as exc:
+            if etag is not None and (isinstance(exc, ResourceNotFoundError) or _is_conflict(exc)):
                 return False
             raise
         return True

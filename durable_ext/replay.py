@@ -156,6 +156,7 @@ class _RecordingContext(DurableOrchestrationContext):  # type: ignore[misc]
         events: Sequence[HistoryEvent],
         new_events_start: int,
         parent_instance_id: str | None,
+        forms: DfEventForms | None = None,
     ) -> _RecordingContext:
         """The context df's ``from_json`` builds from :func:`context_json`, built without its cost.
 
@@ -164,7 +165,7 @@ class _RecordingContext(DurableOrchestrationContext):  # type: ignore[misc]
         runs on the two events it reads itself (the first OrchestratorStarted and ExecutionStarted),
         then gets the whole history as df events made by :func:`df_history_event`.
         """
-        history = history_to_df_json(events, new_events_start)
+        history = history_to_df_json(events, new_events_start, forms)
         seed = [
             next(e for e in history if e["EventType"] == HistoryEventType.ORCHESTRATOR_STARTED),
             *[e for e in history if e["EventType"] == HistoryEventType.EXECUTION_STARTED][:1],
@@ -218,7 +219,28 @@ class _RecordingExecutor(TaskOrchestrationExecutor):  # type: ignore[misc]
         super().set_task_value(event, is_success, id_key)
 
 
-def history_to_df_json(events: Sequence[HistoryEvent], new_events_start: int) -> list[dict[str, Any]]:
+class DfEventForms:
+    """df's JSON form of history events, made once per event rather than once per replay.
+
+    Replay hands df the whole history every episode; an execution keeps one of these so that only the
+    episode's new events are converted. Entries keep their event alive, so an ``id`` is never reused.
+    """
+
+    def __init__(self) -> None:
+        self._forms: dict[int, tuple[HistoryEvent, dict[str, Any]]] = {}
+
+    def form(self, event: HistoryEvent) -> dict[str, Any]:
+        """A fresh copy of ``event``'s df form (callers add per-replay members to it)."""
+        entry = self._forms.get(id(event))
+        if entry is None or entry[0] is not event:
+            entry = (event, _strip_types(event_to_json(event)))
+            self._forms[id(event)] = entry
+        return dict(entry[1])
+
+
+def history_to_df_json(
+    events: Sequence[HistoryEvent], new_events_start: int, forms: DfEventForms | None = None
+) -> list[dict[str, Any]]:
     """The ``history`` array df reads: queue-form events without ``$type``, ``IsPlayed`` set for old ones.
 
     Events that arrived while the instance was suspended are delivered after the resume (or not at all
@@ -245,7 +267,7 @@ def history_to_df_json(events: Sequence[HistoryEvent], new_events_start: int) ->
             ordered.append((index, event))
     out = []
     for index, event in ordered:
-        data = _strip_types(event_to_json(event))
+        data = forms.form(event) if forms is not None else _strip_types(event_to_json(event))
         data["IsPlayed"] = index < new_events_start
         # df keeps unknown members as attributes: this one maps its events back to ours.
         data[_INDEX_KEY] = index
@@ -319,16 +341,18 @@ def run_orchestrator(
     *,
     new_events_start: int,
     parent_instance_id: str | None = None,
+    forms: DfEventForms | None = None,
 ) -> OrchestratorRun:
     """Run a df orchestrator (the callable df's decorator registered) over ``events``.
 
-    ``events[new_events_start:]`` are the ones the orchestrator has not seen yet.
+    ``events[new_events_start:]`` are the ones the orchestrator has not seen yet; ``forms`` keeps their
+    df form for the next replay of the same execution.
     Raises :class:`NonDeterminismError` when df's tasks contradict the scheduling events in history.
     """
     generator_function = getattr(user_function, "orchestrator_function", None)
     if generator_function is None:
         raise TypeError(f"{name!r} is not an azure-functions-durable orchestrator")
-    context = _RecordingContext.for_history(instance_id, events, new_events_start, parent_instance_id)
+    context = _RecordingContext.for_history(instance_id, events, new_events_start, parent_instance_id, forms)
     # What df's own wrapper does before handing the context to the generator.
     context._input_expected_type = getattr(user_function, "_df_input_type", None)
     state: dict[str, Any]

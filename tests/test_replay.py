@@ -14,7 +14,7 @@ from durable_ext.history import (
     HistoryEvent,
     OrchestratorStartedEvent,
 )
-from durable_ext.replay import _RecordingContext, context_json
+from durable_ext.replay import DfEventForms, _RecordingContext, context_json
 from tests.sample_events import INSTANCE, sample_events
 
 
@@ -76,3 +76,15 @@ def test_suspended_events_keep_their_own_timestamps_when_reordered() -> None:
     expected = DurableOrchestrationContext.from_json(context_json("i", events, 2))
     built = _RecordingContext.for_history("i", events, 2, None)
     assert [_members(e) for e in built.histories] == [_members(e) for e in expected.histories]
+
+
+def test_cached_df_forms_give_the_same_context_and_are_not_shared_between_replays() -> None:
+    events = _history()
+    forms = DfEventForms()
+    first = _RecordingContext.for_history("i", events, 3, None, forms)
+    again = _RecordingContext.for_history("i", events, len(events) - 1, None, forms)
+    plain = _RecordingContext.for_history("i", events, len(events) - 1, None)
+    assert [_members(e) for e in again.histories] == [_members(e) for e in plain.histories]
+    assert [e.is_played for e in first.histories] != [e.is_played for e in again.histories]
+    first.histories[0].is_processed = True
+    assert not again.histories[0].is_processed, "each replay gets its own df events"

@@ -19,6 +19,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -66,6 +67,7 @@ from durable_ext.host.app_loader import FunctionKind, FunctionRegistry
 from durable_ext.messages import MessageData, TaskMessage
 from durable_ext.replay import (
     ActionKind,
+    DfEventForms,
     NonDeterminismError,
     OrchestratorRun,
     ScheduledAction,
@@ -125,6 +127,7 @@ class _Execution:
     events: list[HistoryEvent]
     etag: str | None
     blob_names: list[str] = field(default_factory=list)
+    forms: DfEventForms = field(default_factory=DfEventForms, compare=False, repr=False)
 
     @property
     def started(self) -> ExecutionStartedEvent | None:
@@ -259,6 +262,10 @@ class OrchestrationDispatcher:
         self._pending: dict[str, list[ReceivedMessage]] = {}
         self._session_queue: dict[str, str] = {}
         self._slots = asyncio.Semaphore(options.max_concurrent_orchestrator_functions)
+        # Replays run on their own thread: a long history keeps the CPU busy for tens of milliseconds,
+        # and the event loop must go on moving messages meanwhile. One thread, so that replays do not
+        # also compete with each other for the interpreter.
+        self._replays = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"replay-{hub.names.hub}")
         self._background: set[asyncio.Task[None]] = set()
         """Deletes of consumed messages and similar clean-up that need not hold up the next episode."""
         self._buffered = 0
@@ -366,6 +373,7 @@ class OrchestrationDispatcher:
         for partition_id in list(self._loops):
             await self.stop_listening(partition_id)
         await self._drain_background()
+        self._replays.shutdown(wait=False)
 
     # ---- polling ----------------------------------------------------------------------------
 
@@ -464,7 +472,13 @@ class OrchestrationDispatcher:
             decisions, checkpoint = self._plan_entity(execution, messages)
         else:
             decisions = self._decide(execution, messages, row)
-            checkpoint = self._plan(execution, decisions) if decisions.consume else None
+            checkpoint = (
+                await asyncio.get_running_loop().run_in_executor(
+                    self._replays, self._plan, execution, decisions
+                )
+                if decisions.consume
+                else None
+            )
         if checkpoint is not None:
             await self._commit(checkpoint)
             self._cache.put(checkpoint.execution)
@@ -878,6 +892,7 @@ class OrchestrationDispatcher:
                 [*past, *fresh],
                 new_events_start=len(past),
                 parent_instance_id=parent,
+                forms=execution.forms,
             )
             ordered = [fresh[0], *order_new_events(fresh[1:], run.allocations)]
             if ordered != fresh:
@@ -888,6 +903,7 @@ class OrchestrationDispatcher:
                     [*past, *ordered],
                     new_events_start=len(past),
                     parent_instance_id=parent,
+                    forms=execution.forms,
                 )
             return ordered, run, run.failure
         except NonDeterminismError as exc:

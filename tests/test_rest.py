@@ -235,3 +235,13 @@ async def test_single_merges_insert_or_check_the_etag(tables: tuple[Any, Any]) -
         await rest.merge({"PartitionKey": "missing", "RowKey": ""}, first)
     row = await sdk.get_entity("i", "")
     assert (row["RuntimeStatus"], row["Generation"]) == ("Running", 0)
+
+
+async def test_point_reads_type_the_row_as_the_sdk_does(tables: tuple[Any, Any]) -> None:
+    sdk, rest = tables
+    await sdk.upsert_entity({"PartitionKey": "it's", "RowKey": "", **ROW})
+    expected = await sdk.get_entity("it's", "")
+    got = await rest.get("it's", "")
+    assert got is not None and dict(got) == dict(expected)
+    assert got.metadata["etag"] == expected.metadata["etag"]
+    assert await rest.get("nobody", "") is None

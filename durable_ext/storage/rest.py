@@ -31,6 +31,8 @@ from xml.sax.saxutils import escape
 import aiohttp
 import yarl
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
+from azure.data.tables import TableEntity
+from azure.data.tables._deserialize import _convert_to_entity
 from azure.data.tables._serialize import _add_entity_properties
 
 from durable_ext.storage.account import StorageAccount, use_environment_settings
@@ -202,12 +204,12 @@ class EntityWrite:
 
 
 class TableRestClient:
-    """The checkpoint's writes to one table: entity-group transactions and single merges.
+    """The hot requests to one table: entity-group transactions, single merges and point reads.
 
     azure-data-tables builds and parses ``$batch`` bodies with the ``email`` package, which took two
     thirds of the engine's CPU under load. The requests here are the SDK's own, byte for byte in
-    their structure: the same multipart layout, inner requests, headers and entity JSON (made by the
-    SDK's serializer).
+    their structure: the same multipart layout, inner requests, headers and entity JSON (made, and
+    read back, by the SDK's own converters).
     """
 
     def __init__(self, account: StorageAccount, table_name: str, session: HttpSession) -> None:
@@ -273,6 +275,20 @@ class TableRestClient:
                 message=f"table {self.table_name}: {len(etags)} answers to a transaction of {len(writes)}"
             )
         return etags
+
+    async def get(self, partition_key: str, row_key: str) -> TableEntity | None:
+        """Query Entity by its keys, typed as the SDK's ``get_entity`` types it; None if absent."""
+        response = await self._session.request(
+            "GET",
+            self._entity_url({"PartitionKey": partition_key, "RowKey": row_key}),
+            table=True,
+            headers={"Accept": _MINIMAL_METADATA},
+        )
+        if response.status == 404:
+            return None
+        response.expect(200, f"read a row of table {self.table_name}")
+        entity: TableEntity = _convert_to_entity(json.loads(response.text))  # type: ignore[no-untyped-call]
+        return entity
 
     async def merge(self, entity: Mapping[str, Any], etag: str | None = None) -> str:
         """Merge Entity with If-Match ``etag``, or Insert Or Merge without; returns the new ETag.

@@ -150,7 +150,7 @@ class TaskHub:
             self._tables.get_table_client(self.names.instances_table),
             self.large_messages,
             history_writes=TableRestClient(account, self.names.history_table, self._http),
-            instance_writes=TableRestClient(account, self.names.instances_table, self._http),
+            instance_rows=TableRestClient(account, self.names.instances_table, self._http),
         )
         self.control_queues = [
             MessageQueue(QueueRestClient(account, name, self._http), self.large_messages)

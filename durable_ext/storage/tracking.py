@@ -299,15 +299,16 @@ class TrackingStore:
         large_messages: LargeMessageStore,
         *,
         history_writes: TableRestClient,
-        instance_writes: TableRestClient,
+        instance_rows: TableRestClient,
     ) -> None:
-        """The SDK clients read and purge; the checkpoint's writes go through the ``*_writes`` clients."""
+        """The SDK clients query and purge; the checkpoint's writes and point reads of Instances rows go
+        through the REST clients."""
         self.hub_name = hub_name
         self._history = history
         self._instances = instances
         self._large = large_messages
         self._history_writes = history_writes
-        self._instance_writes = instance_writes
+        self._instance_rows = instance_rows
 
     # ---- History ------------------------------------------------------------------------------
 
@@ -462,9 +463,8 @@ class TrackingStore:
         With ``fetch_large_values`` Input and Output that live in blobs (a URL in the column, or the
         ``InputBlobName`` quirk of DT.AS) are downloaded and inlined.
         """
-        try:
-            entity = await self._instances.get_entity(escape_partition_key(instance_id), "")
-        except ResourceNotFoundError:
+        entity = await self._instance_rows.get(escape_partition_key(instance_id), "")
+        if entity is None:
             return None
         state = InstanceState.from_entity(entity)
         if fetch_large_values:
@@ -538,7 +538,7 @@ class TrackingStore:
             keep = {"PartitionKey", "RowKey", *columns}
             entity = {k: v for k, v in entity.items() if k in keep}
         try:
-            await self._instance_writes.merge(entity, etag)
+            await self._instance_rows.merge(entity, etag)
         except HttpResponseError as exc:
             if etag is not None and (isinstance(exc, ResourceNotFoundError) or _is_conflict(exc)):
                 return False

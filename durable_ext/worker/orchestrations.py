@@ -269,6 +269,9 @@ class OrchestrationDispatcher:
         self._background: set[asyncio.Task[None]] = set()
         """Deletes of consumed messages and similar clean-up that need not hold up the next episode."""
         self._buffered = 0
+        self._room = asyncio.Event()
+        """Set while the buffer is below controlQueueBufferThreshold; throttled pollers wait for it."""
+        self._room.set()
         self._cache = SessionCache(
             max_entries=SESSION_CACHE_INSTANCES,
             max_events=SESSION_CACHE_EVENTS,
@@ -381,7 +384,10 @@ class OrchestrationDispatcher:
         backoff = self._backoffs[queue.name]
         while True:
             if self._buffered >= self._provider.control_queue_buffer_threshold:
-                await backoff.wait()
+                # Not a back-off: the queue is not empty, this worker is full. Poll again as soon as
+                # episodes have made room.
+                self._room.clear()
+                await self._room.wait()
                 continue
             try:
                 messages = await queue.receive(
@@ -420,6 +426,8 @@ class OrchestrationDispatcher:
                 async with self._slots:
                     later = await self._episode(instance_id, batch)
                 self._buffered -= len(batch) - len(later)
+                if self._buffered < self._provider.control_queue_buffer_threshold:
+                    self._room.set()
                 if later:
                     self._pending.setdefault(instance_id, [])[:0] = later
         finally:

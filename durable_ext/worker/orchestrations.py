@@ -14,11 +14,12 @@ import asyncio
 import contextlib
 import dataclasses
 import enum
+import functools
 import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -266,7 +267,9 @@ class OrchestrationDispatcher:
         # and the event loop must go on moving messages meanwhile. One thread, so that replays do not
         # also compete with each other for the interpreter.
         self._replays = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"replay-{hub.names.hub}")
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
+        self._status_writes: dict[str, asyncio.Task[bool]] = {}
+        """Each instance's latest Instances write in flight; the next one waits for it."""
         """Deletes of consumed messages and similar clean-up that need not hold up the next episode."""
         self._buffered = 0
         self._room = asyncio.Event()
@@ -487,8 +490,9 @@ class OrchestrationDispatcher:
                 if decisions.consume
                 else None
             )
+        status_write: asyncio.Task[bool] | None = None
         if checkpoint is not None:
-            await self._commit(checkpoint)
+            status_write = await self._commit(checkpoint)
             self._cache.put(checkpoint.execution)
         elif decisions.terminated_before_start is not None:
             await self._terminate_pending(instance_id, decisions.terminated_before_start)
@@ -499,10 +503,7 @@ class OrchestrationDispatcher:
         # Only after the Instances write (§3.8 step 5), but the next episode need not wait for it.
         done = [*decisions.consume, *decisions.discard, *decisions.rehop]
         if done or decisions.abandon:
-            self._in_background(
-                instance_id,
-                _gather(*(self._delete(m) for m in done), *(self._abandon(m) for m in decisions.abandon)),
-            )
+            self._in_background(instance_id, self._finish(status_write, done, decisions.abandon))
         return decisions.later
 
     async def _terminate_pending(self, instance_id: str, event: ExecutionTerminatedEvent) -> None:
@@ -1175,7 +1176,8 @@ class OrchestrationDispatcher:
         for message in messages:
             await queue.send(message.data, delay=min(_due(message.data.event) - now, MAX_TIMER_HOP))
 
-    async def _commit(self, checkpoint: _Checkpoint) -> None:
+    async def _commit(self, checkpoint: _Checkpoint) -> asyncio.Task[bool]:
+        """Steps 1 and 2 of the checkpoint; returns the task doing steps 3 and 4."""
         execution = checkpoint.execution
         instance_id = execution.instance_id
         await asyncio.gather(
@@ -1190,9 +1192,6 @@ class OrchestrationDispatcher:
             execution.etag,
         )
         execution.events = [*execution.events[: checkpoint.first_sequence_number], *checkpoint.new_events]
-        await self._hub.tracking.merge_instance(checkpoint.status, columns=checkpoint.columns)
-        if checkpoint.replaced_blobs:
-            await asyncio.gather(*(self._hub.large_messages.delete(b) for b in checkpoint.replaced_blobs))
         logger.debug(
             "hub %s instance %s: checkpointed %d events, %d messages out",
             self._hub_name,
@@ -1200,6 +1199,50 @@ class OrchestrationDispatcher:
             len(checkpoint.new_events),
             len(checkpoint.outbound),
         )
+        # Steps 3 and 4 need not hold up the next episode, whose history write needs only the sentinel
+        # ETag: they run behind it, in order per instance, and step 5 waits for them (see _attempt).
+        write = asyncio.create_task(
+            self._write_status(instance_id, self._status_writes.get(instance_id), checkpoint)
+        )
+        self._status_writes[instance_id] = write
+        self._background.add(write)
+        write.add_done_callback(functools.partial(self._status_written, instance_id))
+        return write
+
+    async def _finish(
+        self, write: asyncio.Task[bool] | None, done: list[ReceivedMessage], abandon: list[ReceivedMessage]
+    ) -> None:
+        """Step 5 once the Instances write succeeded. If it failed, the episode's messages come back
+        instead: their redelivery finds them in history and, where it can, repairs the row."""
+        if write is not None and not await write:
+            done, abandon = [], [*done, *abandon]
+        await asyncio.gather(*(self._delete(m) for m in done), *(self._abandon(m) for m in abandon))
+
+    def _status_written(self, instance_id: str, write: asyncio.Task[bool]) -> None:
+        self._background.discard(write)
+        if self._status_writes.get(instance_id) is write:
+            del self._status_writes[instance_id]
+
+    async def _write_status(
+        self, instance_id: str, previous: asyncio.Task[bool] | None, checkpoint: _Checkpoint
+    ) -> bool:
+        """Merge the Instances row and delete replaced blobs after the previous episode's did; False
+        if that failed, in which case the row lags its history until a later episode rewrites it."""
+        if previous is not None:
+            await previous
+        try:
+            await self._hub.tracking.merge_instance(checkpoint.status, columns=checkpoint.columns)
+            if checkpoint.replaced_blobs:
+                await asyncio.gather(*(self._hub.large_messages.delete(b) for b in checkpoint.replaced_blobs))
+        except Exception:
+            logger.warning(
+                "hub %s instance %s: Instances write failed; the episode's messages come back",
+                self._hub_name,
+                instance_id,
+                exc_info=True,
+            )
+            return False
+        return True
 
 
 def instance_status_from_history(
@@ -1284,10 +1327,6 @@ async def repair_instance_row(
         completed.orchestration_status.name,
     )
     return True
-
-
-async def _gather(*work: Awaitable[Any]) -> None:
-    await asyncio.gather(*work)
 
 
 def _first_execution(

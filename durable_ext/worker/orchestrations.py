@@ -425,6 +425,10 @@ class OrchestrationDispatcher:
     async def _run_session(self, instance_id: str) -> None:
         try:
             while self._pending.get(instance_id):
+                write = self._status_writes.get(instance_id)
+                if write is not None:
+                    # Messages that arrive meanwhile join the next episode instead of each making one.
+                    await asyncio.wait([write])
                 batch = self._pending.pop(instance_id)
                 async with self._slots:
                     later = await self._episode(instance_id, batch)
@@ -1199,8 +1203,8 @@ class OrchestrationDispatcher:
             len(checkpoint.new_events),
             len(checkpoint.outbound),
         )
-        # Steps 3 and 4 need not hold up the next episode, whose history write needs only the sentinel
-        # ETag: they run behind it, in order per instance, and step 5 waits for them (see _attempt).
+        # Steps 3 and 4 run behind the episode, so its concurrency slot is free for other instances;
+        # the instance's next episode waits for them (_run_session) and step 5 too (_finish).
         write = asyncio.create_task(
             self._write_status(instance_id, self._status_writes.get(instance_id), checkpoint)
         )

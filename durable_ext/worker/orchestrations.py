@@ -297,9 +297,13 @@ class OrchestrationDispatcher:
 
         Only for an owned control queue whose buffer has room, as if the message had been dequeued.
         """
-        if queue_name not in self._loops or self._buffered >= self._provider.control_queue_buffer_threshold:
+        if not self._has_room(queue_name, self._provider.control_queue_buffer_threshold):
             return None
         return self._provider.control_queue_visibility_timeout
+
+    def _has_room(self, queue_name: str, limit: int) -> bool:
+        """Whether this worker owns ``queue_name`` and holds fewer than ``limit`` messages."""
+        return queue_name in self._loops and self._buffered < limit
 
     def deliver(self, message: ReceivedMessage) -> None:
         """Take a message enqueued under :meth:`claim`, as if a poll had returned it."""
@@ -322,9 +326,8 @@ class OrchestrationDispatcher:
         """
         # Results are made at the pace activities finish, so they may fill the buffer beyond what a
         # poll would prefetch; past this bound they wait in the queue instead of in memory.
-        if queue_name not in self._loops or self._buffered >= DIRECT_RESULTS_BUFFER_FACTOR * (
-            self._provider.control_queue_buffer_threshold
-        ):
+        limit = DIRECT_RESULTS_BUFFER_FACTOR * self._provider.control_queue_buffer_threshold
+        if not self._has_room(queue_name, limit):
             return False
         direct = dataclasses.replace(work_item, data=result, dequeue_count=1, inserted_on=utc_now())
         self._dispatch(queue_name, [direct])

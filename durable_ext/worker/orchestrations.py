@@ -269,6 +269,8 @@ class OrchestrationDispatcher:
         self._replays = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"replay-{hub.names.hub}")
         self._background: set[asyncio.Task[Any]] = set()
         self._status_writes: dict[str, asyncio.Task[bool]] = {}
+        self._finishing: dict[str, asyncio.Task[None]] = {}
+        """Each instance's last checkpoint steps 3-5 in flight; its next episode starts after them."""
         """Each instance's latest Instances write in flight; the next one waits for it."""
         """Deletes of consumed messages and similar clean-up that need not hold up the next episode."""
         self._buffered = 0
@@ -333,10 +335,11 @@ class OrchestrationDispatcher:
         self._dispatch(queue_name, [direct])
         return True
 
-    def _in_background(self, instance_id: str, work: Coroutine[Any, Any, Any]) -> None:
+    def _in_background(self, instance_id: str, work: Coroutine[Any, Any, Any]) -> asyncio.Task[None]:
         task = asyncio.create_task(self._log_failure(instance_id, work))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
     async def _log_failure(self, instance_id: str, work: Coroutine[Any, Any, Any]) -> None:
         try:
@@ -428,10 +431,10 @@ class OrchestrationDispatcher:
     async def _run_session(self, instance_id: str) -> None:
         try:
             while self._pending.get(instance_id):
-                write = self._status_writes.get(instance_id)
-                if write is not None:
+                finishing = self._finishing.pop(instance_id, None)
+                if finishing is not None:
                     # Messages that arrive meanwhile join the next episode instead of each making one.
-                    await asyncio.wait([write])
+                    await asyncio.wait([finishing])
                 batch = self._pending.pop(instance_id)
                 async with self._slots:
                     later = await self._episode(instance_id, batch)
@@ -510,7 +513,9 @@ class OrchestrationDispatcher:
         # Only after the Instances write (§3.8 step 5), but the next episode need not wait for it.
         done = [*decisions.consume, *decisions.discard, *decisions.rehop]
         if done or decisions.abandon:
-            self._in_background(instance_id, self._finish(status_write, done, decisions.abandon))
+            self._finishing[instance_id] = self._in_background(
+                instance_id, self._finish(status_write, done, decisions.abandon)
+            )
         return decisions.later
 
     async def _terminate_pending(self, instance_id: str, event: ExecutionTerminatedEvent) -> None:
@@ -1206,8 +1211,8 @@ class OrchestrationDispatcher:
             len(checkpoint.new_events),
             len(checkpoint.outbound),
         )
-        # Steps 3 and 4 run behind the episode, so its concurrency slot is free for other instances;
-        # the instance's next episode waits for them (_run_session) and step 5 too (_finish).
+        # Steps 3 to 5 run behind the episode (here and in _finish), so its concurrency slot is free
+        # for other instances; the instance's next episode waits for them (_run_session).
         write = asyncio.create_task(
             self._write_status(instance_id, self._status_writes.get(instance_id), checkpoint)
         )

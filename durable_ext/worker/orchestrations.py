@@ -92,6 +92,8 @@ _RECENT_REQUESTS_KEY = "durableExtRecentRequests"
 """Member of the entity scheduler's ``sorter`` listing request IDs already applied (.NET ignores it)."""
 _RECENT_REQUESTS_KEPT = 1000
 """Enough to cover the batches whose messages a crash can leave undeleted."""
+SMALL_EPISODE_MESSAGES = 4
+"""Episodes with at most this many messages make the instance's next episode wait for their deletes."""
 DIRECT_RESULTS_BUFFER_FACTOR = 4
 """How many times controlQueueBufferThreshold messages may be buffered once results arrive in memory."""
 SESSION_CACHE_INSTANCES = 1000
@@ -269,7 +271,7 @@ class OrchestrationDispatcher:
         self._replays = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"replay-{hub.names.hub}")
         self._background: set[asyncio.Task[Any]] = set()
         self._status_writes: dict[str, asyncio.Task[bool]] = {}
-        self._finishing: dict[str, asyncio.Task[None]] = {}
+        self._finishing: dict[str, asyncio.Task[Any]] = {}
         """Each instance's last checkpoint steps 3-5 in flight; its next episode starts after them."""
         """Each instance's latest Instances write in flight; the next one waits for it."""
         """Deletes of consumed messages and similar clean-up that need not hold up the next episode."""
@@ -513,9 +515,12 @@ class OrchestrationDispatcher:
         # Only after the Instances write (§3.8 step 5), but the next episode need not wait for it.
         done = [*decisions.consume, *decisions.discard, *decisions.rehop]
         if done or decisions.abandon:
-            self._finishing[instance_id] = self._in_background(
-                instance_id, self._finish(status_write, done, decisions.abandon)
-            )
+            finish = self._in_background(instance_id, self._finish(status_write, done, decisions.abandon))
+            # The next episode waits for the deletes of a small episode, so that messages arriving one
+            # by one pile up into fewer episodes; a large one's deletes take longer than that saves.
+            small = len(done) + len(decisions.abandon) <= SMALL_EPISODE_MESSAGES
+            waited = finish if small or status_write is None else status_write
+            self._finishing[instance_id] = waited
         return decisions.later
 
     async def _terminate_pending(self, instance_id: str, event: ExecutionTerminatedEvent) -> None:

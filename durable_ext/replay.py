@@ -158,7 +158,7 @@ class _RecordingContext(DurableOrchestrationContext):  # type: ignore[misc]
         parent_instance_id: str | None,
         forms: DfEventForms | None = None,
     ) -> _RecordingContext:
-        """The context df's ``from_json`` builds from :func:`context_json`, built without its cost.
+        """The context df's ``from_json`` builds from the Functions host's context JSON, without its cost.
 
         df parses every event's Timestamp with dateutil on every replay, which made context creation
         the largest part of an episode; the events here already hold the datetime. df's constructor
@@ -311,26 +311,6 @@ def _strip_types(value: Any) -> Any:
     if isinstance(value, list):
         return [_strip_types(v) for v in value]
     return value
-
-
-def context_json(
-    instance_id: str,
-    events: Sequence[HistoryEvent],
-    new_events_start: int,
-    parent_instance_id: str | None = None,
-) -> str:
-    """The JSON the Functions host hands an orchestrator function."""
-    started = next((e for e in events if isinstance(e, ExecutionStartedEvent)), None)
-    return json.dumps(
-        {
-            "history": history_to_df_json(events, new_events_start),
-            "instanceId": instance_id,
-            "isReplaying": new_events_start > 0,
-            "parentInstanceId": parent_instance_id,
-            "input": started.input if started is not None else None,
-            "upperSchemaVersion": DF_SCHEMA_VERSION,
-        }
-    )
 
 
 def run_orchestrator(

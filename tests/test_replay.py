@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,8 +15,25 @@ from durable_ext.history import (
     HistoryEvent,
     OrchestratorStartedEvent,
 )
-from durable_ext.replay import DfEventForms, _RecordingContext, context_json
+from durable_ext.replay import DF_SCHEMA_VERSION, DfEventForms, _RecordingContext, history_to_df_json
 from tests.sample_events import INSTANCE, sample_events
+
+
+def context_json(
+    instance_id: str, events: list[HistoryEvent], new_events_start: int, parent_instance_id: str | None = None
+) -> str:
+    """The JSON the Functions host hands an orchestrator function: what df's own parse starts from."""
+    started = next((e for e in events if isinstance(e, ExecutionStartedEvent)), None)
+    return json.dumps(
+        {
+            "history": history_to_df_json(events, new_events_start),
+            "instanceId": instance_id,
+            "isReplaying": new_events_start > 0,
+            "parentInstanceId": parent_instance_id,
+            "input": started.input if started is not None else None,
+            "upperSchemaVersion": DF_SCHEMA_VERSION,
+        }
+    )
 
 
 def _members(event: Any) -> dict[str, Any]:

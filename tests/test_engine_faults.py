@@ -480,3 +480,19 @@ async def test_a_first_start_that_finds_history_after_all_is_rerun_from_storage(
     assert history.execution_id == "e1"
     _assert_exactly_once(history.events)
     assert "history in memory was stale; reloading" in caplog.text
+
+
+async def test_a_start_whose_instances_write_failed_is_not_left_pending(hub: TaskHub, engine: Engine) -> None:
+    # The first episode writes history, then its Instances write fails: the row still says Pending
+    # while the instance waits for an event. The start's redelivery must bring the row up to Running.
+    failed = _FailOnce(hub.tracking, "merge_instance", ConnectionError("storage went away"))
+    client = TaskHubClient(hub, handoff=engine)
+    await client.start_new("approval", "pending-1", "300")
+    await poll(lambda: _has_event(hub, "pending-1", EventType.TimerCreated), "the first episode's history")
+    await poll(
+        lambda: _status_is(client, "pending-1", OrchestrationStatus.Running), "the row repaired to Running"
+    )
+    assert failed.calls >= 2
+    await client.raise_event("pending-1", "Approval", '"yes"')
+    state = await client.wait_for_completion("pending-1", timeout=TIMEOUT)
+    assert state.output == '"approved: yes"'

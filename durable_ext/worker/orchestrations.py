@@ -153,7 +153,7 @@ class _Decisions:
     rehop: list[ReceivedMessage] = field(default_factory=list)
     """Timer messages that arrived before their time (a long timer's hop)."""
     repair: bool = False
-    """The history is terminal: make sure the Instances row says so too (§7.1)."""
+    """The Instances row may lag the history (it is terminal, or a start ran before): rewrite it (§7.1)."""
     terminated_before_start: ExecutionTerminatedEvent | None = None
     """A terminate for an instance that never started: its Instances row becomes Terminated (§7.2)."""
     rewind: ExecutionRewoundEvent | None = None
@@ -575,6 +575,14 @@ class OrchestrationDispatcher:
                     decisions.abandon.append(message)
                 elif verdict is _Verdict.DISCARD:
                     decisions.discard.append(message)
+                    # A start that ran before, whose row still says Pending: the first episode's
+                    # Instances write never happened.
+                    decisions.repair |= (
+                        row is not None
+                        and row.runtime_status is OrchestrationStatus.Pending
+                        and history_started is not None
+                        and row.execution_id == execution.execution_id == target_execution
+                    )
                 elif starting is not None:
                     decisions.later.append(message)
                 else:
@@ -1319,21 +1327,21 @@ def instance_status_from_history(
 async def repair_instance_row(
     tracking: TrackingStore, instance_id: str, execution_id: str | None, events: Sequence[HistoryEvent]
 ) -> bool:
-    """Rewrite the Instances row from a terminal history it disagrees with (§7.1); True if rewritten.
+    """Rewrite the Instances row from the history whose status it disagrees with (§7.1); True if so.
 
     A crash (or a storage error) between the history write and the Instances write leaves the row
-    behind; only the history is authoritative. A row naming another execution (a new start in
-    progress) is left alone, as is a row that already has the history's status.
+    behind: Running for a history that completed, or Pending for one that started. Only the history is
+    authoritative. A row naming another execution (a new start in progress) is left alone, as is a
+    row that already has the history's status.
     """
-    completed = next(e for e in events if isinstance(e, ExecutionCompletedEvent))
+    completed = next((e for e in events if isinstance(e, ExecutionCompletedEvent)), None)
+    now = completed.timestamp if completed is not None else events[-1].timestamp
+    status, columns = instance_status_from_history(instance_id, execution_id, events, tracking.hub_name, now)
     row = await tracking.get_instance(instance_id, fetch_large_values=False)
     if row is not None and row.execution_id not in (None, execution_id):
         return False
-    if row is not None and row.runtime_status is completed.orchestration_status:
+    if row is not None and row.runtime_status is status.runtime_status:
         return False
-    status, columns = instance_status_from_history(
-        instance_id, execution_id, events, tracking.hub_name, completed.timestamp
-    )
     # The history does not keep the custom status: leave whatever the row has.
     await tracking.merge_instance(status, columns=[c for c in columns if c != "CustomStatus"])
     logger.warning(
@@ -1341,7 +1349,7 @@ async def repair_instance_row(
         tracking.hub_name,
         instance_id,
         row.runtime_status.name if row is not None and row.runtime_status is not None else "nothing",
-        completed.orchestration_status.name,
+        status.runtime_status.name if status.runtime_status is not None else "unknown",
     )
     return True
 

@@ -10,7 +10,11 @@ from typing import Any
 
 import pytest
 from aiohttp import ClientSession, web
+from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
+from azure.data.tables import AccountSasPermissions as TableAccountSasPermissions
+from azure.data.tables import ResourceTypes as TableResourceTypes
+from azure.data.tables import generate_account_sas as generate_table_account_sas
 from azure.storage.queue import AccountSasPermissions, ResourceTypes, generate_account_sas
 from azure.storage.queue.aio import QueueClient
 
@@ -245,3 +249,30 @@ async def test_point_reads_type_the_row_as_the_sdk_does(tables: tuple[Any, Any])
     assert got is not None and dict(got) == dict(expected)
     assert got.metadata["etag"] == expected.metadata["etag"]
     assert await rest.get("nobody", "") is None
+
+
+async def test_table_writes_and_reads_work_over_a_sas(
+    tables: tuple[Any, Any], storage_account: StorageAccount
+) -> None:
+    sdk, _ = tables
+    assert storage_account.account_key is not None
+    sas = generate_table_account_sas(
+        AzureNamedKeyCredential(storage_account.account_name, storage_account.account_key),
+        resource_types=TableResourceTypes(service=True, container=True, object=True),
+        permission=TableAccountSasPermissions(
+            read=True, write=True, delete=True, list=True, add=True, update=True
+        ),
+        expiry=datetime.now(UTC) + timedelta(hours=1),
+    )
+    by_sas = dataclasses.replace(storage_account, account_key=None, sas_token=sas)
+    http = HttpSession(by_sas)
+    try:
+        rest = TableRestClient(by_sas, sdk.table_name, http)
+        (etag,) = await rest.submit_transaction(
+            [EntityWrite(WriteKind.INSERT, {"PartitionKey": "s", "RowKey": "a"})]
+        )
+        await rest.merge({"PartitionKey": "s", "RowKey": "a", "X": 1}, etag)
+        row = await rest.get("s", "a")
+        assert row is not None and row["X"] == 1
+    finally:
+        await http.close()

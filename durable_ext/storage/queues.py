@@ -110,11 +110,10 @@ class MessageQueue:
 
         Returns the received form of a message enqueued under the ``handoff``'s claim, else None.
         """
-        hold = handoff.claim(self.name) if handoff is not None and not delay else None
-        if hold is None:
+        hold = None if handoff is None or delay else handoff.claim(self.name)
+        if handoff is None or hold is None:
             await self._put(message, delay)
             return None
-        assert handoff is not None
         try:
             return await self._put(message, hold)
         except BaseException:
@@ -144,7 +143,7 @@ class MessageQueue:
             data=message,
             queue_name=self.name,
             message_id=sent.message_id,
-            pop_receipt=sent.pop_receipt or "",
+            pop_receipt=sent.pop_receipt,
             dequeue_count=1,
             inserted_on=sent.inserted_on,
             next_visible_on=sent.next_visible_on,

@@ -267,9 +267,9 @@ class TableRestClient:
         action = f"write a transaction to table {self.table_name}"
         response.expect(202, action)
         etags = []
-        for status, headers, text in _batch_parts(response.text):
-            RestResponse(status, headers, text).expect(201 if status == 201 else 204, action)
-            etags.append(headers.get("etag", ""))
+        for answer in _batch_parts(response.text):
+            answer.expect(201 if answer.status == 201 else 204, action)
+            etags.append(answer.headers.get("etag", ""))
         if len(etags) != len(writes):
             raise HttpResponseError(
                 message=f"table {self.table_name}: {len(etags)} answers to a transaction of {len(writes)}"
@@ -307,7 +307,7 @@ class TableRestClient:
         return response.headers.get("ETag", "")
 
 
-def _batch_parts(text: str) -> list[tuple[int, dict[str, str], str]]:
+def _batch_parts(text: str) -> list[RestResponse]:
     """Status, headers and body of each answer in a ``$batch`` response (one changeset)."""
     found = re.search(r"boundary=(changesetresponse_[^\s;]+)", text)
     if found is None:
@@ -323,7 +323,7 @@ def _batch_parts(text: str) -> list[tuple[int, dict[str, str], str]]:
         for line in header_lines:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
-        answers.append((int(status_line.split()[1]), headers, body.strip()))
+        answers.append(RestResponse(int(status_line.split()[1]), headers, body.strip()))
     return answers
 
 

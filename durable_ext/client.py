@@ -54,7 +54,6 @@ from durable_ext.storage.tracking import (
     MAX_PROPERTY_BYTES,
     InstanceQuery,
     InstanceState,
-    escape_partition_key,
     utf16_size,
 )
 from durable_ext.wire import as_utc
@@ -528,8 +527,7 @@ class TaskHubClient:
             raise InvalidInstanceStateError(
                 f"only instances that have ended can be purged; instance {instance_id!r} is {status}"
             )
-        await self._purge(instance_id)
-        return 1
+        return 1 if await self._purge(row) else 0
 
     async def purge_instances(
         self,
@@ -582,9 +580,7 @@ class TaskHubClient:
     async def _purge_matching(self, query: InstanceQuery) -> int:
         deleted = 0
         async for rows in self._all_rows(query):
-            ids = [row.instance_id for row in rows]
-            await _for_each(ids, self._purge)
-            deleted += len(ids)
+            deleted += await _purge_all(rows, self._purge)
         return deleted
 
     async def _all_rows(self, query: InstanceQuery) -> AsyncIterator[list[InstanceState]]:
@@ -606,24 +602,24 @@ class TaskHubClient:
             if token is None:
                 return
 
-    async def _purge(self, instance_id: str) -> None:
-        """History and blobs first, the Instances row last: an interrupted purge can be run again."""
-        sanitized = escape_partition_key(instance_id)
-        # Trailing '/': DT.AS lists by the bare ID and so also deletes blobs of IDs that extend it.
-        # History blobs live under the sanitized ID, queue-message blobs under the raw one.
-        prefixes = {f"{sanitized}/", f"{instance_id}/"}
-        large = self.hub.large_messages
-        rows, *blobs = await asyncio.gather(
-            self.hub.tracking.delete_history(instance_id), *(large.delete_prefix(p) for p in prefixes)
-        )
-        await self.hub.tracking.delete_instance_row(instance_id)
+    async def _purge(self, row: InstanceState) -> bool:
+        """Purge the instance ``row`` describes; False if a start replaced the row meanwhile (it wins)."""
+        outcome = await self.hub.tracking.purge_instance(row)
+        if outcome is None:
+            logger.info(
+                "hub %s instance %s: not purged, it changed since it was judged (a concurrent start wins)",
+                self._hub_name,
+                row.instance_id,
+            )
+            return False
         logger.info(
             "hub %s instance %s: purged (%d history rows, %d blobs)",
             self._hub_name,
-            instance_id,
-            rows,
-            sum(blobs),
+            row.instance_id,
+            outcome.history_rows,
+            outcome.blobs,
         )
+        return True
 
     async def restart(self, instance_id: str, *, new_instance_id: bool = True) -> str:
         """Start the instance's orchestrator again with its original input; returns the new instance ID.
@@ -747,7 +743,7 @@ class TaskHubClient:
         removed = 0
         async for rows in self._all_rows(query):
             empty = [
-                row.instance_id
+                row
                 for row in rows
                 if _entity_is_empty(row.custom_status)
                 and row.last_updated_time is not None
@@ -755,8 +751,7 @@ class TaskHubClient:
             ]
             # Not purge_instance: the rows were just read, and its ID check would stop the whole
             # clean-up at a key the engine stores but the instance-ID rules refuse (such as '#').
-            await _for_each(empty, self._purge)
-            removed += len(empty)
+            removed += await _purge_all(empty, self._purge)
         logger.info("hub %s: removed %d empty entities idle since %s", self._hub_name, removed, idle_since)
         return removed
 
@@ -783,10 +778,13 @@ class EntitySnapshot:
     last_modified: datetime | None
 
 
-async def _for_each(ids: list[str], action: Callable[[str], Awaitable[None]]) -> None:
-    """Run ``action`` on every ID, :data:`_PURGES_IN_FLIGHT` at a time."""
-    for first in range(0, len(ids), _PURGES_IN_FLIGHT):
-        await asyncio.gather(*(action(i) for i in ids[first : first + _PURGES_IN_FLIGHT]))
+async def _purge_all(rows: list[InstanceState], purge: Callable[[InstanceState], Awaitable[bool]]) -> int:
+    """Purge every row, :data:`_PURGES_IN_FLIGHT` at a time; returns how many were purged."""
+    purged = 0
+    for first in range(0, len(rows), _PURGES_IN_FLIGHT):
+        batch = rows[first : first + _PURGES_IN_FLIGHT]
+        purged += sum(await asyncio.gather(*(purge(row) for row in batch)))
+    return purged
 
 
 def _validate_entity_id(entity_id: str) -> None:

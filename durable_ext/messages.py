@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from durable_ext.errors import MessageFormatError
 from durable_ext.history import HistoryEvent, OrchestrationInstance, event_from_json, event_to_json
+from durable_ext.storage.keys import blob_prefix
 from durable_ext.wire import STRING_DICTIONARY_TYPE, TYPE_KEY, from_json_object, to_json_object
 
 MAX_QUEUE_PAYLOAD_BYTES = 45 * 1024
@@ -166,8 +167,13 @@ class MessageData:
         return cls.from_json(data)
 
     def large_message_blob_name(self) -> str:
-        """Blob name for this message when it is too large for a queue (raw, unsanitized instance ID)."""
-        return f"{self.instance_id}/message-{self.activity_id.hex}-{self.event.event_type.name}.json.gz"
+        """Blob name for this message when it is too large for a queue.
+
+        DT.AS names it by the raw instance ID; that is :func:`blob_prefix` for every ID without
+        characters a blob name cannot carry, and the escaped ID for the others.
+        """
+        kind = self.event.event_type.name
+        return f"{blob_prefix(self.instance_id)}/message-{self.activity_id.hex}-{kind}.json.gz"
 
     @classmethod
     def wrapper(cls, blob_name: str) -> MessageData:

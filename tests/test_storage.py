@@ -396,7 +396,9 @@ async def test_instance_rows_insert_replace_merge(hub: TaskHub) -> None:
         "hello",
         1,
     )
-    await hub.tracking.delete_instance_row("inst/1")
+    latest = await hub.tracking.get_instance("inst/1")
+    assert latest is not None
+    assert await hub.tracking.purge_instance(latest) is not None
     assert await hub.tracking.get_instance("inst/1") is None
 
 

@@ -8,6 +8,7 @@ import logging
 from urllib.parse import unquote, urlsplit
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.storage.blob import BlobProperties
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient
 
 from durable_ext.errors import MessageFormatError
@@ -72,13 +73,9 @@ class LargeMessageStore:
         with contextlib.suppress(ResourceNotFoundError):
             await self._container.delete_blob(blob_name)
 
-    async def delete_prefix(self, prefix: str) -> int:
-        """Delete every blob whose name starts with ``prefix``; returns how many were deleted."""
-        count = 0
+    async def list(self, prefix: str) -> list[BlobProperties]:
+        """Every blob whose name starts with ``prefix`` (none if the container does not exist)."""
         try:
-            async for item in self._container.list_blobs(name_starts_with=prefix):
-                await self.delete(item.name)
-                count += 1
+            return [item async for item in self._container.list_blobs(name_starts_with=prefix)]
         except ResourceNotFoundError:
-            return count
-        return count
+            return []

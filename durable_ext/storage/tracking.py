@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import json
 import logging
 import random
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeGuard, cast
 
 from azure.core import MatchConditions
@@ -30,6 +29,7 @@ from durable_ext.errors import OwnershipLostError, ValidationError
 from durable_ext.history import HistoryEvent, OrchestrationStatus, event_from_columns, event_to_columns
 from durable_ext.messages import MessageData
 from durable_ext.storage.blobs import LargeMessageStore
+from durable_ext.storage.keys import blob_prefix, blob_safe_key, escape_partition_key, unescape_partition_key
 from durable_ext.storage.rest import EntityWrite, TableRestClient, WriteKind
 from durable_ext.wire import as_utc
 
@@ -58,44 +58,6 @@ DELETE_BATCH_ROWS = 100
 """Rows per purge transaction: the entity-group-transaction limit, as DT.AS uses it."""
 _DELETE_BATCHES_IN_FLIGHT = 10
 _ROW_OVERHEAD_ESTIMATE = 1024
-
-_ESCAPES = {"^": "^^", "/": "^0", "\\": "^1", "#": "^2", "?": "^3"}
-_UNESCAPES = {"^": "^", "0": "/", "1": "\\", "2": "#", "3": "?"}
-
-
-def escape_partition_key(key: str) -> str:
-    """``KeySanitation.EscapePartitionKey``: make an instance ID legal as a PartitionKey.
-
-    Not idempotent: apply exactly once, to the raw instance ID.
-    """
-    out = []
-    for ch in key:
-        code = ord(ch)
-        if ch in _ESCAPES:
-            out.append(_ESCAPES[ch])
-        elif code <= 0x1F or 0x7F <= code <= 0x9F:
-            out.append("^" + chr(0xC0 + code))
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
-def unescape_partition_key(key: str) -> str:
-    """Inverse of :func:`escape_partition_key`."""
-    out = []
-    chars = iter(key)
-    for ch in chars:
-        if ch != "^":
-            out.append(ch)
-            continue
-        nxt = next(chars, "")
-        if nxt in _UNESCAPES:
-            out.append(_UNESCAPES[nxt])
-        elif nxt and ord(nxt) >= 0xC0:
-            out.append(chr(ord(nxt) - 0xC0))
-        else:
-            out.append(nxt)
-    return "".join(out)
 
 
 def history_row_key(sequence_number: int) -> str:
@@ -146,6 +108,8 @@ class InstanceState:
     tags: dict[str, str] | None = None
     task_hub_name: str | None = None
     etag: str | None = None
+    stored_at: datetime | None = None
+    """The row's Timestamp: when storage last wrote it, by the storage service's clock."""
 
     def to_entity(self) -> dict[str, Any]:
         """Table form: None scalars omitted, ``"null"`` for absent CustomStatus and Tags."""
@@ -193,6 +157,7 @@ class InstanceState:
             tags=json.loads(tags) if tags and tags != "null" else None,
             task_hub_name=entity.get("TaskHubName"),
             etag=metadata.get("etag"),
+            stored_at=as_utc(metadata.get("timestamp")),
         )
 
 
@@ -331,7 +296,7 @@ class TrackingStore:
             value = entity.get(prop)
             if isinstance(value, str) and utf16_size(value) > MAX_PROPERTY_BYTES:
                 blob_name = (
-                    f"{entity['PartitionKey']}/history-{entity['RowKey']}-{slot}-"
+                    f"{blob_safe_key(entity['PartitionKey'])}/history-{entity['RowKey']}-{slot}-"
                     f"{random.getrandbits(32):08X}-{prop}.json.gz"
                 )
                 await self._large.upload(blob_name, value)
@@ -495,9 +460,8 @@ class TrackingStore:
         for prop in ("Input", "Output"):
             value = entity.get(prop)
             if isinstance(value, str) and utf16_size(value) > MAX_PROPERTY_BYTES:
-                blob_name = (
-                    f"{entity['PartitionKey']}/history--{prop}-{random.getrandbits(32):08X}-{prop}.json.gz"
-                )
+                suffix = f"{random.getrandbits(32):08X}-{prop}.json.gz"
+                blob_name = f"{blob_prefix(state.instance_id)}/history--{prop}-{suffix}"
                 await self._large.upload(blob_name, value)
                 entity[prop] = self._large.url(blob_name)
         return entity
@@ -544,11 +508,6 @@ class TrackingStore:
                 return False
             raise
         return True
-
-    async def delete_instance_row(self, instance_id: str) -> None:
-        """Delete the Instances row unconditionally (purge)."""
-        with contextlib.suppress(ResourceNotFoundError):
-            await self._instances.delete_entity(escape_partition_key(instance_id), "")
 
     async def query_instances(
         self,
@@ -601,39 +560,133 @@ class TrackingStore:
             state.input = await self._resolve_column(entity, "Input") if fetch_inputs else None
         return state
 
-    async def delete_history(self, instance_id: str) -> int:
-        """Delete every History row of the instance (all executions, sentinel included); returns the count.
+    async def purge_instance(self, row: InstanceState) -> PurgeOutcome | None:
+        """Delete what ``row`` describes: its history, its blobs, then the row itself; None if it changed.
 
-        Rows go in transactions of at most 100, up to 10 in flight (as DT.AS purges).
+        The caller judged ``row`` (read with its ETag) purgeable. Every delete is conditional so that
+        a start of the same ID racing the purge always wins: History rows go only with the ETag they
+        had when listed, and only those of the row's execution or stored before the row (leftovers of
+        older executions); blobs only those the purged history names or that predate the row; the
+        Instances row only with the ETag it was judged by. A new execution's rows, written after the
+        start replaced the row, keep their own ETags and survive. History goes before the row so an
+        interrupted purge can be run again.
         """
-        pk = escape_partition_key(instance_id)
-        row_keys = [
-            row["RowKey"]
-            async for row in self._history.query_entities(
-                "PartitionKey eq @pk", parameters={"pk": pk}, select=["PartitionKey", "RowKey"]
+        history_rows, blob_names = await self._purge_history(row)
+        blob_names.extend(
+            name
+            for value in (row.input, row.output)
+            if is_blob_url(value) and (name := self._large.blob_name_from_url(value)) is not None
+        )
+        blobs = await self._purge_blobs(row, set(blob_names))
+        if row.etag is None:
+            raise ValueError(f"instance {row.instance_id!r}: a row without an ETag cannot be purged")
+        try:
+            await self._instances.delete_entity(
+                escape_partition_key(row.instance_id),
+                "",
+                etag=row.etag,
+                match_condition=MatchConditions.IfNotModified,
             )
+        except ResourceNotFoundError:
+            return None
+        except HttpResponseError as exc:
+            if exc.status_code != 412:
+                raise
+            return None
+        return PurgeOutcome(history_rows, blobs)
+
+    async def _purge_history(self, row: InstanceState) -> tuple[int, list[str]]:
+        """Delete the History rows that belong to ``row``; returns the count and the blobs they name."""
+        pk = escape_partition_key(row.instance_id)
+        doomed: list[TableEntity] = []
+        async for entity in self._history.query_entities("PartitionKey eq @pk", parameters={"pk": pk}):
+            if _belongs_to(entity, row):
+                doomed.append(entity)
+        blob_names = [
+            entity[f"{prop}BlobName"]
+            for entity in doomed
+            for prop in LARGE_PROPERTIES
+            if entity.get(f"{prop}BlobName")
         ]
         batches = [
-            row_keys[start : start + DELETE_BATCH_ROWS]
-            for start in range(0, len(row_keys), DELETE_BATCH_ROWS)
+            doomed[start : start + DELETE_BATCH_ROWS] for start in range(0, len(doomed), DELETE_BATCH_ROWS)
         ]
+        deleted = 0
         for first in range(0, len(batches), _DELETE_BATCHES_IN_FLIGHT):
             group = batches[first : first + _DELETE_BATCHES_IN_FLIGHT]
-            await asyncio.gather(*(self._delete_history_batch(pk, batch) for batch in group))
-        return len(row_keys)
+            deleted += sum(await asyncio.gather(*(self._delete_history_batch(pk, batch) for batch in group)))
+        return deleted, blob_names
 
-    async def _delete_history_batch(self, pk: str, row_keys: list[str]) -> None:
+    async def _delete_history_batch(self, pk: str, rows: list[TableEntity]) -> int:
+        """Delete ``rows`` if unchanged (one transaction, or one by one if any changed); returns how many."""
+        operations: list[Any] = [("delete", row, _if_unchanged(row)) for row in rows]
         try:
-            await self._history.submit_transaction(
-                [("delete", {"PartitionKey": pk, "RowKey": row_key}) for row_key in row_keys]
-            )
+            await self._history.submit_transaction(operations)
         except TableTransactionError as exc:
-            if exc.status_code != 404:
+            if exc.status_code not in (404, 412):
                 raise
-            # One row that vanished meanwhile (a concurrent purge) fails the whole transaction; single
-            # deletes of missing rows succeed (the SDK ignores their 404).
-            for row_key in row_keys:
-                await self._history.delete_entity(pk, row_key)
+        else:
+            return len(rows)
+        # One row that changed (a new execution overwrote it) or vanished (a concurrent purge) fails
+        # the whole transaction; the others still go, one by one.
+        deleted = 0
+        for row in rows:
+            try:
+                await self._history.delete_entity(pk, row["RowKey"], **_if_unchanged(row))
+            except HttpResponseError as exc:
+                if exc.status_code != 412:
+                    raise
+            else:
+                deleted += 1
+        return deleted
+
+    async def _purge_blobs(self, row: InstanceState, names: set[str]) -> int:
+        """Delete ``names`` and the instance's other blobs that are older than ``row``; returns how many.
+
+        Blobs live under :func:`blob_prefix` (and, when DT.AS wrote them, queue messages' under the
+        raw ID); the trailing '/' keeps IDs that merely extend this one out. A blob written within
+        two seconds of the row may be a racing start's input (blob times have whole-second
+        precision), so it stays unless the purged history names it.
+        """
+        cutoff = row.stored_at - _BLOB_CLOCK_MARGIN if row.stored_at is not None else None
+        prefixes = {f"{blob_prefix(row.instance_id)}/", f"{row.instance_id}/"}
+        for prefix in prefixes:
+            names.update(
+                blob.name
+                for blob in await self._large.list(prefix)
+                if cutoff is not None and blob.last_modified < cutoff
+            )
+        await asyncio.gather(*(self._large.delete(name) for name in names))
+        return len(names)
+
+
+@dataclass(frozen=True)
+class PurgeOutcome:
+    """What :meth:`TrackingStore.purge_instance` deleted besides the Instances row."""
+
+    history_rows: int
+    blobs: int
+
+
+_BLOB_CLOCK_MARGIN = timedelta(seconds=2)
+
+
+def _if_unchanged(entity: TableEntity) -> dict[str, Any]:
+    return {"etag": entity.metadata["etag"], "match_condition": MatchConditions.IfNotModified}
+
+
+def _belongs_to(entity: TableEntity, row: InstanceState) -> bool:
+    """Whether a History row is part of what purging ``row`` removes.
+
+    Its own execution's rows, and the sentinel while it names that execution; rows of other
+    executions only when stored before the row (an older execution's leftovers), never a newer one's.
+    """
+    if entity.get("ExecutionId") == row.execution_id:
+        return True
+    if entity["RowKey"] == SENTINEL_ROW_KEY:
+        return False
+    stored_at = as_utc(entity.metadata.get("timestamp"))
+    return stored_at is not None and row.stored_at is not None and stored_at < row.stored_at
 
 
 _INSTANCE_COLUMNS_WITHOUT_INPUT = [
@@ -653,5 +706,6 @@ _INSTANCE_COLUMNS_WITHOUT_INPUT = [
     "Generation",
     "Tags",
     "TaskHubName",
+    "Timestamp",
 ]
 """What a query without inputs transfers: every Instances column but Input and InputBlobName."""

@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from durable_ext.errors import MessageFormatError
-from durable_ext.history import HistoryEvent, OrchestrationInstance, event_from_json, event_to_json
+from durable_ext.history import (
+    ExecutionStartedEvent,
+    HistoryEvent,
+    OrchestrationInstance,
+    event_from_json,
+    event_to_json,
+)
 from durable_ext.storage.keys import blob_prefix
 from durable_ext.wire import STRING_DICTIONARY_TYPE, TYPE_KEY, from_json_object, to_json_object
 
@@ -77,6 +83,11 @@ class TaskMessage:
             sequence_number=int(data.get("SequenceNumber") or 0),
             tags=tags,
         )
+
+
+def message_blob_stem(instance_id: str, guid: str) -> str:
+    """How the names of a large message's blobs begin, for the message (or execution) ``guid``."""
+    return f"{blob_prefix(instance_id)}/message-{guid}-"
 
 
 @dataclass
@@ -170,10 +181,15 @@ class MessageData:
         """Blob name for this message when it is too large for a queue.
 
         DT.AS names it by the raw instance ID; that is :func:`blob_prefix` for every ID without
-        characters a blob name cannot carry, and the escaped ID for the others.
+        characters a blob name cannot carry, and the escaped ID for the others. The GUID in the name
+        is the message's ActivityId, except that a start carries its execution ID there: a purge
+        then knows the blob belongs to the execution it removes, however recently it was written.
         """
-        kind = self.event.event_type.name
-        return f"{blob_prefix(self.instance_id)}/message-{self.activity_id.hex}-{kind}.json.gz"
+        event = self.event
+        guid = self.activity_id.hex
+        if isinstance(event, ExecutionStartedEvent) and self.task_message is not None:
+            guid = self.task_message.orchestration_instance.execution_id or guid
+        return f"{message_blob_stem(self.instance_id, guid)}{event.event_type.name}.json.gz"
 
     @classmethod
     def wrapper(cls, blob_name: str) -> MessageData:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import json
 import logging
 import random
@@ -27,7 +28,7 @@ from azure.data.tables.aio import TableClient
 
 from durable_ext.errors import OwnershipLostError, ValidationError
 from durable_ext.history import HistoryEvent, OrchestrationStatus, event_from_columns, event_to_columns
-from durable_ext.messages import MessageData
+from durable_ext.messages import MessageData, message_blob_stem
 from durable_ext.storage.blobs import LargeMessageStore
 from durable_ext.storage.keys import blob_prefix, blob_safe_key, escape_partition_key, unescape_partition_key
 from durable_ext.storage.rest import EntityWrite, TableRestClient, WriteKind
@@ -425,8 +426,8 @@ class TrackingStore:
     ) -> InstanceState | None:
         """Point read of an instance's row, or None.
 
-        With ``fetch_large_values`` Input and Output that live in blobs (a URL in the column, or the
-        ``InputBlobName`` quirk of DT.AS) are downloaded and inlined.
+        With ``fetch_large_values`` Input, Output and CustomStatus that live in blobs (a URL in the
+        column, or the ``InputBlobName`` quirk of DT.AS) are downloaded and inlined.
         """
         entity = await self._instance_rows.get(escape_partition_key(instance_id), "")
         if entity is None:
@@ -434,8 +435,14 @@ class TrackingStore:
         state = InstanceState.from_entity(entity)
         if fetch_large_values:
             state.input = await self._resolve_column(entity, "Input")
-            state.output = await self._resolve_column(entity, "Output")
+            await self._resolve_output_columns(entity, state)
         return state
+
+    async def _resolve_output_columns(self, entity: dict[str, Any], state: InstanceState) -> None:
+        """Inline Output and CustomStatus when they live in blobs."""
+        state.output = await self._resolve_column(entity, "Output")
+        if is_blob_url(state.custom_status):
+            state.custom_status = await self._resolve_column(entity, "CustomStatus")
 
     async def _resolve_column(self, entity: dict[str, Any], column: str) -> str | None:
         blob_name = entity.get(f"{column}BlobName")
@@ -455,13 +462,12 @@ class TrackingStore:
         return text
 
     async def _instance_entity(self, state: InstanceState) -> dict[str, Any]:
-        """Entity with oversized Input/Output/Tags moved to blobs and replaced by their URLs."""
+        """Entity with oversized Input/Output/CustomStatus moved to blobs and replaced by their URLs."""
         entity = state.to_entity()
-        for prop in ("Input", "Output"):
+        for prop in _INSTANCE_BLOB_COLUMNS:
             value = entity.get(prop)
             if isinstance(value, str) and utf16_size(value) > MAX_PROPERTY_BYTES:
-                suffix = f"{random.getrandbits(32):08X}-{prop}.json.gz"
-                blob_name = f"{blob_prefix(state.instance_id)}/history--{prop}-{suffix}"
+                blob_name = _instance_blob_name(state, prop, value)
                 await self._large.upload(blob_name, value)
                 entity[prop] = self._large.url(blob_name)
         return entity
@@ -523,7 +529,7 @@ class TrackingStore:
         The service may answer with short (even empty) pages; requests continue until ``top`` rows
         are collected or the table is exhausted, and the returned token resumes right after the last
         row returned. Without ``fetch_inputs`` the Input column is not even transferred; with
-        ``fetch_large_values`` Input and Output kept in blobs are downloaded and inlined.
+        ``fetch_large_values`` Input, Output and CustomStatus kept in blobs are downloaded and inlined.
         """
         if top < 1:
             raise ValidationError(f"page size must be at least 1, got {top}")
@@ -556,7 +562,7 @@ class TrackingStore:
     ) -> InstanceState:
         state = InstanceState.from_entity(entity)
         if fetch_large_values:
-            state.output = await self._resolve_column(entity, "Output")
+            await self._resolve_output_columns(entity, state)
             state.input = await self._resolve_column(entity, "Input") if fetch_inputs else None
         return state
 
@@ -574,7 +580,7 @@ class TrackingStore:
         history_rows, blob_names = await self._purge_history(row)
         blob_names.extend(
             name
-            for value in (row.input, row.output)
+            for value in (row.input, row.output, row.custom_status)
             if is_blob_url(value) and (name := self._large.blob_name_from_url(value)) is not None
         )
         blobs = await self._purge_blobs(row, set(blob_names))
@@ -646,18 +652,46 @@ class TrackingStore:
         Blobs live under :func:`blob_prefix` (and, when DT.AS wrote them, queue messages' under the
         raw ID); the trailing '/' keeps IDs that merely extend this one out. A blob written within
         two seconds of the row may be a racing start's input (blob times have whole-second
-        precision), so it stays unless the purged history names it.
+        precision), so it stays unless the purged history names it or it is the start message or a
+        custom status of the purged execution (their names carry the execution ID).
         """
         cutoff = row.stored_at - _BLOB_CLOCK_MARGIN if row.stored_at is not None else None
+        owned = (
+            _custom_status_blob_stem(row),
+            message_blob_stem(row.instance_id, row.execution_id or "none"),
+        )
         prefixes = {f"{blob_prefix(row.instance_id)}/", f"{row.instance_id}/"}
         for prefix in prefixes:
             names.update(
                 blob.name
                 for blob in await self._large.list(prefix)
-                if cutoff is not None and blob.last_modified < cutoff
+                if blob.name.startswith(owned) or (cutoff is not None and blob.last_modified < cutoff)
             )
         await asyncio.gather(*(self._large.delete(name) for name in names))
         return len(names)
+
+
+_INSTANCE_BLOB_COLUMNS = ("Input", "Output", "CustomStatus")
+"""Instances columns that move to a blob when too large for a table property."""
+
+
+def _instance_blob_name(state: InstanceState, prop: str, value: str) -> str:
+    """Where an oversized Instances column goes.
+
+    A custom status is written again by every episode, so its name comes from the execution and the
+    content: rewriting the same status overwrites the same blob instead of leaving one per episode,
+    and a later execution of the same ID never shares a blob that a purge of this one deletes.
+    """
+    if prop == "CustomStatus":
+        digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        return f"{_custom_status_blob_stem(state)}{digest}.json.gz"
+    suffix = f"{random.getrandbits(32):08X}-{prop}.json.gz"
+    return f"{blob_prefix(state.instance_id)}/history--{prop}-{suffix}"
+
+
+def _custom_status_blob_stem(state: InstanceState) -> str:
+    """How the names of one execution's custom-status blobs begin."""
+    return f"{blob_prefix(state.instance_id)}/history--CustomStatus-{state.execution_id or 'none'}-"
 
 
 @dataclass(frozen=True)

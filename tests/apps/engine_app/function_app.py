@@ -225,3 +225,12 @@ def five_steps(context: df.DurableOrchestrationContext):
     for step in (4, 5):
         results.append((yield context.call_activity("counted", f"{prefix}-{step}")))
     return results
+
+
+@app.orchestration_trigger(context_name="context")
+def big_status(context: df.DurableOrchestrationContext):
+    size = context.get_input()
+    context.set_custom_status("w" * size)
+    yield context.wait_for_external_event("Go")
+    context.set_custom_status({"done": "d" * size})
+    return size

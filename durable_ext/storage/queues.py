@@ -10,6 +10,7 @@ from typing import Protocol
 from azure.core.exceptions import ResourceNotFoundError
 
 from durable_ext.errors import MessageFormatError
+from durable_ext.history import utc_now
 from durable_ext.messages import MAX_QUEUE_PAYLOAD_BYTES, MessageData
 from durable_ext.storage.blobs import LargeMessageStore
 from durable_ext.storage.rest import QueueRestClient
@@ -199,6 +200,15 @@ class MessageQueue:
         receipt = await self._update_visibility(message.message_id, message.pop_receipt, wait)
         if receipt:
             message.pop_receipt = receipt
+
+    async def renew(self, message: ReceivedMessage, hold: timedelta) -> bool:
+        """Keep a held message invisible for ``hold`` from now; False if it is gone."""
+        receipt = await self._update_visibility(message.message_id, message.pop_receipt, hold)
+        if not receipt:
+            return False
+        message.pop_receipt = receipt
+        message.next_visible_on = utc_now() + hold
+        return True
 
     async def _update_visibility(self, message_id: str, pop_receipt: str, delay: timedelta) -> str | None:
         try:

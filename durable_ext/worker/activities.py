@@ -195,7 +195,7 @@ class ActivityDispatcher:
         """Push the work item's visibility out while a long activity runs, so no one else takes it."""
         while True:
             await asyncio.sleep(self._visibility.total_seconds() / 2)
-            await self._hub.work_item_queue.abandon(message, delay=self._visibility)
+            await self._hub.work_item_queue.renew(message, self._visibility)
 
     async def _execute(self, message: ReceivedMessage) -> MessageData | None:
         """Run the work item's activity; returns the result message, or None for a stray work item."""

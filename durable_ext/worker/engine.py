@@ -20,6 +20,7 @@ from durable_ext.host.app_loader import FunctionRegistry
 from durable_ext.storage.queues import ReceivedMessage
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.worker.activities import ActivityDispatcher
+from durable_ext.worker.holds import message_hold
 from durable_ext.worker.orchestrations import OrchestrationDispatcher
 from durable_ext.worker.partitions import PartitionManagerOptions, TablePartitionManager
 from durable_ext.worker.retention import InstancePurger
@@ -57,7 +58,7 @@ class Engine:
             hub,
             registry,
             max_concurrency=options.max_concurrent_activity_functions,
-            visibility_timeout=provider.work_item_queue_visibility_timeout,
+            visibility_timeout=message_hold(provider.work_item_queue_visibility_timeout),
             max_polling_interval=provider.max_queue_polling_interval,
             handoff=self,
             results=self.orchestrations,

@@ -82,6 +82,7 @@ from durable_ext.storage.queues import Handoff, MessageQueue, ReceivedMessage
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.storage.tracking import InstanceState, TrackingStore
 from durable_ext.worker.backoff import BackoffPolling
+from durable_ext.worker.holds import HeldMessages, message_hold
 from durable_ext.worker.rewind import rewind_history
 
 logger = logging.getLogger(__name__)
@@ -279,6 +280,9 @@ class OrchestrationDispatcher:
         self._room = asyncio.Event()
         """Set while the buffer is below controlQueueBufferThreshold; throttled pollers wait for it."""
         self._room.set()
+        self._holds = HeldMessages(
+            message_hold(self._provider.control_queue_visibility_timeout), self._queue_of, hub.names.hub
+        )
         self._cache = SessionCache(
             max_entries=SESSION_CACHE_INSTANCES,
             max_events=SESSION_CACHE_EVENTS,
@@ -303,7 +307,7 @@ class OrchestrationDispatcher:
         """
         if not self._has_room(queue_name, self._provider.control_queue_buffer_threshold):
             return None
-        return self._provider.control_queue_visibility_timeout
+        return self._holds.hold
 
     def _has_room(self, queue_name: str, limit: int) -> bool:
         """Whether this worker owns ``queue_name`` and holds fewer than ``limit`` messages."""
@@ -361,6 +365,7 @@ class OrchestrationDispatcher:
         if partition_id in self._loops or partition_id not in self._queues:
             return
         self._backoffs[partition_id] = BackoffPolling(self._provider.max_queue_polling_interval)
+        self._holds.start()
         self._loops[partition_id] = asyncio.create_task(
             self._poll(self._queues[partition_id]), name=f"control-{partition_id}"
         )
@@ -380,6 +385,7 @@ class OrchestrationDispatcher:
         await self._drain_background()
         for instance_id in [i for i, q in self._session_queue.items() if q == partition_id]:
             self._cache.drop(instance_id)
+        self._holds.forget(partition_id)
         logger.info("hub %s: stopped listening on %s", self._hub_name, partition_id)
 
     async def stop(self) -> None:
@@ -387,6 +393,7 @@ class OrchestrationDispatcher:
         for partition_id in list(self._loops):
             await self.stop_listening(partition_id)
         await self._drain_background()
+        await self._holds.stop()
         self._replays.shutdown(wait=False)
 
     # ---- polling ----------------------------------------------------------------------------
@@ -401,9 +408,7 @@ class OrchestrationDispatcher:
                 await self._room.wait()
                 continue
             try:
-                messages = await queue.receive(
-                    self._provider.control_queue_batch_size, self._provider.control_queue_visibility_timeout
-                )
+                messages = await queue.receive(self._provider.control_queue_batch_size, self._holds.hold)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -419,6 +424,7 @@ class OrchestrationDispatcher:
     def _dispatch(self, queue_name: str, messages: Sequence[ReceivedMessage]) -> None:
         ordered = sorted(messages, key=lambda m: (m.inserted_on or utc_now(), m.data.sequence_number))
         for message in ordered:
+            self._holds.hold_message(message)
             instance_id = message.data.instance_id
             pending = self._pending.setdefault(instance_id, [])
             # A redelivered copy (new pop receipt) replaces the one we hold.
@@ -482,9 +488,11 @@ class OrchestrationDispatcher:
         return self._queues.get(message.queue_name) or self._hub.work_item_queue
 
     async def _abandon(self, message: ReceivedMessage) -> None:
+        await self._holds.release(message)
         await self._queue_of(message).abandon(message)
 
     async def _delete(self, message: ReceivedMessage) -> None:
+        await self._holds.release(message)
         await self._queue_of(message).delete(message)
 
     async def _attempt(

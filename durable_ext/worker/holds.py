@@ -1,0 +1,143 @@
+"""Messages a worker holds in memory stay invisible only as long as the worker is alive.
+
+A dequeued or handed-off message is invisible in its queue while this worker works on it. DT.AS hides
+it for the whole visibility timeout (5 minutes by default), so a worker that dies holding messages
+strands their instances for that long even after another worker took the partition. Here a message
+is hidden for a short hold (at most :data:`MESSAGE_HOLD`) that the holder renews while it keeps the
+message: a live worker never loses a message it holds, a dead one's messages reappear within a hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+
+from durable_ext.history import utc_now
+from durable_ext.storage.queues import MessageQueue, ReceivedMessage
+
+logger = logging.getLogger(__name__)
+
+MESSAGE_HOLD = timedelta(seconds=20)
+"""The longest a held message is hidden between renewals; with the 30 s lease of a partition, the
+messages of a worker that died are visible again before another worker can own their partition."""
+
+_RENEWALS_IN_FLIGHT = 32
+
+
+def message_hold(visibility_timeout: timedelta) -> timedelta:
+    """The invisibility to dequeue or hand off with: the configured timeout, capped at the hold."""
+    return max(timedelta(seconds=1), min(visibility_timeout, MESSAGE_HOLD))
+
+
+class HeldMessages:
+    """The messages one dispatcher holds, renewed before their invisibility runs out.
+
+    Renewing a message changes its pop receipt, so a delete or abandon must first :meth:`release`
+    the message: that waits for a renewal in flight and leaves the current receipt on the message.
+    Messages are renewed only once a third of their hold has passed, so the many that an episode
+    finishes within milliseconds cost no renewal at all.
+    """
+
+    def __init__(
+        self, hold: timedelta, queue_of: Callable[[ReceivedMessage], MessageQueue], hub_name: str
+    ) -> None:
+        self.hold = hold
+        self._queue_of = queue_of
+        self._hub_name = hub_name
+        self._held: dict[tuple[str, str], ReceivedMessage] = {}
+        self._renewing: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._limit = asyncio.Semaphore(_RENEWALS_IN_FLIGHT)
+        self._loop: asyncio.Task[None] | None = None
+        self._failing = False
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def hold_message(self, message: ReceivedMessage) -> None:
+        """Keep ``message`` invisible from now on (a redelivered copy replaces the one held)."""
+        self._held[_key(message)] = message
+
+    async def release(self, message: ReceivedMessage) -> None:
+        """Stop renewing ``message``; on return its pop receipt is the current one."""
+        key = _key(message)
+        held = self._held.pop(key, None)
+        renewal = self._renewing.get(key)
+        if renewal is not None:
+            await asyncio.wait([renewal])
+        if held is not None and held is not message:
+            message.pop_receipt = held.pop_receipt
+
+    def forget(self, queue_name: str) -> None:
+        """Stop renewing the messages of a queue this worker no longer owns; they reappear soon."""
+        for key in [k for k in self._held if k[0] == queue_name]:
+            del self._held[key]
+
+    def start(self) -> None:
+        """Begin renewing in the background."""
+        if self._loop is None:
+            self._loop = asyncio.create_task(self._run(), name=f"holds-{self._hub_name}")
+
+    async def stop(self) -> None:
+        """Stop renewing (the messages still held reappear within a hold)."""
+        if self._loop is not None:
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
+            self._loop = None
+        if self._renewing:
+            await asyncio.wait(list(self._renewing.values()))
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.hold.total_seconds() / 3)
+            renewals = self.renew_due()
+            if renewals:
+                await asyncio.wait(renewals)
+
+    def renew_due(self) -> list[asyncio.Task[None]]:
+        """Start renewing every held message whose invisibility ends within two thirds of a hold.
+
+        The tasks are registered before anything awaits, so a :meth:`release` that comes after this
+        call always finds the renewal it must wait for.
+        """
+        horizon = utc_now() + self.hold * 2 / 3
+        tasks = []
+        for key, message in self._held.items():
+            if key in self._renewing:
+                continue
+            if message.next_visible_on is None or message.next_visible_on < horizon:
+                task = asyncio.create_task(self._renew(key, message))
+                self._renewing[key] = task
+                tasks.append(task)
+        return tasks
+
+    async def _renew(self, key: tuple[str, str], message: ReceivedMessage) -> None:
+        try:
+            async with self._limit:
+                if key in self._held and not await self._queue_of(message).renew(message, self.hold):
+                    self._held.pop(key, None)  # deleted meanwhile (e.g. by a purge): nothing to keep
+        except Exception as exc:
+            self._report_failure(exc)
+        else:
+            self._report_recovery()
+        finally:
+            del self._renewing[key]
+
+    def _report_failure(self, exc: Exception) -> None:
+        # One line per outage, not one per message: a renewal that fails leaves the message to
+        # reappear and be handled again, which the episode's de-duplication makes harmless.
+        if not self._failing:
+            self._failing = True
+            logger.warning("hub %s: renewing held messages failed: %s", self._hub_name, exc)
+
+    def _report_recovery(self) -> None:
+        if self._failing:
+            self._failing = False
+            logger.info("hub %s: renewing held messages works again", self._hub_name)
+
+
+def _key(message: ReceivedMessage) -> tuple[str, str]:
+    return message.queue_name, message.message_id

@@ -1,0 +1,89 @@
+"""A worker that dies holding messages strands nothing for longer than its lease plus a short hold.
+
+Messages a worker dequeued or handed to itself are hidden only for a renewed hold, not for the
+five-minute visibility timeout, so the next owner of the partition reads them soon after the lease
+of the dead worker expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from durable_ext.client import TaskHubClient
+from durable_ext.history import EventType, HistoryEvent, OrchestrationStatus
+from durable_ext.host.app_loader import FunctionRegistry
+from durable_ext.storage.taskhub import TaskHub
+from durable_ext.worker import holds
+from durable_ext.worker.engine import Engine
+from tests.engine_support import engine_for, poll
+
+INSTANCES = [f"crash-{n}" for n in range(4)]
+RECOVERY = 30.0
+"""Lease (3 s in tests) plus the hold (3 s here) with room to spare; the five-minute visibility
+timeout the messages were dequeued under, were it still in force, would exceed it by far."""
+
+
+async def _scheduled(hub: TaskHub, instance_id: str, activity: str) -> bool:
+    events = (await hub.tracking.load_history(instance_id)).events
+    return any(
+        e.event_type is EventType.TaskScheduled and getattr(e, "name", None) == activity for e in events
+    )
+
+
+async def _completed(client: TaskHubClient) -> bool:
+    for instance_id in INSTANCES:
+        state = await client.get_status(instance_id)
+        if state is None or state.runtime_status is not OrchestrationStatus.Completed:
+            return False
+    return True
+
+
+async def _crash(engine: Engine, tasks: set[asyncio.Task[Any]]) -> None:
+    """Stop ``engine`` as kill -9 would: no lease released, no message deleted or made visible."""
+    await engine.partitions.stop(graceful=False)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _assert_exactly_once(events: list[HistoryEvent]) -> None:
+    kinds = [e.event_type for e in events]
+    assert kinds.count(EventType.ExecutionCompleted) == 1
+    assert kinds.count(EventType.EventRaised) == 1
+    scheduled = [e.event_id for e in events if e.event_type is EventType.TaskScheduled]
+    done = [getattr(e, "task_scheduled_id", None) for e in events if e.event_type is EventType.TaskCompleted]
+    assert sorted(scheduled) == sorted(done) and len(set(done)) == len(done)
+
+
+async def test_instances_held_by_a_dead_worker_resume_soon_after_its_lease_expires(
+    hub: TaskHub, registry: FunctionRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(holds, "MESSAGE_HOLD", timedelta(seconds=3))
+    function = registry.get("five_steps")
+    assert function is not None
+    gates: set[str] = function.callable.orchestrator_function.__globals__["OPEN_GATES"]
+    before = asyncio.all_tasks()
+    dying = engine_for(hub, registry, "worker-dies")
+    await dying.start()
+    client = TaskHubClient(hub, handoff=dying)
+    for instance_id in INSTANCES:
+        await client.start_new("five_steps", instance_id, f'"{instance_id}"')
+    for instance_id in INSTANCES:
+        await poll(lambda i=instance_id: _scheduled(hub, i, "held"), f"{instance_id} to run its held step")
+
+    # The worker takes the events in memory but never gets to record them: it hangs, then dies.
+    hung = asyncio.Event()
+    dying.orchestrations._episode = lambda *_: hung.wait()  # type: ignore[method-assign]
+    for instance_id in INSTANCES:
+        await client.raise_event(instance_id, "extra", '"x"')
+    await _crash(dying, asyncio.all_tasks() - before - {asyncio.current_task()})  # type: ignore[operator]
+    gates.update(f"{instance_id}-3" for instance_id in INSTANCES)
+
+    async with engine_for(hub, registry, "worker-lives") as living:
+        await poll(lambda: _completed(TaskHubClient(hub, handoff=living)), "every instance", RECOVERY)
+    for instance_id in INSTANCES:
+        _assert_exactly_once((await hub.tracking.load_history(instance_id)).events)

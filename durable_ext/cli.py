@@ -399,10 +399,13 @@ def _port_base(text: str) -> int:
     return port
 
 
+def _ports_from(base: int) -> AzuritePorts:
+    return AzuritePorts(blob=base, queue=base + 1, table=base + 2)
+
+
 def _run_azurite(args: argparse.Namespace) -> int:
-    base: int = args.port_base
     location: Path | None = args.location.expanduser().resolve() if args.location is not None else None
-    azurite = Azurite(ports=AzuritePorts(blob=base, queue=base + 1, table=base + 2), location=location)
+    azurite = Azurite(ports=_ports_from(args.port_base), location=location)
     stop = threading.Event()
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -477,6 +480,14 @@ def _configure_start(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="when Azurite is started by the host, keep its data in memory instead of .durable_ext/azurite",
     )
+    parser.add_argument(
+        "--azurite-port",
+        type=_port_base,
+        default=DEFAULT_PORTS.blob,
+        metavar="N",
+        help="blob port of the Azurite that UseDevelopmentStorage=true means (and that the host starts "
+        f"when nothing answers there); queue and table use N+1 and N+2 (default: {DEFAULT_PORTS.blob})",
+    )
     parser.set_defaults(handler=_run_start)
 
 
@@ -487,6 +498,7 @@ def _run_start(args: argparse.Namespace) -> int:
             port=args.port,
             host=args.host,
             azurite_in_memory=args.azurite_in_memory,
+            azurite_ports=_ports_from(args.azurite_port),
             output=lambda line: print(line, flush=True),
         )
     )

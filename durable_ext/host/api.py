@@ -62,12 +62,12 @@ from durable_ext.errors import (
     InstanceNotFoundError,
     InvalidInstanceStateError,
     PayloadTooLargeError,
-    StorageUnreachableError,
     ValidationError,
 )
 from durable_ext.history import EventType, HistoryEvent, OrchestrationStatus
 from durable_ext.host.app_loader import FunctionKind
 from durable_ext.host.openapi import openapi_document
+from durable_ext.storage.outage import describe_outage, storage_health
 from durable_ext.storage.tracking import InstanceQuery
 from durable_ext.wire import format_datetime, parse_datetime, to_json_object
 
@@ -86,6 +86,8 @@ GRPC_HTTP_CLIENT_TIMEOUT = "00:01:40"
 """The binding's ``grpcHttpClientTimeout`` (DF's default, 100 s); the HTTP-based df client ignores it."""
 
 _STATUS_RETRY_AFTER = "5"
+_OUTAGE_RETRY_AFTER = "5"
+"""Seconds a client should wait before retrying while storage is unreachable."""
 _CHECK_STATUS_RETRY_AFTER = "10"
 _RUNNING = frozenset(
     {
@@ -259,6 +261,7 @@ class _ManagementApi:
         self.known_functions = known_functions
         self.connection_name = connection_name
         self.hub_name = client.hub.names.hub
+        self.storage = client.hub.account.describe()
 
     def routes(self) -> list[BaseRoute]:
         e = self._endpoint
@@ -304,28 +307,8 @@ class _ManagementApi:
             try:
                 self._check_task_hub(request)
                 response = await handler(request)
-            except DurableExtError as exc:
-                status = _status_for(exc)
-                log = logger.error if status >= 500 else logger.info
-                log(
-                    "hub %s instance %s: %s %s -> %d: %s",
-                    self.hub_name,
-                    instance_id,
-                    request.method,
-                    _loggable(request.url.path),
-                    status,
-                    exc,
-                )
-                return _error(status, str(exc))
-            except Exception:
-                logger.exception(
-                    "hub %s instance %s: %s %s failed",
-                    self.hub_name,
-                    instance_id,
-                    request.method,
-                    _loggable(request.url.path),
-                )
-                return _error(500, "the management API failed unexpectedly; see the host log")
+            except Exception as exc:
+                return self._failure(request, instance_id, exc)
             logger.info(
                 "hub %s instance %s: %s %s -> %d",
                 self.hub_name,
@@ -337,6 +320,41 @@ class _ManagementApi:
             return response
 
         return endpoint
+
+    def _failure(self, request: Request, instance_id: str, exc: Exception) -> Response:
+        """The answer to a handler that raised: 503 for a storage outage, the error's status, or 500."""
+        path = _loggable(request.url.path)
+        if storage_health.failed(self.storage, exc):
+            # The outage itself is logged once by storage_health; each refused request only at INFO.
+            logger.info(
+                "hub %s instance %s: %s %s -> 503: storage unreachable",
+                self.hub_name,
+                instance_id,
+                request.method,
+                path,
+            )
+            return _error(
+                503,
+                f"storage is unreachable: {describe_outage(exc)}",
+                headers={"Retry-After": _OUTAGE_RETRY_AFTER},
+            )
+        if isinstance(exc, DurableExtError):
+            status = _status_for(exc)
+            log = logger.error if status >= 500 else logger.info
+            log(
+                "hub %s instance %s: %s %s -> %d: %s",
+                self.hub_name,
+                instance_id,
+                request.method,
+                path,
+                status,
+                exc,
+            )
+            return _error(status, str(exc))
+        logger.error(
+            "hub %s instance %s: %s %s failed", self.hub_name, instance_id, request.method, path, exc_info=exc
+        )
+        return _error(500, "the management API failed unexpectedly; see the host log")
 
     def _authorized(self, request: Request) -> bool:
         if self.system_key is None:
@@ -741,8 +759,6 @@ def _status_for(exc: DurableExtError) -> int:
         return 410
     if isinstance(exc, InvalidInstanceStateError):
         return 409
-    if isinstance(exc, StorageUnreachableError):
-        return 503
     return 500
 
 
@@ -756,8 +772,8 @@ def _page_response(body: list[dict[str, Any]], continuation_token: str | None) -
     return JSONResponse(body, headers=headers)
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message, "ExceptionMessage": message}, status_code=status)
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "ExceptionMessage": message}, status_code=status, headers=headers)
 
 
 def _json_value(text: str | None) -> Any:

@@ -378,6 +378,16 @@ class Azurite:
         """Whether the Azurite process has been started and has not exited."""
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def returncode(self) -> int | None:
+        """The exit code of a process that has exited on its own; None while running or never started."""
+        return self._process.poll() if self._process is not None else None
+
+    @property
+    def location(self) -> Path | None:
+        """The data directory; None for in-memory persistence."""
+        return self._location
+
     def start(self, timeout: float = 60.0) -> None:
         """Launch Azurite and wait until all three services answer HTTP.
 
@@ -469,7 +479,7 @@ class Azurite:
         while True:
             returncode = process.poll()
             if returncode is not None:
-                tail = self._log_tail()
+                tail = self.log_tail()
                 self.stop()
                 message = f"Azurite exited with code {returncode} during startup ({self._ports}):\n{tail}"
                 if "EADDRINUSE" in tail:
@@ -480,7 +490,7 @@ class Azurite:
                 return
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                tail = self._log_tail()
+                tail = self.log_tail()
                 self.stop()
                 raise AzuriteError(
                     f"Azurite did not answer on {self._host} ({self._ports}) within {timeout:g}s:\n{tail}"
@@ -489,8 +499,8 @@ class Azurite:
                 # Waiting on the process doubles as the poll interval and notices an early exit at once.
                 process.wait(timeout=min(_POLL_INTERVAL, remaining))
 
-    def _log_tail(self) -> str:
-        """The last lines Azurite printed."""
+    def log_tail(self) -> str:
+        """The last lines Azurite printed (until the next :meth:`start` or :meth:`stop`)."""
         return _read_tail(self._log_path) if self._log_path is not None else "(no output)"
 
     def stop(self, timeout: float = 10.0) -> None:

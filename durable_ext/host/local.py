@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import os
@@ -31,9 +32,11 @@ from durable_ext.config import HostConfig, load_config
 from durable_ext.errors import ConfigError
 from durable_ext.host.api import MANAGEMENT_PREFIX, client_binding_json, management_routes
 from durable_ext.host.app_loader import FunctionKind, FunctionRegistry, load_app
-from durable_ext.host.azurite import DEFAULT_PORTS, Azurite, ports_answer
+from durable_ext.host.azurite import DEFAULT_PORTS, Azurite, AzuritePorts, dev_connection_string, ports_answer
 from durable_ext.host.http import InvocationRecord, http_trigger_routes
+from durable_ext.host.supervisor import supervise
 from durable_ext.storage.account import DEV_HOST, StorageAccount
+from durable_ext.storage.outage import storage_health
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.worker.engine import Engine
 
@@ -54,6 +57,8 @@ class LocalHostOptions:
     host: str = "127.0.0.1"
     azurite_in_memory: bool = False
     """Start Azurite without persistence (data is lost when the host stops)."""
+    azurite_ports: AzuritePorts = DEFAULT_PORTS
+    """Where ``UseDevelopmentStorage=true`` looks for Azurite, and where the host starts it."""
     output: Callable[[str], None] = field(default=print)
 
 
@@ -88,17 +93,27 @@ class LocalHost:
         for name, value in self.config.settings.items():
             os.environ.setdefault(name, value)
 
+    def _storage_account(self) -> StorageAccount:
+        account = StorageAccount.from_connection_string(self.config.connection_string())
+        ports = self.options.azurite_ports
+        if not account.development_storage or ports == DEFAULT_PORTS:
+            return account
+        # UseDevelopmentStorage=true names Azurite's default ports; --azurite-port moves all three.
+        moved = StorageAccount.from_connection_string(dev_connection_string(DEV_HOST, ports))
+        return dataclasses.replace(moved, development_storage=True)
+
     def _ensure_azurite(self, account: StorageAccount) -> None:
-        if not account.development_storage or ports_answer(DEV_HOST, DEFAULT_PORTS):
+        ports = self.options.azurite_ports
+        if not account.development_storage or ports_answer(DEV_HOST, ports):
             return
         location = None if self.options.azurite_in_memory else self.app_dir / AZURITE_DATA_DIR
         if location is not None:
             location.mkdir(parents=True, exist_ok=True)
         self.options.output(
-            "Starting Azurite on ports "
-            f"{DEFAULT_PORTS.blob}-{DEFAULT_PORTS.table} ({'in memory' if location is None else location})..."
+            f"Starting Azurite on ports {ports.blob}-{ports.table} "
+            f"({'in memory' if location is None else location})..."
         )
-        self.azurite = Azurite(ports=DEFAULT_PORTS, location=location)
+        self.azurite = Azurite(ports=ports, location=location)
         self.azurite.start()
 
     def _check_port(self) -> None:
@@ -115,7 +130,7 @@ class LocalHost:
     async def prepare(self) -> StorageAccount:
         """Load settings and the app, make sure storage answers, create the task hub."""
         self._apply_settings()
-        account = StorageAccount.from_connection_string(self.config.connection_string())
+        account = self._storage_account()
         # Import the user's code first: a broken app should fail before anything is started.
         self.registry = load_app(self.app_dir)
         self._check_port()
@@ -201,38 +216,54 @@ class LocalHost:
             self.azurite = None
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Prepare, run the engine and the HTTP server until ``stop`` is set, then shut down gracefully."""
+        """Prepare, run the engine and the HTTP server until ``stop`` is set, then shut down gracefully.
+
+        Raises AzuriteError when the Azurite this host started keeps exiting.
+        """
         try:
             account = await self.prepare()
             assert self.registry is not None
             options = self.config.durable_task
-            async with (
-                TaskHub(account, options.hub_name, options.storage_provider.partition_count) as hub,
-                Engine(hub, self.registry, options) as engine,
-            ):
-                client = TaskHubClient(
-                    hub,
-                    overridable_states=options.overridable_existing_instance_states,
-                    handoff=engine,
-                )
-                config = uvicorn.Config(
-                    self.build_app(hub, client),
-                    host=self.options.host,
-                    port=self.options.port,
-                    log_level="warning",
-                    lifespan="off",
-                )
-                server = uvicorn.Server(config)
-                serving = asyncio.create_task(server.serve())
-                self.options.output(f"Host ready on {self.base_url}. Press Ctrl+C to stop.")
-                waiting = asyncio.create_task(stop.wait())
-                await asyncio.wait({serving, waiting}, return_when=asyncio.FIRST_COMPLETED)
-                server.should_exit = True
-                with contextlib.suppress(asyncio.CancelledError):
-                    await serving
-                waiting.cancel()
-                # The df client keeps one aiohttp session per process; the Functions worker closes it
-                # at shutdown, and so do we.
-                await df_http_utils._close_session()
+            async with TaskHub(account, options.hub_name, options.storage_provider.partition_count) as hub:
+                engine = Engine(hub, self.registry, options)
+                await engine.start()
+                try:
+                    await self._serve(hub, engine, stop)
+                finally:
+                    # Handing partitions over needs storage; while it is away, leave the leases to expire
+                    # rather than wait for the shutdown timeout.
+                    azurite_alive = self.azurite is None or self.azurite.running
+                    await engine.stop(graceful=azurite_alive and storage_health.reachable(account.describe()))
         finally:
             self.stop()
+
+    async def _serve(self, hub: TaskHub, engine: Engine, stop: asyncio.Event) -> None:
+        options = self.config.durable_task
+        client = TaskHubClient(
+            hub, overridable_states=options.overridable_existing_instance_states, handoff=engine
+        )
+        config = uvicorn.Config(
+            self.build_app(hub, client),
+            host=self.options.host,
+            port=self.options.port,
+            log_level="warning",
+            lifespan="off",
+        )
+        server = uvicorn.Server(config)
+        serving = asyncio.create_task(server.serve())
+        self.options.output(f"Host ready on {self.base_url}. Press Ctrl+C to stop.")
+        watched = {serving, asyncio.create_task(stop.wait())}
+        if self.azurite is not None:
+            watched.add(asyncio.create_task(supervise(self.azurite, self.options.output, hub.create)))
+        done, pending = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        server.should_exit = True
+        for task in pending - {serving}:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+        # The df client keeps one aiohttp session per process; the Functions worker closes it at
+        # shutdown, and so do we.
+        await df_http_utils._close_session()
+        for task in done - {serving}:
+            # A supervisor that gave up on Azurite ends the host with its error.
+            task.result()

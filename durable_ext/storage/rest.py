@@ -36,6 +36,7 @@ from azure.data.tables._deserialize import _convert_to_entity
 from azure.data.tables._serialize import _add_entity_properties
 
 from durable_ext.storage.account import StorageAccount, use_environment_settings
+from durable_ext.storage.outage import OUTAGE_STATUSES, storage_health
 
 logger = logging.getLogger(__name__)
 
@@ -365,6 +366,7 @@ class HttpSession:
             SharedKeySigner(account.account_name, account.account_key) if account.account_key else None
         )
         self._sas = account.sas_token
+        self._storage = account.describe()
         self._trace_configs = trace_configs or []
         self._session: aiohttp.ClientSession | None = None
 
@@ -417,6 +419,9 @@ class HttpSession:
             try:
                 async with self._client().request(method, target, data=body or None, headers=sent) as answer:
                     text = await answer.text()
+                    if answer.status not in OUTAGE_STATUSES:
+                        # Any other answer proves storage is there: ends an outage the loops reported.
+                        storage_health.succeeded(self._storage)
                     if answer.status not in _RETRY_STATUSES or attempt == RETRIES:
                         return RestResponse(answer.status, answer.headers, text)
                     failure = f"HTTP {answer.status}"

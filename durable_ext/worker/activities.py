@@ -24,6 +24,7 @@ from azure.functions.durable_functions import ActivityTriggerConverter
 from durable_ext.history import FailureDetails, TaskCompletedEvent, TaskFailedEvent, TaskScheduledEvent
 from durable_ext.host.app_loader import FunctionKind, FunctionRegistry, RegisteredFunction
 from durable_ext.messages import MessageData, TaskMessage
+from durable_ext.storage.outage import storage_health
 from durable_ext.storage.queues import Handoff, ReceivedMessage
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.worker.backoff import BackoffPolling
@@ -97,6 +98,7 @@ class ActivityDispatcher:
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._hub_name = hub.names.hub
+        self._storage = hub.account.describe()
 
     def wake(self) -> None:
         """Poll now: this process just enqueued a work item."""
@@ -159,8 +161,9 @@ class ActivityDispatcher:
                 continue
             try:
                 messages = await queue.receive(min(MAX_BATCH, free), self._visibility)
-            except Exception:
-                logger.exception("hub %s: polling %s failed", self._hub_name, queue.name)
+            except Exception as exc:
+                if not storage_health.failed(self._storage, exc):
+                    logger.exception("hub %s: polling %s failed", self._hub_name, queue.name)
                 await self._backoff.wait()
                 continue
             if not messages:
@@ -182,8 +185,10 @@ class ActivityDispatcher:
                     await renewal
             if response is None or await self._report(message, response):
                 await self._hub.work_item_queue.delete(message)
-        except Exception:
+        except Exception as exc:
             # The work item stays in the queue and is retried after its visibility timeout.
+            if storage_health.failed(self._storage, exc):
+                return
             logger.exception(
                 "hub %s instance %s: activity work item %s failed to complete",
                 self._hub_name,

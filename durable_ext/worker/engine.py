@@ -69,6 +69,7 @@ class Engine:
             self.orchestrations,
             partition_options or PartitionManagerOptions(),
             hub_name=hub.names.hub,
+            storage=hub.account.describe(),
         )
         first_partition = hub.control_queues[0].name
         self.purger = InstancePurger(
@@ -112,10 +113,14 @@ class Engine:
         self.purger.start()
         logger.info("hub %s: engine %s started", self.hub.names.hub, self.worker_id)
 
-    async def stop(self) -> None:
-        """Release partitions (finishing in-flight episodes) and stop the activity dispatcher."""
+    async def stop(self, graceful: bool = True) -> None:
+        """Release partitions (finishing in-flight episodes) and stop the activity dispatcher.
+
+        Not ``graceful``: leave the partition leases to expire instead of handing them over (for when
+        storage is unreachable and a hand-over could only time out).
+        """
         await self.purger.stop()
-        await self.partitions.stop(graceful=True)
+        await self.partitions.stop(graceful=graceful)
         await self.orchestrations.stop()
         await self.activities.stop()
         logger.info("hub %s: engine %s stopped", self.hub.names.hub, self.worker_id)

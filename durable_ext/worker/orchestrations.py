@@ -78,6 +78,7 @@ from durable_ext.replay import (
     scheduled_event_ids,
     scheduling_event,
 )
+from durable_ext.storage.outage import storage_health
 from durable_ext.storage.queues import Handoff, MessageQueue, ReceivedMessage
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.storage.tracking import InstanceState, TrackingStore
@@ -259,6 +260,7 @@ class OrchestrationDispatcher:
         self._provider = options.storage_provider
         self._handoff = handoff
         self._hub_name = hub.names.hub
+        self._storage = hub.account.describe()
         self._queues = {q.name: q for q in hub.control_queues}
         self._loops: dict[str, asyncio.Task[None]] = {}
         self._backoffs: dict[str, BackoffPolling] = {}
@@ -350,11 +352,12 @@ class OrchestrationDispatcher:
     async def _log_failure(self, instance_id: str, work: Coroutine[Any, Any, Any]) -> None:
         try:
             await work
-        except Exception:
+        except Exception as exc:
             # A message left undeleted comes back after its visibility timeout and is discarded then.
-            logger.warning(
-                "hub %s instance %s: queue clean-up failed", self._hub_name, instance_id, exc_info=True
-            )
+            if not storage_health.failed(self._storage, exc):
+                logger.warning(
+                    "hub %s instance %s: queue clean-up failed", self._hub_name, instance_id, exc_info=True
+                )
 
     async def _drain_background(self) -> None:
         while self._background:
@@ -411,8 +414,9 @@ class OrchestrationDispatcher:
                 messages = await queue.receive(self._provider.control_queue_batch_size, self._holds.hold)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                logger.exception("hub %s: polling %s failed", self._hub_name, queue.name)
+            except Exception as exc:
+                if not storage_health.failed(self._storage, exc):
+                    logger.exception("hub %s: polling %s failed", self._hub_name, queue.name)
                 await backoff.wait()
                 continue
             if not messages:
@@ -476,10 +480,11 @@ class OrchestrationDispatcher:
         except OwnershipLostError:
             await asyncio.gather(*(self._abandon(m) for m in messages), return_exceptions=True)
             return []
-        except Exception:
-            logger.exception(
-                "hub %s instance %s: episode failed; messages abandoned", self._hub_name, instance_id
-            )
+        except Exception as exc:
+            if not storage_health.failed(self._storage, exc):
+                logger.exception(
+                    "hub %s instance %s: episode failed; messages abandoned", self._hub_name, instance_id
+                )
             await asyncio.gather(*(self._abandon(m) for m in messages), return_exceptions=True)
             return []
 
@@ -1267,13 +1272,14 @@ class OrchestrationDispatcher:
             await self._hub.tracking.merge_instance(checkpoint.status, columns=checkpoint.columns)
             if checkpoint.replaced_blobs:
                 await asyncio.gather(*(self._hub.large_messages.delete(b) for b in checkpoint.replaced_blobs))
-        except Exception:
-            logger.warning(
-                "hub %s instance %s: Instances write failed; the episode's messages come back",
-                self._hub_name,
-                instance_id,
-                exc_info=True,
-            )
+        except Exception as exc:
+            if not storage_health.failed(self._storage, exc):
+                logger.warning(
+                    "hub %s instance %s: Instances write failed; the episode's messages come back",
+                    self._hub_name,
+                    instance_id,
+                    exc_info=True,
+                )
             return False
         return True
 

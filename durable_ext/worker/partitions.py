@@ -22,6 +22,7 @@ from azure.core.exceptions import HttpResponseError
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
+from durable_ext.storage.outage import storage_health
 from durable_ext.storage.partitions import PartitionLease
 
 logger = logging.getLogger(__name__)
@@ -103,7 +104,8 @@ class TablePartitionManager:
 
     ``table`` is a client for ``{Hub}Partitions``; ``worker_id`` is the name written to ``CurrentOwner``
     and must be unique among the workers of the hub; ``listener`` is told when to start and stop
-    dequeuing each control queue. Use :meth:`start` and :meth:`stop`, or step :meth:`run_pass` by hand.
+    dequeuing each control queue; ``storage`` names the account in outage reports (its ``describe()``).
+    Use :meth:`start` and :meth:`stop`, or step :meth:`run_pass` by hand.
     """
 
     def __init__(
@@ -113,8 +115,11 @@ class TablePartitionManager:
         listener: PartitionListener,
         options: PartitionManagerOptions | None = None,
         hub_name: str = "",
+        *,
+        storage: str,
     ) -> None:
         self.worker_id = worker_id
+        self._storage = storage
         self._table = table
         self._listener = listener
         self._options = options or PartitionManagerOptions()
@@ -228,16 +233,19 @@ class TablePartitionManager:
                     result = await self._read_and_write(shutting_down)
             except TimeoutError:
                 self._consecutive_failures += 1
-                self._log(
-                    logging.WARNING,
-                    "a pass over the partition table took longer than %s",
-                    self._options.operation_timeout,
-                )
+                # During a known outage a slow pass is part of it, already logged once.
+                if storage_health.reachable(self._storage):
+                    self._log(
+                        logging.WARNING,
+                        "a pass over the partition table took longer than %s",
+                        self._options.operation_timeout,
+                    )
             except Exception as exc:
                 self._consecutive_failures += 1
-                if not _is_precondition_failed(exc):
+                if not _is_precondition_failed(exc) and not storage_health.failed(self._storage, exc):
                     self._log(logging.ERROR, "managing the partition leases failed: %s", exc, exc_info=True)
             else:
+                storage_health.succeeded(self._storage)
                 self._consecutive_failures = 0
                 self._shutdown_complete = shutting_down and result.owned == 0
                 if result.draining or result.waiting_for_release:

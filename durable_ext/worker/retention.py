@@ -20,6 +20,7 @@ from datetime import timedelta
 from durable_ext.client import TaskHubClient
 from durable_ext.config import InstanceRetentionOptions
 from durable_ext.history import OrchestrationStatus, utc_now
+from durable_ext.storage.outage import storage_health
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class InstancePurger:
         self._options = options
         self._is_leader = is_leader
         self._hub_name = client.hub.names.hub
+        self._storage = client.hub.account.describe()
         self._task: asyncio.Task[None] | None = None
         self._retentions: list[tuple[OrchestrationStatus, timedelta]] = [
             (status, retention)
@@ -84,7 +86,10 @@ class InstancePurger:
                 await self.purge_once()
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 # Storage hiccups must not end the loop: the next round tries again.
-                logger.exception("hub %s: purging ended instances failed; retrying later", self._hub_name)
+                if not storage_health.failed(self._storage, exc):
+                    logger.exception("hub %s: purging ended instances failed; retrying later", self._hub_name)
+            else:
+                storage_health.succeeded(self._storage)
             await asyncio.sleep(interval)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from durable_ext.history import utc_now
+from durable_ext.storage.outage import storage_health
 from durable_ext.storage.queues import MessageQueue, ReceivedMessage
 
 logger = logging.getLogger(__name__)
@@ -42,11 +43,17 @@ class HeldMessages:
     """
 
     def __init__(
-        self, hold: timedelta, queue_of: Callable[[ReceivedMessage], MessageQueue], hub_name: str
+        self,
+        hold: timedelta,
+        queue_of: Callable[[ReceivedMessage], MessageQueue],
+        *,
+        hub_name: str,
+        storage: str,
     ) -> None:
         self.hold = hold
         self._queue_of = queue_of
         self._hub_name = hub_name
+        self._storage = storage
         self._held: dict[tuple[str, str], ReceivedMessage] = {}
         self._renewing: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._limit = asyncio.Semaphore(_RENEWALS_IN_FLIGHT)
@@ -129,9 +136,10 @@ class HeldMessages:
     def _report_failure(self, exc: Exception) -> None:
         # One line per outage, not one per message: a renewal that fails leaves the message to
         # reappear and be handled again, which the episode's de-duplication makes harmless.
-        if not self._failing:
-            self._failing = True
-            logger.warning("hub %s: renewing held messages failed: %s", self._hub_name, exc)
+        if storage_health.failed(self._storage, exc) or self._failing:
+            return
+        self._failing = True
+        logger.warning("hub %s: renewing held messages failed: %s", self._hub_name, exc)
 
     def _report_recovery(self) -> None:
         if self._failing:

@@ -283,7 +283,10 @@ class OrchestrationDispatcher:
         """Set while the buffer is below controlQueueBufferThreshold; throttled pollers wait for it."""
         self._room.set()
         self._holds = HeldMessages(
-            message_hold(self._provider.control_queue_visibility_timeout), self._queue_of, hub.names.hub
+            message_hold(self._provider.control_queue_visibility_timeout),
+            self._queue_of,
+            hub_name=hub.names.hub,
+            storage=hub.account.describe(),
         )
         self._cache = SessionCache(
             max_entries=SESSION_CACHE_INSTANCES,

@@ -5,7 +5,8 @@ state the engine only heals when the next message arrives, or never (issue 7, it
 
 * an Instances row still non-terminal while the History of the same execution is terminal;
 * a Pending row whose start message never made it to the control queue (or was lost);
-* messages in a control queue for an instance that has neither an Instances row nor history.
+* messages in a control queue for an instance that has neither an Instances row nor history;
+* poison messages the engine quarantined in ``{Hub}Poison`` (fixed by putting them back).
 
 :func:`diagnose` reports them; :func:`repair` fixes the first two kinds. The Instances rows are
 read with a server-side status filter and the History only of the instances those rows name.
@@ -29,9 +30,11 @@ from durable_ext.history import (
     HistoryEvent,
     OrchestrationInstance,
     OrchestrationStatus,
+    TaskScheduledEvent,
     utc_now,
 )
 from durable_ext.messages import MessageData
+from durable_ext.storage.quarantine import QUARANTINE_MARK, QuarantinedMessage
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.storage.tracking import MAX_QUERY_PAGE, InstanceQuery, InstanceState
 from durable_ext.worker.orchestrations import repair_instance_row
@@ -61,6 +64,8 @@ class FindingKind(enum.Enum):
     """A Pending row past the grace period whose execution has no history (fixable: re-send the start)."""
     MESSAGE_FOR_UNKNOWN_INSTANCE = "message-for-unknown-instance"
     """A queued message for an instance with neither a row nor history (reported only)."""
+    QUARANTINED_MESSAGE = "quarantined-message"
+    """A poison message the engine took out of its queue (fixable: put it back)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,8 @@ class Finding:
     fixable: bool
     execution_id: str | None = None
     """The execution the finding is about; :func:`repair` acts only while the row still names it."""
+    message_id: str | None = None
+    """The queue message a quarantined-message finding is about."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +115,7 @@ async def diagnose(
         if finding is not None:
             findings.append(finding)
     findings += await _stray_messages(hub, peeked, known, cutoff)
+    findings += [_quarantined(q) async for q in hub.quarantine.list()]
     return findings
 
 
@@ -124,11 +132,63 @@ async def repair(hub: TaskHub, findings: Sequence[Finding]) -> list[Finding]:
             done = await _repair_row(hub, finding)
         elif finding.kind is FindingKind.PENDING_WITHOUT_START:
             done = await _resend_start(hub, finding)
+        elif finding.kind is FindingKind.QUARANTINED_MESSAGE:
+            done = await _requeue(hub, finding)
         else:
             done = False
         if done:
             fixed.append(finding)
     return fixed
+
+
+def _quarantined(message: QuarantinedMessage) -> Finding:
+    last_line = message.reason.strip().splitlines()[-1] if message.reason.strip() else "no reason recorded"
+    return Finding(
+        FindingKind.QUARANTINED_MESSAGE,
+        message.instance_id,
+        f"{message.event_type} message {message.message_id} from {message.queue_name}, dequeued "
+        f"{message.dequeue_count} times, quarantined: {last_line}",
+        fixable=True,
+        execution_id=message.data.task_message.orchestration_instance.execution_id
+        if message.data.task_message
+        else None,
+        message_id=message.message_id,
+    )
+
+
+async def _requeue(hub: TaskHub, finding: Finding) -> bool:
+    """Put a quarantined message back: a work item into the work-item queue, anything else into the
+    instance's control queue (a result the engine had taken in memory came from the work-item queue)."""
+    async for message in hub.quarantine.list():
+        if message.message_id != finding.message_id:
+            continue
+        to_activity = isinstance(message.data.event, TaskScheduledEvent)
+        queue = hub.work_item_queue if to_activity else hub.control_queue_for(message.instance_id)
+        await hub.quarantine.requeue(message, queue)
+        await _unmark_failed(hub, message.instance_id)
+        return True
+    return False
+
+
+async def _unmark_failed(hub: TaskHub, instance_id: str) -> None:
+    """Undo the Failed status a quarantine gave the instance: its history says where it stands."""
+    row = await hub.tracking.get_instance(instance_id, fetch_large_values=False)
+    if row is None or row.runtime_status is not OrchestrationStatus.Failed:
+        return
+    if not (row.output or "").lstrip('"').startswith(QUARANTINE_MARK):
+        return
+    load = await hub.tracking.load_history(instance_id)
+    if _terminal_event(load.events) is not None:
+        await repair_instance_row(hub.tracking, instance_id, load.execution_id, load.events)
+        return
+    started = any(isinstance(e, ExecutionStartedEvent) for e in load.events)
+    state = InstanceState(
+        instance_id,
+        runtime_status=OrchestrationStatus.Running if started else OrchestrationStatus.Pending,
+        output="null",
+        last_updated_time=utc_now(),
+    )
+    await hub.tracking.merge_instance(state, columns=["RuntimeStatus", "Output", "LastUpdatedTime"])
 
 
 async def _non_terminal_rows(hub: TaskHub) -> AsyncIterator[InstanceState]:

@@ -29,6 +29,7 @@ from durable_ext.errors import ConfigError, StorageError, StorageUnreachableErro
 from durable_ext.storage.account import StorageAccount
 from durable_ext.storage.blobs import LargeMessageStore
 from durable_ext.storage.partitions import PartitionLease
+from durable_ext.storage.quarantine import Quarantine
 from durable_ext.storage.queues import MessageQueue, partition_index
 from durable_ext.storage.rest import HttpSession, QueueRestClient, TableRestClient
 from durable_ext.storage.tracking import TrackingStore
@@ -59,6 +60,11 @@ class TaskHubNames:
     def instances_table(self) -> str:
         """``{Hub}Instances``."""
         return f"{self.hub}Instances"
+
+    @property
+    def poison_table(self) -> str:
+        """``{Hub}Poison``: quarantined messages (created on first use)."""
+        return f"{self.hub}Poison"
 
     @property
     def partitions_table(self) -> str:
@@ -152,6 +158,7 @@ class TaskHub:
             history_writes=TableRestClient(account, self.names.history_table, self._http),
             instance_rows=TableRestClient(account, self.names.instances_table, self._http),
         )
+        self.quarantine = Quarantine(self._tables, self.names.poison_table, self.large_messages)
         self.control_queues = [
             MessageQueue(QueueRestClient(account, name, self._http), self.large_messages)
             for name in self.names.control_queues
@@ -236,7 +243,7 @@ class TaskHub:
         steps = [_ignore_missing(self._queues.delete_queue(q)) for q in queues]
         steps += [
             _ignore_missing(self._tables.delete_table(t))
-            for t in (names.history_table, names.instances_table, names.partitions_table)
+            for t in (names.history_table, names.instances_table, names.partitions_table, names.poison_table)
         ]
         steps += [
             _ignore_missing(self._blobs.delete_container(c))

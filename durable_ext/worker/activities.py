@@ -25,6 +25,7 @@ from durable_ext.history import FailureDetails, TaskCompletedEvent, TaskFailedEv
 from durable_ext.host.app_loader import FunctionKind, FunctionRegistry, RegisteredFunction
 from durable_ext.messages import MessageData, TaskMessage
 from durable_ext.storage.outage import storage_health
+from durable_ext.storage.quarantine import POISON_DEQUEUE_COUNT
 from durable_ext.storage.queues import Handoff, ReceivedMessage
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.worker.backoff import BackoffPolling
@@ -175,6 +176,9 @@ class ActivityDispatcher:
 
     async def _run(self, message: ReceivedMessage) -> None:
         try:
+            if message.dequeue_count > POISON_DEQUEUE_COUNT:
+                await self._quarantine(message)
+                return
             renewal = asyncio.create_task(self._keep_invisible(message))
             try:
                 response = await self._execute(message)
@@ -195,6 +199,33 @@ class ActivityDispatcher:
                 message.data.instance_id,
                 message.message_id,
             )
+
+    async def _quarantine(self, message: ReceivedMessage) -> None:
+        """Take a work item that never completes (it took its worker down each time) out of the queue.
+
+        The orchestration gets the activity's failure, which it can catch, instead of waiting for ever.
+        """
+        data = message.data
+        event = data.event
+        name = getattr(event, "name", None) or "?"
+        reason = (
+            f"Activity function '{name}' never completed: its work item was dequeued "
+            f"{message.dequeue_count} times and is quarantined in table {self._hub.quarantine.table_name} "
+            "(see `python -m durable_ext doctor`)"
+        )
+        await self._hub.quarantine.add(message, reason)
+        logger.error("hub %s instance %s: %s", self._hub_name, data.instance_id, reason)
+        instance = data.task_message.orchestration_instance if data.task_message else None
+        if isinstance(event, TaskScheduledEvent) and instance is not None:
+            failed = TaskFailedEvent(
+                task_scheduled_id=event.event_id,
+                reason=reason,
+                failure_details=FailureDetails(error_type="PoisonMessage", error_message=reason),
+            )
+            response = MessageData(TaskMessage(failed, instance), episode=data.episode, sender=instance)
+            if not await self._report(message, response):
+                return
+        await self._hub.work_item_queue.delete(message)
 
     async def _keep_invisible(self, message: ReceivedMessage) -> None:
         """Push the work item's visibility out while a long activity runs, so no one else takes it."""

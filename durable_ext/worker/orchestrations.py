@@ -15,8 +15,10 @@ import contextlib
 import dataclasses
 import enum
 import functools
+import json
 import logging
 import time
+import traceback
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Sequence
@@ -79,6 +81,7 @@ from durable_ext.replay import (
     scheduling_event,
 )
 from durable_ext.storage.outage import storage_health
+from durable_ext.storage.quarantine import POISON_DEQUEUE_COUNT, QUARANTINE_MARK
 from durable_ext.storage.queues import Handoff, MessageQueue, ReceivedMessage
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.storage.tracking import InstanceState, TrackingStore
@@ -484,12 +487,48 @@ class OrchestrationDispatcher:
             await asyncio.gather(*(self._abandon(m) for m in messages), return_exceptions=True)
             return []
         except Exception as exc:
+            poison: list[ReceivedMessage] = []
             if not storage_health.failed(self._storage, exc):
                 logger.exception(
                     "hub %s instance %s: episode failed; messages abandoned", self._hub_name, instance_id
                 )
-            await asyncio.gather(*(self._abandon(m) for m in messages), return_exceptions=True)
+                poison = [m for m in messages if m.dequeue_count > POISON_DEQUEUE_COUNT]
+            if poison:
+                await self._quarantine(instance_id, poison, exc)
+            rest = [m for m in messages if m not in poison]
+            await asyncio.gather(*(self._abandon(m) for m in rest), return_exceptions=True)
             return []
+
+    async def _quarantine(self, instance_id: str, poison: list[ReceivedMessage], exc: Exception) -> None:
+        """Take messages that keep failing their episode out of the queue; the row says why.
+
+        Only a genuine failure (not a storage outage) of a message already dequeued more than
+        POISON_DEQUEUE_COUNT times gets here. The Instances row turns Failed with the reason, and
+        turns back as soon as a later episode of the instance succeeds (e.g. after ``doctor --fix``
+        put the message back).
+        """
+        reason = (
+            f"{QUARANTINE_MARK} {len(poison)} message(s) of this instance in table "
+            f"{self._hub.quarantine.table_name} after they failed {POISON_DEQUEUE_COUNT}+ times "
+            f"(last error: {type(exc).__name__}: {exc}); see `python -m durable_ext doctor`"
+        )
+        try:
+            for message in poison:
+                await self._hub.quarantine.add(message, "".join(traceback.format_exception(exc)))
+                await self._delete(message)
+            failed = InstanceState(
+                instance_id, runtime_status=OrchestrationStatus.Failed, output=json.dumps(reason)
+            )
+            failed.last_updated_time = utc_now()
+            await self._hub.tracking.merge_instance(
+                failed, columns=["RuntimeStatus", "Output", "LastUpdatedTime"]
+            )
+        except Exception:
+            logger.warning(
+                "hub %s instance %s: quarantine failed", self._hub_name, instance_id, exc_info=True
+            )
+            return
+        logger.error("hub %s instance %s: %s", self._hub_name, instance_id, reason)
 
     def _queue_of(self, message: ReceivedMessage) -> MessageQueue:
         """The queue holding ``message``: a control queue, or the work-item queue for a direct result."""

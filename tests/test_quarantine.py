@@ -1,0 +1,135 @@
+"""Poison messages go to the hub's quarantine table instead of coming back for ever."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+from durable_ext.client import TaskHubClient
+from durable_ext.config import StorageProviderOptions
+from durable_ext.doctor import FindingKind, diagnose, repair
+from durable_ext.errors import StorageUnreachableError
+from durable_ext.history import EventType, OrchestrationStatus
+from durable_ext.host.app_loader import FunctionRegistry
+from durable_ext.storage.quarantine import POISON_DEQUEUE_COUNT
+from durable_ext.storage.taskhub import TaskHub
+from durable_ext.worker.activities import ActivityDispatcher
+from durable_ext.worker.orchestrations import OrchestrationDispatcher
+from tests.engine_support import engine_for, poll
+
+TIMEOUT = 60.0
+
+
+class _WorkerDies:
+    """Stands in for an activity that takes its worker down: the work item is never completed."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self, *_: Any) -> None:
+        self.calls += 1
+        raise RuntimeError("the worker died while running the activity")
+
+
+async def _quarantined(hub: TaskHub) -> list[Any]:
+    return [q async for q in hub.quarantine.list()]
+
+
+async def test_a_work_item_that_never_completes_is_quarantined_and_fails_the_activity(
+    hub: TaskHub, registry: FunctionRegistry, monkeypatch: Any
+) -> None:
+    dies = _WorkerDies()
+    monkeypatch.setattr(ActivityDispatcher, "_execute", dies)
+    provider = StorageProviderOptions(work_item_queue_visibility_timeout=timedelta(seconds=1))
+    async with engine_for(hub, registry, "worker-p", storage_provider=provider) as running:
+        client = TaskHubClient(hub, handoff=running)
+        await client.start_new("catches", "poison-1")
+        state = await client.wait_for_completion("poison-1", timeout=TIMEOUT)
+    assert state.runtime_status is OrchestrationStatus.Completed
+    assert "never completed: its work item was dequeued 6 times" in json.loads(state.output or "null")
+    assert "quarantined in table" in json.loads(state.output or "null")
+    # Five dequeues (plus the hand-over, which the queue does not count) ran; the sixth did not.
+    assert dies.calls == POISON_DEQUEUE_COUNT + 1
+
+    [quarantined] = await _quarantined(hub)
+    assert quarantined.instance_id == "poison-1" and quarantined.event_type == "TaskScheduled"
+    assert quarantined.queue_name == hub.work_item_queue.name
+    assert quarantined.dequeue_count == POISON_DEQUEUE_COUNT + 1
+    assert await hub.work_item_queue.approximate_count() == 0
+
+    findings = await diagnose(hub)
+    [finding] = [f for f in findings if f.kind is FindingKind.QUARANTINED_MESSAGE]
+    assert finding.instance_id == "poison-1" and finding.fixable
+    assert await repair(hub, [finding]) == [finding]
+    assert await _quarantined(hub) == []
+    [back] = await hub.work_item_queue.receive(32, timedelta(seconds=30))
+    assert back.data.event.event_type is EventType.TaskScheduled
+    assert back.data.instance_id == "poison-1"
+
+
+async def test_a_control_message_whose_episode_keeps_failing_is_quarantined_and_requeued(
+    hub: TaskHub, registry: FunctionRegistry, monkeypatch: Any
+) -> None:
+    client = TaskHubClient(hub)
+    await client.start_new("chain", "poison-2", "1")
+    queue = hub.control_queue_for("poison-2")
+    for _ in range(POISON_DEQUEUE_COUNT):
+        # As if five episodes had failed: each delivery raises the message's dequeue count.
+        [message] = await queue.receive(1, timedelta(seconds=30))
+        await queue.abandon(message, delay=timedelta(0))
+
+    original = OrchestrationDispatcher._attempt
+
+    async def broken(*_: Any) -> Any:
+        raise RuntimeError("replay blew up")
+
+    monkeypatch.setattr(OrchestrationDispatcher, "_attempt", broken)
+    async with engine_for(hub, registry, "worker-q"):
+        await poll(lambda: _has_quarantined(hub), "the start message to be quarantined")
+        row = await client.get_status("poison-2")
+        assert row is not None and row.runtime_status is OrchestrationStatus.Failed
+        assert "quarantined 1 message(s)" in json.loads(row.output or "null")
+        assert "replay blew up" in json.loads(row.output or "null")
+    assert await queue.approximate_count() == 0
+
+    monkeypatch.setattr(OrchestrationDispatcher, "_attempt", original)
+    [finding] = [f for f in await diagnose(hub) if f.kind is FindingKind.QUARANTINED_MESSAGE]
+    assert "ExecutionStarted" in finding.detail and "replay blew up" in finding.detail
+    assert await repair(hub, [finding]) == [finding]
+    async with engine_for(hub, registry, "worker-q") as running:
+        state = await TaskHubClient(hub, handoff=running).wait_for_completion("poison-2", timeout=TIMEOUT)
+    assert state.runtime_status is OrchestrationStatus.Completed and state.output == "32"
+
+
+async def test_a_storage_outage_never_quarantines(
+    hub: TaskHub, registry: FunctionRegistry, monkeypatch: Any
+) -> None:
+    """Only genuine failures count: an episode failing because storage is away leaves messages be."""
+    client = TaskHubClient(hub)
+    await client.start_new("chain", "poison-3", "1")
+    queue = hub.control_queue_for("poison-3")
+    for _ in range(POISON_DEQUEUE_COUNT):
+        [message] = await queue.receive(1, timedelta(seconds=30))
+        await queue.abandon(message, delay=timedelta(0))
+    calls = 0
+
+    async def outage(*_: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        raise StorageUnreachableError("storage went away")
+
+    async def failed_once() -> bool:
+        return calls >= 1
+
+    monkeypatch.setattr(OrchestrationDispatcher, "_attempt", outage)
+    async with engine_for(hub, registry, "worker-r"):
+        await poll(failed_once, "an episode to fail")
+    assert await _quarantined(hub) == []
+    assert await queue.approximate_count() == 1, "the message was abandoned, not taken out"
+    row = await client.get_status("poison-3")
+    assert row is not None and row.runtime_status is OrchestrationStatus.Pending
+
+
+async def _has_quarantined(hub: TaskHub) -> bool:
+    return bool(await _quarantined(hub))

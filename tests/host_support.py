@@ -54,14 +54,21 @@ def free_port() -> int:
 
 
 def start_process(
-    app: Path, connection_string: str, port: int = 0, *, output: int | Path = subprocess.PIPE
+    app: Path,
+    connection_string: str,
+    port: int = 0,
+    *,
+    output: int | Path = subprocess.PIPE,
+    global_args: Sequence[str] = (),
 ) -> subprocess.Popen[str]:
-    """``python -m durable_ext start`` on ``app``; stdout and stderr go to ``output`` (a pipe or a file)."""
+    """``python -m durable_ext [global_args] start`` on ``app``; stdout and stderr go to ``output``
+    (a pipe or a file)."""
     env = {**os.environ, "AzureWebJobsStorage": connection_string, "PYTHONPATH": str(REPO)}
     command = [
         sys.executable,
         "-m",
         "durable_ext",
+        *global_args,
         "start",
         "--app-dir",
         str(app),
@@ -103,14 +110,14 @@ class RunningHost:
 
 @contextmanager
 def running_host(
-    app: Path, connection_string: str, log: Path, timeout: float = 60.0
+    app: Path, connection_string: str, log: Path, timeout: float = 60.0, *, global_args: Sequence[str] = ()
 ) -> Iterator[RunningHost]:
     """Start the host with its output in the file ``log`` (a pipe would fill up and block it).
 
     Yields once it printed "Host ready"; stops it with SIGTERM afterwards and checks it exited cleanly.
     """
     port = free_port()
-    process = start_process(app, connection_string, port, output=log)
+    process = start_process(app, connection_string, port, output=log, global_args=global_args)
     try:
         deadline = time.monotonic() + timeout
         while "Host ready" not in log.read_text():

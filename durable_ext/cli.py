@@ -473,7 +473,8 @@ def _configure_start(parser: argparse.ArgumentParser) -> None:
         "--host",
         default="127.0.0.1",
         metavar="ADDRESS",
-        help="address to listen on (default: 127.0.0.1); anything else requires DURABLE_EXT_SYSTEM_KEY",
+        help="address to listen on (default: 127.0.0.1); anything else requires a DURABLE_EXT_SYSTEM_KEY"
+        " of 16+ characters",
     )
     parser.add_argument(
         "--azurite-in-memory",

@@ -103,6 +103,9 @@ _REWINDABLE_STATUSES = frozenset({OrchestrationStatus.Failed})
 _ENDED_STATUSES = frozenset(status for status in OrchestrationStatus if status.is_terminal)
 DEFAULT_QUERY_PAGE_SIZE = 100
 """Instances per page of :meth:`TaskHubClient.query_instances` (DF's default ``top``)."""
+MAX_QUERY_PAGE_BYTES = 8 * 1024 * 1024
+"""Most payload bytes (inputs, outputs, custom statuses) one page of instances or entities holds,
+beyond its first instance; a page of 100 instances with 16 MiB inputs would otherwise fill gigabytes."""
 ENTITY_CLEAN_MIN_IDLE = timedelta(minutes=30)
 """How long an empty entity must have been idle before :meth:`TaskHubClient.clean_entity_storage`
 removes it; DF's default ``EntityMessageReorderWindowInMinutes``."""
@@ -499,6 +502,7 @@ class TaskHubClient:
 
         Filtering happens in the table service. Pass the returned ``continuation_token`` back to get
         the next page; it is None after the last one. Inputs are left out unless ``show_input``.
+        A page ends early rather than hold more than :data:`MAX_QUERY_PAGE_BYTES` of payloads.
         Raises ValidationError for a token that this method did not return.
         """
         page = await self.hub.tracking.query_instances(
@@ -506,6 +510,7 @@ class TaskHubClient:
             top=page_size,
             continuation_token=continuation_token,
             fetch_inputs=show_input,
+            max_bytes=MAX_QUERY_PAGE_BYTES,
         )
         return InstanceQueryResult(
             [OrchestrationState.from_instance(row) for row in page.rows], page.continuation_token

@@ -39,6 +39,9 @@ DEFAULT_CONNECTION_NAME = "AzureWebJobsStorage"
 DEFAULT_HUB_NAME = "TestHubName"
 """Task hub name when neither ``hubName`` nor ``WEBSITE_SITE_NAME`` is set (DF extension v2+)."""
 
+MANAGEMENT_ROUTE = "runtime/webhooks/durabletask"
+"""Where the Durable Functions management API lives, as in the Functions host; no routePrefix may claim it."""
+
 OVERRIDE_PREFIX = "AzureFunctionsJobHost"
 """First segment of app settings that override host.json keys."""
 
@@ -256,6 +259,7 @@ def load_config(app_dir: Path, environ: Mapping[str, str] | None = None) -> Host
     http = _read_section(http_json, host_origin, overrides, _HTTP_PATH, _HTTP_FIELDS, warn_unknown=False)
 
     _check_storage_provider(storage)
+    _check_route_prefix(http)
     storage_options = StorageProviderOptions(**_attributes(storage))
     if storage_options.control_queue_batch_size > storage_options.control_queue_buffer_threshold:
         logger.warning(
@@ -600,6 +604,20 @@ def _check_storage_provider(storage: Mapping[str, _Value]) -> None:
     connection = storage.get("connectionName")
     if connection is not None and not connection.value:
         raise ConfigError(f"Invalid {connection.dotted} in {connection.origin}: must not be empty")
+
+
+def _check_route_prefix(http: Mapping[str, _Value]) -> None:
+    """Refuse a routePrefix at or under the management API: its routes would hide every function."""
+    prefix = http.get("routePrefix")
+    if prefix is None:
+        return
+    segments = [segment.lower() for segment in prefix.value.split("/") if segment]
+    reserved = MANAGEMENT_ROUTE.split("/")
+    if segments[: len(reserved)] == reserved:
+        raise ConfigError(
+            f"Invalid {prefix.dotted} in {prefix.origin}: {prefix.value!r} is under /{MANAGEMENT_ROUTE}, "
+            "where the Durable Functions management API answers; the functions could never be reached"
+        )
 
 
 def _resolve_hub_name(hub: _Value, settings: Mapping[str, str]) -> str:

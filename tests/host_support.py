@@ -60,14 +60,16 @@ def start_process(
     *,
     output: int | Path = subprocess.PIPE,
     extra_args: Sequence[str] = (),
+    global_args: Sequence[str] = (),
 ) -> subprocess.Popen[str]:
-    """``python -m durable_ext start`` on ``app`` (plus ``extra_args``); stdout and stderr go to
-    ``output`` (a pipe or a file)."""
+    """``python -m durable_ext [global_args] start`` on ``app`` (plus ``extra_args``); stdout and
+    stderr go to ``output`` (a pipe or a file)."""
     env = {**os.environ, "AzureWebJobsStorage": connection_string, "PYTHONPATH": str(REPO)}
     command = [
         sys.executable,
         "-m",
         "durable_ext",
+        *global_args,
         "start",
         "--app-dir",
         str(app),
@@ -110,14 +112,22 @@ class RunningHost:
 
 @contextmanager
 def running_host(
-    app: Path, connection_string: str, log: Path, timeout: float = 60.0, extra_args: Sequence[str] = ()
+    app: Path,
+    connection_string: str,
+    log: Path,
+    timeout: float = 60.0,
+    extra_args: Sequence[str] = (),
+    *,
+    global_args: Sequence[str] = (),
 ) -> Iterator[RunningHost]:
     """Start the host with its output in the file ``log`` (a pipe would fill up and block it).
 
     Yields once it printed "Host ready"; stops it with SIGTERM afterwards and checks it exited cleanly.
     """
     port = free_port()
-    process = start_process(app, connection_string, port, output=log, extra_args=extra_args)
+    process = start_process(
+        app, connection_string, port, output=log, extra_args=extra_args, global_args=global_args
+    )
     try:
         deadline = time.monotonic() + timeout
         while "Host ready" not in log.read_text():

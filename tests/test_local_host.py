@@ -32,7 +32,11 @@ async def test_start_serves_the_sample_app_end_to_end(tmp_path: Path, azurite_co
         assert "counter: entityTrigger" in output
         assert f"http_start: [POST] http://localhost:{port}/api/orchestrators/{{functionName}}" in output
         async with httpx.AsyncClient(timeout=30) as http:
-            started = await http.post(f"http://127.0.0.1:{port}/api/orchestrators/hello_sequence")
+            # A caller that presents the key gets it back in the management URLs (see
+            # test_limits_and_keys for anonymous callers, who do not).
+            started = await http.post(
+                f"http://127.0.0.1:{port}/api/orchestrators/hello_sequence", params={"code": "s3cret"}
+            )
             assert started.status_code == 202, started.text
             status_url = started.json()["statusQueryGetUri"]
             assert started.headers["Location"] == status_url
@@ -97,7 +101,11 @@ async def test_system_key_guards_the_api_but_not_the_in_process_df_client(
     try:
         read_until(process, "Host ready")
         async with httpx.AsyncClient(timeout=30) as http:
-            started = await http.post(f"http://127.0.0.1:{port}/api/orchestrators/hello_sequence")
+            # A caller that presents the key gets it back in the management URLs (see
+            # test_limits_and_keys for anonymous callers, who do not).
+            started = await http.post(
+                f"http://127.0.0.1:{port}/api/orchestrators/hello_sequence", params={"code": "s3cret"}
+            )
             assert started.status_code == 202, started.text
             payload = started.json()
             assert "/rpc/" not in started.text, "the private RPC path must not leak into payloads"

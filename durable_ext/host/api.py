@@ -28,12 +28,23 @@ Where we decided differently from DF, and why:
 * **Entity clean-up** has no DF route (DF offers it only as ``CleanEntityStorageAsync`` in .NET):
   ``POST entities/clean[?minIdleSeconds=…]`` purges empty entities (no state, no queued operation, no
   lock) idle for that long (default 30 minutes) and answers ``{"numberOfEmptyEntitiesRemoved": n}``.
+* **Keys in check-status URLs.** DF embeds the system key (``code=``) in every check-status URL, so an
+  anonymous starter hands management rights over every instance to whoever calls it. Here a URL
+  carries the key only when the request that produced it presented the key (the management API
+  always requires it; an HTTP function's caller may present it); an anonymous caller gets URLs without
+  ``code=``, which answer 401 until the key is added. No per-instance token is minted: a bearer token
+  would still grant terminate, purge and restart to anyone who saw the URL.
+* **Keys.** Every key a request presents (``code`` and ``x-functions-key``) must be right; see
+  :mod:`durable_ext.host.guard`, which HTTP functions share.
+* **Bounds.** ``timeout`` is at most :data:`MAX_WAIT_SECONDS` (an hour) and ``pollingInterval`` is
+  positive and at most ``timeout``; anything else (negative, not finite, larger) is a 400 rather than
+  a connection held for ever. Bodies are limited to :data:`~durable_ext.host.guard.MAX_BODY_BYTES`
+  (413), list pages to :data:`~durable_ext.client.MAX_QUERY_PAGE_BYTES` of payloads.
 * Not supported, answered 501: ``?version=`` on start.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -54,6 +65,7 @@ from durable_ext.client import (
     TaskHubClient,
     validate_instance_id,
 )
+from durable_ext.config import MANAGEMENT_ROUTE
 from durable_ext.entities import entity_instance_id, parse_entity_instance_id
 from durable_ext.errors import (
     DurableExtError,
@@ -66,6 +78,7 @@ from durable_ext.errors import (
 )
 from durable_ext.history import EventType, HistoryEvent, OrchestrationStatus
 from durable_ext.host.app_loader import FunctionKind
+from durable_ext.host.guard import MAX_BODY_BYTES, presents_key, read_body
 from durable_ext.host.openapi import openapi_document
 from durable_ext.storage.outage import describe_outage, storage_health
 from durable_ext.storage.tracking import InstanceQuery
@@ -73,7 +86,7 @@ from durable_ext.wire import format_datetime, parse_datetime, to_json_object
 
 logger = logging.getLogger(__name__)
 
-MANAGEMENT_PREFIX = "/runtime/webhooks/durabletask"
+MANAGEMENT_PREFIX = f"/{MANAGEMENT_ROUTE}"
 """Where the management routes are mounted, as in the Functions host."""
 
 CONTINUATION_HEADER = "x-ms-continuation-token"
@@ -84,6 +97,9 @@ INSTANCE_ID_PLACEHOLDER = "INSTANCEID"
 
 GRPC_HTTP_CLIENT_TIMEOUT = "00:01:40"
 """The binding's ``grpcHttpClientTimeout`` (DF's default, 100 s); the HTTP-based df client ignores it."""
+
+MAX_WAIT_SECONDS = 3600.0
+"""Longest ``timeout`` a start or restart may wait for the instance to end (``pollingInterval`` ≤ it)."""
 
 _STATUS_RETRY_AFTER = "5"
 _OUTAGE_RETRY_AFTER = "5"
@@ -234,16 +250,28 @@ def management_routes(
     system_key: str | None = None,
     known_functions: Callable[[str, FunctionKind], bool] | None = None,
     connection_name: str = "Storage",
+    max_body_bytes: int = MAX_BODY_BYTES,
 ) -> list[BaseRoute]:
     """The management API's routes, to mount at :data:`MANAGEMENT_PREFIX`.
 
     With ``system_key`` every route requires it as the ``code`` query parameter or the
-    ``x-functions-key`` header (401 otherwise). ``known_functions`` tells whether the app has a function
-    of that name and kind; starting an orchestrator or signalling an entity the app does not have is
-    refused with 400 before anything is written.
-    ``connection_name`` only appears in generated URLs, as DF's ``connection`` parameter.
+    ``x-functions-key`` header, under :func:`~durable_ext.host.guard.presents_key`'s rule (401
+    otherwise). ``known_functions`` tells whether the app has a function of that name and kind; starting
+    an orchestrator or signalling an entity the app does not have is refused with 400 before anything
+    is written. ``connection_name`` only appears in generated URLs, as DF's ``connection`` parameter.
+    A body over ``max_body_bytes`` is refused with 413 (see :func:`df_client_body_limit`).
     """
-    return _ManagementApi(client, system_key, known_functions, connection_name).routes()
+    api = _ManagementApi(client, system_key, known_functions, connection_name, max_body_bytes)
+    return api.routes()
+
+
+def df_client_body_limit(max_payload_bytes: int) -> int:
+    """The body limit of a mount only the df client calls: ``max_payload_bytes`` in the df encoding.
+
+    The df client JSON-encodes a payload, then aiohttp encodes that text again, which at most doubles
+    each byte of the (ASCII) inner JSON and adds two quotes.
+    """
+    return 2 * max_payload_bytes + 2
 
 
 class _ManagementApi:
@@ -255,11 +283,13 @@ class _ManagementApi:
         system_key: str | None,
         known_functions: Callable[[str, FunctionKind], bool] | None,
         connection_name: str,
+        max_body_bytes: int,
     ) -> None:
         self.client = client
         self.system_key = system_key or None
         self.known_functions = known_functions
         self.connection_name = connection_name
+        self.max_body_bytes = max_body_bytes
         self.hub_name = client.hub.names.hub
         self.storage = client.hub.account.describe()
 
@@ -295,35 +325,35 @@ class _ManagementApi:
 
         async def endpoint(request: Request) -> Response:
             instance_id = _loggable(request.path_params.get("instance_id", "-"))
+            path = _loggable(_public_path(request))
             if not self._authorized(request):
                 logger.warning(
                     "hub %s instance %s: %s %s refused: missing or wrong system key",
                     self.hub_name,
                     instance_id,
                     request.method,
-                    _loggable(request.url.path),
+                    path,
                 )
                 return _error(401, "a valid system key is required as ?code= or the x-functions-key header")
             try:
                 self._check_task_hub(request)
                 response = await handler(request)
             except Exception as exc:
-                return self._failure(request, instance_id, exc)
+                return self._failure(request, instance_id, path, exc)
             logger.info(
                 "hub %s instance %s: %s %s -> %d",
                 self.hub_name,
                 instance_id,
                 request.method,
-                _loggable(request.url.path),
+                path,
                 response.status_code,
             )
             return response
 
         return endpoint
 
-    def _failure(self, request: Request, instance_id: str, exc: Exception) -> Response:
+    def _failure(self, request: Request, instance_id: str, path: str, exc: Exception) -> Response:
         """The answer to a handler that raised: 503 for a storage outage, the error's status, or 500."""
-        path = _loggable(request.url.path)
         if storage_health.failed(self.storage, exc):
             # The outage itself is logged once by storage_health; each refused request only at INFO.
             logger.info(
@@ -357,10 +387,7 @@ class _ManagementApi:
         return _error(500, "the management API failed unexpectedly; see the host log")
 
     def _authorized(self, request: Request) -> bool:
-        if self.system_key is None:
-            return True
-        supplied = request.query_params.get("code") or request.headers.get("x-functions-key")
-        return supplied is not None and hmac.compare_digest(supplied.encode(), self.system_key.encode())
+        return self.system_key is None or presents_key(request, self.system_key)
 
     def _check_task_hub(self, request: Request) -> None:
         wanted = request.query_params.get("taskHub")
@@ -409,21 +436,11 @@ class _ManagementApi:
         return self._check_status_response(request, started)
 
     async def _read_body(self, request: Request) -> str:
-        # The df client's JSON-in-JSON at most doubles each byte of the (ASCII) inner JSON; anything
-        # larger cannot fit the client's limit once unwrapped, so stop reading early.
-        limit = 2 * self.client.max_payload_bytes + 2
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLargeError(f"request body is {declared} bytes; at most {limit} are accepted")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLargeError(f"request body exceeds {limit} bytes")
-            chunks.append(chunk)
+        body = await read_body(request, self.max_body_bytes)
+        if body is None:
+            raise PayloadTooLargeError(f"the request body is larger than {self.max_body_bytes} bytes")
         try:
-            return b"".join(chunks).decode("utf-8")
+            return body.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ValidationError(f"request body is not UTF-8: {exc}") from exc
 
@@ -462,7 +479,7 @@ class _ManagementApi:
             body["historyEvents"] = history
         status = state.runtime_status
         if status in _RUNNING:
-            location = str(request.url.replace(path=quote(request.url.path)))
+            location = str(request.url.replace(path=quote(_public_path(request))))
             headers = {"Location": location, "Retry-After": _STATUS_RETRY_AFTER}
             return JSONResponse(body, status_code=202, headers=headers)
         if status is None:
@@ -607,7 +624,7 @@ class _ManagementApi:
 
     async def not_found(self, request: Request) -> Response:
         """Anything else under the mount point."""
-        return _error(404, f"no management API route {request.method} {request.url.path}")
+        return _error(404, f"no management API route {request.method} {_public_path(request)}")
 
 
 # ---- request parsing ----------------------------------------------------------------------------
@@ -674,11 +691,16 @@ def _float_param(request: Request, name: str) -> float | None:
 
 
 def _wait_params(request: Request) -> _Wait | None:
-    """``timeout`` and ``pollingInterval`` in seconds; DF waits only when both are given."""
+    """``timeout`` and ``pollingInterval`` in seconds; DF waits only when both are given.
+
+    A wait holds a connection (and delays shutdown), so it is bounded by :data:`MAX_WAIT_SECONDS`.
+    """
     timeout = _float_param(request, "timeout")
     interval = _float_param(request, "pollingInterval")
     if timeout is None or interval is None:
         return None
+    if timeout > MAX_WAIT_SECONDS:
+        raise ValidationError(f"timeout must be at most {MAX_WAIT_SECONDS:.0f} seconds, got {timeout:g}")
     if interval <= 0 or interval > timeout:
         raise ValidationError("pollingInterval must be positive and not larger than timeout")
     return _Wait(timeout, interval)
@@ -732,15 +754,21 @@ def _payload_from_body(text: str) -> str | None:
         return None
     try:
         value = json.loads(stripped)
+        if isinstance(value, str) and _is_json(value):
+            return value
     except json.JSONDecodeError as exc:
         raise ValidationError(f"request body is not valid JSON: {exc}") from exc
-    if isinstance(value, str):
-        try:
-            json.loads(value)
-        except json.JSONDecodeError:
-            return stripped
-        return value
+    except RecursionError as exc:
+        raise ValidationError("request body is JSON nested too deeply") from exc
     return stripped
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return True
 
 
 # ---- responses ----------------------------------------------------------------------------------
@@ -765,6 +793,19 @@ def _status_for(exc: DurableExtError) -> int:
 def _loggable(text: str) -> str:
     """``text`` with control characters escaped: request paths are untrusted and end up in log lines."""
     return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
+def _public_path(request: Request) -> str:
+    """The request's path as if it came in under :data:`MANAGEMENT_PREFIX`, for logs, errors, Location.
+
+    A host may mount these routes a second time at a secret path for the df client (see
+    :func:`client_binding_json`); that path is a credential and must never be written anywhere.
+    """
+    mounted_at: str = request.scope.get("root_path", "")
+    path = request.url.path
+    if mounted_at and path.startswith(mounted_at):
+        return MANAGEMENT_PREFIX + path[len(mounted_at) :]
+    return path
 
 
 def _page_response(body: list[dict[str, Any]], continuation_token: str | None) -> JSONResponse:

@@ -14,8 +14,9 @@ Functions host behaviour reproduced here, and the choices made where it could no
 - Route values, query parameters and headers reach the function as strings; a repeated query parameter
   or header is joined with ``,`` (what the host's ``StringValues.ToString()`` gives the worker).
 - ``function`` and ``admin`` functions need the key passed as ``function_key`` in the ``code`` query
-  parameter or the ``x-functions-key`` header; there is one key for both levels (Azure has a separate
-  master key for ``admin``). Without a configured key nothing is checked, as under ``func start``.
+  parameter or the ``x-functions-key`` header, under :mod:`durable_ext.host.guard`'s rule (every key
+  presented must be right); there is one key for both levels (Azure has a separate master key for
+  ``admin``). Without a configured key nothing is checked, as under ``func start``.
 - Returns: ``func.HttpResponse`` and ``str`` as the Python worker converts them. ``bytes``, ``dict`` and
   ``list`` are answered too (octet-stream, JSON) for convenience, with a warning, because the worker in
   Azure rejects them and fails the invocation. ``None`` fails the invocation here as it does in Azure
@@ -31,7 +32,6 @@ Functions host behaviour reproduced here, and the choices made where it could no
 
 from __future__ import annotations
 
-import hmac
 import inspect
 import json
 import logging
@@ -51,20 +51,12 @@ from starlette.types import Scope
 
 from durable_ext.errors import AppLoadError
 from durable_ext.host.app_loader import FunctionRegistry, HttpRoute, RegisteredFunction
+from durable_ext.host.guard import KEY_HEADER, KEY_QUERY_PARAM, MAX_BODY_BYTES, presents_key, read_body
 
 logger = logging.getLogger(__name__)
 
 ClientBinding: TypeAlias = Callable[[Request], str]
 """Gives the durable client binding JSON string for a request (the JSON df's client is built from)."""
-
-DEFAULT_MAX_BODY_BYTES = 100 * 1024 * 1024
-"""The largest request body accepted unless the caller says otherwise (the Functions host's limit)."""
-
-FUNCTION_KEY_QUERY_PARAM = "code"
-"""The query parameter a function key may be passed in, as in Azure."""
-
-FUNCTION_KEY_HEADER = "x-functions-key"
-"""The header a function key may be passed in, as in Azure."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +88,7 @@ def http_trigger_routes(
     *,
     on_invocation: Callable[[InvocationRecord], None] | None = None,
     function_key: str | None = None,
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_body_bytes: int = MAX_BODY_BYTES,
 ) -> list[BaseRoute]:
     """Starlette routes serving every HTTP-triggered function of ``registry``.
 
@@ -391,11 +383,11 @@ class _FunctionEndpoint:
             return _error(500, reason), reason
         if not self._authorized(request):
             reason = (
-                f"missing or invalid function key (pass it as the {FUNCTION_KEY_QUERY_PARAM!r} query"
-                f" parameter or the {FUNCTION_KEY_HEADER!r} header)"
+                f"missing or invalid function key (pass it as the {KEY_QUERY_PARAM!r} query"
+                f" parameter or the {KEY_HEADER!r} header)"
             )
             return _error(401, f"Unauthorized: {reason}"), reason
-        body = await _read_body(request, self._max_body_bytes)
+        body = await read_body(request, self._max_body_bytes)
         if body is None:
             reason = f"the request body is larger than {self._max_body_bytes} bytes"
             return _error(413, f"Payload too large: {reason}"), reason
@@ -419,13 +411,7 @@ class _FunctionEndpoint:
 
     def _authorized(self, request: Request) -> bool:
         key = self._function_key
-        if key is None or self._http.auth_level == "anonymous":
-            return True
-        presented = (
-            request.query_params.get(FUNCTION_KEY_QUERY_PARAM),
-            request.headers.get(FUNCTION_KEY_HEADER),
-        )
-        return any(p is not None and hmac.compare_digest(p.encode(), key.encode()) for p in presented)
+        return key is None or self._http.auth_level == "anonymous" or presents_key(request, key)
 
     async def _call(self, arguments: dict[str, Any]) -> Any:
         function = self._function
@@ -450,21 +436,6 @@ class _FunctionEndpoint:
             self._name,
             type(result).__name__,
         )
-
-
-async def _read_body(request: Request, limit: int) -> bytes | None:
-    """The request body, or None as soon as it is known to exceed ``limit`` bytes."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _http_request(request: Request, body: bytes) -> func.HttpRequest:

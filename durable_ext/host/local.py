@@ -30,9 +30,15 @@ from starlette.routing import BaseRoute, Mount
 from durable_ext.client import TaskHubClient
 from durable_ext.config import HostConfig, load_config
 from durable_ext.errors import ConfigError
-from durable_ext.host.api import MANAGEMENT_PREFIX, client_binding_json, management_routes
+from durable_ext.host.api import (
+    MANAGEMENT_PREFIX,
+    client_binding_json,
+    df_client_body_limit,
+    management_routes,
+)
 from durable_ext.host.app_loader import FunctionKind, FunctionRegistry, load_app
 from durable_ext.host.azurite import DEFAULT_PORTS, Azurite, AzuritePorts, dev_connection_string, ports_answer
+from durable_ext.host.guard import MAX_BODY_BYTES, check_system_key, presents_key
 from durable_ext.host.http import InvocationRecord, http_trigger_routes
 from durable_ext.host.supervisor import supervise
 from durable_ext.storage.account import DEV_HOST, StorageAccount
@@ -46,6 +52,8 @@ AZURITE_DATA_DIR = ".durable_ext/azurite"
 """Where the local host keeps Azurite's data inside the app directory, so instances survive restarts."""
 SYSTEM_KEY_SETTING = "DURABLE_EXT_SYSTEM_KEY"
 """App setting with the key the management API and non-anonymous HTTP functions require."""
+SHUTDOWN_GRACE_SECONDS = 10
+"""How long Ctrl+C waits for requests in progress (a long-polling wait, say) before cancelling them."""
 
 
 @dataclass
@@ -79,11 +87,14 @@ class LocalHost:
         self.app_dir = options.app_dir.expanduser().resolve()
         self.config: HostConfig = load_config(self.app_dir)
         self.system_key = self.config.settings.get(SYSTEM_KEY_SETTING) or None
-        if not _is_loopback(options.host) and not self.system_key:
+        exposed = not _is_loopback(options.host)
+        if exposed and not self.system_key:
             raise ConfigError(
                 f"listening on {options.host} exposes the management API beyond this machine: set the "
                 f"{SYSTEM_KEY_SETTING} app setting to a secret key first"
             )
+        if self.system_key is not None:
+            check_system_key(self.system_key, setting=SYSTEM_KEY_SETTING, exposed=exposed)
         self.azurite: Azurite | None = None
         self.registry: FunctionRegistry | None = None
 
@@ -186,19 +197,26 @@ class LocalHost:
 
         def binding(request: Request) -> str:
             origin = f"{request.url.scheme}://{request.url.netloc}"
-            return client_binding_json(origin, hub_name, connection, self.system_key, rpc_base_url=rpc_base)
+            # The management URLs a function hands out carry the key only to a caller that presented
+            # it: a caller of an anonymous function must not come away with management rights.
+            key = self.system_key if self.system_key and presents_key(request, self.system_key) else None
+            return client_binding_json(origin, hub_name, connection, key, rpc_base_url=rpc_base)
 
         def is_function(name: str, kind: FunctionKind) -> bool:
             return registry.get(name, kind) is not None
 
-        def api(system_key: str | None) -> list[BaseRoute]:
+        def api(system_key: str | None, max_body_bytes: int) -> list[BaseRoute]:
             return management_routes(
-                client, system_key=system_key, known_functions=is_function, connection_name=connection
+                client,
+                system_key=system_key,
+                known_functions=is_function,
+                connection_name=connection,
+                max_body_bytes=max_body_bytes,
             )
 
         routes = [
-            Mount(rpc_path, routes=api(None)),
-            Mount(MANAGEMENT_PREFIX, routes=api(self.system_key)),
+            Mount(rpc_path, routes=api(None, df_client_body_limit(client.max_payload_bytes))),
+            Mount(MANAGEMENT_PREFIX, routes=api(self.system_key, MAX_BODY_BYTES)),
             *http_trigger_routes(
                 registry,
                 self.config.route_prefix,
@@ -248,6 +266,7 @@ class LocalHost:
             port=self.options.port,
             log_level="warning",
             lifespan="off",
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
         )
         server = uvicorn.Server(config)
         serving = asyncio.create_task(server.serve())

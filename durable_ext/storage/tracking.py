@@ -16,7 +16,7 @@ import logging
 import random
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeGuard, cast
 
@@ -59,6 +59,7 @@ DELETE_BATCH_ROWS = 100
 """Rows per purge transaction: the entity-group-transaction limit, as DT.AS uses it."""
 _DELETE_BATCHES_IN_FLIGHT = 10
 _ROW_OVERHEAD_ESTIMATE = 1024
+_RESUME_AT = "ResumeAt"
 
 
 def history_row_key(sequence_number: int) -> str:
@@ -188,6 +189,8 @@ class InstanceQuery:
     instance_id_prefix: str | None = None
     exclude_entities: bool = True
     completed_to: datetime | None = None
+    resume_at: str | None = None
+    """PartitionKey to start at (inclusive): where a page cut short by its byte limit left off."""
 
     def to_filter(self) -> str:
         """The OData ``$filter`` text, each condition parenthesised and joined with ``and``."""
@@ -208,6 +211,8 @@ class InstanceQuery:
             if ord(low[-1]) < sys.maxunicode:
                 clause += f" and PartitionKey lt {_odata_string(low[:-1] + chr(ord(low[-1]) + 1))}"
             clauses.append(clause)
+        if self.resume_at is not None:
+            clauses.append(f"PartitionKey ge {_odata_string(self.resume_at)}")
         if self.exclude_entities:
             # Entity IDs start with '@' (U+0040); 'A' is the next code point.
             clauses.append("PartitionKey lt '@' or PartitionKey ge 'A'")
@@ -223,7 +228,11 @@ class InstancePage:
 
 
 def encode_continuation_token(token: dict[str, str | None] | None) -> str | None:
-    """The table service's NextPartitionKey/NextRowKey pair as one opaque URL-safe string."""
+    """The table service's NextPartitionKey/NextRowKey pair as one opaque URL-safe string.
+
+    A page cut short by its byte limit continues at a row of the service's page, which the service's
+    (opaque) keys cannot name: its token is ``{"ResumeAt": PartitionKey}`` instead.
+    """
     if not token:
         return None
     return base64.urlsafe_b64encode(json.dumps(token, separators=(",", ":")).encode()).decode()
@@ -237,15 +246,32 @@ def decode_continuation_token(text: str | None) -> dict[str, str | None] | None:
         token = json.loads(base64.urlsafe_b64decode(text.encode("ascii")))
     except (ValueError, UnicodeError, binascii.Error):
         token = None
-    if (
-        not isinstance(token, dict)
-        or not set(token) <= {"PartitionKey", "RowKey"}
-        or not all(v is None or isinstance(v, str) for v in token.values())
-    ):
+    if not _is_token(token):
         raise ValidationError(
             f"continuation token {text[:80]!r} is not valid; pass back the one a query returned"
         )
-    return cast("dict[str, str | None]", token)
+    return token
+
+
+def _is_token(token: object) -> TypeGuard[dict[str, str | None]]:
+    """A service token (NextPartitionKey/NextRowKey, either may be None) or our ``ResumeAt`` one."""
+    if not isinstance(token, dict):
+        return False
+    if set(token) == {_RESUME_AT}:
+        return isinstance(token[_RESUME_AT], str)
+    return set(token) <= {"PartitionKey", "RowKey"} and all(
+        v is None or isinstance(v, str) for v in token.values()
+    )
+
+
+def listed_bytes(row: InstanceState) -> int:
+    """What a row adds to a listed page: the UTF-8 size of its payloads plus a fixed allowance.
+
+    Payloads are what can be large (up to the client's payload limit each); names, IDs, statuses and
+    times fit the allowance.
+    """
+    payloads = (row.input, row.output, row.custom_status)
+    return _ROW_OVERHEAD_ESTIMATE + sum(len(text.encode()) for text in payloads if text)
 
 
 def _is_conflict(exc: HttpResponseError) -> bool:
@@ -523,6 +549,7 @@ class TrackingStore:
         continuation_token: str | None = None,
         fetch_inputs: bool = True,
         fetch_large_values: bool = True,
+        max_bytes: int | None = None,
     ) -> InstancePage:
         """Up to ``top`` Instances rows matching ``query``, starting where ``continuation_token`` left off.
 
@@ -530,13 +557,18 @@ class TrackingStore:
         are collected or the table is exhausted, and the returned token resumes right after the last
         row returned. Without ``fetch_inputs`` the Input column is not even transferred; with
         ``fetch_large_values`` Input, Output and CustomStatus kept in blobs are downloaded and inlined.
+        ``max_bytes`` bounds the page's payloads (see :func:`listed_bytes`): the page ends before the
+        row that would pass it, yet always holds one row, so paging progresses.
         """
         if top < 1:
             raise ValidationError(f"page size must be at least 1, got {top}")
         token = decode_continuation_token(continuation_token)
+        if token is not None and _RESUME_AT in token:
+            query, token = replace(query, resume_at=token[_RESUME_AT]), None
         select = None if fetch_inputs else _INSTANCE_COLUMNS_WITHOUT_INPUT
         query_filter = query.to_filter()
         rows: list[InstanceState] = []
+        size = 0
         while len(rows) < top:
             entities = self._instances.query_entities(
                 query_filter, results_per_page=min(top - len(rows), MAX_QUERY_PAGE), select=select
@@ -551,7 +583,11 @@ class TrackingStore:
                 token = None
                 break
             async for entity in page:
-                rows.append(await self._instance_from_query(entity, fetch_inputs, fetch_large_values))
+                row = await self._instance_from_query(entity, fetch_inputs, fetch_large_values)
+                size += listed_bytes(row)
+                if max_bytes is not None and rows and size > max_bytes:
+                    return InstancePage(rows, encode_continuation_token({_RESUME_AT: entity["PartitionKey"]}))
+                rows.append(row)
             token = cast("dict[str, str | None] | None", pages.continuation_token)
             if not token:
                 break

@@ -53,6 +53,31 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def host_env(connection_string: str, settings: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a host subprocess runs in: this repository importable, the given storage."""
+    return {
+        **os.environ,
+        "AzureWebJobsStorage": connection_string,
+        "PYTHONPATH": str(REPO),
+        **(settings or {}),
+    }
+
+
+def start_command(app: Path, port: int = 0, global_args: Sequence[str] = ()) -> list[str]:
+    """``python -m durable_ext [global_args] start --app-dir APP --port PORT`` (a free port by default)."""
+    return [
+        sys.executable,
+        "-m",
+        "durable_ext",
+        *global_args,
+        "start",
+        "--app-dir",
+        str(app),
+        "--port",
+        str(port or free_port()),
+    ]
+
+
 def start_process(
     app: Path,
     connection_string: str,
@@ -64,19 +89,8 @@ def start_process(
 ) -> subprocess.Popen[str]:
     """``python -m durable_ext [global_args] start`` on ``app`` (plus ``extra_args``); stdout and
     stderr go to ``output`` (a pipe or a file)."""
-    env = {**os.environ, "AzureWebJobsStorage": connection_string, "PYTHONPATH": str(REPO)}
-    command = [
-        sys.executable,
-        "-m",
-        "durable_ext",
-        *global_args,
-        "start",
-        "--app-dir",
-        str(app),
-        "--port",
-        str(port or free_port()),
-        *extra_args,
-    ]
+    env = host_env(connection_string)
+    command = [*start_command(app, port, global_args), *extra_args]
     if isinstance(output, Path):
         with output.open("w") as log:
             return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)

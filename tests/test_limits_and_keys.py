@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import secrets
 import select
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -29,7 +27,16 @@ from durable_ext.config import load_config
 from durable_ext.errors import ConfigError
 from durable_ext.host.guard import MAX_BODY_BYTES
 from durable_ext.host.local import SHUTDOWN_GRACE_SECONDS
-from tests.host_support import REPO, RunningHost, free_port, running_host, sample_app_dir, start_process
+from tests.host_support import (
+    REPO,
+    RunningHost,
+    free_port,
+    host_env,
+    running_host,
+    sample_app_dir,
+    start_command,
+    start_process,
+)
 
 TIMEOUT = 60.0
 API = "/runtime/webhooks/durabletask"
@@ -292,18 +299,9 @@ def _start_and_exit(
     app: Path, connection_string: str, settings: dict[str, str], *args: str
 ) -> subprocess.CompletedProcess[str]:
     """Run ``start`` expecting it to refuse: it must exit on its own (a timeout fails the test)."""
-    env = {**os.environ, "AzureWebJobsStorage": connection_string, "PYTHONPATH": str(REPO), **settings}
-    command = [
-        sys.executable,
-        "-m",
-        "durable_ext",
-        "start",
-        "--app-dir",
-        str(app),
-        "--port",
-        str(free_port()),
-    ]
-    return subprocess.run([*command, *args], capture_output=True, check=False, text=True, env=env, timeout=60)
+    env = host_env(connection_string, settings)
+    command = [*start_command(app), *args]
+    return subprocess.run(command, capture_output=True, check=False, text=True, env=env, timeout=60)
 
 
 @pytest.mark.parametrize(

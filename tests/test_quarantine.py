@@ -13,6 +13,7 @@ from durable_ext.errors import StorageUnreachableError
 from durable_ext.history import EventType, OrchestrationStatus
 from durable_ext.host.app_loader import FunctionRegistry
 from durable_ext.storage.quarantine import POISON_DEQUEUE_COUNT
+from durable_ext.storage.queues import MessageQueue
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.worker.activities import ActivityDispatcher
 from durable_ext.worker.orchestrations import OrchestrationDispatcher
@@ -72,12 +73,7 @@ async def test_a_control_message_whose_episode_keeps_failing_is_quarantined_and_
     hub: TaskHub, registry: FunctionRegistry, monkeypatch: Any
 ) -> None:
     client = TaskHubClient(hub)
-    await client.start_new("chain", "poison-2", "1")
-    queue = hub.control_queue_for("poison-2")
-    for _ in range(POISON_DEQUEUE_COUNT):
-        # As if five episodes had failed: each delivery raises the message's dequeue count.
-        [message] = await queue.receive(1, timedelta(seconds=30))
-        await queue.abandon(message, delay=timedelta(0))
+    queue = await _start_dequeued_five_times(client, "poison-2")
 
     original = OrchestrationDispatcher._attempt
 
@@ -107,11 +103,7 @@ async def test_a_storage_outage_never_quarantines(
 ) -> None:
     """Only genuine failures count: an episode failing because storage is away leaves messages be."""
     client = TaskHubClient(hub)
-    await client.start_new("chain", "poison-3", "1")
-    queue = hub.control_queue_for("poison-3")
-    for _ in range(POISON_DEQUEUE_COUNT):
-        [message] = await queue.receive(1, timedelta(seconds=30))
-        await queue.abandon(message, delay=timedelta(0))
+    queue = await _start_dequeued_five_times(client, "poison-3")
     calls = 0
 
     async def outage(*_: Any) -> Any:
@@ -129,6 +121,17 @@ async def test_a_storage_outage_never_quarantines(
     assert await queue.approximate_count() == 1, "the message was abandoned, not taken out"
     row = await client.get_status("poison-3")
     assert row is not None and row.runtime_status is OrchestrationStatus.Pending
+
+
+async def _start_dequeued_five_times(client: TaskHubClient, instance_id: str) -> MessageQueue:
+    """Start ``chain`` with no engine running and dequeue its start message five times, as if five
+    episodes had failed: each delivery raises the message's dequeue count."""
+    await client.start_new("chain", instance_id, "1")
+    queue = client.hub.control_queue_for(instance_id)
+    for _ in range(POISON_DEQUEUE_COUNT):
+        [message] = await queue.receive(1, timedelta(seconds=30))
+        await queue.abandon(message, delay=timedelta(0))
+    return queue
 
 
 async def _has_quarantined(hub: TaskHub) -> bool:

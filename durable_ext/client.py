@@ -120,7 +120,7 @@ def validate_instance_id(instance_id: str, *, allow_entity: bool = False) -> str
     (U+0000-U+001F, U+007F-U+009F), and no leading ``@`` unless ``allow_entity`` (entity IDs are
     ``@name@key``).
     """
-    shown = repr(instance_id if len(instance_id) <= 80 else instance_id[:80] + "...")
+    shown = _shown(instance_id)
     if not instance_id:
         raise InvalidInstanceIdError("instance ID must not be empty")
     if len(instance_id) > MAX_INSTANCE_ID_LENGTH:
@@ -144,6 +144,20 @@ def validate_instance_id(instance_id: str, *, allow_entity: bool = False) -> str
             f"orchestration instance ID {shown} starts with '@', which is reserved for entity IDs"
         )
     return instance_id
+
+
+def _shown(text: str) -> str:
+    """``text`` for an error message: quoted, and cut short, as callers may send thousands of characters."""
+    return repr(text if len(text) <= 80 else text[:80] + "...")
+
+
+def _check_instance_id_prefix(prefix: str) -> None:
+    """A prefix longer than any instance ID matches nothing, and would only make the query too long."""
+    if len(prefix) > MAX_INSTANCE_ID_LENGTH:
+        raise ValidationError(
+            f"instance ID prefix {_shown(prefix)} is {len(prefix)} characters long; "
+            f"instance IDs have at most {MAX_INSTANCE_ID_LENGTH}"
+        )
 
 
 @dataclass(frozen=True)
@@ -503,8 +517,11 @@ class TaskHubClient:
         Filtering happens in the table service. Pass the returned ``continuation_token`` back to get
         the next page; it is None after the last one. Inputs are left out unless ``show_input``.
         A page ends early rather than hold more than :data:`MAX_QUERY_PAGE_BYTES` of payloads.
-        Raises ValidationError for a token that this method did not return.
+        Raises ValidationError for a token that this method did not return and for an instance ID
+        prefix longer than an instance ID may be.
         """
+        if query is not None and query.instance_id_prefix:
+            _check_instance_id_prefix(query.instance_id_prefix)
         page = await self.hub.tracking.query_instances(
             query or InstanceQuery(),
             top=page_size,
@@ -803,7 +820,13 @@ def _entity_id_prefix(entity_name: str | None) -> str:
     if entity_name is None:
         return _ENTITY_ID_PREFIX
     # entity_instance_id checks the name and lower-cases it as IDs do; the placeholder key is cut off.
-    return entity_instance_id(entity_name, "_")[:-1]
+    prefix = entity_instance_id(entity_name, "_")[:-1]
+    if len(prefix) >= MAX_INSTANCE_ID_LENGTH:
+        raise ValidationError(
+            f"entity name {_shown(entity_name)} is {len(entity_name)} characters long; "
+            f"an entity ID '@name@key' has at most {MAX_INSTANCE_ID_LENGTH}"
+        )
+    return prefix
 
 
 def _entity_status(custom_status: str | None) -> dict[str, Any] | None:

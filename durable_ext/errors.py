@@ -27,6 +27,10 @@ class ValidationError(DurableExtError):
     """An argument from a caller (hub name, instance ID, payload) is not acceptable; nothing was written."""
 
 
+class NotJsonError(ValidationError):
+    """A text that must be JSON does not parse as JSON at all (as opposed to JSON that breaks a rule)."""
+
+
 class InvalidHubNameError(ValidationError, ConfigError):
     """A task hub name breaks the naming rules (3-45 letters and digits, starting with a letter)."""
 

@@ -11,13 +11,15 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import re
+import sys
 import types
 import typing
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar, Union
 
-from durable_ext.errors import MessageFormatError
+from durable_ext.errors import MessageFormatError, NotJsonError, ValidationError
 
 TYPE_KEY = "$type"
 
@@ -28,6 +30,16 @@ STRING_DICTIONARY_TYPE = (
 )
 
 T = TypeVar("T")
+
+MAX_JSON_DEPTH = 512
+"""Deepest nesting of arrays and objects :func:`parse_json` accepts.
+
+Python's json module recurses once per level and fails near 1000 levels, less deep inside a call stack;
+a value must survive being read again by the engine, the df worker and the user's code.
+"""
+
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+"""After decoding, paired ``\\uD83D\\uDE00`` escapes are one character: any surrogate left is unpaired."""
 
 
 def wire(name: str, default: Any = None, *, factory: Callable[[], Any] | None = None) -> Any:
@@ -80,6 +92,63 @@ def field_specs(cls: type) -> tuple[_FieldSpec, ...]:
     return _SPECS[cls]
 
 
+class _RefusedNumberError(Exception):
+    """Raised by :func:`parse_json`'s number hooks; the message says what was refused."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _RefusedNumberError(f"holds {name}, which is not JSON (RFC 8259 has no NaN or Infinity)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise _RefusedNumberError(f"holds the number {text[:40]}, which is too large for a double")
+    return value
+
+
+def parse_json(text: str, what: str = "JSON text") -> Any:
+    """``text`` as a value if it is JSON (RFC 8259) that every reader of a stored payload can handle.
+
+    The one door for JSON from callers. Raises :class:`NotJsonError` when ``text`` does not parse as
+    JSON and :class:`ValidationError` when it does but holds NaN or Infinity (Python's json reads them,
+    JSON does not have them), a number beyond a double's range, an integer beyond Python's digit limit
+    (4300 by default), nesting deeper than :data:`MAX_JSON_DEPTH` or a lone surrogate (UTF-8 cannot
+    encode one). ``what`` names the text in the messages.
+    """
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except json.JSONDecodeError as exc:
+        raise NotJsonError(f"{what} is not valid JSON: {exc}") from exc
+    except _RefusedNumberError as exc:
+        raise ValidationError(f"{what} {exc}") from exc
+    except ValueError as exc:
+        # json.loads raises a bare ValueError only from int(): the integer digit limit.
+        limit = sys.get_int_max_str_digits()
+        raise ValidationError(f"{what} holds an integer of more than {limit} digits") from exc
+    except RecursionError as exc:
+        raise ValidationError(f"{what} is nested more than {MAX_JSON_DEPTH} levels deep") from exc
+    _check_json_tree(value, what)
+    return value
+
+
+def _check_json_tree(value: Any, what: str) -> None:
+    """Refuse nesting deeper than :data:`MAX_JSON_DEPTH` and lone surrogates; iterative, for any depth."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if _LONE_SURROGATE.search(item):
+                raise ValidationError(f"{what} holds a string with a lone surrogate (\\uD800-\\uDFFF)")
+            continue
+        if not isinstance(item, dict | list):
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise ValidationError(f"{what} is nested more than {MAX_JSON_DEPTH} levels deep")
+        children = [part for pair in item.items() for part in pair] if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children)
+
+
 def format_datetime(value: datetime) -> str:
     """Newtonsoft's round-trip format: UTC, up to 7 fractional digits with trailing zeros dropped."""
     value = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
@@ -106,7 +175,11 @@ def parse_datetime(text: str) -> datetime:
         value = datetime.fromisoformat(raw)
     except ValueError as exc:
         raise MessageFormatError(f"invalid timestamp {text!r}") from exc
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError as exc:
+        # 0001-01-01T00:00:00+01:00 is a valid timestamp, but in UTC it falls before year 1.
+        raise MessageFormatError(f"timestamp {text!r} is outside years 1 to 9999 in UTC") from exc
 
 
 def as_utc(value: Any) -> datetime | None:

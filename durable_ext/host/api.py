@@ -14,6 +14,15 @@ Where we decided differently from DF, and why:
   Python orchestrator see the inner text as a string (azure-functions-durable-python issue #295). A body
   that is a JSON string whose content is itself JSON is therefore unwrapped once; any other JSON body
   (an object from curl, a plain string) is taken as the value itself.
+* **Strict JSON.** DF (Newtonsoft) is lenient; here bodies and JSON unwrapped from them must pass
+  :func:`durable_ext.wire.parse_json`: no NaN or Infinity, numbers within a double, integers of at
+  most 4300 digits, at most 512 levels of nesting, no lone surrogates. Anything else is 400 with
+  nothing written, so a JSON string holding ``NaN`` (the df client's encoding of a NaN input) is
+  refused, not kept as a string. Stored values that break these rules (written by other tools) are
+  shown as the string they are, so every response stays valid JSON.
+* **Other 400s** where DF would fail later or differently: time filters outside years 1-9999 once
+  converted to UTC, instance ID prefixes and entity names longer than an instance ID (256
+  characters), continuation tokens that no query returned.
 * **Wrong state.** Operations on an instance that has ended answer 410 as in DF. Suspending a suspended
   instance or resuming a running one answers 409 (DF answers 500 there).
 * **Purge by filter** only ever deletes ended instances; DT.AS drops a status filter that names no ended
@@ -73,6 +82,7 @@ from durable_ext.errors import (
     InstanceGoneError,
     InstanceNotFoundError,
     InvalidInstanceStateError,
+    NotJsonError,
     PayloadTooLargeError,
     ValidationError,
 )
@@ -82,7 +92,7 @@ from durable_ext.host.guard import MAX_BODY_BYTES, presents_key, read_body
 from durable_ext.host.openapi import openapi_document
 from durable_ext.storage.outage import describe_outage, storage_health
 from durable_ext.storage.tracking import InstanceQuery
-from durable_ext.wire import format_datetime, parse_datetime, to_json_object
+from durable_ext.wire import format_datetime, parse_datetime, parse_json, to_json_object
 
 logger = logging.getLogger(__name__)
 
@@ -415,7 +425,7 @@ class _ManagementApi:
     def _check_status_response(self, request: Request, instance_id: str) -> Response:
         urls = self._urls(request, instance_id)
         headers = {"Location": urls.status_query_get_uri, "Retry-After": _CHECK_STATUS_RETRY_AFTER}
-        return JSONResponse(urls.to_json(), status_code=202, headers=headers)
+        return _JSONResponse(urls.to_json(), status_code=202, headers=headers)
 
     # ---- orchestrations ---------------------------------------------------------------------
 
@@ -451,7 +461,7 @@ class _ManagementApi:
         except TimeoutError:
             return self._check_status_response(request, instance_id)
         if state.runtime_status is OrchestrationStatus.Completed:
-            return JSONResponse(_json_value(state.output))
+            return _JSONResponse(_json_value(state.output))
         return self._status_response(request, state, _StatusOptions.from_request(request), None)
 
     async def get_status(self, request: Request) -> Response:
@@ -481,12 +491,12 @@ class _ManagementApi:
         if status in _RUNNING:
             location = str(request.url.replace(path=quote(_public_path(request))))
             headers = {"Location": location, "Retry-After": _STATUS_RETRY_AFTER}
-            return JSONResponse(body, status_code=202, headers=headers)
+            return _JSONResponse(body, status_code=202, headers=headers)
         if status is None:
             logger.error("hub %s instance %s: unknown runtime status", self.hub_name, state.instance_id)
-            return JSONResponse(body, status_code=500)
+            return _JSONResponse(body, status_code=500)
         failed = status is OrchestrationStatus.Failed
-        return JSONResponse(body, status_code=500 if failed and options.fail_with_500 else 200)
+        return _JSONResponse(body, status_code=500 if failed and options.fail_with_500 else 200)
 
     async def list_instances(self, request: Request) -> Response:
         """``GET instances``: filters, ``top``, paging through the ``x-ms-continuation-token`` header."""
@@ -516,7 +526,7 @@ class _ManagementApi:
             return _error(412, str(exc))
         if deleted == 0:
             return _error(404, f"no instance with ID {instance_id!r} exists in task hub {self.hub_name}")
-        return JSONResponse({"instancesDeleted": deleted})
+        return _JSONResponse({"instancesDeleted": deleted})
 
     async def purge_instances(self, request: Request) -> Response:
         """``DELETE instances?createdTimeFrom=…``: 200 with the count, 404 when nothing matched."""
@@ -528,7 +538,7 @@ class _ManagementApi:
         )
         if deleted == 0:
             return _error(404, "no ended instances matched the filter")
-        return JSONResponse({"instancesDeleted": deleted})
+        return _JSONResponse({"instancesDeleted": deleted})
 
     async def operation(self, request: Request) -> Response:
         """``POST instances/{id}/{terminate|suspend|resume|restart|rewind}`` (names case-insensitive)."""
@@ -592,7 +602,8 @@ class _ManagementApi:
         snapshot = await self.client.read_entity_state(entity_id)
         if not snapshot.exists:
             return _error(404, f"entity {entity_id!r} does not exist in task hub {self.hub_name}")
-        return Response(snapshot.state or "null", media_type="application/json")
+        # Parsed and written again rather than passed on: the stored text may not be valid JSON.
+        return _JSONResponse(_json_value(snapshot.state))
 
     async def list_entities(self, request: Request) -> Response:
         """``GET entities[/{name}]``: existing entities; filters, ``top``, paging as for instances."""
@@ -616,11 +627,11 @@ class _ManagementApi:
         removed = await self.client.clean_entity_storage(
             min_idle=ENTITY_CLEAN_MIN_IDLE if idle is None else timedelta(seconds=idle)
         )
-        return JSONResponse({"numberOfEmptyEntitiesRemoved": removed})
+        return _JSONResponse({"numberOfEmptyEntitiesRemoved": removed})
 
     async def openapi(self, request: Request) -> Response:
         """``GET openapi.json``: the API's OpenAPI document; public, as it holds no instance data."""
-        return JSONResponse(openapi_document(MANAGEMENT_PREFIX))
+        return _JSONResponse(openapi_document(MANAGEMENT_PREFIX))
 
     async def not_found(self, request: Request) -> Response:
         """Anything else under the mount point."""
@@ -748,27 +759,21 @@ def _media_type(request: Request) -> str:
 
 
 def _payload_from_body(text: str) -> str | None:
-    """The JSON text to store for a request body (None for an empty body); see the module notes."""
+    """The JSON text to store for a request body (None for an empty body); see the module notes.
+
+    Both the body and JSON unwrapped from it must pass :func:`parse_json` (ValidationError otherwise).
+    """
     stripped = text.strip()
     if not stripped:
         return None
+    value = parse_json(stripped, "request body")
+    if not isinstance(value, str):
+        return stripped
     try:
-        value = json.loads(stripped)
-        if isinstance(value, str) and _is_json(value):
-            return value
-    except json.JSONDecodeError as exc:
-        raise ValidationError(f"request body is not valid JSON: {exc}") from exc
-    except RecursionError as exc:
-        raise ValidationError("request body is JSON nested too deeply") from exc
-    return stripped
-
-
-def _is_json(text: str) -> bool:
-    try:
-        json.loads(text)
-    except json.JSONDecodeError:
-        return False
-    return True
+        parse_json(value, "the JSON text in the request body's string")
+    except NotJsonError:
+        return stripped
+    return value
 
 
 # ---- responses ----------------------------------------------------------------------------------
@@ -808,23 +813,38 @@ def _public_path(request: Request) -> str:
     return path
 
 
+class _JSONResponse(JSONResponse):
+    """Starlette's JSONResponse, but a str holding a lone surrogate (stored by another tool) is escaped
+    as ``\\udXXX`` instead of failing the UTF-8 encoding."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 def _page_response(body: list[dict[str, Any]], continuation_token: str | None) -> JSONResponse:
     headers = {CONTINUATION_HEADER: continuation_token} if continuation_token else None
-    return JSONResponse(body, headers=headers)
+    return _JSONResponse(body, headers=headers)
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message, "ExceptionMessage": message}, status_code=status, headers=headers)
+    return _JSONResponse({"error": message, "ExceptionMessage": message}, status_code=status, headers=headers)
 
 
 def _json_value(text: str | None) -> Any:
-    """A stored JSON text as a value; plain text (termination reasons, failure messages) stays a string."""
+    """A stored JSON text as a value; plain text (termination reasons, failure messages) stays a string.
+
+    So does text that is not JSON by :func:`parse_json`'s rules (NaN, lone surrogates, … written by
+    other tools or older versions): shown as a string it cannot make the response invalid JSON.
+    """
     if text is None:
         return None
     stripped = text.strip()
     try:
-        return json.loads(stripped)
-    except json.JSONDecodeError:
+        return parse_json(stripped)
+    except ValidationError:
         return stripped
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import hashlib
 import json
 import logging
@@ -32,7 +31,7 @@ from durable_ext.messages import MessageData, message_blob_stem
 from durable_ext.storage.blobs import LargeMessageStore
 from durable_ext.storage.keys import blob_prefix, blob_safe_key, escape_partition_key, unescape_partition_key
 from durable_ext.storage.rest import EntityWrite, TableRestClient, WriteKind
-from durable_ext.wire import as_utc
+from durable_ext.wire import as_utc, parse_json
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +68,8 @@ def history_row_key(sequence_number: int) -> str:
 
 def utf16_size(text: str) -> int:
     """Bytes of ``text`` in UTF-16, the measure .NET uses for the table property limit."""
-    return len(text.encode("utf-16-le"))
+    # surrogatepass: a lone surrogate (from another tool) is one UTF-16 unit, as .NET counts it.
+    return len(text.encode("utf-16-le", "surrogatepass"))
 
 
 def is_blob_url(value: str | None) -> TypeGuard[str]:
@@ -173,6 +173,22 @@ def _odata_datetime(value: datetime) -> str:
     return f"datetime'{utc.replace(tzinfo=None).isoformat(timespec='microseconds')}Z'"
 
 
+def _after_prefix(prefix: str) -> str | None:
+    """The least key above every key that starts with ``prefix``; None if no key is above them all.
+
+    Table keys compare by UTF-16 code units (.NET's ordinal order, and JavaScript's in Azurite), so the
+    last code unit is incremented. Surrogates cannot be sent: after U+D7FF comes the first surrogate
+    pair (U+10000), after the last pair (U+10FFFF) comes U+E000, and U+FFFF, the highest code unit,
+    carries over to the character before it.
+    """
+    for end in range(len(prefix), 0, -1):
+        code = ord(prefix[end - 1])
+        if code != 0xFFFF:
+            following = {0xD7FF: 0x10000, sys.maxunicode: 0xE000}.get(code, code + 1)
+            return prefix[: end - 1] + chr(following)
+    return None
+
+
 @dataclass(frozen=True)
 class InstanceQuery:
     """Conditions of an Instances-table query, all evaluated by the table service (reference §2.6).
@@ -208,8 +224,9 @@ class InstanceQuery:
             low = escape_partition_key(self.instance_id_prefix)
             # Escaping works character by character, so escaped IDs with this prefix start with `low`.
             clause = f"PartitionKey ge {_odata_string(low)}"
-            if ord(low[-1]) < sys.maxunicode:
-                clause += f" and PartitionKey lt {_odata_string(low[:-1] + chr(ord(low[-1]) + 1))}"
+            high = _after_prefix(low)
+            if high is not None:
+                clause += f" and PartitionKey lt {_odata_string(high)}"
             clauses.append(clause)
         if self.resume_at is not None:
             clauses.append(f"PartitionKey ge {_odata_string(self.resume_at)}")
@@ -243,8 +260,11 @@ def decode_continuation_token(text: str | None) -> dict[str, str | None] | None:
     if not text:
         return None
     try:
-        token = json.loads(base64.urlsafe_b64decode(text.encode("ascii")))
-    except (ValueError, UnicodeError, binascii.Error):
+        decoded = base64.urlsafe_b64decode(text.encode("ascii")).decode("utf-8")
+        token = parse_json(decoded, "continuation token")
+    except (ValueError, ValidationError):
+        # binascii.Error and UnicodeError are ValueErrors; parse_json also refuses lone surrogates,
+        # which the table service could not be sent.
         token = None
     if not _is_token(token):
         raise ValidationError(
@@ -271,7 +291,8 @@ def listed_bytes(row: InstanceState) -> int:
     times fit the allowance.
     """
     payloads = (row.input, row.output, row.custom_status)
-    return _ROW_OVERHEAD_ESTIMATE + sum(len(text.encode()) for text in payloads if text)
+    sizes = (len(text.encode("utf-8", "surrogatepass")) for text in payloads if text)
+    return _ROW_OVERHEAD_ESTIMATE + sum(sizes)
 
 
 def _is_conflict(exc: HttpResponseError) -> bool:

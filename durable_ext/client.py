@@ -354,16 +354,12 @@ class TaskHubClient:
         one ID: the conditional write succeeds for exactly one of them.
         """
         tracking = self.hub.tracking
-        if existing is None or existing.etag is None:
-            won = await tracking.insert_instance(row)
-        else:
-            won = await tracking.replace_instance(row, existing.etag)
-        if won:
+        if await self.hub.instances.created(row, existing):
             return
         current = await tracking.get_instance(row.instance_id, fetch_large_values=False)
         if current is None:
             # The row was purged between our read and our write: the ID is free again.
-            won = await tracking.insert_instance(row)
+            won = await self.hub.instances.created(row, None)
             if won:
                 return
             current = await tracking.get_instance(row.instance_id, fetch_large_values=False)
@@ -439,11 +435,8 @@ class TaskHubClient:
         row = await self._send_management(
             instance_id, ExecutionRewoundEvent(reason=reason), _REWINDABLE_STATUSES, "rewind"
         )
-        pending = InstanceState(
-            instance_id, runtime_status=OrchestrationStatus.Pending, last_updated_time=utc_now()
-        )
         # Conditional on the Failed row just read: the worker may already have run the rewind.
-        await self.hub.tracking.merge_instance(pending, ["RuntimeStatus", "LastUpdatedTime"], etag=row.etag)
+        await self.hub.instances.rewind_requested(row)
 
     async def _send_management(
         self,
@@ -626,7 +619,7 @@ class TaskHubClient:
 
     async def _purge(self, row: InstanceState) -> bool:
         """Purge the instance ``row`` describes; False if a start replaced the row meanwhile (it wins)."""
-        outcome = await self.hub.tracking.purge_instance(row)
+        outcome = await self.hub.instances.purged(row)
         if outcome is None:
             logger.info(
                 "hub %s instance %s: not purged, it changed since it was judged (a concurrent start wins)",

@@ -34,10 +34,9 @@ from durable_ext.history import (
     utc_now,
 )
 from durable_ext.messages import MessageData
-from durable_ext.storage.quarantine import QUARANTINE_MARK, QuarantinedMessage
+from durable_ext.storage.quarantine import QuarantinedMessage
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.storage.tracking import MAX_QUERY_PAGE, InstanceQuery, InstanceState
-from durable_ext.worker.orchestrations import repair_instance_row
 
 logger = logging.getLogger(__name__)
 
@@ -165,30 +164,9 @@ async def _requeue(hub: TaskHub, finding: Finding) -> bool:
         to_activity = isinstance(message.data.event, TaskScheduledEvent)
         queue = hub.work_item_queue if to_activity else hub.control_queue_for(message.instance_id)
         await hub.quarantine.requeue(message, queue)
-        await _unmark_failed(hub, message.instance_id)
+        await hub.instances.released_from_quarantine(message.instance_id)
         return True
     return False
-
-
-async def _unmark_failed(hub: TaskHub, instance_id: str) -> None:
-    """Undo the Failed status a quarantine gave the instance: its history says where it stands."""
-    row = await hub.tracking.get_instance(instance_id, fetch_large_values=False)
-    if row is None or row.runtime_status is not OrchestrationStatus.Failed:
-        return
-    if not (row.output or "").lstrip('"').startswith(QUARANTINE_MARK):
-        return
-    load = await hub.tracking.load_history(instance_id)
-    if _terminal_event(load.events) is not None:
-        await repair_instance_row(hub.tracking, instance_id, load.execution_id, load.events)
-        return
-    started = any(isinstance(e, ExecutionStartedEvent) for e in load.events)
-    state = InstanceState(
-        instance_id,
-        runtime_status=OrchestrationStatus.Running if started else OrchestrationStatus.Pending,
-        output="null",
-        last_updated_time=utc_now(),
-    )
-    await hub.tracking.merge_instance(state, columns=["RuntimeStatus", "Output", "LastUpdatedTime"])
 
 
 async def _non_terminal_rows(hub: TaskHub) -> AsyncIterator[InstanceState]:
@@ -301,7 +279,7 @@ async def _repair_row(hub: TaskHub, finding: Finding) -> bool:
     load = await hub.tracking.load_history(finding.instance_id, finding.execution_id)
     if load.execution_id != finding.execution_id or _terminal_event(load.events) is None:
         return False
-    return await repair_instance_row(hub.tracking, finding.instance_id, load.execution_id, load.events)
+    return await hub.instances.repaired(finding.instance_id, load.execution_id, load.events)
 
 
 async def _resend_start(hub: TaskHub, finding: Finding) -> bool:

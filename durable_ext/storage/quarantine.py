@@ -32,8 +32,6 @@ logger = logging.getLogger(__name__)
 
 POISON_DEQUEUE_COUNT = 5
 """A message dequeued more often than this that fails once more is quarantined (DT.AS's default)."""
-QUARANTINE_MARK = "durable_ext quarantined"
-"""How the Output of an instance marked Failed by a quarantine begins."""
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from durable_ext.config import validate_hub_name
 from durable_ext.errors import ConfigError, StorageError, StorageUnreachableError, TaskHubNotFoundError
 from durable_ext.storage.account import StorageAccount
 from durable_ext.storage.blobs import LargeMessageStore
+from durable_ext.storage.instances import InstanceRows
 from durable_ext.storage.partitions import PartitionLease
 from durable_ext.storage.quarantine import Quarantine
 from durable_ext.storage.queues import MessageQueue, partition_index
@@ -158,6 +159,8 @@ class TaskHub:
             history_writes=TableRestClient(account, self.names.history_table, self._http),
             instance_rows=TableRestClient(account, self.names.instances_table, self._http),
         )
+        self.instances = InstanceRows(self.tracking)
+        """Every write to the Instances table, as named transitions."""
         self.quarantine = Quarantine(self._tables, self.names.poison_table, self.large_messages)
         self.control_queues = [
             MessageQueue(QueueRestClient(account, name, self._http), self.large_messages)

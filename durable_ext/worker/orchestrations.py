@@ -15,7 +15,6 @@ import contextlib
 import dataclasses
 import enum
 import functools
-import json
 import logging
 import time
 import traceback
@@ -47,10 +46,8 @@ from durable_ext.history import (
     EventSentEvent,
     EventType,
     ExecutionCompletedEvent,
-    ExecutionResumedEvent,
     ExecutionRewoundEvent,
     ExecutionStartedEvent,
-    ExecutionSuspendedEvent,
     ExecutionTerminatedEvent,
     FailureDetails,
     GenericEvent,
@@ -80,11 +77,12 @@ from durable_ext.replay import (
     scheduled_event_ids,
     scheduling_event,
 )
+from durable_ext.storage.instances import QUARANTINE_MARK, RowUpdate, entity_update, update_from_history
 from durable_ext.storage.outage import storage_health
-from durable_ext.storage.quarantine import POISON_DEQUEUE_COUNT, QUARANTINE_MARK
+from durable_ext.storage.quarantine import POISON_DEQUEUE_COUNT
 from durable_ext.storage.queues import Handoff, MessageQueue, ReceivedMessage
 from durable_ext.storage.taskhub import TaskHub
-from durable_ext.storage.tracking import InstanceState, TrackingStore
+from durable_ext.storage.tracking import InstanceState
 from durable_ext.worker.backoff import BackoffPolling
 from durable_ext.worker.holds import HeldMessages, message_hold
 from durable_ext.worker.rewind import rewind_history
@@ -177,8 +175,7 @@ class _EpisodeResult:
     """History events and Instances update of one replay."""
 
     new_events: list[HistoryEvent]
-    status: InstanceState
-    columns: list[str]
+    update: RowUpdate
     unconsumed_events: list[int]
     """Indexes into the execution's events (past, then this episode's) of external events no task took."""
 
@@ -195,8 +192,7 @@ class _Checkpoint:
     new_events: list[HistoryEvent]
     first_sequence_number: int
     outbound: list[_Outbound]
-    status: InstanceState
-    columns: list[str]
+    update: RowUpdate
     replaced_blobs: list[str]
 
 
@@ -516,13 +512,7 @@ class OrchestrationDispatcher:
             for message in poison:
                 await self._hub.quarantine.add(message, "".join(traceback.format_exception(exc)))
                 await self._delete(message)
-            failed = InstanceState(
-                instance_id, runtime_status=OrchestrationStatus.Failed, output=json.dumps(reason)
-            )
-            failed.last_updated_time = utc_now()
-            await self._hub.tracking.merge_instance(
-                failed, columns=["RuntimeStatus", "Output", "LastUpdatedTime"]
-            )
+            await self._hub.instances.quarantined(instance_id, reason)
         except Exception:
             logger.warning(
                 "hub %s instance %s: quarantine failed", self._hub_name, instance_id, exc_info=True
@@ -564,8 +554,7 @@ class OrchestrationDispatcher:
         elif decisions.terminated_before_start is not None:
             await self._terminate_pending(instance_id, decisions.terminated_before_start)
         elif decisions.repair:
-            tracking = self._hub.tracking
-            await repair_instance_row(tracking, instance_id, execution.execution_id, execution.events)
+            await self._hub.instances.repaired(instance_id, execution.execution_id, execution.events)
         await self._rehop(instance_id, decisions.rehop)
         # Only after the Instances write (§3.8 step 5), but the next episode need not wait for it.
         done = [*decisions.consume, *decisions.discard, *decisions.rehop]
@@ -580,21 +569,8 @@ class OrchestrationDispatcher:
 
     async def _terminate_pending(self, instance_id: str, event: ExecutionTerminatedEvent) -> None:
         """Mark a never-started instance Terminated; its start message, if it comes, will not run."""
-        row = await self._hub.tracking.get_instance(instance_id, fetch_large_values=False)
-        if row is None or row.runtime_status is not OrchestrationStatus.Pending:
-            return
-        now = utc_now()
-        state = InstanceState(
-            instance_id,
-            runtime_status=OrchestrationStatus.Terminated,
-            output=event.input,
-            last_updated_time=event.timestamp,
-            completed_time=now,
-        )
-        await self._hub.tracking.merge_instance(
-            state, columns=["RuntimeStatus", "Output", "LastUpdatedTime", "CompletedTime"]
-        )
-        logger.info("hub %s instance %s: terminated before it started", self._hub_name, instance_id)
+        if await self._hub.instances.terminated_before_start(instance_id, event):
+            logger.info("hub %s instance %s: terminated before it started", self._hub_name, instance_id)
 
     async def _load(self, instance_id: str) -> _Execution:
         load = await self._hub.tracking.load_history(instance_id)
@@ -830,8 +806,7 @@ class OrchestrationDispatcher:
                 # continues as new without ever waiting cannot hold this worker forever.
                 new_events = [*fresh, OrchestratorCompletedEvent(timestamp=now)]
                 outbound.append(self._wake_up(current))
-                status, columns = self._status(current, new_events, None, now)
-                result = _EpisodeResult(new_events, status, columns, [])
+                result = _EpisodeResult(new_events, self._status(current, new_events, None, now), [])
                 break
             result = self._run_episode(current, fresh, outbound, now)
         return _Checkpoint(
@@ -839,8 +814,7 @@ class OrchestrationDispatcher:
             [*carried, *result.new_events],
             first_sequence,
             outbound,
-            result.status,
-            result.columns,
+            result.update,
             replaced_blobs,
         )
 
@@ -899,8 +873,8 @@ class OrchestrationDispatcher:
             # allowReplayingTerminalInstances: record what arrived and rewrite the Instances row
             # from the whole history; the orchestrator has nothing left to run.
             recorded = [*fresh, OrchestratorCompletedEvent(timestamp=now)]
-            status, columns = self._status(execution, [*past, *recorded], None, now)
-            return _EpisodeResult(recorded, status, [c for c in columns if c != "CustomStatus"], [])
+            update = self._status(execution, [*past, *recorded], None, now)
+            return _EpisodeResult(recorded, update.without("CustomStatus"), [])
         run: OrchestratorRun | None = None
         failure: FailureDetails | None = None
         terminated = next((e for e in fresh if isinstance(e, ExecutionTerminatedEvent)), None)
@@ -941,8 +915,8 @@ class OrchestrationDispatcher:
         )
         if completion is not None and not isinstance(completion, ContinueAsNewEvent):
             outbound.extend(self._to_parent(started, completion))
-        status, columns = self._status(execution, new_events, run, now)
-        return _EpisodeResult(new_events, status, columns, run.unconsumed_events if run is not None else [])
+        update = self._status(execution, new_events, run, now)
+        return _EpisodeResult(new_events, update, run.unconsumed_events if run is not None else [])
 
     def _scheduling_event(
         self, execution: _Execution, action: ScheduledAction, now: datetime
@@ -1119,8 +1093,8 @@ class OrchestrationDispatcher:
         new_events: list[HistoryEvent],
         run: OrchestratorRun | None,
         now: datetime,
-    ) -> tuple[InstanceState, list[str]]:
-        return instance_status_from_history(
+    ) -> RowUpdate:
+        return update_from_history(
             execution.instance_id,
             execution.execution_id,
             new_events,
@@ -1160,8 +1134,8 @@ class OrchestrationDispatcher:
                 # Redelivered operations that were applied before a crash: their history write
                 # happened, the Instances write may not have. Rewrite the row from history (behind
                 # the sentinel ETag, so only while this worker still owns the entity).
-                status, columns = self._entity_status(execution, execution.execution_id, state, now)
-                return decisions, _Checkpoint(execution, [], len(execution.events), [], status, columns, [])
+                update = self._entity_status(execution, execution.execution_id, state, now)
+                return decisions, _Checkpoint(execution, [], len(execution.events), [], update, [])
             return decisions, None
         name, _ = parse_entity_instance_id(execution.instance_id)
         function = self._registry.get(name, FunctionKind.ENTITY)
@@ -1189,41 +1163,23 @@ class OrchestrationDispatcher:
             restarted,
             OrchestratorCompletedEvent(timestamp=now),
         ]
-        status, columns = self._entity_status(execution, new_execution, result.state, now)
+        update = self._entity_status(execution, new_execution, result.state, now)
         current = _Execution(execution.instance_id, new_execution, [], execution.etag)
-        return decisions, _Checkpoint(
-            current, events, 0, outbound, status, columns, list(execution.blob_names)
-        )
+        return decisions, _Checkpoint(current, events, 0, outbound, update, list(execution.blob_names))
 
     def _entity_status(
         self, execution: _Execution, execution_id: str, state: SchedulerState, now: datetime
-    ) -> tuple[InstanceState, list[str]]:
-        """The Instances row of an entity: its scheduler state as Input, its EntityStatus as CustomStatus."""
+    ) -> RowUpdate:
         started = execution.started
-        status = InstanceState(
-            instance_id=execution.instance_id,
-            execution_id=execution_id,
-            name=execution.instance_id,
-            version="",
-            input=state.to_json_text(),
-            runtime_status=OrchestrationStatus.Running,
-            custom_status=entity_status_json(state),
-            created_time=started.timestamp if started is not None else now,
-            last_updated_time=now,
-            task_hub_name=self._hub_name,
+        return entity_update(
+            execution.instance_id,
+            execution_id,
+            scheduler_state=state.to_json_text(),
+            entity_status=entity_status_json(state),
+            created=started.timestamp if started is not None else now,
+            now=now,
+            hub_name=self._hub_name,
         )
-        columns = [
-            "ExecutionId",
-            "Name",
-            "Version",
-            "Input",
-            "RuntimeStatus",
-            "CustomStatus",
-            "LastUpdatedTime",
-            "TaskHubName",
-            "CreatedTime",
-        ]
-        return status, columns
 
     def _entity_messages(
         self, sender: OrchestrationInstance, result: EntityBatchResult, now: datetime
@@ -1311,7 +1267,7 @@ class OrchestrationDispatcher:
         if previous is not None:
             await previous
         try:
-            await self._hub.tracking.merge_instance(checkpoint.status, columns=checkpoint.columns)
+            await self._hub.instances.checkpointed(checkpoint.update)
             if checkpoint.replaced_blobs:
                 await asyncio.gather(*(self._hub.large_messages.delete(b) for b in checkpoint.replaced_blobs))
         except Exception as exc:
@@ -1324,90 +1280,6 @@ class OrchestrationDispatcher:
                 )
             return False
         return True
-
-
-def instance_status_from_history(
-    instance_id: str,
-    execution_id: str | None,
-    events: Sequence[HistoryEvent],
-    hub_name: str,
-    now: datetime,
-    *,
-    custom_status: str | None = None,
-) -> tuple[InstanceState, list[str]]:
-    """The Instances row that ``events`` of one execution imply, and the columns they determine.
-
-    ``events`` are the execution's events (all of them, or just an episode's new ones: only the
-    columns those events say something about are listed). LastUpdatedTime is the last event's
-    timestamp; CompletedTime of a finished execution is ``now``.
-    """
-    state = InstanceState(
-        instance_id=instance_id,
-        execution_id=execution_id,
-        custom_status=custom_status,
-        last_updated_time=events[-1].timestamp,
-        task_hub_name=hub_name,
-    )
-    columns = ["CustomStatus", "ExecutionId", "LastUpdatedTime", "TaskHubName"]
-    for event in events:
-        if isinstance(event, ExecutionStartedEvent):
-            state.name, state.version, state.input = event.name, event.version or "", event.input
-            state.created_time, state.generation, state.tags = (
-                event.timestamp,
-                event.generation,
-                event.tags,
-            )
-            state.runtime_status = OrchestrationStatus.Running
-            state.scheduled_start_time = event.scheduled_start_time
-            columns += ["Name", "Version", "Input", "CreatedTime", "Generation", "Tags", "RuntimeStatus"]
-            if event.scheduled_start_time is not None:
-                columns.append("ScheduledStartTime")
-        elif isinstance(event, ExecutionCompletedEvent):
-            state.runtime_status = event.orchestration_status
-            state.output = str(event.failure_details) if event.failure_details else event.result
-            columns += ["RuntimeStatus", "Output"]
-            if not isinstance(event, ContinueAsNewEvent):
-                state.completed_time = now
-                columns.append("CompletedTime")
-        elif isinstance(event, (ExecutionSuspendedEvent, ExecutionResumedEvent)):
-            suspended = isinstance(event, ExecutionSuspendedEvent)
-            state.runtime_status = OrchestrationStatus.Suspended if suspended else OrchestrationStatus.Running
-            state.output = event.reason
-            columns += ["RuntimeStatus", "Output"]
-        elif isinstance(event, ExecutionRewoundEvent):
-            state.runtime_status = OrchestrationStatus.Running
-            columns.append("RuntimeStatus")
-    return state, columns
-
-
-async def repair_instance_row(
-    tracking: TrackingStore, instance_id: str, execution_id: str | None, events: Sequence[HistoryEvent]
-) -> bool:
-    """Rewrite the Instances row from the history whose status it disagrees with (§7.1); True if so.
-
-    A crash (or a storage error) between the history write and the Instances write leaves the row
-    behind: Running for a history that completed, or Pending for one that started. Only the history is
-    authoritative. A row naming another execution (a new start in progress) is left alone, as is a
-    row that already has the history's status.
-    """
-    completed = next((e for e in events if isinstance(e, ExecutionCompletedEvent)), None)
-    now = completed.timestamp if completed is not None else events[-1].timestamp
-    status, columns = instance_status_from_history(instance_id, execution_id, events, tracking.hub_name, now)
-    row = await tracking.get_instance(instance_id, fetch_large_values=False)
-    if row is not None and row.execution_id not in (None, execution_id):
-        return False
-    if row is not None and row.runtime_status is status.runtime_status:
-        return False
-    # The history does not keep the custom status: leave whatever the row has.
-    await tracking.merge_instance(status, columns=[c for c in columns if c != "CustomStatus"])
-    logger.warning(
-        "hub %s instance %s: Instances row said %s; repaired to %s from history",
-        tracking.hub_name,
-        instance_id,
-        row.runtime_status.name if row is not None and row.runtime_status is not None else "nothing",
-        status.runtime_status.name if status.runtime_status is not None else "unknown",
-    )
-    return True
 
 
 def _first_execution(

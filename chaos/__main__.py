@@ -30,7 +30,7 @@ class Sizes:
 
 QUICK = Sizes(kills=20, instances_per_kill=2, outage=10.0, kill_interval=(1.5, 4.5), settle_timeout=150.0)
 """The CI size: 20 kills, 40 instances and a 10 s outage in about 3 minutes on two busy cores."""
-FULL = Sizes(kills=200, instances_per_kill=3, outage=0.0, kill_interval=(4.0, 16.0), settle_timeout=300.0)
+FULL = Sizes(kills=200, instances_per_kill=3, outage=0.0, kill_interval=(3.0, 11.0), settle_timeout=300.0)
 
 
 def parse_args(argv: list[str] | None) -> tuple[RunConfig, argparse.Namespace]:

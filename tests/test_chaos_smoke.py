@@ -1,0 +1,35 @@
+"""CI size of the fault suite (issue 15 item 13): ``python -m chaos --quick`` must pass.
+
+20 SIGKILLs of three ``start`` workers on one hub, 40 instances of every shape, a 10 s storage outage;
+then nothing lost, stuck, duplicated or left in the queues, exact entities, one live owner per partition.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+HANG_LIMIT = 290
+"""Seconds after which the run counts as hung (the quick size takes about 2.5 minutes)."""
+
+
+def test_quick_fault_suite_passes(tmp_path: Path) -> None:
+    out = tmp_path / "chaos.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "chaos", "--quick", "--seed", "13", "--json", str(out)],
+        cwd=REPO_DIR,
+        capture_output=True,
+        text=True,
+        timeout=HANG_LIMIT,
+        check=False,
+    )
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr[-4000:]}"
+    assert "PASSED" in done.stdout, done.stdout
+    report = json.loads(out.read_text())
+    assert len(report["kills"]) == 20, report
+    assert report["restarts"] == 20, report
+    assert len(report["outages"]) == 1, report
+    assert not any(report["findings"].values()), report["findings"]

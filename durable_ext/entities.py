@@ -35,8 +35,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from durable_ext.errors import MessageFormatError, ValidationError
+from durable_ext.executor import ActionKind, ScheduledAction
 from durable_ext.history import EventRaisedEvent, EventSentEvent, FailureDetails, utc_now
-from durable_ext.replay import ActionKind, ScheduledAction
 from durable_ext.wire import format_datetime, from_json_object, parse_datetime, to_json_object
 
 logger = logging.getLogger(__name__)

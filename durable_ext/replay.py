@@ -1,4 +1,7 @@
-"""Replay: run a df orchestrator over its history and turn what it did into new work.
+"""The in-process executor: Python orchestrators run through azure-functions-durable 1.x.
+
+This is the one module that knows df's internals; it implements
+:class:`~durable_ext.executor.OrchestrationExecutor` and checks the installed df version at import.
 
 The orchestrator runs through azure-functions-durable's own ``Orchestrator`` with the context JSON
 the Functions host would send. Its returned state (done, output, error, actions) is the contract for
@@ -8,16 +11,42 @@ replays DTFx's retry loop itself). The host must write history events with exact
 so :class:`_RecordingContext` observes each number df hands out and the action behind it.
 """
 
+# ruff: noqa: E402 - df is imported only once its version is known to be one this module supports.
 from __future__ import annotations
 
-import enum
 import json
 import logging
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
+
+from durable_ext.errors import ConfigError
+
+
+def _check_df_version() -> None:
+    """Fail at import, clearly, on a df release whose internals this module was not written for.
+
+    It subclasses df's orchestration context and replay loop and sets their private members, which
+    change between releases without notice.
+    """
+    try:
+        installed = version("azure-functions-durable")
+    except PackageNotFoundError:
+        raise ConfigError(
+            "azure-functions-durable is not installed; run: pip install -r requirements.txt"
+        ) from None
+    if not installed.startswith(SUPPORTED_DF_SERIES):
+        raise ConfigError(
+            f"durable_ext runs orchestrators with azure-functions-durable {SUPPORTED_DF_SERIES}x, but "
+            f"{installed} is installed; run: pip install azure-functions-durable==1.7.0"
+        )
+
+
+SUPPORTED_DF_SERIES = "1.7."
+"""The azure-functions-durable releases this executor is written and tested against."""
+_check_df_version()
 
 from azure.durable_functions import Orchestrator
 from azure.durable_functions.models import DurableOrchestrationContext
@@ -27,19 +56,25 @@ from azure.durable_functions.models.history.HistoryEventType import HistoryEvent
 from azure.durable_functions.models.Task import AtomicTask, RetryAbleTask, TaskBase
 from azure.durable_functions.models.TaskOrchestrationExecutor import TaskOrchestrationExecutor
 
+from durable_ext.executor import (
+    ActionKind,
+    ExecutionRequest,
+    NonDeterminismError,
+    OrchestratorRun,
+    RetryPolicy,
+    ScheduledAction,
+    check_determinism,
+)
 from durable_ext.history import (
-    EventSentEvent,
     EventType,
     ExecutionResumedEvent,
     ExecutionStartedEvent,
     ExecutionSuspendedEvent,
     FailureDetails,
     HistoryEvent,
-    SubOrchestrationInstanceCreatedEvent,
-    TaskScheduledEvent,
-    TimerCreatedEvent,
     event_to_json,
 )
+from durable_ext.host.app_loader import FunctionKind, FunctionRegistry
 from durable_ext.wire import TYPE_KEY, parse_datetime
 
 logger = logging.getLogger(__name__)
@@ -50,18 +85,6 @@ DF_SCHEMA_VERSION = 2
 _OUT_OF_PROC_MARKER = "$OutOfProcData$:"
 _INDEX_KEY = "DurableExtIndex"
 _RETRY_TIMER_METADATA = "-WithRetry timer"
-
-
-class ActionKind(enum.Enum):
-    """What one df sequence number stands for."""
-
-    ACTIVITY = "activity"
-    TIMER = "timer"
-    SUB_ORCHESTRATION = "sub-orchestration"
-    CALL_ENTITY = "call entity"
-    SIGNAL_ENTITY = "signal entity"
-    CALL_HTTP = "call http"
-    CONTINUE_AS_NEW = "continue as new"
 
 
 # df ActionType numbers (azure.durable_functions.models.actions.ActionType).
@@ -76,70 +99,6 @@ _ACTION_KINDS = {
     8: ActionKind.CALL_HTTP,
     9: ActionKind.SIGNAL_ENTITY,
 }
-
-_SCHEDULING_EVENTS: dict[EventType, tuple[ActionKind, ...]] = {
-    EventType.TaskScheduled: (ActionKind.ACTIVITY,),
-    EventType.TimerCreated: (ActionKind.TIMER,),
-    EventType.SubOrchestrationInstanceCreated: (ActionKind.SUB_ORCHESTRATION,),
-    EventType.EventSent: (ActionKind.CALL_ENTITY, ActionKind.SIGNAL_ENTITY),
-}
-"""History events that consume a sequence number, and the action kinds each may stand for."""
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Retry options of a ``call_*_with_retry`` action (DTFx ``RetryOptions`` semantics)."""
-
-    first_retry_interval: timedelta
-    max_number_of_attempts: int
-    backoff_coefficient: float = 1.0
-    max_retry_interval: timedelta | None = None
-
-    def delay(self, attempts_made: int) -> timedelta:
-        """Wait before the next attempt after ``attempts_made`` failed attempts."""
-        delay = self.first_retry_interval * (self.backoff_coefficient ** max(0, attempts_made - 1))
-        if self.max_retry_interval is not None:
-            delay = min(delay, self.max_retry_interval)
-        return delay
-
-
-@dataclass(frozen=True)
-class ScheduledAction:
-    """One sequence number df handed out, with what it is for."""
-
-    event_id: int
-    kind: ActionKind
-    name: str | None = None
-    input: str | None = None
-    instance_id: str | None = None
-    """Sub-orchestration instance ID, or the target entity ID."""
-    fire_at: datetime | None = None
-    operation: str | None = None
-    retry: RetryPolicy | None = None
-    retry_attempts: int = 0
-    """For a retry timer: failed attempts so far. For a re-try: the attempt number it starts."""
-    is_retry_timer: bool = False
-
-
-@dataclass
-class OrchestratorRun:
-    """What one invocation of the orchestrator produced."""
-
-    done: bool
-    allocations: dict[int, ScheduledAction]
-    output: str | None = None
-    """Result as JSON text, when the orchestrator returned."""
-    failure: FailureDetails | None = None
-    continue_as_new: bool = False
-    continue_as_new_input: str | None = None
-    custom_status: str | None = None
-    """Custom status as JSON text, or None when never set."""
-    unconsumed_events: list[int] = field(default_factory=list)
-    """Indexes (into the events replayed) of external events no task took: continue-as-new carries them."""
-
-
-class NonDeterminismError(Exception):
-    """The orchestrator scheduled something other than what its history records."""
 
 
 class _RecordingContext(DurableOrchestrationContext):  # type: ignore[misc]
@@ -348,7 +307,7 @@ def run_orchestrator(
         event_id: _scheduled_action(event_id, action, task, context)
         for event_id, (action, task) in sorted(context.allocated.items())
     }
-    _check_determinism(name, events, allocations)
+    check_determinism(name, events, allocations)
     run = OrchestratorRun(done=bool(state.get("isDone")) or failure is not None, allocations=allocations)
     run.failure = failure
     run.custom_status = None if context.custom_status is None else json.dumps(context.custom_status)
@@ -458,98 +417,31 @@ def _retry_step(
     )
 
 
-def scheduled_event_ids(events: Sequence[HistoryEvent]) -> dict[int, HistoryEvent]:
-    """Scheduling events of an execution by their EventId."""
-    return {e.event_id: e for e in events if e.event_type in _SCHEDULING_EVENTS}
+class DfOrchestrationExecutor:
+    """:class:`~durable_ext.executor.OrchestrationExecutor` for the Python orchestrators of an app."""
 
+    def __init__(self, registry: FunctionRegistry) -> None:
+        self._registry = registry
 
-def _check_determinism(
-    name: str, events: Sequence[HistoryEvent], allocations: dict[int, ScheduledAction]
-) -> None:
-    for event_id, event in scheduled_event_ids(events).items():
-        action = allocations.get(event_id)
-        if action is None:
-            continue  # df stopped before reaching it (e.g. it failed or completed earlier this time)
-        expected = _SCHEDULING_EVENTS[event.event_type]
-        recorded_name = getattr(event, "name", None)
-        if action.kind not in expected or (
-            isinstance(event, (TaskScheduledEvent, SubOrchestrationInstanceCreatedEvent))
-            and recorded_name is not None
-            and action.name is not None
-            and recorded_name.lower() != action.name.lower()
-        ):
-            raise NonDeterminismError(
-                f"Non-deterministic orchestrator {name!r}: history has {event.event_type.name}"
-                f"{f' {recorded_name!r}' if recorded_name else ''} with EventId {event_id}, but the code now "
-                f"schedules {action.kind.value}{f' {action.name!r}' if action.name else ''} there"
-            )
+    def has_orchestrator(self, name: str) -> bool:
+        """Whether the app registered an orchestrator called ``name``."""
+        return self._registry.get(name, FunctionKind.ORCHESTRATOR) is not None
 
+    def new_memo(self) -> DfEventForms:
+        """The df forms of an execution's events, kept between its episodes."""
+        return DfEventForms()
 
-def new_actions(events: Sequence[HistoryEvent], run: OrchestratorRun) -> list[ScheduledAction]:
-    """Actions df numbered in this run that have no scheduling event in history yet, in ID order."""
-    known = scheduled_event_ids(events)
-    return [
-        action
-        for event_id, action in sorted(run.allocations.items())
-        if event_id not in known and action.kind is not ActionKind.CONTINUE_AS_NEW
-    ]
-
-
-def scheduling_event(action: ScheduledAction, timestamp: datetime, store_inputs: bool) -> HistoryEvent:
-    """The history event that records ``action`` as scheduled."""
-    if action.kind is ActionKind.ACTIVITY:
-        return TaskScheduledEvent(
-            event_id=action.event_id,
-            timestamp=timestamp,
-            name=action.name,
-            version="",
-            input=action.input if store_inputs else None,
+    def execute(self, request: ExecutionRequest, memo: object) -> OrchestratorRun:
+        """Run the orchestrator through df over ``request.events``."""
+        function = self._registry.get(request.name, FunctionKind.ORCHESTRATOR)
+        if function is None:
+            raise KeyError(request.name)
+        return run_orchestrator(
+            function.callable,
+            request.name,
+            request.instance_id,
+            request.events,
+            new_events_start=request.new_events_start,
+            parent_instance_id=request.parent_instance_id,
+            forms=memo if isinstance(memo, DfEventForms) else None,
         )
-    if action.kind is ActionKind.TIMER:
-        return TimerCreatedEvent(event_id=action.event_id, timestamp=timestamp, fire_at=action.fire_at)
-    if action.kind is ActionKind.SUB_ORCHESTRATION:
-        return SubOrchestrationInstanceCreatedEvent(
-            event_id=action.event_id,
-            timestamp=timestamp,
-            name=action.name,
-            version="",
-            instance_id=action.instance_id,
-            input=action.input if store_inputs else None,
-        )
-    return EventSentEvent(
-        event_id=action.event_id,
-        timestamp=timestamp,
-        instance_id=action.instance_id,
-        name=action.operation,
-        input=action.input,
-    )
-
-
-def order_new_events(
-    new_events: Sequence[HistoryEvent], allocations: dict[int, ScheduledAction]
-) -> list[HistoryEvent]:
-    """Put the events that make df number a retry step after every other new event.
-
-    df numbers a retry timer when it processes the failed attempt, and the re-try when it processes
-    that timer (unless attempts are exhausted, which fails the task like any other result). With those
-    events last, df numbers the tasks the orchestrator schedules in this episode first and the retry
-    steps after them, in event order: the order :func:`new_actions` reports and the host writes.
-    ``allocations`` come from a run over the same history, which knows every past task's kind.
-    """
-
-    def triggers_retry_step(event: HistoryEvent) -> bool:
-        if event.event_type in (EventType.TaskFailed, EventType.SubOrchestrationInstanceFailed):
-            action = allocations.get(int(getattr(event, "task_scheduled_id", -1)))
-            return action is not None and action.retry is not None and not action.is_retry_timer
-        if event.event_type is EventType.TimerFired:
-            action = allocations.get(int(getattr(event, "timer_id", -1)))
-            return (
-                action is not None
-                and action.is_retry_timer
-                and action.retry is not None
-                and action.retry_attempts < action.retry.max_number_of_attempts
-            )
-        return False
-
-    first = [e for e in new_events if not triggers_retry_step(e)]
-    return first + [e for e in new_events if triggers_retry_step(e)]

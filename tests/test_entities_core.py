@@ -31,6 +31,7 @@ from durable_ext.entities import (
     run_entity_batch,
 )
 from durable_ext.errors import MessageFormatError, ValidationError
+from durable_ext.executor import ActionKind, OrchestratorRun, ScheduledAction, new_actions
 from durable_ext.history import (
     EventRaisedEvent,
     ExecutionStartedEvent,
@@ -41,7 +42,7 @@ from durable_ext.history import (
     OrchestratorStartedEvent,
 )
 from durable_ext.host.app_loader import FunctionKind, FunctionRegistry, load_app
-from durable_ext.replay import ActionKind, OrchestratorRun, ScheduledAction, new_actions, run_orchestrator
+from durable_ext.replay import run_orchestrator
 
 APP_DIR = Path(__file__).parent / "apps" / "entity_app"
 COUNTER = "@counter@c1"

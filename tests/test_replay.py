@@ -6,8 +6,11 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from azure.durable_functions.models import DurableOrchestrationContext
 
+from durable_ext import replay
+from durable_ext.errors import ConfigError
 from durable_ext.history import (
     ExecutionResumedEvent,
     ExecutionStartedEvent,
@@ -106,3 +109,17 @@ def test_cached_df_forms_give_the_same_context_and_are_not_shared_between_replay
     assert [e.is_played for e in first.histories] != [e.is_played for e in again.histories]
     first.histories[0].is_processed = True
     assert not again.histories[0].is_processed, "each replay gets its own df events"
+
+
+@pytest.mark.parametrize("installed", ["1.6.1", "1.8.0", "2.0.0", "1.70.0"])
+def test_an_unsupported_df_release_is_refused_with_a_clear_message(
+    installed: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(replay, "version", lambda _: installed)
+    with pytest.raises(ConfigError, match=f"azure-functions-durable 1.7.x, but {installed} is installed"):
+        replay._check_df_version()
+
+
+def test_the_supported_df_release_passes_the_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(replay, "version", lambda _: "1.7.0")
+    replay._check_df_version()

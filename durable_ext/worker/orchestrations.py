@@ -40,6 +40,18 @@ from durable_ext.entities import (
     run_entity_batch,
 )
 from durable_ext.errors import OwnershipLostError
+from durable_ext.executor import (
+    ActionKind,
+    ExecutionRequest,
+    NonDeterminismError,
+    OrchestrationExecutor,
+    OrchestratorRun,
+    ScheduledAction,
+    new_actions,
+    order_new_events,
+    scheduled_event_ids,
+    scheduling_event,
+)
 from durable_ext.history import (
     ContinueAsNewEvent,
     EventRaisedEvent,
@@ -65,18 +77,7 @@ from durable_ext.history import (
 )
 from durable_ext.host.app_loader import FunctionKind, FunctionRegistry
 from durable_ext.messages import MessageData, TaskMessage
-from durable_ext.replay import (
-    ActionKind,
-    DfEventForms,
-    NonDeterminismError,
-    OrchestratorRun,
-    ScheduledAction,
-    new_actions,
-    order_new_events,
-    run_orchestrator,
-    scheduled_event_ids,
-    scheduling_event,
-)
+from durable_ext.replay import DfOrchestrationExecutor
 from durable_ext.storage.instances import QUARANTINE_MARK, RowUpdate, entity_update, update_from_history
 from durable_ext.storage.outage import storage_health
 from durable_ext.storage.quarantine import POISON_DEQUEUE_COUNT
@@ -133,7 +134,8 @@ class _Execution:
     events: list[HistoryEvent]
     etag: str | None
     blob_names: list[str] = field(default_factory=list)
-    forms: DfEventForms = field(default_factory=DfEventForms, compare=False, repr=False)
+    memo: object = field(default=None, compare=False, repr=False)
+    """What the executor keeps between this execution's episodes (see ``OrchestrationExecutor``)."""
 
     @property
     def started(self) -> ExecutionStartedEvent | None:
@@ -251,10 +253,13 @@ class OrchestrationDispatcher:
         options: DurableTaskOptions,
         *,
         handoff: Handoff,
+        executor: OrchestrationExecutor | None = None,
     ) -> None:
-        """``handoff`` routes outbound messages to consumers in this process (the engine)."""
+        """``handoff`` routes outbound messages to consumers in this process (the engine);
+        ``executor`` runs orchestrators (default: the app's Python orchestrators, in process)."""
         self._hub = hub
         self._registry = registry
+        self._executor = executor or DfOrchestrationExecutor(registry)
         self._options = options
         self._provider = options.storage_provider
         self._handoff = handoff
@@ -931,8 +936,7 @@ class OrchestrationDispatcher:
     def _replay(
         self, execution: _Execution, name: str, started: ExecutionStartedEvent, fresh: list[HistoryEvent]
     ) -> tuple[list[HistoryEvent], OrchestratorRun | None, FailureDetails | None]:
-        function = self._registry.get(name, FunctionKind.ORCHESTRATOR)
-        if function is None:
+        if not self._executor.has_orchestrator(name):
             return (
                 fresh,
                 None,
@@ -941,33 +945,22 @@ class OrchestrationDispatcher:
                     error_message=f"The orchestrator function '{name}' doesn't exist.",
                 ),
             )
+        if execution.memo is None:
+            execution.memo = self._executor.new_memo()
         past = execution.events
         parent = (
             started.parent_instance.orchestration_instance.instance_id
             if started.parent_instance and started.parent_instance.orchestration_instance
             else None
         )
+        request = ExecutionRequest(name, execution.instance_id, [*past, *fresh], len(past), parent)
         try:
-            run = run_orchestrator(
-                function.callable,
-                name,
-                execution.instance_id,
-                [*past, *fresh],
-                new_events_start=len(past),
-                parent_instance_id=parent,
-                forms=execution.forms,
-            )
+            run = self._executor.execute(request, execution.memo)
             ordered = [fresh[0], *order_new_events(fresh[1:], run.allocations)]
             if ordered != fresh:
-                run = run_orchestrator(
-                    function.callable,
-                    name,
-                    execution.instance_id,
-                    [*past, *ordered],
-                    new_events_start=len(past),
-                    parent_instance_id=parent,
-                    forms=execution.forms,
-                )
+                # A second run over the reordered events, which numbers retry steps as history will.
+                reordered = dataclasses.replace(request, events=[*past, *ordered])
+                run = self._executor.execute(reordered, execution.memo)
             return ordered, run, run.failure
         except NonDeterminismError as exc:
             logger.error("hub %s instance %s: %s", self._hub_name, execution.instance_id, exc)

@@ -7,11 +7,12 @@ hub stays readable by DF tools and by the .NET host:
 - A request (operation call or signal) travels as an ``EventRaised`` named ``op`` (or ``op@{utc:o}`` for
   a delayed signal) whose input is the .NET ``RequestMessage`` JSON; an orchestration records the same
   JSON in its ``EventSent`` event. The answer to a call is an ``EventRaised`` named by the request GUID
-  whose input is the ``ResponseMessage`` JSON (reference/azure-storage-layout.md §4.2).
+  whose input is the ``ResponseMessage`` JSON (docs/storage-protocol.md §4.2).
 - Between batches an entity is an orchestration instance whose input is the ``SchedulerState`` JSON and
-  whose custom status is the ``EntityStatus`` JSON (§2.7).
+  whose custom status is the ``EntityStatus`` JSON (docs/storage-protocol.md §2.7).
 - A batch runs through azure-functions-durable's own ``Entity`` wrapper with the JSON the .NET host's
-  ``EntityTriggerAttributeBindingProvider`` builds (reference/df-python-protocol.md §3).
+  ``EntityTriggerAttributeBindingProvider`` builds (df's entity-call contract,
+  ``user_fn(batch_json: str) -> str``).
 
 Operation inputs are double-encoded on the wire. An orchestrator's action carries the input as JSON text
 (``"5"``); the .NET host serializes that *string* into ``RequestMessage.input`` (``"\\"5\\""``), the HTTP
@@ -264,7 +265,8 @@ class EntityResponse:
 
 @dataclass
 class SchedulerState:
-    """An entity between batches: the .NET ``SchedulerState``, stored as the execution's input (§2.7)."""
+    """An entity between batches: the .NET ``SchedulerState``, stored as the execution's input
+    (docs/storage-protocol.md §2.7)."""
 
     entity_exists: bool = False
     state: str | None = None

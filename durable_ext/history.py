@@ -2,7 +2,7 @@
 
 The classes mirror ``DurableTask.Core.History.*Event`` member for member, so that rows and queue
 messages written here are the ones the Durable Functions Azure Storage provider writes and reads
-(reference/azure-storage-layout.md §3.3, §3.4, §4.1). Table rows keep nested objects as plain JSON
+(docs/storage-protocol.md §3.3, §3.4, §4.1). Table rows keep nested objects as plain JSON
 strings; queue JSON keeps them as objects with ``$type`` first.
 """
 

@@ -1,4 +1,4 @@
-"""The queue message envelope (``DurableTask.AzureStorage.MessageData``), reference §4.1 and §4.3.
+"""The queue message envelope, ``DurableTask.AzureStorage.MessageData`` (docs/storage-protocol.md §4.1, §4.3).
 
 Bodies are Newtonsoft JSON with ``$type`` as the first member of every object except ``Sender``.
 DT.AS 2.x writes the JSON as raw UTF-8 text; 1.x wrote it base64-encoded. We write raw JSON and read both.
@@ -26,7 +26,8 @@ from durable_ext.storage.keys import blob_prefix
 from durable_ext.wire import STRING_DICTIONARY_TYPE, TYPE_KEY, from_json_object, to_json_object
 
 MAX_QUEUE_PAYLOAD_BYTES = 45 * 1024
-"""UTF-8 size above which a message goes to a gzip blob and the queue gets a wrapper (§4.3)."""
+"""UTF-8 size above which a message goes to a gzip blob and the queue gets a wrapper
+(docs/storage-protocol.md §4.3)."""
 
 _EMPTY_GUID = uuid.UUID(int=0)
 

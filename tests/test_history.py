@@ -108,7 +108,7 @@ def test_datetime_format_matches_newtonsoft() -> None:
 
 
 def test_reads_the_dotnet_example_message() -> None:
-    """The trimmed DT.AS unit-test message of reference §4.1 decodes."""
+    """A trimmed message from DT.AS's unit tests decodes (docs/storage-protocol.md §4.1)."""
     body = (
         '{"$type":"DurableTask.AzureStorage.MessageData","ActivityId":"5406d369-4369-4673-afae-6671a2fa1e57",'
         '"TaskMessage":{"$type":"DurableTask.Core.TaskMessage","Event":{"$type":'

@@ -1,4 +1,4 @@
-"""The table partition manager (reference §6.2) against a real Azurite Partitions table."""
+"""The table partition manager (docs/storage-protocol.md §6.2) against a real Azurite Partitions table."""
 
 from __future__ import annotations
 

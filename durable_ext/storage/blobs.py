@@ -1,4 +1,7 @@
-"""Large payloads in ``{hub}-largemessages``: gzip-compressed UTF-8 blobs (reference §3.5, §4.3)."""
+"""Large payloads in ``{hub}-largemessages``: gzip-compressed UTF-8 blobs.
+
+See docs/storage-protocol.md §3.5 (table values) and §4.3 (queue messages).
+"""
 
 from __future__ import annotations
 

@@ -178,7 +178,9 @@ class InstanceRows:
     async def repaired(
         self, instance_id: str, execution_id: str | None, events: Sequence[HistoryEvent]
     ) -> bool:
-        """Rewrite the row from the history whose status it disagrees with (§7.1); True if so.
+        """Rewrite the row from the history whose status it disagrees with; True if so.
+
+        See docs/storage-protocol.md §7.1.
 
         A crash (or a storage error) between the history write and the Instances write leaves the
         row behind: Running for a history that completed, or Pending for one that started. Only the

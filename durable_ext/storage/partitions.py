@@ -1,4 +1,7 @@
-"""Rows of the ``{Hub}Partitions`` table: one lease per control queue (reference §1.3, §6.2)."""
+"""Rows of the ``{Hub}Partitions`` table: one lease per control queue.
+
+See docs/storage-protocol.md §1.3 (the rows) and §6.2 (the protocol).
+"""
 
 from __future__ import annotations
 
@@ -57,7 +60,8 @@ class PartitionLease:
         return self.expires_at is None or now >= self.expires_at
 
     def is_claimable_by(self, worker_id: str, now: datetime) -> bool:
-        """§6.2 claim rule: the row is free, its lease has expired, or it was released to ``worker_id``."""
+        """The claim rule of docs/storage-protocol.md §6.2: the row is free, its lease has expired, or it was
+        released to ``worker_id``."""
         is_free = self.current_owner is None and self.next_owner is None
         is_released_to_me = self.current_owner is None and self.next_owner == worker_id
         return is_free or is_released_to_me or self.is_expired(now)

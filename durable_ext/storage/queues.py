@@ -1,4 +1,7 @@
-"""Control queues and the work-item queue: routing, sending, receiving (reference §4, §5, §7.4)."""
+"""Control queues and the work-item queue: routing, sending, receiving.
+
+See docs/storage-protocol.md §4 (messages), §5 (routing) and §7.4 (retries).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The task hub's resources: names, create, delete, inspect (reference §1).
+"""The task hub's resources: names, create, delete, inspect (docs/storage-protocol.md §1).
 
 One :class:`TaskHub` owns the three service clients of the account and hands out the per-resource
 pieces (tracking store, queues, large-message store) that the engine works with.

@@ -1,4 +1,4 @@
-"""The tracking store: ``{Hub}History`` and ``{Hub}Instances`` (reference §2 and §3).
+"""The tracking store: ``{Hub}History`` and ``{Hub}Instances`` (docs/storage-protocol.md §2 and §3).
 
 History rows are keyed by the sanitized instance ID and a 16-digit hex sequence number; every batch
 written for an instance carries the ``sentinel`` row, inserted once and then merged with If-Match, so
@@ -191,7 +191,9 @@ def _after_prefix(prefix: str) -> str | None:
 
 @dataclass(frozen=True)
 class InstanceQuery:
-    """Conditions of an Instances-table query, all evaluated by the table service (reference §2.6).
+    """Conditions of an Instances-table query, all evaluated by the table service.
+
+    See docs/storage-protocol.md §2.6.
 
     None (or an empty status set) means "no condition". ``created_from``/``created_to`` bound
     CreatedTime inclusively, ``completed_to`` bounds CompletedTime. ``instance_id_prefix`` becomes a
@@ -363,7 +365,7 @@ class TrackingStore:
         return names
 
     async def load_history(self, instance_id: str, expected_execution_id: str | None = None) -> HistoryLoad:
-        """Read the current execution's events in order (§3.6).
+        """Read the current execution's events in order (docs/storage-protocol.md §3.6).
 
         Rows left over from an older, longer execution (another ExecutionId) end the read.
         If ``expected_execution_id`` is given and the sentinel names another execution, the

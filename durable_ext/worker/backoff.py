@@ -1,4 +1,4 @@
-"""Queue polling back-off with immediate in-process wake-ups (reference §6.3).
+"""Queue polling back-off with immediate in-process wake-ups (docs/storage-protocol.md §6.3).
 
 An idle queue is polled less and less often, up to ``maxQueuePollingInterval``; a message found, or a
 message this process just enqueued, resets the interval and ends the current wait at once, so work

@@ -1,4 +1,6 @@
-"""The control-queue dispatcher: orchestration episodes and their checkpoints (reference §3.8, §6).
+"""The control-queue dispatcher: orchestration episodes and their checkpoints.
+
+See docs/storage-protocol.md §3.8 (checkpoint) and §6 (partitions and polling).
 
 For every owned control queue a loop dequeues batches, groups the messages per instance and runs one
 episode per instance at a time: load history, decide what each message means, replay the orchestrator,
@@ -106,9 +108,11 @@ SESSION_CACHE_EVENTS = 100_000
 MAX_GENERATIONS_PER_WORK_ITEM = 20
 """Continue-as-new generations run back to back before the rest goes through the queue again."""
 NO_HISTORY_DEQUEUE_LIMIT = 5
+"""Dequeues after which a message for an instance with no history is dropped
+(docs/storage-protocol.md §6.6)."""
 START_ROW_DEQUEUE_LIMIT = 10
-"""Dequeues after which a client start whose Instances row never appeared is dropped (§7.3)."""
-"""Dequeues after which a message for an instance with no history is dropped (§6.6)."""
+"""Dequeues after which a client start whose Instances row never appeared is dropped
+(docs/storage-protocol.md §7.3)."""
 
 _COMPLETION_EVENTS = {
     EventType.TaskCompleted: "task_scheduled_id",
@@ -158,9 +162,11 @@ class _Decisions:
     rehop: list[ReceivedMessage] = field(default_factory=list)
     """Timer messages that arrived before their time (a long timer's hop)."""
     repair: bool = False
-    """The Instances row may lag the history (it is terminal, or a start ran before): rewrite it (§7.1)."""
+    """The Instances row may lag the history (it is terminal, or a start ran before): rewrite it
+    (docs/storage-protocol.md §7.1)."""
     terminated_before_start: ExecutionTerminatedEvent | None = None
-    """A terminate for an instance that never started: its Instances row becomes Terminated (§7.2)."""
+    """A terminate for an instance that never started: its Instances row becomes Terminated
+    (docs/storage-protocol.md §7.2)."""
     rewind: ExecutionRewoundEvent | None = None
     """A rewind of the failed execution in history: the episode runs a new execution (rewind.py)."""
 
@@ -561,7 +567,8 @@ class OrchestrationDispatcher:
         elif decisions.repair:
             await self._hub.instances.repaired(instance_id, execution.execution_id, execution.events)
         await self._rehop(instance_id, decisions.rehop)
-        # Only after the Instances write (§3.8 step 5), but the next episode need not wait for it.
+        # Only after the Instances write (docs/storage-protocol.md §3.8 step 5), but the next
+        # episode need not wait for it.
         done = [*decisions.consume, *decisions.discard, *decisions.rehop]
         if done or decisions.abandon:
             finish = self._in_background(instance_id, self._finish(status_write, done, decisions.abandon))
@@ -631,7 +638,8 @@ class OrchestrationDispatcher:
                 else execution.execution_id
             )
             if starting is None and history_started is None:
-                # Nothing to deliver to yet: the start may still be on its way (§6.6).
+                # Nothing to deliver to yet: the start may still be on its way
+                # (docs/storage-protocol.md §6.6).
                 if isinstance(event, ExecutionTerminatedEvent):
                     decisions.terminated_before_start = event
                     decisions.discard.append(message)
@@ -675,7 +683,8 @@ class OrchestrationDispatcher:
             if id_attr is not None and starting is None:
                 task_id = int(getattr(event, id_attr))
                 if task_id not in scheduled_ids:
-                    decisions.abandon.append(message)  # its scheduling event is not visible yet (§6.6)
+                    # Its scheduling event is not visible yet (docs/storage-protocol.md §6.6).
+                    decisions.abandon.append(message)
                     continue
                 if task_id in completed_ids:
                     decisions.discard.append(message)  # at-least-once delivery: a second result
@@ -718,7 +727,7 @@ class OrchestrationDispatcher:
         row: InstanceState | None,
         dequeue_count: int,
     ) -> _Verdict:
-        """Run, drop or postpone a start message (§7.3's worker-side de-dupe).
+        """Run, drop or postpone a start message (docs/storage-protocol.md §7.3: the worker-side de-dupe).
 
         A client enqueues its start and then writes the Instances row with a conditional write, so the
         row, not the order of the queue, says which of two racing starts won.
@@ -1099,10 +1108,10 @@ class OrchestrationDispatcher:
     def _plan_entity(
         self, execution: _Execution, messages: list[ReceivedMessage]
     ) -> tuple[_Decisions, _Checkpoint | None]:
-        """One batch of entity operations (§2.7): run them, answer callers, store the new state.
+        """One batch of entity operations: run them, answer callers, store the new state.
 
         The state lives in the Input of a fresh three-row execution written over the old one, as the
-        Durable Functions entity scheduler does it.
+        Durable Functions entity scheduler does it (docs/storage-protocol.md §2.7).
         """
         now = utc_now()
         decisions = _Decisions()

@@ -1,4 +1,4 @@
-"""The table partition manager: which worker listens to which control queue (reference §6.2).
+"""The table partition manager: which worker listens to which control queue (docs/storage-protocol.md §6.2).
 
 Every worker runs one loop over the ``{Hub}Partitions`` table. Each pass reads all rows, claims free or
 expired ones, renews its own, hands over rows another worker asked for (after draining them), steals
@@ -100,7 +100,7 @@ def _is_precondition_failed(exc: BaseException) -> bool:
 
 
 class TablePartitionManager:
-    """One worker's partition manager loop over the ``{Hub}Partitions`` table (reference §6.2).
+    """One worker's partition manager loop over the ``{Hub}Partitions`` table (docs/storage-protocol.md §6.2).
 
     ``table`` is a client for ``{Hub}Partitions``; ``worker_id`` is the name written to ``CurrentOwner``
     and must be unique among the workers of the hub; ``listener`` is told when to start and stop

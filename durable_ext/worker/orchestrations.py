@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import enum
 import functools
 import logging
 import time
@@ -51,14 +50,12 @@ from durable_ext.executor import (
     ScheduledAction,
     new_actions,
     order_new_events,
-    scheduled_event_ids,
     scheduling_event,
 )
 from durable_ext.history import (
     ContinueAsNewEvent,
     EventRaisedEvent,
     EventSentEvent,
-    EventType,
     ExecutionCompletedEvent,
     ExecutionRewoundEvent,
     ExecutionStartedEvent,
@@ -89,6 +86,7 @@ from durable_ext.storage.tracking import InstanceState
 from durable_ext.worker.backoff import BackoffPolling
 from durable_ext.worker.holds import HeldMessages, message_hold
 from durable_ext.worker.rewind import rewind_history
+from durable_ext.worker.triage import Decisions, History, triage
 
 logger = logging.getLogger(__name__)
 
@@ -107,26 +105,6 @@ SESSION_CACHE_EVENTS = 100_000
 """Bounds of the histories kept in memory between episodes (a few tens of MB at most)."""
 MAX_GENERATIONS_PER_WORK_ITEM = 20
 """Continue-as-new generations run back to back before the rest goes through the queue again."""
-NO_HISTORY_DEQUEUE_LIMIT = 5
-"""Dequeues after which a message for an instance with no history is dropped
-(docs/storage-protocol.md §6.6)."""
-START_ROW_DEQUEUE_LIMIT = 10
-"""Dequeues after which a client start whose Instances row never appeared is dropped
-(docs/storage-protocol.md §7.3)."""
-
-_COMPLETION_EVENTS = {
-    EventType.TaskCompleted: "task_scheduled_id",
-    EventType.TaskFailed: "task_scheduled_id",
-    EventType.SubOrchestrationInstanceCompleted: "task_scheduled_id",
-    EventType.SubOrchestrationInstanceFailed: "task_scheduled_id",
-    EventType.TimerFired: "timer_id",
-}
-
-
-class _Verdict(enum.Enum):
-    ACCEPT = "accept"
-    DISCARD = "discard"
-    ABANDON = "abandon"
 
 
 @dataclass
@@ -148,27 +126,6 @@ class _Execution:
     @property
     def completed(self) -> ExecutionCompletedEvent | None:
         return next((e for e in self.events if isinstance(e, ExecutionCompletedEvent)), None)
-
-
-@dataclass
-class _Decisions:
-    """What each message of a batch means for this episode."""
-
-    consume: list[ReceivedMessage] = field(default_factory=list)
-    discard: list[ReceivedMessage] = field(default_factory=list)
-    abandon: list[ReceivedMessage] = field(default_factory=list)
-    later: list[ReceivedMessage] = field(default_factory=list)
-    """Messages for a next episode of the same instance (a second start in one batch)."""
-    rehop: list[ReceivedMessage] = field(default_factory=list)
-    """Timer messages that arrived before their time (a long timer's hop)."""
-    repair: bool = False
-    """The Instances row may lag the history (it is terminal, or a start ran before): rewrite it
-    (docs/storage-protocol.md §7.1)."""
-    terminated_before_start: ExecutionTerminatedEvent | None = None
-    """A terminate for an instance that never started: its Instances row becomes Terminated
-    (docs/storage-protocol.md §7.2)."""
-    rewind: ExecutionRewoundEvent | None = None
-    """A rewind of the failed execution in history: the episode runs a new execution (rewind.py)."""
 
 
 @dataclass
@@ -550,7 +507,15 @@ class OrchestrationDispatcher:
         if instance_id.startswith("@"):
             decisions, checkpoint = self._plan_entity(execution, messages)
         else:
-            decisions = self._decide(execution, messages, row)
+            history = History(instance_id, execution.execution_id, execution.events)
+            decisions = triage(
+                history,
+                messages,
+                row,
+                now=utc_now(),
+                replay_terminal=self._provider.allow_replaying_terminal_instances,
+                hub_name=self._hub_name,
+            )
             checkpoint = (
                 await asyncio.get_running_loop().run_in_executor(
                     self._replays, self._plan, execution, decisions
@@ -597,173 +562,7 @@ class OrchestrationDispatcher:
             return await self._hub.tracking.get_instance(instance_id, fetch_large_values=False)
         return None
 
-    def _decide(
-        self, execution: _Execution, messages: list[ReceivedMessage], row: InstanceState | None
-    ) -> _Decisions:
-        decisions = _Decisions()
-        now = utc_now()
-        starting: ExecutionStartedEvent | None = None
-        # Read the history once per batch, not once per message: it can hold thousands of events.
-        history_started = execution.started
-        history_completed = execution.completed
-        scheduled_ids = set(scheduled_event_ids(execution.events))
-        completed_ids = _completed_ids(execution.events)
-        for message in messages:
-            event = message.data.event
-            target = message.data.task_message.orchestration_instance if message.data.task_message else None
-            target_execution = target.execution_id if target else None
-            if isinstance(event, ExecutionStartedEvent):
-                verdict = self._judge_start(execution, event, target_execution, row, message.dequeue_count)
-                if verdict is _Verdict.ABANDON:
-                    decisions.abandon.append(message)
-                elif verdict is _Verdict.DISCARD:
-                    decisions.discard.append(message)
-                    # A start that ran before, whose row still says Pending: the first episode's
-                    # Instances write never happened.
-                    decisions.repair |= (
-                        row is not None
-                        and row.runtime_status is OrchestrationStatus.Pending
-                        and history_started is not None
-                        and row.execution_id == execution.execution_id == target_execution
-                    )
-                elif starting is not None:
-                    decisions.later.append(message)
-                else:
-                    starting = event
-                    decisions.consume.append(message)
-                continue
-            current = (
-                starting.orchestration_instance.execution_id
-                if starting and starting.orchestration_instance
-                else execution.execution_id
-            )
-            if starting is None and history_started is None:
-                # Nothing to deliver to yet: the start may still be on its way
-                # (docs/storage-protocol.md §6.6).
-                if isinstance(event, ExecutionTerminatedEvent):
-                    decisions.terminated_before_start = event
-                    decisions.discard.append(message)
-                elif message.dequeue_count > NO_HISTORY_DEQUEUE_LIMIT:
-                    logger.warning(
-                        "hub %s instance %s: %s for an instance with no history discarded",
-                        self._hub_name,
-                        execution.instance_id,
-                        event.event_type.name,
-                    )
-                    decisions.discard.append(message)
-                else:
-                    decisions.abandon.append(message)
-                continue
-            if target_execution and target_execution != current:
-                decisions.discard.append(message)  # addressed to an execution that has been replaced
-                continue
-            if isinstance(event, ExecutionRewoundEvent) and starting is None:
-                self._judge_rewind(execution, event, message, decisions)
-                continue
-            if starting is None and history_completed is not None:
-                if decisions.rewind is not None:
-                    decisions.later.append(message)  # for the rewound execution, in the next episode
-                    continue
-                decisions.repair = True
-                if self._provider.allow_replaying_terminal_instances:
-                    decisions.consume.append(message)
-                else:
-                    logger.info(
-                        "hub %s instance %s: %s for a completed instance discarded",
-                        self._hub_name,
-                        execution.instance_id,
-                        event.event_type.name,
-                    )
-                    decisions.discard.append(message)
-                continue
-            if isinstance(event, TimerFiredEvent) and event.fire_at is not None and event.fire_at > now:
-                decisions.rehop.append(message)
-                continue
-            id_attr = _COMPLETION_EVENTS.get(event.event_type)
-            if id_attr is not None and starting is None:
-                task_id = int(getattr(event, id_attr))
-                if task_id not in scheduled_ids:
-                    # Its scheduling event is not visible yet (docs/storage-protocol.md §6.6).
-                    decisions.abandon.append(message)
-                    continue
-                if task_id in completed_ids:
-                    decisions.discard.append(message)  # at-least-once delivery: a second result
-                    continue
-                completed_ids.add(task_id)
-            decisions.consume.append(message)
-        return decisions
-
-    def _judge_rewind(
-        self,
-        execution: _Execution,
-        event: ExecutionRewoundEvent,
-        message: ReceivedMessage,
-        decisions: _Decisions,
-    ) -> None:
-        """Consume the first rewind of a failed execution; drop any other."""
-        completed = execution.completed
-        if (
-            decisions.rewind is None
-            and completed is not None
-            and completed.orchestration_status is OrchestrationStatus.Failed
-        ):
-            decisions.rewind = event
-            decisions.consume.append(message)
-            return
-        status = completed.orchestration_status.name if completed is not None else "Running"
-        logger.info(
-            "hub %s instance %s: rewind of a %s instance ignored; only failed instances can be rewound",
-            self._hub_name,
-            execution.instance_id,
-            status,
-        )
-        decisions.discard.append(message)
-
-    def _judge_start(
-        self,
-        execution: _Execution,
-        event: ExecutionStartedEvent,
-        execution_id: str | None,
-        row: InstanceState | None,
-        dequeue_count: int,
-    ) -> _Verdict:
-        """Run, drop or postpone a start message (docs/storage-protocol.md §7.3: the worker-side de-dupe).
-
-        A client enqueues its start and then writes the Instances row with a conditional write, so the
-        row, not the order of the queue, says which of two racing starts won.
-        """
-        if execution.started is not None and execution.execution_id == execution_id:
-            return _Verdict.DISCARD  # the start we already ran, delivered again
-        if event.parent_instance is None:
-            if row is None or row.execution_id is None or row.execution_id != execution_id:
-                superseded = (
-                    row is not None and row.execution_id is not None and row.generation >= event.generation
-                )
-                if superseded or dequeue_count >= START_ROW_DEQUEUE_LIMIT:
-                    logger.warning(
-                        "hub %s instance %s: start of execution %s dropped: the Instances row names %s",
-                        self._hub_name,
-                        execution.instance_id,
-                        execution_id,
-                        row.execution_id if row is not None else "nothing",
-                    )
-                    return _Verdict.DISCARD
-                return _Verdict.ABANDON  # the client's row write is still on its way
-            if row.runtime_status is OrchestrationStatus.Terminated:
-                return _Verdict.DISCARD  # terminated while it waited to start (history never had it)
-            return _Verdict.ACCEPT  # the row names this execution: it won, even over a running one
-        if execution.started is None or execution.completed is not None:
-            return _Verdict.ACCEPT
-        logger.warning(
-            "hub %s instance %s: start of execution %s ignored: execution %s is still running",
-            self._hub_name,
-            execution.instance_id,
-            execution_id,
-            execution.execution_id,
-        )
-        return _Verdict.DISCARD
-
-    def _plan(self, execution: _Execution, decisions: _Decisions) -> _Checkpoint:
+    def _plan(self, execution: _Execution, decisions: Decisions) -> _Checkpoint:
         now = utc_now()
         incoming = [m.data.event for m in decisions.consume]
         start = next((e for e in incoming if isinstance(e, ExecutionStartedEvent)), None)
@@ -1107,14 +906,14 @@ class OrchestrationDispatcher:
 
     def _plan_entity(
         self, execution: _Execution, messages: list[ReceivedMessage]
-    ) -> tuple[_Decisions, _Checkpoint | None]:
+    ) -> tuple[Decisions, _Checkpoint | None]:
         """One batch of entity operations: run them, answer callers, store the new state.
 
         The state lives in the Input of a fresh three-row execution written over the old one, as the
         Durable Functions entity scheduler does it (docs/storage-protocol.md §2.7).
         """
         now = utc_now()
-        decisions = _Decisions()
+        decisions = Decisions()
         started = execution.started
         state = SchedulerState.from_json_text(started.input if started is not None else None)
         recent: list[str] = list(state.sorter.get(_RECENT_REQUESTS_KEY, []))
@@ -1330,12 +1129,3 @@ def _due(event: HistoryEvent) -> datetime:
 
 def _next_event_id(run: OrchestratorRun | None) -> int:
     return max(run.allocations, default=-1) + 1 if run is not None else 0
-
-
-def _completed_ids(events: Sequence[HistoryEvent]) -> set[int]:
-    """IDs of the tasks and timers whose result history already holds."""
-    return {
-        int(getattr(e, _COMPLETION_EVENTS[e.event_type]))
-        for e in events
-        if e.event_type in _COMPLETION_EVENTS
-    }

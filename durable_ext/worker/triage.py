@@ -1,0 +1,331 @@
+"""Message triage: what each message of a batch means for an orchestration's next episode.
+
+A pure step, with no storage: given the execution's history, the batch's messages and (for a
+client's start) the Instances row, every message is consumed by the episode, discarded (a duplicate,
+a message for a replaced execution or an ended instance), abandoned to come back later (its
+scheduling event or start is not visible yet, docs/storage-protocol.md §6.6), kept for the next
+episode, or sent round again (a long timer's hop). DurableTask.AzureStorage does the same in its
+session manager and ``IsExecutableInstanceAsync``.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from durable_ext.executor import scheduled_event_ids
+from durable_ext.history import (
+    EventType,
+    ExecutionCompletedEvent,
+    ExecutionRewoundEvent,
+    ExecutionStartedEvent,
+    ExecutionTerminatedEvent,
+    HistoryEvent,
+    OrchestrationStatus,
+    TimerFiredEvent,
+)
+from durable_ext.storage.queues import ReceivedMessage
+from durable_ext.storage.tracking import InstanceState
+
+logger = logging.getLogger(__name__)
+
+NO_HISTORY_DEQUEUE_LIMIT = 5
+"""Dequeues after which a message for an instance with no history is dropped
+(docs/storage-protocol.md §6.6)."""
+START_ROW_DEQUEUE_LIMIT = 10
+"""Dequeues after which a client start whose Instances row never appeared is dropped
+(docs/storage-protocol.md §7.3)."""
+
+COMPLETION_EVENTS = {
+    EventType.TaskCompleted: "task_scheduled_id",
+    EventType.TaskFailed: "task_scheduled_id",
+    EventType.SubOrchestrationInstanceCompleted: "task_scheduled_id",
+    EventType.SubOrchestrationInstanceFailed: "task_scheduled_id",
+    EventType.TimerFired: "timer_id",
+}
+"""Result events, and the member naming the task or timer they answer."""
+
+
+class Verdict(enum.Enum):
+    """What to do with a start message."""
+
+    ACCEPT = "accept"
+    DISCARD = "discard"
+    ABANDON = "abandon"
+
+
+@dataclass(frozen=True)
+class History:
+    """The part of an execution triage reads: whose it is and what it recorded."""
+
+    instance_id: str
+    execution_id: str | None
+    events: Sequence[HistoryEvent]
+
+    @property
+    def started(self) -> ExecutionStartedEvent | None:
+        """The execution's start, if history has it."""
+        return next((e for e in self.events if isinstance(e, ExecutionStartedEvent)), None)
+
+    @property
+    def completed(self) -> ExecutionCompletedEvent | None:
+        """The execution's end, if history has it."""
+        return next((e for e in self.events if isinstance(e, ExecutionCompletedEvent)), None)
+
+
+@dataclass
+class Decisions:
+    """What each message of a batch means for this episode."""
+
+    consume: list[ReceivedMessage] = field(default_factory=list)
+    discard: list[ReceivedMessage] = field(default_factory=list)
+    abandon: list[ReceivedMessage] = field(default_factory=list)
+    later: list[ReceivedMessage] = field(default_factory=list)
+    """Messages for a next episode of the same instance (a second start in one batch)."""
+    rehop: list[ReceivedMessage] = field(default_factory=list)
+    """Timer messages that arrived before their time (a long timer's hop)."""
+    repair: bool = False
+    """The Instances row may lag the history (it is terminal, or a start ran before): rewrite it
+    (docs/storage-protocol.md §7.1)."""
+    terminated_before_start: ExecutionTerminatedEvent | None = None
+    """A terminate for an instance that never started: its Instances row becomes Terminated
+    (docs/storage-protocol.md §7.2)."""
+    rewind: ExecutionRewoundEvent | None = None
+    """A rewind of the failed execution in history: the episode runs a new execution (rewind.py)."""
+
+
+def triage(
+    history: History,
+    messages: Sequence[ReceivedMessage],
+    row: InstanceState | None,
+    *,
+    now: datetime,
+    replay_terminal: bool,
+    hub_name: str,
+) -> Decisions:
+    """Judge every message of a batch, in order.
+
+    ``row`` is the Instances row, read when the batch holds a client's start; ``replay_terminal`` is
+    ``allowReplayingTerminalInstances``.
+    """
+    batch = _Batch(history, row, now, replay_terminal, hub_name)
+    for message in messages:
+        batch.judge(message)
+    return batch.decisions
+
+
+def completed_ids(events: Sequence[HistoryEvent]) -> set[int]:
+    """IDs of the tasks and timers whose result history already holds."""
+    return {
+        int(getattr(e, COMPLETION_EVENTS[e.event_type])) for e in events if e.event_type in COMPLETION_EVENTS
+    }
+
+
+class _Batch:
+    """Triage of one batch: what earlier messages decided (a start taken, results seen) counts."""
+
+    def __init__(
+        self, history: History, row: InstanceState | None, now: datetime, replay_terminal: bool, hub_name: str
+    ) -> None:
+        self.history = history
+        self.row = row
+        self.now = now
+        self.replay_terminal = replay_terminal
+        self.hub_name = hub_name
+        self.decisions = Decisions()
+        self.starting: ExecutionStartedEvent | None = None
+        # Read the history once per batch, not once per message: it can hold thousands of events.
+        self.started = history.started
+        self.completed = history.completed
+        self.scheduled_ids = set(scheduled_event_ids(history.events))
+        self.completed_ids = completed_ids(history.events)
+
+    def judge(self, message: ReceivedMessage) -> None:
+        event = message.data.event
+        if isinstance(event, ExecutionStartedEvent):
+            self._start(message, event)
+        elif self.starting is None and self.started is None:
+            self._before_start(message)
+        elif not self._for_current_execution(message):
+            self.decisions.discard.append(message)  # addressed to an execution that has been replaced
+        elif isinstance(event, ExecutionRewoundEvent) and self.starting is None:
+            self._rewind(message, event)
+        elif self.starting is None and self.completed is not None:
+            self._after_end(message)
+        elif isinstance(event, TimerFiredEvent) and event.fire_at is not None and event.fire_at > self.now:
+            self.decisions.rehop.append(message)
+        else:
+            self._result_or_other(message)
+
+    def _target_execution(self, message: ReceivedMessage) -> str | None:
+        task = message.data.task_message
+        return task.orchestration_instance.execution_id if task is not None else None
+
+    def _for_current_execution(self, message: ReceivedMessage) -> bool:
+        target = self._target_execution(message)
+        starting = self.starting
+        current = (
+            starting.orchestration_instance.execution_id
+            if starting is not None and starting.orchestration_instance is not None
+            else self.history.execution_id
+        )
+        return not target or target == current
+
+    def _start(self, message: ReceivedMessage, event: ExecutionStartedEvent) -> None:
+        target = self._target_execution(message)
+        verdict = judge_start(
+            self.history,
+            event,
+            target,
+            row=self.row,
+            dequeue_count=message.dequeue_count,
+            hub_name=self.hub_name,
+        )
+        if verdict is Verdict.ABANDON:
+            self.decisions.abandon.append(message)
+        elif verdict is Verdict.DISCARD:
+            self.decisions.discard.append(message)
+            # A start that ran before, whose row still says Pending: the first episode's Instances
+            # write never happened.
+            row = self.row
+            self.decisions.repair |= (
+                row is not None
+                and row.runtime_status is OrchestrationStatus.Pending
+                and self.started is not None
+                and row.execution_id == self.history.execution_id == target
+            )
+        elif self.starting is not None:
+            self.decisions.later.append(message)
+        else:
+            self.starting = event
+            self.decisions.consume.append(message)
+
+    def _before_start(self, message: ReceivedMessage) -> None:
+        """Nothing to deliver to yet: the start may still be on its way (docs/storage-protocol.md §6.6)."""
+        event = message.data.event
+        if isinstance(event, ExecutionTerminatedEvent):
+            self.decisions.terminated_before_start = event
+            self.decisions.discard.append(message)
+        elif message.dequeue_count > NO_HISTORY_DEQUEUE_LIMIT:
+            logger.warning(
+                "hub %s instance %s: %s for an instance with no history discarded",
+                self.hub_name,
+                self.history.instance_id,
+                event.event_type.name,
+            )
+            self.decisions.discard.append(message)
+        else:
+            self.decisions.abandon.append(message)
+
+    def _rewind(self, message: ReceivedMessage, event: ExecutionRewoundEvent) -> None:
+        """Consume the first rewind of a failed execution; drop any other."""
+        completed = self.completed
+        if (
+            self.decisions.rewind is None
+            and completed is not None
+            and completed.orchestration_status is OrchestrationStatus.Failed
+        ):
+            self.decisions.rewind = event
+            self.decisions.consume.append(message)
+            return
+        status = completed.orchestration_status.name if completed is not None else "Running"
+        logger.info(
+            "hub %s instance %s: rewind of a %s instance ignored; only failed instances can be rewound",
+            self.hub_name,
+            self.history.instance_id,
+            status,
+        )
+        self.decisions.discard.append(message)
+
+    def _after_end(self, message: ReceivedMessage) -> None:
+        if self.decisions.rewind is not None:
+            self.decisions.later.append(message)  # for the rewound execution, in the next episode
+            return
+        self.decisions.repair = True
+        if self.replay_terminal:
+            self.decisions.consume.append(message)
+            return
+        logger.info(
+            "hub %s instance %s: %s for a completed instance discarded",
+            self.hub_name,
+            self.history.instance_id,
+            message.data.event.event_type.name,
+        )
+        self.decisions.discard.append(message)
+
+    def _result_or_other(self, message: ReceivedMessage) -> None:
+        event = message.data.event
+        id_attr = COMPLETION_EVENTS.get(event.event_type)
+        if id_attr is not None and self.starting is None:
+            task_id = int(getattr(event, id_attr))
+            if task_id not in self.scheduled_ids:
+                # Its scheduling event is not visible yet (docs/storage-protocol.md §6.6).
+                self.decisions.abandon.append(message)
+                return
+            if task_id in self.completed_ids:
+                self.decisions.discard.append(message)  # at-least-once delivery: a second result
+                return
+            self.completed_ids.add(task_id)
+        self.decisions.consume.append(message)
+
+
+def judge_start(
+    history: History,
+    event: ExecutionStartedEvent,
+    execution_id: str | None,
+    *,
+    row: InstanceState | None,
+    dequeue_count: int,
+    hub_name: str,
+) -> Verdict:
+    """Run, drop or postpone a start message (docs/storage-protocol.md §7.3: the worker-side de-dupe).
+
+    A client enqueues its start and then writes the Instances row with a conditional write, so the
+    row, not the order of the queue, says which of two racing starts won.
+    """
+    started = history.started
+    if started is not None and history.execution_id == execution_id:
+        return Verdict.DISCARD  # the start we already ran, delivered again
+    if event.parent_instance is None:
+        return _judge_client_start(
+            history, event, execution_id, row=row, dequeue_count=dequeue_count, hub_name=hub_name
+        )
+    if started is None or history.completed is not None:
+        return Verdict.ACCEPT
+    logger.warning(
+        "hub %s instance %s: start of execution %s ignored: execution %s is still running",
+        hub_name,
+        history.instance_id,
+        execution_id,
+        history.execution_id,
+    )
+    return Verdict.DISCARD
+
+
+def _judge_client_start(
+    history: History,
+    event: ExecutionStartedEvent,
+    execution_id: str | None,
+    *,
+    row: InstanceState | None,
+    dequeue_count: int,
+    hub_name: str,
+) -> Verdict:
+    if row is None or row.execution_id is None or row.execution_id != execution_id:
+        superseded = row is not None and row.execution_id is not None and row.generation >= event.generation
+        if superseded or dequeue_count >= START_ROW_DEQUEUE_LIMIT:
+            logger.warning(
+                "hub %s instance %s: start of execution %s dropped: the Instances row names %s",
+                hub_name,
+                history.instance_id,
+                execution_id,
+                row.execution_id if row is not None else "nothing",
+            )
+            return Verdict.DISCARD
+        return Verdict.ABANDON  # the client's row write is still on its way
+    if row.runtime_status is OrchestrationStatus.Terminated:
+        return Verdict.DISCARD  # terminated while it waited to start (history never had it)
+    return Verdict.ACCEPT  # the row names this execution: it won, even over a running one

@@ -246,16 +246,18 @@ def format_line(name: str, r: dict[str, Any]) -> str:
     if "peak_rss_mb" in r:
         parts.append(f"peak RSS {r['peak_rss_mb']:.0f} MB")
     if "dbos" in r:
-        dbos = r["dbos"]
-        if "error" in dbos:
-            parts.append(f"DBOS failed: {dbos['error']}")
-        elif r["unit"] == "ms":
-            parts.append(
-                f"DBOS p50 {dbos['p50_ms']:.1f} ms p99 {dbos['p99_ms']:.1f} ms → {r['vs_dbos']:.2f}x DBOS"
-            )
-        else:
-            parts.append(f"DBOS {dbos['figure']:.1f} {dbos['unit']} → {r['vs_dbos']:.2f}x DBOS")
+        parts.append(format_dbos(r))
     return " | ".join(parts)
+
+
+def format_dbos(r: dict[str, Any]) -> str:
+    """The DBOS twin's part of a scenario's report line."""
+    dbos = r["dbos"]
+    if "error" in dbos:
+        return f"DBOS failed: {dbos['error']}"
+    if r["unit"] == "ms":
+        return f"DBOS p50 {dbos['p50_ms']:.1f} ms p99 {dbos['p99_ms']:.1f} ms → {r['vs_dbos']:.2f}x DBOS"
+    return f"DBOS {dbos['figure']:.1f} {dbos['unit']} → {r['vs_dbos']:.2f}x DBOS"
 
 
 def machine_facts(*, quick: bool, dbos: bool) -> dict[str, Any]:

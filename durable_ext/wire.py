@@ -222,31 +222,48 @@ def _value_from_json(kind: Any, value: Any, where: str) -> Any:
     if value is None:
         return None
     try:
-        if _is_wire_class(kind):
-            if not isinstance(value, Mapping):
-                raise TypeError("expected an object")
-            return from_json_object(kind, value)
-        if isinstance(kind, type) and issubclass(kind, enum.Enum):
-            return kind(value) if isinstance(value, int) else kind[str(value)]
-        if kind is datetime:
-            return as_utc(value) or parse_datetime(str(value))
-        if typing.get_origin(kind) is dict:
-            if not isinstance(value, Mapping):
-                raise TypeError("expected an object")
-            return {str(k): v for k, v in value.items() if k != TYPE_KEY}
-        if kind is bool:
-            if not isinstance(value, bool):
-                raise TypeError("expected a boolean")
-            return value
-        if kind is int:
-            if isinstance(value, bool):
-                raise TypeError("expected an integer")
-            return int(value)
-        if kind is str:
-            return value if isinstance(value, str) else json.dumps(value)
+        return _read_value(kind, value)
     except (TypeError, ValueError, KeyError) as exc:
         raise MessageFormatError(f"{where}: cannot read {value!r}: {exc}") from exc
+
+
+def _read_value(kind: Any, value: Any) -> Any:
+    """``value`` (not None) as ``kind``; TypeError, ValueError or KeyError when it is not one."""
+    if _is_wire_class(kind):
+        return from_json_object(kind, _mapping(value))
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        return kind(value) if isinstance(value, int) else kind[str(value)]
+    if kind is datetime:
+        return as_utc(value) or parse_datetime(str(value))
+    if typing.get_origin(kind) is dict:
+        return {str(k): v for k, v in _mapping(value).items() if k != TYPE_KEY}
+    reader = _SCALAR_READERS.get(kind)
+    return reader(value) if reader is not None else value
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise TypeError("expected an object")
     return value
+
+
+def _read_bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError("expected a boolean")
+    return value
+
+
+def _read_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise TypeError("expected an integer")
+    return int(value)
+
+
+def _read_str(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+_SCALAR_READERS: dict[Any, Callable[[Any], Any]] = {bool: _read_bool, int: _read_int, str: _read_str}
 
 
 def from_json_object(cls: type[T], data: Mapping[str, Any]) -> T:

@@ -16,7 +16,7 @@ from durable_ext.history import EventType, HistoryEvent, OrchestrationStatus, Or
 from durable_ext.host.app_loader import FunctionRegistry
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.worker.engine import Engine
-from durable_ext.worker.orchestrations import SessionCache, _Execution
+from durable_ext.worker.session import Execution, SessionCache
 from tests.engine_support import FAST_LEASES
 
 TIMEOUT = 60.0
@@ -237,25 +237,25 @@ async def test_non_deterministic_code_fails_the_instance_naming_the_mismatch(
 def test_session_cache_is_bounded_and_forgets_idle_entries() -> None:
     cache = SessionCache(max_entries=2, max_events=100, idle_timeout=timedelta(seconds=30))
     for name in ("a", "b", "c"):
-        cache.put(_Execution(name, "e", [], None))
+        cache.put(Execution(name, "e", [], None))
     assert len(cache) == 2
     assert cache.take("a") is None, "the least recently used entry was evicted"
     assert cache.take("c") is not None
     assert cache.take("c") is None, "take removes the entry"
     idle = SessionCache(max_entries=5, max_events=100, idle_timeout=timedelta(seconds=-1))
-    idle.put(_Execution("x", "e", [], None))
+    idle.put(Execution("x", "e", [], None))
     assert idle.take("x") is None, "an entry idle past the timeout is not used"
 
 
 def test_session_cache_is_bounded_in_events() -> None:
     cache = SessionCache(max_entries=10, max_events=5, idle_timeout=timedelta(seconds=30))
     started = OrchestratorStartedEvent()
-    cache.put(_Execution("a", "e", [started] * 3, None))
-    cache.put(_Execution("b", "e", [started] * 3, None))
+    cache.put(Execution("a", "e", [started] * 3, None))
+    cache.put(Execution("b", "e", [started] * 3, None))
     assert len(cache) == 1 and cache.take("a") is None, "the oldest entry made room for the newest"
-    cache.put(_Execution("b", "e", [started] * 4, None))
+    cache.put(Execution("b", "e", [started] * 4, None))
     assert len(cache) == 1, "putting an instance again replaces its entry and its count"
-    cache.put(_Execution("big", "e", [started] * 9, None))
+    cache.put(Execution("big", "e", [started] * 9, None))
     assert cache.take("big") is not None, "one entry larger than the bound is still kept alone"
     assert len(cache) == 0
 

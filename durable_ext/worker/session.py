@@ -1,0 +1,120 @@
+"""What an orchestration session holds between and within episodes: the execution and its cache,
+and what one episode plans to write (docs/storage-protocol.md §6.4, §6.5)."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from durable_ext.history import (
+    ContinueAsNewEvent,
+    ExecutionCompletedEvent,
+    ExecutionStartedEvent,
+    HistoryEvent,
+)
+from durable_ext.messages import MessageData
+from durable_ext.storage.instances import RowUpdate
+from durable_ext.storage.queues import MessageQueue
+
+
+@dataclass
+class Execution:
+    """The in-memory state of an instance's current execution."""
+
+    instance_id: str
+    execution_id: str | None
+    events: list[HistoryEvent]
+    etag: str | None
+    blob_names: list[str] = field(default_factory=list)
+    memo: object = field(default=None, compare=False, repr=False)
+    """What the executor keeps between this execution's episodes (see ``OrchestrationExecutor``)."""
+
+    @property
+    def started(self) -> ExecutionStartedEvent | None:
+        """The execution's start, if its history has one."""
+        return next((e for e in self.events if isinstance(e, ExecutionStartedEvent)), None)
+
+    @property
+    def completed(self) -> ExecutionCompletedEvent | None:
+        """The execution's end, if its history has one."""
+        return next((e for e in self.events if isinstance(e, ExecutionCompletedEvent)), None)
+
+
+@dataclass
+class Outbound:
+    """A message an episode sends, and the queue and delay it goes with."""
+
+    queue: MessageQueue
+    message: MessageData
+    delay: timedelta | None = None
+
+
+@dataclass
+class EpisodeResult:
+    """History events and Instances update of one replay."""
+
+    new_events: list[HistoryEvent]
+    update: RowUpdate
+    unconsumed_events: list[int]
+    """Indexes into the execution's events (past, then this episode's) of external events no task took."""
+
+    @property
+    def continued_as_new(self) -> bool:
+        """Whether the episode ended the execution with continue-as-new."""
+        return any(isinstance(e, ContinueAsNewEvent) for e in self.new_events)
+
+
+@dataclass
+class Checkpoint:
+    """Everything one episode writes."""
+
+    execution: Execution
+    new_events: list[HistoryEvent]
+    first_sequence_number: int
+    outbound: list[Outbound]
+    update: RowUpdate
+    replaced_blobs: list[str]
+
+
+class SessionCache:
+    """Executions kept in memory between episodes, bounded in instances, events and idle time.
+
+    Every episode would otherwise re-read the instance's whole history. A stale entry is harmless:
+    its sentinel ETag no longer matches, the commit fails with :class:`OwnershipLostError`, and the
+    episode is re-run from storage.
+    """
+
+    def __init__(self, max_entries: int, max_events: int, idle_timeout: timedelta) -> None:
+        self._entries: OrderedDict[str, tuple[float, Execution]] = OrderedDict()
+        self._max = max(1, max_entries)
+        self._max_events = max_events
+        self._events = 0
+        self._idle = idle_timeout.total_seconds()
+
+    def take(self, instance_id: str) -> Execution | None:
+        """Remove and return the instance's execution if it has not been idle too long."""
+        entry = self._entries.pop(instance_id, None)
+        if entry is None:
+            return None
+        self._events -= len(entry[1].events)
+        return entry[1] if time.monotonic() - entry[0] <= self._idle else None
+
+    def put(self, execution: Execution) -> None:
+        """Keep ``execution``, evicting the least recently used entries beyond the bounds."""
+        self.drop(execution.instance_id)
+        self._entries[execution.instance_id] = (time.monotonic(), execution)
+        self._events += len(execution.events)
+        while len(self._entries) > self._max or (self._events > self._max_events and len(self._entries) > 1):
+            _, (_, evicted) = self._entries.popitem(last=False)
+            self._events -= len(evicted.events)
+
+    def drop(self, instance_id: str) -> None:
+        """Forget an instance (its partition moved, or its episode failed)."""
+        entry = self._entries.pop(instance_id, None)
+        if entry is not None:
+            self._events -= len(entry[1].events)
+
+    def __len__(self) -> int:
+        return len(self._entries)

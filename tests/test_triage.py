@@ -24,11 +24,11 @@ from durable_ext.history import (
 from durable_ext.messages import MessageData, TaskMessage
 from durable_ext.storage.queues import ReceivedMessage
 from durable_ext.storage.tracking import InstanceState
+from durable_ext.worker.session import Execution
 from durable_ext.worker.triage import (
     NO_HISTORY_DEQUEUE_LIMIT,
     START_ROW_DEQUEUE_LIMIT,
     Decisions,
-    History,
     triage,
 )
 
@@ -49,12 +49,12 @@ def started(execution: str = EXECUTION) -> ExecutionStartedEvent:
     )
 
 
-def running(*more: HistoryEvent) -> History:
-    return History(ID, EXECUTION, [OrchestratorStartedEvent(), started(), *more])
+def running(*more: HistoryEvent) -> Execution:
+    return Execution(ID, EXECUTION, [OrchestratorStartedEvent(), started(), *more], None)
 
 
 def decide(
-    history: History, *messages: ReceivedMessage, row: InstanceState | None = None, replay: bool = False
+    history: Execution, *messages: ReceivedMessage, row: InstanceState | None = None, replay: bool = False
 ) -> Decisions:
     return triage(history, messages, row, now=NOW, replay_terminal=replay, hub_name="H")
 
@@ -64,7 +64,7 @@ def row_for(execution: str, status: OrchestrationStatus = OrchestrationStatus.Pe
 
 
 def test_a_client_start_runs_once_its_row_names_it_and_waits_until_then() -> None:
-    empty = History(ID, None, [])
+    empty = Execution(ID, None, [], None)
     start = message(started())
     assert decide(empty, start, row=row_for(EXECUTION)).consume == [start]
     assert decide(empty, start, row=None).abandon == [start]
@@ -82,7 +82,7 @@ def test_a_redelivered_start_is_dropped_and_a_pending_row_repaired() -> None:
 def test_a_second_start_in_one_batch_waits_for_the_next_episode() -> None:
     first, second = message(started("e1")), message(started("e2"), execution="e2")
     rows = row_for("e1")
-    decisions = decide(History(ID, None, []), first, second, row=rows)
+    decisions = decide(Execution(ID, None, [], None), first, second, row=rows)
     assert decisions.consume == [first]
     assert decisions.discard == [second], "the row names e1 at the same generation: e2 lost the race"
     sub_start = ExecutionStartedEvent(
@@ -92,12 +92,12 @@ def test_a_second_start_in_one_batch_waits_for_the_next_episode() -> None:
         ),
     )
     child_first, child_second = message(started("e1")), message(sub_start, execution="e3")
-    decisions = decide(History(ID, None, []), child_first, child_second, row=rows)
+    decisions = decide(Execution(ID, None, [], None), child_first, child_second, row=rows)
     assert decisions.later == [child_second]
 
 
 def test_messages_before_any_start_wait_then_go_and_a_terminate_marks_the_row() -> None:
-    empty = History(ID, None, [])
+    empty = Execution(ID, None, [], None)
     event = message(EventRaisedEvent(name="x"))
     assert decide(empty, event).abandon == [event]
     stale = message(EventRaisedEvent(name="x"), dequeues=NO_HISTORY_DEQUEUE_LIMIT + 1)

@@ -54,7 +54,7 @@ from durable_ext.worker.entity_episode import EntityPlanner
 from durable_ext.worker.episode import MAX_TIMER_HOP, EpisodePlanner
 from durable_ext.worker.holds import HeldMessages, message_hold
 from durable_ext.worker.session import Checkpoint, Execution, SessionCache
-from durable_ext.worker.triage import History, triage
+from durable_ext.worker.triage import triage
 
 logger = logging.getLogger(__name__)
 
@@ -372,9 +372,8 @@ class OrchestrationDispatcher:
         if instance_id.startswith("@"):
             decisions, checkpoint = self._entities.plan(execution, messages)
         else:
-            history = History(instance_id, execution.execution_id, execution.events)
             decisions = triage(
-                history,
+                execution,
                 messages,
                 row,
                 now=utc_now(),

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 from durable_ext.executor import scheduled_event_ids
 from durable_ext.history import (
@@ -57,23 +58,33 @@ class Verdict(enum.Enum):
     ABANDON = "abandon"
 
 
-@dataclass(frozen=True)
-class History:
-    """The part of an execution triage reads: whose it is and what it recorded."""
+class History(Protocol):
+    """The part of an execution triage reads (:class:`durable_ext.worker.session.Execution` is one)."""
 
-    instance_id: str
-    execution_id: str | None
-    events: Sequence[HistoryEvent]
+    @property
+    def instance_id(self) -> str:
+        """The instance."""
+        ...
+
+    @property
+    def execution_id(self) -> str | None:
+        """The execution history holds, if any."""
+        ...
+
+    @property
+    def events(self) -> Sequence[HistoryEvent]:
+        """The execution's events."""
+        ...
 
     @property
     def started(self) -> ExecutionStartedEvent | None:
         """The execution's start, if history has it."""
-        return next((e for e in self.events if isinstance(e, ExecutionStartedEvent)), None)
+        ...
 
     @property
     def completed(self) -> ExecutionCompletedEvent | None:
         """The execution's end, if history has it."""
-        return next((e for e in self.events if isinstance(e, ExecutionCompletedEvent)), None)
+        ...
 
 
 @dataclass

@@ -1,13 +1,10 @@
-"""The control-queue dispatcher: orchestration episodes and their checkpoints.
+"""The control-queue dispatcher: polling, sessions, and the order of an instance's episodes.
 
-See docs/storage-protocol.md §3.8 (checkpoint) and §6 (partitions and polling).
-
-For every owned control queue a loop dequeues batches, groups the messages per instance and runs one
-episode per instance at a time: load history, decide what each message means, replay the orchestrator,
-then checkpoint in DT.AS's order: (1) send outbound messages, (2) write history behind the sentinel
-ETag, (3) merge the Instances row, (4) delete blobs of a replaced execution, (5) delete the consumed
-messages. A crash between any two steps re-runs the episode from the messages, and the sentinel ETag
-keeps a second commit of the same episode out of history.
+For every owned control queue a loop dequeues batches (docs/storage-protocol.md §6), groups the
+messages per instance and runs one episode per instance at a time: triage (``triage.py``), the
+episode's plan (``episode.py``, ``entity_episode.py``), then the checkpoint (``checkpoint.py``).
+Messages held meanwhile stay invisible through ``holds.py``; histories stay in memory between
+episodes in ``session.SessionCache``.
 """
 
 from __future__ import annotations
@@ -15,29 +12,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import logging
 import traceback
 from collections.abc import Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from durable_ext.config import DurableTaskOptions
-from durable_ext.entities import (
-    request_from_event,
-)
 from durable_ext.errors import OwnershipLostError
 from durable_ext.executor import (
     OrchestrationExecutor,
 )
 from durable_ext.history import (
-    EventRaisedEvent,
     ExecutionStartedEvent,
     ExecutionTerminatedEvent,
-    HistoryEvent,
     OrchestrationStatus,
-    TimerFiredEvent,
     utc_now,
 )
 from durable_ext.host.app_loader import FunctionRegistry
@@ -50,10 +40,11 @@ from durable_ext.storage.queues import Handoff, MessageQueue, ReceivedMessage
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.storage.tracking import InstanceState
 from durable_ext.worker.backoff import BackoffPolling
+from durable_ext.worker.checkpoint import Checkpointer
 from durable_ext.worker.entity_episode import EntityPlanner
-from durable_ext.worker.episode import MAX_TIMER_HOP, EpisodePlanner
+from durable_ext.worker.episode import EpisodePlanner
 from durable_ext.worker.holds import HeldMessages, message_hold
-from durable_ext.worker.session import Checkpoint, Execution, SessionCache
+from durable_ext.worker.session import Execution, SessionCache
 from durable_ext.worker.triage import triage
 
 logger = logging.getLogger(__name__)
@@ -88,6 +79,7 @@ class OrchestrationDispatcher:
         self._registry = registry
         self._episodes = EpisodePlanner(hub, executor or DfOrchestrationExecutor(registry), options)
         self._entities = EntityPlanner(hub, registry, options)
+        self._checkpoints = Checkpointer(hub, handoff, delete=self._delete, abandon=self._abandon)
         self._options = options
         self._provider = options.storage_provider
         self._handoff = handoff
@@ -105,7 +97,6 @@ class OrchestrationDispatcher:
         # also compete with each other for the interpreter.
         self._replays = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"replay-{hub.names.hub}")
         self._background: set[asyncio.Task[Any]] = set()
-        self._status_writes: dict[str, asyncio.Task[bool]] = {}
         self._finishing: dict[str, asyncio.Task[Any]] = {}
         """Each instance's last checkpoint steps 3-5 in flight; its next episode starts after them."""
         """Each instance's latest Instances write in flight; the next one waits for it."""
@@ -197,6 +188,7 @@ class OrchestrationDispatcher:
     async def _drain_background(self) -> None:
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        await self._checkpoints.drain()
 
     async def start_listening(self, partition_id: str) -> None:
         """Begin dequeuing a control queue."""
@@ -389,18 +381,19 @@ class OrchestrationDispatcher:
             )
         status_write: asyncio.Task[bool] | None = None
         if checkpoint is not None:
-            status_write = await self._commit(checkpoint)
+            status_write = await self._checkpoints.commit(checkpoint)
             self._cache.put(checkpoint.execution)
         elif decisions.terminated_before_start is not None:
             await self._terminate_pending(instance_id, decisions.terminated_before_start)
         elif decisions.repair:
             await self._hub.instances.repaired(instance_id, execution.execution_id, execution.events)
-        await self._rehop(instance_id, decisions.rehop)
+        await self._checkpoints.rehop(instance_id, decisions.rehop)
         # Only after the Instances write (docs/storage-protocol.md §3.8 step 5), but the next
         # episode need not wait for it.
         done = [*decisions.consume, *decisions.discard, *decisions.rehop]
         if done or decisions.abandon:
-            finish = self._in_background(instance_id, self._finish(status_write, done, decisions.abandon))
+            finishing = self._checkpoints.finish(status_write, done, decisions.abandon)
+            finish = self._in_background(instance_id, finishing)
             # The next episode waits for the deletes of a small episode, so that messages arriving one
             # by one pile up into fewer episodes; a large one's deletes take longer than that saves.
             small = len(done) + len(decisions.abandon) <= SMALL_EPISODE_MESSAGES
@@ -426,81 +419,6 @@ class OrchestrationDispatcher:
             return await self._hub.tracking.get_instance(instance_id, fetch_large_values=False)
         return None
 
-    async def _rehop(self, instance_id: str, messages: list[ReceivedMessage]) -> None:
-        queue = self._hub.control_queue_for(instance_id)
-        now = utc_now()
-        for message in messages:
-            await queue.send(message.data, delay=min(_due(message.data.event) - now, MAX_TIMER_HOP))
-
-    async def _commit(self, checkpoint: Checkpoint) -> asyncio.Task[bool]:
-        """Steps 1 and 2 of the checkpoint; returns the task doing steps 3 and 4."""
-        execution = checkpoint.execution
-        instance_id = execution.instance_id
-        await asyncio.gather(
-            *(o.queue.send(o.message, o.delay, handoff=self._handoff) for o in checkpoint.outbound)
-        )
-        assert execution.execution_id is not None
-        execution.etag = await self._hub.tracking.append_history(
-            instance_id,
-            execution.execution_id,
-            checkpoint.new_events,
-            checkpoint.first_sequence_number,
-            execution.etag,
-        )
-        execution.events = [*execution.events[: checkpoint.first_sequence_number], *checkpoint.new_events]
-        logger.debug(
-            "hub %s instance %s: checkpointed %d events, %d messages out",
-            self._hub_name,
-            instance_id,
-            len(checkpoint.new_events),
-            len(checkpoint.outbound),
-        )
-        # Steps 3 to 5 run behind the episode (here and in _finish), so its concurrency slot is free
-        # for other instances; the instance's next episode waits for them (_run_session).
-        write = asyncio.create_task(
-            self._write_status(instance_id, self._status_writes.get(instance_id), checkpoint)
-        )
-        self._status_writes[instance_id] = write
-        self._background.add(write)
-        write.add_done_callback(functools.partial(self._status_written, instance_id))
-        return write
-
-    async def _finish(
-        self, write: asyncio.Task[bool] | None, done: list[ReceivedMessage], abandon: list[ReceivedMessage]
-    ) -> None:
-        """Step 5 once the Instances write succeeded. If it failed, the episode's messages come back
-        instead: their redelivery finds them in history and, where it can, repairs the row."""
-        if write is not None and not await write:
-            done, abandon = [], [*done, *abandon]
-        await asyncio.gather(*(self._delete(m) for m in done), *(self._abandon(m) for m in abandon))
-
-    def _status_written(self, instance_id: str, write: asyncio.Task[bool]) -> None:
-        self._background.discard(write)
-        if self._status_writes.get(instance_id) is write:
-            del self._status_writes[instance_id]
-
-    async def _write_status(
-        self, instance_id: str, previous: asyncio.Task[bool] | None, checkpoint: Checkpoint
-    ) -> bool:
-        """Merge the Instances row and delete replaced blobs after the previous episode's did; False
-        if that failed, in which case the row lags its history until a later episode rewrites it."""
-        if previous is not None:
-            await previous
-        try:
-            await self._hub.instances.checkpointed(checkpoint.update)
-            if checkpoint.replaced_blobs:
-                await asyncio.gather(*(self._hub.large_messages.delete(b) for b in checkpoint.replaced_blobs))
-        except Exception as exc:
-            if not storage_health.failed(self._storage, exc):
-                logger.warning(
-                    "hub %s instance %s: Instances write failed; the episode's messages come back",
-                    self._hub_name,
-                    instance_id,
-                    exc_info=True,
-                )
-            return False
-        return True
-
 
 def _first_execution(
     instance_id: str, messages: Sequence[ReceivedMessage], row: InstanceState | None
@@ -525,13 +443,3 @@ def _first_execution(
         ):
             return Execution(instance_id, None, [], None)
     return None
-
-
-def _due(event: HistoryEvent) -> datetime:
-    """When an early timer or delayed entity signal is due."""
-    if isinstance(event, TimerFiredEvent) and event.fire_at is not None:
-        return event.fire_at
-    request = request_from_event(event) if isinstance(event, EventRaisedEvent) else None
-    if request is not None and request.scheduled_time is not None:
-        return request.scheduled_time
-    raise ValueError(f"{event.event_type.name} has no due time")

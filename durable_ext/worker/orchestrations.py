@@ -44,7 +44,7 @@ from durable_ext.worker.checkpoint import Checkpointer
 from durable_ext.worker.entity_episode import EntityPlanner
 from durable_ext.worker.episode import EpisodePlanner
 from durable_ext.worker.holds import HeldMessages, message_hold
-from durable_ext.worker.session import Execution, SessionCache
+from durable_ext.worker.session import Execution, Session, SessionCache
 from durable_ext.worker.triage import triage
 
 logger = logging.getLogger(__name__)
@@ -88,16 +88,14 @@ class OrchestrationDispatcher:
         self._queues = {q.name: q for q in hub.control_queues}
         self._loops: dict[str, asyncio.Task[None]] = {}
         self._backoffs: dict[str, BackoffPolling] = {}
-        self._sessions: dict[str, asyncio.Task[None]] = {}
-        self._pending: dict[str, list[ReceivedMessage]] = {}
-        self._session_queue: dict[str, str] = {}
+        self._sessions: dict[str, Session] = {}
+        """Instances with messages held or an episode running; a session ends when both are done."""
         self._slots = asyncio.Semaphore(options.max_concurrent_orchestrator_functions)
         # Replays run on their own thread: a long history keeps the CPU busy for tens of milliseconds,
         # and the event loop must go on moving messages meanwhile. One thread, so that replays do not
         # also compete with each other for the interpreter.
         self._replays = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"replay-{hub.names.hub}")
         self._background: set[asyncio.Task[Any]] = set()
-        self._finishing: dict[str, asyncio.Task[Any]] = {}
         """Each instance's last checkpoint steps 3-5 in flight; its next episode starts after them."""
         """Each instance's latest Instances write in flight; the next one waits for it."""
         """Deletes of consumed messages and similar clean-up that need not hold up the next episode."""
@@ -209,12 +207,13 @@ class OrchestrationDispatcher:
             loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await loop
-        running = [t for i, t in self._sessions.items() if self._session_queue.get(i) == partition_id]
+        running = [s.task for s in self._sessions.values() if s.queue_name == partition_id and s.task]
         if running:
             await asyncio.gather(*running, return_exceptions=True)
         await self._drain_background()
-        for instance_id in [i for i, q in self._session_queue.items() if q == partition_id]:
-            self._cache.drop(instance_id)
+        self._cache.drop_where(
+            lambda instance_id: self._hub.control_queue_for(instance_id).name == partition_id
+        )
         self._holds.forget(partition_id)
         logger.info("hub %s: stopped listening on %s", self._hub_name, partition_id)
 
@@ -257,44 +256,42 @@ class OrchestrationDispatcher:
         for message in ordered:
             self._holds.hold_message(message)
             instance_id = message.data.instance_id
-            pending = self._pending.setdefault(instance_id, [])
-            # A redelivered copy (new pop receipt) replaces the one we hold.
-            kept = [m for m in pending if m.message_id != message.message_id]
-            self._buffered += 1 - (len(pending) - len(kept))
-            pending[:] = [*kept, message]
-            self._session_queue[instance_id] = queue_name
-            if instance_id not in self._sessions:
-                task = asyncio.create_task(self._run_session(instance_id), name=f"session-{instance_id}")
-                self._sessions[instance_id] = task
+            session = self._sessions.get(instance_id)
+            if session is None:
+                session = self._sessions[instance_id] = Session(instance_id, queue_name)
+                session.task = asyncio.create_task(self._run_session(session), name=f"session-{instance_id}")
+            self._buffered += session.add(message)
 
-    async def _run_session(self, instance_id: str) -> None:
+    async def _run_session(self, session: Session) -> None:
         try:
-            while self._pending.get(instance_id):
-                finishing = self._finishing.pop(instance_id, None)
-                if finishing is not None:
+            while True:
+                if session.finishing is not None:
                     # Messages that arrive meanwhile join the next episode instead of each making one.
-                    await asyncio.wait([finishing])
-                batch = self._pending.pop(instance_id)
+                    await asyncio.wait([session.finishing])
+                    session.finishing = None
+                if not session.pending:
+                    break
+                batch, session.pending = session.pending, []
                 async with self._slots:
-                    later = await self._episode(instance_id, batch)
+                    later = await self._episode(session, batch)
                 self._buffered -= len(batch) - len(later)
                 if self._buffered < self._provider.control_queue_buffer_threshold:
                     self._room.set()
-                if later:
-                    self._pending.setdefault(instance_id, [])[:0] = later
+                session.pending[:0] = later
         finally:
-            self._sessions.pop(instance_id, None)
+            del self._sessions[session.instance_id]
 
     # ---- one episode --------------------------------------------------------------------------
 
-    async def _episode(self, instance_id: str, messages: list[ReceivedMessage]) -> list[ReceivedMessage]:
+    async def _episode(self, session: Session, messages: list[ReceivedMessage]) -> list[ReceivedMessage]:
         """Process one batch for one instance; returns messages kept for the next episode."""
+        instance_id = session.instance_id
         try:
             row = None if instance_id.startswith("@") else await self._start_row(instance_id, messages)
             known = self._cache.take(instance_id) or _first_execution(instance_id, messages, row)
             if known is not None:
                 try:
-                    return await self._attempt(known, messages, row)
+                    return await self._attempt(session, known, messages, row)
                 except OwnershipLostError:
                     # The history changed behind the cache (a purge, another worker) or was not empty
                     # after all: once more from storage.
@@ -303,7 +300,7 @@ class OrchestrationDispatcher:
                         self._hub_name,
                         instance_id,
                     )
-            return await self._attempt(await self._load(instance_id), messages, row)
+            return await self._attempt(session, await self._load(instance_id), messages, row)
         except OwnershipLostError:
             await asyncio.gather(*(self._abandon(m) for m in messages), return_exceptions=True)
             return []
@@ -358,7 +355,11 @@ class OrchestrationDispatcher:
         await self._queue_of(message).delete(message)
 
     async def _attempt(
-        self, execution: Execution, messages: list[ReceivedMessage], row: InstanceState | None
+        self,
+        session: Session,
+        execution: Execution,
+        messages: list[ReceivedMessage],
+        row: InstanceState | None,
     ) -> list[ReceivedMessage]:
         instance_id = execution.instance_id
         if instance_id.startswith("@"):
@@ -398,7 +399,7 @@ class OrchestrationDispatcher:
             # by one pile up into fewer episodes; a large one's deletes take longer than that saves.
             small = len(done) + len(decisions.abandon) <= SMALL_EPISODE_MESSAGES
             waited = finish if small or status_write is None else status_write
-            self._finishing[instance_id] = waited
+            session.finishing = waited
         return decisions.later
 
     async def _terminate_pending(self, instance_id: str, event: ExecutionTerminatedEvent) -> None:

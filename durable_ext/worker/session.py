@@ -3,10 +3,13 @@ and what one episode plans to write (docs/storage-protocol.md §6.4, §6.5)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from durable_ext.history import (
     ContinueAsNewEvent,
@@ -16,7 +19,7 @@ from durable_ext.history import (
 )
 from durable_ext.messages import MessageData
 from durable_ext.storage.instances import RowUpdate
-from durable_ext.storage.queues import MessageQueue
+from durable_ext.storage.queues import MessageQueue, ReceivedMessage
 
 
 @dataclass
@@ -78,6 +81,30 @@ class Checkpoint:
     replaced_blobs: list[str]
 
 
+@dataclass
+class Session:
+    """One instance's messages held by this worker and the episode working on them.
+
+    Lives while messages are held or an episode (or its clean-up) runs, so at most one episode per
+    instance runs at a time and messages that arrive meanwhile wait for the next one.
+    """
+
+    instance_id: str
+    queue_name: str
+    pending: list[ReceivedMessage] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+    finishing: asyncio.Task[Any] | None = None
+    """What the next episode waits for: the previous one's message deletes or Instances write."""
+
+    def add(self, message: ReceivedMessage) -> int:
+        """Hold ``message`` for the next episode; a redelivered copy (new pop receipt) replaces the
+        one held. Returns the change in the number of messages held."""
+        kept = [m for m in self.pending if m.message_id != message.message_id]
+        added = 1 - (len(self.pending) - len(kept))
+        self.pending = [*kept, message]
+        return added
+
+
 class SessionCache:
     """Executions kept in memory between episodes, bounded in instances, events and idle time.
 
@@ -109,6 +136,11 @@ class SessionCache:
         while len(self._entries) > self._max or (self._events > self._max_events and len(self._entries) > 1):
             _, (_, evicted) = self._entries.popitem(last=False)
             self._events -= len(evicted.events)
+
+    def drop_where(self, condition: Callable[[str], bool]) -> None:
+        """Forget every instance whose ID meets ``condition`` (the partition of those moved)."""
+        for instance_id in [i for i in self._entries if condition(i)]:
+            self.drop(instance_id)
 
     def drop(self, instance_id: str) -> None:
         """Forget an instance (its partition moved, or its episode failed)."""

@@ -27,7 +27,6 @@ from durable_ext.executor import (
 from durable_ext.history import (
     ExecutionStartedEvent,
     ExecutionTerminatedEvent,
-    OrchestrationStatus,
     utc_now,
 )
 from durable_ext.host.app_loader import FunctionRegistry
@@ -44,7 +43,7 @@ from durable_ext.worker.checkpoint import Checkpointer
 from durable_ext.worker.entity_episode import EntityPlanner
 from durable_ext.worker.episode import EpisodePlanner
 from durable_ext.worker.holds import HeldMessages, message_hold
-from durable_ext.worker.session import Execution, Session, SessionCache
+from durable_ext.worker.session import Execution, Session, SessionCache, first_execution
 from durable_ext.worker.triage import triage
 
 logger = logging.getLogger(__name__)
@@ -288,7 +287,7 @@ class OrchestrationDispatcher:
         instance_id = session.instance_id
         try:
             row = None if instance_id.startswith("@") else await self._start_row(instance_id, messages)
-            known = self._cache.take(instance_id) or _first_execution(instance_id, messages, row)
+            known = self._cache.take(instance_id) or first_execution(instance_id, messages, row)
             if known is not None:
                 try:
                     return await self._attempt(session, known, messages, row)
@@ -419,28 +418,3 @@ class OrchestrationDispatcher:
         ):
             return await self._hub.tracking.get_instance(instance_id, fetch_large_values=False)
         return None
-
-
-def _first_execution(
-    instance_id: str, messages: Sequence[ReceivedMessage], row: InstanceState | None
-) -> Execution | None:
-    """An empty history, when the batch starts the instance's very first execution.
-
-    That is a client's start whose Instances row is still Pending at generation 0 and names it: the
-    ID was never run before (a purge deletes the row last), so there is no history to read. Should
-    there be one after all, the sentinel insert conflicts and the episode is re-run from storage.
-    """
-    if row is None or row.generation != 0 or row.runtime_status is not OrchestrationStatus.Pending:
-        return None
-    if any(m.dequeue_count > 1 for m in messages):
-        return None  # delivered before: an earlier attempt may have written history and then died
-    for message in messages:
-        event = message.data.event
-        if (
-            isinstance(event, ExecutionStartedEvent)
-            and event.parent_instance is None
-            and event.orchestration_instance is not None
-            and event.orchestration_instance.execution_id == row.execution_id
-        ):
-            return Execution(instance_id, None, [], None)
-    return None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -16,10 +16,12 @@ from durable_ext.history import (
     ExecutionCompletedEvent,
     ExecutionStartedEvent,
     HistoryEvent,
+    OrchestrationStatus,
 )
 from durable_ext.messages import MessageData
 from durable_ext.storage.instances import RowUpdate
 from durable_ext.storage.queues import MessageQueue, ReceivedMessage
+from durable_ext.storage.tracking import InstanceState
 
 
 @dataclass
@@ -150,3 +152,28 @@ class SessionCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def first_execution(
+    instance_id: str, messages: Sequence[ReceivedMessage], row: InstanceState | None
+) -> Execution | None:
+    """An empty history, when the batch starts the instance's very first execution.
+
+    That is a client's start whose Instances row is still Pending at generation 0 and names it: the
+    ID was never run before (a purge deletes the row last), so there is no history to read. Should
+    there be one after all, the sentinel insert conflicts and the episode is re-run from storage.
+    """
+    if row is None or row.generation != 0 or row.runtime_status is not OrchestrationStatus.Pending:
+        return None
+    if any(m.dequeue_count > 1 for m in messages):
+        return None  # delivered before: an earlier attempt may have written history and then died
+    for message in messages:
+        event = message.data.event
+        if (
+            isinstance(event, ExecutionStartedEvent)
+            and event.parent_instance is None
+            and event.orchestration_instance is not None
+            and event.orchestration_instance.execution_id == row.execution_id
+        ):
+            return Execution(instance_id, None, [], None)
+    return None

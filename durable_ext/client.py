@@ -47,6 +47,7 @@ from durable_ext.history import (
     OrchestrationStatus,
     utc_now,
 )
+from durable_ext.logs import hub_log
 from durable_ext.messages import MAX_QUEUE_PAYLOAD_BYTES, MessageData, TaskMessage
 from durable_ext.storage.queues import MAX_VISIBILITY_DELAY, Handoff
 from durable_ext.storage.taskhub import TaskHub
@@ -240,6 +241,7 @@ class TaskHubClient:
         self.max_payload_bytes = max_payload_bytes
         self._dedupe_statuses = _DEDUPE_STATUSES[overridable_states]
         self._handoff = handoff
+        self._log = hub_log(logger, hub.names.hub)
 
     @property
     def _hub_name(self) -> str:
@@ -284,11 +286,8 @@ class TaskHubClient:
         tracking = self.hub.tracking
         existing = await tracking.get_instance(instance_id, fetch_large_values=False)
         if existing is not None and existing.runtime_status in self._dedupe_statuses:
-            logger.info(
-                "hub %s instance %s: start refused, instance is %s",
-                self._hub_name,
-                instance_id,
-                existing.runtime_status.name,
+            self._log.instance(instance_id).info(
+                "start refused, instance is %s", existing.runtime_status.name
             )
             raise _exists_error(existing.runtime_status)
         generation = existing.generation + 1 if existing is not None else 0
@@ -337,13 +336,8 @@ class TaskHubClient:
             # row yet and back off.
             if self._handoff is not None:
                 queue.hand_over(self._handoff, held)
-        logger.info(
-            "hub %s instance %s: scheduled %s (execution %s, generation %d)",
-            self._hub_name,
-            instance_id,
-            name,
-            execution_id,
-            generation,
+        self._log.instance(instance_id).info(
+            "scheduled %s (execution %s, generation %d)", name, execution_id, generation
         )
         return instance_id
 
@@ -367,11 +361,8 @@ class TaskHubClient:
             # A retried request whose first attempt had already written our row.
             return
         status = current.runtime_status if current is not None else None
-        logger.warning(
-            "hub %s instance %s: a concurrent start won the Instances row (execution %s); "
-            "start of execution %s refused",
-            self._hub_name,
-            row.instance_id,
+        self._log.instance(row.instance_id).warning(
+            "a concurrent start won the Instances row (execution %s); start of execution %s refused",
             current.execution_id if current is not None else None,
             row.execution_id,
         )
@@ -452,20 +443,12 @@ class TaskHubClient:
             raise InstanceNotFoundError(f"no instance with ID {instance_id!r} exists in hub {self._hub_name}")
         if row.runtime_status not in allowed:
             status = row.runtime_status.name if row.runtime_status is not None else "unknown"
-            logger.info(
-                "hub %s instance %s: cannot %s the instance in the %s state",
-                self._hub_name,
-                instance_id,
-                action,
-                status,
-            )
+            self._log.instance(instance_id).info("cannot %s the instance in the %s state", action, status)
             error = InstanceGoneError if row.runtime_status in _ENDED_STATUSES else InvalidInstanceStateError
             raise error(f"cannot {action} instance {instance_id!r} because it is in the {status} state")
         # ExecutionId None addresses the current execution, whichever it is when the message arrives.
         await self._send(instance_id, client_message(instance_id, None, event))
-        logger.info(
-            "hub %s instance %s: sent %s (%s)", self._hub_name, instance_id, event.event_type.name, action
-        )
+        self._log.instance(instance_id).info("sent %s (%s)", event.event_type.name, action)
         return row
 
     async def wait_for_completion(
@@ -563,13 +546,7 @@ class TaskHubClient:
             raise ValidationError(f"only instances that have ended can be purged, not {names} ones")
         query = InstanceQuery(created_from=created_from, created_to=created_to or utc_now(), statuses=wanted)
         deleted = await self._purge_matching(query)
-        logger.info(
-            "hub %s: purged %d instances created %s to %s",
-            self._hub_name,
-            deleted,
-            query.created_from,
-            query.created_to,
-        )
+        self._log.info("purged %d instances created %s to %s", deleted, query.created_from, query.created_to)
         return deleted
 
     async def purge_ended_before(self, status: OrchestrationStatus, completed_before: datetime) -> int:
@@ -583,12 +560,8 @@ class TaskHubClient:
             InstanceQuery(statuses=frozenset({status}), completed_to=completed_before)
         )
         if deleted:
-            logger.info(
-                "hub %s: purged %d %s instances that ended before %s",
-                self._hub_name,
-                deleted,
-                status.name,
-                completed_before,
+            self._log.info(
+                "purged %d %s instances that ended before %s", deleted, status.name, completed_before
             )
         return deleted
 
@@ -621,18 +594,12 @@ class TaskHubClient:
         """Purge the instance ``row`` describes; False if a start replaced the row meanwhile (it wins)."""
         outcome = await self.hub.instances.purged(row)
         if outcome is None:
-            logger.info(
-                "hub %s instance %s: not purged, it changed since it was judged (a concurrent start wins)",
-                self._hub_name,
-                row.instance_id,
+            self._log.instance(row.instance_id).info(
+                "not purged, it changed since it was judged (a concurrent start wins)"
             )
             return False
-        logger.info(
-            "hub %s instance %s: purged (%d history rows, %d blobs)",
-            self._hub_name,
-            row.instance_id,
-            outcome.history_rows,
-            outcome.blobs,
+        self._log.instance(row.instance_id).info(
+            "purged (%d history rows, %d blobs)", outcome.history_rows, outcome.blobs
         )
         return True
 
@@ -649,7 +616,7 @@ class TaskHubClient:
         if not row.name:
             raise InvalidInstanceStateError(f"instance {instance_id!r} has no orchestrator name to restart")
         started = await self.start_new(row.name, None if new_instance_id else instance_id, row.input)
-        logger.info("hub %s instance %s: restarted as %s", self._hub_name, instance_id, started)
+        self._log.instance(instance_id).info("restarted as %s", started)
         return started
 
     async def signal_entity(
@@ -683,7 +650,7 @@ class TaskHubClient:
             # The entity re-queues a signal that arrives early; the queue caps one delay at 6 days.
             delay = min(as_utc(scheduled_time) - utc_now(), MAX_SIGNAL_DELAY)  # type: ignore[operator]
         await self._send(entity_id, client_message(entity_id, None, event), delay)
-        logger.info("hub %s instance %s: signalled %s", self._hub_name, entity_id, operation)
+        self._log.instance(entity_id).info("signalled %s", operation)
 
     async def read_entity_state(self, entity_id: str) -> EntitySnapshot:
         """The entity's current state as its last checkpoint stored it."""
@@ -767,7 +734,7 @@ class TaskHubClient:
             # Not purge_instance: the rows were just read, and its ID check would stop the whole
             # clean-up at a key the engine stores but the instance-ID rules refuse (such as '#').
             removed += await _purge_all(empty, self._purge)
-        logger.info("hub %s: removed %d empty entities idle since %s", self._hub_name, removed, idle_since)
+        self._log.info("removed %d empty entities idle since %s", removed, idle_since)
         return removed
 
     def _check_payload(self, what: str, payload: str | None) -> None:

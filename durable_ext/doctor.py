@@ -33,6 +33,7 @@ from durable_ext.history import (
     TaskScheduledEvent,
     utc_now,
 )
+from durable_ext.logs import hub_log
 from durable_ext.messages import MessageData
 from durable_ext.storage.quarantine import QuarantinedMessage
 from durable_ext.storage.taskhub import TaskHub
@@ -309,11 +310,8 @@ async def _resend_start(hub: TaskHub, finding: Finding) -> bool:
     await hub.control_queue_for(row.instance_id).send(
         client_message(row.instance_id, instance.execution_id, started)
     )
-    logger.warning(
-        "hub %s instance %s: start message of Pending execution %s sent again",
-        hub.names.hub,
-        row.instance_id,
-        row.execution_id,
+    hub_log(logger, hub.names.hub).instance(row.instance_id).warning(
+        "start message of Pending execution %s sent again", row.execution_id
     )
     return True
 

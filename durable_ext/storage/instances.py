@@ -27,6 +27,7 @@ from durable_ext.history import (
     OrchestrationStatus,
     utc_now,
 )
+from durable_ext.logs import hub_log
 from durable_ext.storage.tracking import InstanceState, PurgeOutcome, TrackingStore
 
 logger = logging.getLogger(__name__)
@@ -197,10 +198,8 @@ class InstanceRows:
             return False
         # The history does not keep the custom status: leave whatever the row has.
         await self.checkpointed(update.without("CustomStatus"))
-        logger.warning(
-            "hub %s instance %s: Instances row said %s; repaired to %s from history",
-            self._tracking.hub_name,
-            instance_id,
+        hub_log(logger, self._tracking.hub_name).instance(instance_id).warning(
+            "Instances row said %s; repaired to %s from history",
             _status_name(row),
             _status_name(update.state),
         )

@@ -26,6 +26,7 @@ from azure.storage.queue.aio import QueueServiceClient
 
 from durable_ext.config import validate_hub_name
 from durable_ext.errors import ConfigError, StorageError, StorageUnreachableError, TaskHubNotFoundError
+from durable_ext.logs import hub_log
 from durable_ext.storage.account import StorageAccount
 from durable_ext.storage.blobs import LargeMessageStore
 from durable_ext.storage.instances import InstanceRows
@@ -215,7 +216,7 @@ class TaskHub:
         and the partition rows in parallel. The large-message container is created on first use.
         """
         await self._call("create the task hub", self._create)
-        logger.info("hub %s: created (%d partitions)", self.names.hub, self.names.partition_count)
+        hub_log(logger, self.names.hub).info("created (%d partitions)", self.names.partition_count)
 
     async def _create(self) -> None:
         names = self.names
@@ -236,7 +237,7 @@ class TaskHub:
     async def delete(self) -> None:
         """Delete every resource of the hub (missing ones are skipped)."""
         await self._call("delete the task hub", self._delete)
-        logger.info("hub %s: deleted", self.names.hub)
+        hub_log(logger, self.names.hub).info("deleted")
 
     async def _delete(self) -> None:
         names = self.names

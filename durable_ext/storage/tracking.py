@@ -27,6 +27,7 @@ from azure.data.tables.aio import TableClient
 
 from durable_ext.errors import OwnershipLostError, ValidationError
 from durable_ext.history import HistoryEvent, OrchestrationStatus, event_from_columns, event_to_columns
+from durable_ext.logs import hub_log
 from durable_ext.messages import MessageData, message_blob_stem
 from durable_ext.storage.blobs import LargeMessageStore
 from durable_ext.storage.keys import blob_prefix, blob_safe_key, escape_partition_key, unescape_partition_key
@@ -455,10 +456,8 @@ class TrackingStore:
             # A 404 on the If-Match merge: the sentinel this worker knew is gone (purged meanwhile).
             gone = etag is not None and exc.status_code == 404
             if _is_conflict(exc) or gone:
-                logger.warning(
-                    "hub %s instance %s: history sentinel conflict; another worker committed first",
-                    self.hub_name,
-                    instance_id,
+                hub_log(logger, self.hub_name).instance(instance_id).warning(
+                    "history sentinel conflict; another worker committed first"
                 )
                 raise OwnershipLostError(
                     f"instance {instance_id!r}: history was changed by another worker"

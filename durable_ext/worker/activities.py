@@ -23,6 +23,7 @@ from azure.functions.durable_functions import ActivityTriggerConverter
 
 from durable_ext.history import FailureDetails, TaskCompletedEvent, TaskFailedEvent, TaskScheduledEvent
 from durable_ext.host.app_loader import FunctionKind, FunctionRegistry, RegisteredFunction
+from durable_ext.logs import hub_log
 from durable_ext.messages import MessageData, TaskMessage
 from durable_ext.storage.outage import storage_health
 from durable_ext.storage.quarantine import POISON_DEQUEUE_COUNT
@@ -99,6 +100,7 @@ class ActivityDispatcher:
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._hub_name = hub.names.hub
+        self._log = hub_log(logger, self._hub_name)
         self._storage = hub.account.describe()
 
     def wake(self) -> None:
@@ -164,7 +166,7 @@ class ActivityDispatcher:
                 messages = await queue.receive(min(MAX_BATCH, free), self._visibility)
             except Exception as exc:
                 if not storage_health.failed(self._storage, exc):
-                    logger.exception("hub %s: polling %s failed", self._hub_name, queue.name)
+                    self._log.exception("polling %s failed", queue.name)
                 await self._backoff.wait()
                 continue
             if not messages:
@@ -193,11 +195,8 @@ class ActivityDispatcher:
             # The work item stays in the queue and is retried after its visibility timeout.
             if storage_health.failed(self._storage, exc):
                 return
-            logger.exception(
-                "hub %s instance %s: activity work item %s failed to complete",
-                self._hub_name,
-                message.data.instance_id,
-                message.message_id,
+            self._log.instance(message.data.instance_id).exception(
+                "activity work item %s failed to complete", message.message_id
             )
 
     async def _quarantine(self, message: ReceivedMessage) -> None:
@@ -214,7 +213,7 @@ class ActivityDispatcher:
             "(see `python -m durable_ext doctor`)"
         )
         await self._hub.quarantine.add(message, reason)
-        logger.error("hub %s instance %s: %s", self._hub_name, data.instance_id, reason)
+        self._log.instance(data.instance_id).error("%s", reason)
         instance = data.task_message.orchestration_instance if data.task_message else None
         if isinstance(event, TaskScheduledEvent) and instance is not None:
             failed = TaskFailedEvent(
@@ -239,10 +238,8 @@ class ActivityDispatcher:
         event = data.event
         instance = data.task_message.orchestration_instance if data.task_message else None
         if not isinstance(event, TaskScheduledEvent) or instance is None:
-            logger.warning(
-                "hub %s instance %s: work item %s is not an activity request (%s); deleted",
-                self._hub_name,
-                data.instance_id,
+            self._log.instance(data.instance_id).warning(
+                "work item %s is not an activity request (%s); deleted",
                 message.message_id,
                 type(event).__name__,
             )
@@ -277,14 +274,8 @@ class ActivityDispatcher:
             result = encode_result(function, value)
         except Exception as exc:
             elapsed = (asyncio.get_running_loop().time() - started) * 1000
-            logger.info(
-                "hub %s instance %s: activity %s (task %d) failed after %.0f ms: %s",
-                self._hub_name,
-                instance_id,
-                name,
-                event.event_id,
-                elapsed,
-                exc,
+            self._log.instance(instance_id).info(
+                "activity %s (task %d) failed after %.0f ms: %s", name, event.event_id, elapsed, exc
             )
             details = "".join(traceback.format_exception(exc))
             return TaskFailedEvent(
@@ -295,10 +286,8 @@ class ActivityDispatcher:
                     error_type=type(exc).__name__, error_message=str(exc), stack_trace=details
                 ),
             )
-        logger.debug(
-            "hub %s instance %s: activity %s (task %d) completed in %.0f ms",
-            self._hub_name,
-            instance_id,
+        self._log.instance(instance_id).debug(
+            "activity %s (task %d) completed in %.0f ms",
             name,
             event.event_id,
             (asyncio.get_running_loop().time() - started) * 1000,

@@ -18,6 +18,7 @@ from datetime import datetime
 
 from durable_ext.entities import request_from_event
 from durable_ext.history import EventRaisedEvent, HistoryEvent, TimerFiredEvent, utc_now
+from durable_ext.logs import hub_log
 from durable_ext.storage.outage import storage_health
 from durable_ext.storage.queues import Handoff, ReceivedMessage
 from durable_ext.storage.taskhub import TaskHub
@@ -40,6 +41,7 @@ class Checkpointer:
         self._delete = delete
         self._abandon = abandon
         self._hub_name = hub.names.hub
+        self._log = hub_log(logger, self._hub_name)
         self._storage = hub.account.describe()
         self._status_writes: dict[str, asyncio.Task[bool]] = {}
         """Each instance's latest Instances write: the next one waits for it."""
@@ -60,12 +62,8 @@ class Checkpointer:
             execution.etag,
         )
         execution.events = [*execution.events[: checkpoint.first_sequence_number], *checkpoint.new_events]
-        logger.debug(
-            "hub %s instance %s: checkpointed %d events, %d messages out",
-            self._hub_name,
-            instance_id,
-            len(checkpoint.new_events),
-            len(checkpoint.outbound),
+        self._log.instance(instance_id).debug(
+            "checkpointed %d events, %d messages out", len(checkpoint.new_events), len(checkpoint.outbound)
         )
         # Steps 3 to 5 run behind the episode, so its concurrency slot is free for other instances;
         # the instance's next episode waits for them (the dispatcher's session loop).
@@ -114,11 +112,8 @@ class Checkpointer:
                 await asyncio.gather(*(self._hub.large_messages.delete(b) for b in checkpoint.replaced_blobs))
         except Exception as exc:
             if not storage_health.failed(self._storage, exc):
-                logger.warning(
-                    "hub %s instance %s: Instances write failed; the episode's messages come back",
-                    self._hub_name,
-                    instance_id,
-                    exc_info=True,
+                self._log.instance(instance_id).warning(
+                    "Instances write failed; the episode's messages come back", exc_info=True
                 )
             return False
         return True

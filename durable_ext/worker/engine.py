@@ -17,6 +17,7 @@ from types import TracebackType
 from durable_ext.client import TaskHubClient
 from durable_ext.config import DurableTaskOptions
 from durable_ext.host.app_loader import FunctionRegistry
+from durable_ext.logs import hub_log
 from durable_ext.storage.queues import ReceivedMessage
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.worker.activities import ActivityDispatcher
@@ -111,7 +112,7 @@ class Engine:
         self.activities.start()
         await self.partitions.start()
         self.purger.start()
-        logger.info("hub %s: engine %s started", self.hub.names.hub, self.worker_id)
+        hub_log(logger, self.hub.names.hub).info("engine %s started", self.worker_id)
 
     async def stop(self, graceful: bool = True) -> None:
         """Release partitions (finishing in-flight episodes) and stop the activity dispatcher.
@@ -123,7 +124,7 @@ class Engine:
         await self.partitions.stop(graceful=graceful)
         await self.orchestrations.stop()
         await self.activities.stop()
-        logger.info("hub %s: engine %s stopped", self.hub.names.hub, self.worker_id)
+        hub_log(logger, self.hub.names.hub).info("engine %s stopped", self.worker_id)
 
     async def __aenter__(self) -> Engine:
         await self.start()

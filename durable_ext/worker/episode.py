@@ -43,6 +43,7 @@ from durable_ext.history import (
     TimerFiredEvent,
     utc_now,
 )
+from durable_ext.logs import hub_log
 from durable_ext.messages import MessageData, TaskMessage
 from durable_ext.storage.instances import RowUpdate, update_from_history
 from durable_ext.storage.taskhub import TaskHub
@@ -66,6 +67,7 @@ class EpisodePlanner:
         self._executor = executor
         self._options = options
         self._hub_name = hub.names.hub
+        self._log = hub_log(logger, self._hub_name)
 
     def plan(self, execution: Execution, decisions: Decisions) -> Checkpoint:
         """The checkpoint of an orchestration episode: the consumed messages' events run through the
@@ -92,10 +94,8 @@ class EpisodePlanner:
                 self._rewind_child(child, rewound.execution_id, decisions.rewind)
                 for child in rewound.failed_children
             ]
-            logger.info(
-                "hub %s instance %s: rewinding execution %s as %s (%d failed sub-orchestrations)",
-                self._hub_name,
-                execution.instance_id,
+            self._log.instance(execution.instance_id).info(
+                "rewinding execution %s as %s (%d failed sub-orchestrations)",
                 execution.execution_id,
                 rewound.execution_id,
                 len(rewound.failed_children),
@@ -276,7 +276,7 @@ class EpisodePlanner:
                 run = self._executor.execute(reordered, execution.memo)
             return ordered, run, run.failure
         except NonDeterminismError as exc:
-            logger.error("hub %s instance %s: %s", self._hub_name, execution.instance_id, exc)
+            self._log.instance(execution.instance_id).error("%s", exc)
             return (
                 fresh,
                 None,

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from durable_ext.history import utc_now
+from durable_ext.logs import hub_log
 from durable_ext.storage.outage import storage_health
 from durable_ext.storage.queues import MessageQueue, ReceivedMessage
 
@@ -53,6 +54,7 @@ class HeldMessages:
         self.hold = hold
         self._queue_of = queue_of
         self._hub_name = hub_name
+        self._log = hub_log(logger, self._hub_name)
         self._storage = storage
         self._held: dict[tuple[str, str], ReceivedMessage] = {}
         self._renewing: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -139,12 +141,12 @@ class HeldMessages:
         if storage_health.failed(self._storage, exc) or self._failing:
             return
         self._failing = True
-        logger.warning("hub %s: renewing held messages failed: %s", self._hub_name, exc)
+        self._log.warning("renewing held messages failed: %s", exc)
 
     def _report_recovery(self) -> None:
         if self._failing:
             self._failing = False
-            logger.info("hub %s: renewing held messages works again", self._hub_name)
+            self._log.info("renewing held messages works again")
 
 
 def _key(message: ReceivedMessage) -> tuple[str, str]:

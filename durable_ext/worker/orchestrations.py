@@ -30,6 +30,7 @@ from durable_ext.history import (
     utc_now,
 )
 from durable_ext.host.app_loader import FunctionRegistry
+from durable_ext.logs import hub_log
 from durable_ext.messages import MessageData
 from durable_ext.replay import DfOrchestrationExecutor
 from durable_ext.storage.instances import QUARANTINE_MARK
@@ -83,6 +84,7 @@ class OrchestrationDispatcher:
         self._provider = options.storage_provider
         self._handoff = handoff
         self._hub_name = hub.names.hub
+        self._log = hub_log(logger, self._hub_name)
         self._storage = hub.account.describe()
         self._queues = {q.name: q for q in hub.control_queues}
         self._loops: dict[str, asyncio.Task[None]] = {}
@@ -178,9 +180,7 @@ class OrchestrationDispatcher:
         except Exception as exc:
             # A message left undeleted comes back after its visibility timeout and is discarded then.
             if not storage_health.failed(self._storage, exc):
-                logger.warning(
-                    "hub %s instance %s: queue clean-up failed", self._hub_name, instance_id, exc_info=True
-                )
+                self._log.instance(instance_id).warning("queue clean-up failed", exc_info=True)
 
     async def _drain_background(self) -> None:
         while self._background:
@@ -196,7 +196,7 @@ class OrchestrationDispatcher:
         self._loops[partition_id] = asyncio.create_task(
             self._poll(self._queues[partition_id]), name=f"control-{partition_id}"
         )
-        logger.info("hub %s: listening on %s", self._hub_name, partition_id)
+        self._log.info("listening on %s", partition_id)
 
     async def stop_listening(self, partition_id: str) -> None:
         """Stop dequeuing a control queue and wait for its in-flight episodes."""
@@ -214,7 +214,7 @@ class OrchestrationDispatcher:
             lambda instance_id: self._hub.control_queue_for(instance_id).name == partition_id
         )
         self._holds.forget(partition_id)
-        logger.info("hub %s: stopped listening on %s", self._hub_name, partition_id)
+        self._log.info("stopped listening on %s", partition_id)
 
     async def stop(self) -> None:
         """Stop every loop and wait for in-flight episodes."""
@@ -241,7 +241,7 @@ class OrchestrationDispatcher:
                 raise
             except Exception as exc:
                 if not storage_health.failed(self._storage, exc):
-                    logger.exception("hub %s: polling %s failed", self._hub_name, queue.name)
+                    self._log.exception("polling %s failed", queue.name)
                 await backoff.wait()
                 continue
             if not messages:
@@ -294,11 +294,7 @@ class OrchestrationDispatcher:
                 except OwnershipLostError:
                     # The history changed behind the cache (a purge, another worker) or was not empty
                     # after all: once more from storage.
-                    logger.info(
-                        "hub %s instance %s: history in memory was stale; reloading",
-                        self._hub_name,
-                        instance_id,
-                    )
+                    self._log.instance(instance_id).info("history in memory was stale; reloading")
             return await self._attempt(session, await self._load(instance_id), messages, row)
         except OwnershipLostError:
             await asyncio.gather(*(self._abandon(m) for m in messages), return_exceptions=True)
@@ -306,9 +302,7 @@ class OrchestrationDispatcher:
         except Exception as exc:
             poison: list[ReceivedMessage] = []
             if not storage_health.failed(self._storage, exc):
-                logger.exception(
-                    "hub %s instance %s: episode failed; messages abandoned", self._hub_name, instance_id
-                )
+                self._log.instance(instance_id).exception("episode failed; messages abandoned")
                 poison = [m for m in messages if m.dequeue_count > POISON_DEQUEUE_COUNT]
             if poison:
                 await self._quarantine(instance_id, poison, exc)
@@ -335,11 +329,9 @@ class OrchestrationDispatcher:
                 await self._delete(message)
             await self._hub.instances.quarantined(instance_id, reason)
         except Exception:
-            logger.warning(
-                "hub %s instance %s: quarantine failed", self._hub_name, instance_id, exc_info=True
-            )
+            self._log.instance(instance_id).warning("quarantine failed", exc_info=True)
             return
-        logger.error("hub %s instance %s: %s", self._hub_name, instance_id, reason)
+        self._log.instance(instance_id).error("%s", reason)
 
     def _queue_of(self, message: ReceivedMessage) -> MessageQueue:
         """The queue holding ``message``: a control queue, or the work-item queue for a direct result."""
@@ -404,7 +396,7 @@ class OrchestrationDispatcher:
     async def _terminate_pending(self, instance_id: str, event: ExecutionTerminatedEvent) -> None:
         """Mark a never-started instance Terminated; its start message, if it comes, will not run."""
         if await self._hub.instances.terminated_before_start(instance_id, event):
-            logger.info("hub %s instance %s: terminated before it started", self._hub_name, instance_id)
+            self._log.instance(instance_id).info("terminated before it started")
 
     async def _load(self, instance_id: str) -> Execution:
         load = await self._hub.tracking.load_history(instance_id)

@@ -20,6 +20,7 @@ from datetime import timedelta
 from durable_ext.client import TaskHubClient
 from durable_ext.config import InstanceRetentionOptions
 from durable_ext.history import OrchestrationStatus, utc_now
+from durable_ext.logs import hub_log
 from durable_ext.storage.outage import storage_health
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class InstancePurger:
         self._options = options
         self._is_leader = is_leader
         self._hub_name = client.hub.names.hub
+        self._log = hub_log(logger, self._hub_name)
         self._storage = client.hub.account.describe()
         self._task: asyncio.Task[None] | None = None
         self._retentions: list[tuple[OrchestrationStatus, timedelta]] = [
@@ -89,7 +91,7 @@ class InstancePurger:
             except Exception as exc:
                 # Storage hiccups must not end the loop: the next round tries again.
                 if not storage_health.failed(self._storage, exc):
-                    logger.exception("hub %s: purging ended instances failed; retrying later", self._hub_name)
+                    self._log.exception("purging ended instances failed; retrying later")
             else:
                 storage_health.succeeded(self._storage)
             await asyncio.sleep(interval)

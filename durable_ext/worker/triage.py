@@ -28,6 +28,7 @@ from durable_ext.history import (
     OrchestrationStatus,
     TimerFiredEvent,
 )
+from durable_ext.logs import hub_log
 from durable_ext.storage.queues import ReceivedMessage
 from durable_ext.storage.tracking import InstanceState
 
@@ -147,6 +148,7 @@ class _Batch:
         self.replay_terminal = replay_terminal
         self.hub_name = hub_name
         self.decisions = Decisions()
+        self.log = hub_log(logger, hub_name).instance(history.instance_id)
         self.starting: ExecutionStartedEvent | None = None
         # Read the history once per batch, not once per message: it can hold thousands of events.
         self.started = history.started
@@ -221,12 +223,7 @@ class _Batch:
             self.decisions.terminated_before_start = event
             self.decisions.discard.append(message)
         elif message.dequeue_count > NO_HISTORY_DEQUEUE_LIMIT:
-            logger.warning(
-                "hub %s instance %s: %s for an instance with no history discarded",
-                self.hub_name,
-                self.history.instance_id,
-                event.event_type.name,
-            )
+            self.log.warning("%s for an instance with no history discarded", event.event_type.name)
             self.decisions.discard.append(message)
         else:
             self.decisions.abandon.append(message)
@@ -243,12 +240,7 @@ class _Batch:
             self.decisions.consume.append(message)
             return
         status = completed.orchestration_status.name if completed is not None else "Running"
-        logger.info(
-            "hub %s instance %s: rewind of a %s instance ignored; only failed instances can be rewound",
-            self.hub_name,
-            self.history.instance_id,
-            status,
-        )
+        self.log.info("rewind of a %s instance ignored; only failed instances can be rewound", status)
         self.decisions.discard.append(message)
 
     def _after_end(self, message: ReceivedMessage) -> None:
@@ -259,12 +251,7 @@ class _Batch:
         if self.replay_terminal:
             self.decisions.consume.append(message)
             return
-        logger.info(
-            "hub %s instance %s: %s for a completed instance discarded",
-            self.hub_name,
-            self.history.instance_id,
-            message.data.event.event_type.name,
-        )
+        self.log.info("%s for a completed instance discarded", message.data.event.event_type.name)
         self.decisions.discard.append(message)
 
     def _result_or_other(self, message: ReceivedMessage) -> None:
@@ -306,12 +293,8 @@ def judge_start(
         )
     if started is None or history.completed is not None:
         return Verdict.ACCEPT
-    logger.warning(
-        "hub %s instance %s: start of execution %s ignored: execution %s is still running",
-        hub_name,
-        history.instance_id,
-        execution_id,
-        history.execution_id,
+    hub_log(logger, hub_name).instance(history.instance_id).warning(
+        "start of execution %s ignored: execution %s is still running", execution_id, history.execution_id
     )
     return Verdict.DISCARD
 
@@ -328,10 +311,8 @@ def _judge_client_start(
     if row is None or row.execution_id is None or row.execution_id != execution_id:
         superseded = row is not None and row.execution_id is not None and row.generation >= event.generation
         if superseded or dequeue_count >= START_ROW_DEQUEUE_LIMIT:
-            logger.warning(
-                "hub %s instance %s: start of execution %s dropped: the Instances row names %s",
-                hub_name,
-                history.instance_id,
+            hub_log(logger, hub_name).instance(history.instance_id).warning(
+                "start of execution %s dropped: the Instances row names %s",
                 execution_id,
                 row.execution_id if row is not None else "nothing",
             )

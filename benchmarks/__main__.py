@@ -26,7 +26,7 @@ from typing import Any
 from benchmarks.harness import BenchEnv, BenchmarkError, configure_logging, load_bench_app
 from benchmarks.probe import ProbeResult
 from benchmarks.scenarios import FULL, QUICK, SCENARIOS, Measurement, Sizes
-from durable_ext.host.app_loader import FunctionRegistry
+from durable_ext.app_loader import FunctionRegistry
 from durable_ext.host.azurite import AZURITE_VERSION, Azurite
 
 REPO_DIR = Path(__file__).resolve().parent.parent

@@ -27,10 +27,10 @@ from typing import Any
 
 from benchmarks.counting import CountingAccount, RequestCounter
 from benchmarks.probe import ProbeResult, probe_storage
+from durable_ext.app_loader import FunctionRegistry, load_app
 from durable_ext.client import OrchestrationState, TaskHubClient
 from durable_ext.config import DurableTaskOptions
 from durable_ext.history import OrchestrationStatus
-from durable_ext.host.app_loader import FunctionRegistry, load_app
 from durable_ext.storage.account import StorageAccount
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.worker.engine import Engine

@@ -17,6 +17,7 @@ Embedding in a few lines::
             state = await client.wait_for_completion(instance_id, timeout=60)
 """
 
+from durable_ext.app_loader import FunctionRegistry, load_app
 from durable_ext.client import (
     EntityQueryResult,
     EntitySnapshot,
@@ -53,7 +54,6 @@ from durable_ext.errors import (
 )
 from durable_ext.executor import ExecutionRequest, OrchestrationExecutor, OrchestratorRun
 from durable_ext.history import OrchestrationStatus
-from durable_ext.host.app_loader import FunctionRegistry, load_app
 from durable_ext.host.azurite import Azurite
 from durable_ext.host.local import LocalHost, LocalHostOptions
 from durable_ext.storage.account import StorageAccount

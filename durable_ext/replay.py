@@ -56,6 +56,7 @@ from azure.durable_functions.models.history.HistoryEventType import HistoryEvent
 from azure.durable_functions.models.Task import AtomicTask, RetryAbleTask, TaskBase
 from azure.durable_functions.models.TaskOrchestrationExecutor import TaskOrchestrationExecutor
 
+from durable_ext.app_loader import FunctionKind, FunctionRegistry
 from durable_ext.executor import (
     ActionKind,
     ExecutionRequest,
@@ -74,7 +75,6 @@ from durable_ext.history import (
     HistoryEvent,
     event_to_json,
 )
-from durable_ext.host.app_loader import FunctionKind, FunctionRegistry
 from durable_ext.wire import TYPE_KEY, parse_datetime
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from durable_ext.host.app_loader import FunctionRegistry, load_app
+from durable_ext.app_loader import FunctionRegistry, load_app
 from durable_ext.host.azurite import Azurite
 from durable_ext.storage.account import StorageAccount
 from durable_ext.storage.taskhub import TaskHub

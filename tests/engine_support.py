@@ -9,8 +9,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from durable_ext.app_loader import FunctionRegistry
 from durable_ext.config import DurableTaskOptions
-from durable_ext.host.app_loader import FunctionRegistry
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.worker.engine import Engine
 from durable_ext.worker.partitions import PartitionManagerOptions

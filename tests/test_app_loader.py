@@ -1,4 +1,4 @@
-"""Tests of durable_ext.host.app_loader: importing function_app.py and indexing its functions.
+"""Tests of durable_ext.app_loader: importing function_app.py and indexing its functions.
 
 No storage is involved: the sample app at the repository root and small apps written to tmp_path are
 imported and their registries inspected.
@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from durable_ext.errors import AppLoadError, DurableExtError
-from durable_ext.host.app_loader import (
+from durable_ext.app_loader import (
     ALL_HTTP_METHODS,
     FunctionKind,
     FunctionRegistry,
     RegisteredFunction,
     load_app,
 )
+from durable_ext.errors import AppLoadError, DurableExtError
 
 REPO_DIR = Path(__file__).resolve().parents[1]
 

@@ -22,6 +22,7 @@ from azure.durable_functions.models.utils import http_utils
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
+from durable_ext.app_loader import FunctionRegistry
 from durable_ext.client import TaskHubClient
 from durable_ext.entities import SchedulerState, entity_status_json
 from durable_ext.history import OrchestrationStatus
@@ -31,7 +32,6 @@ from durable_ext.host.api import (
     client_binding_json,
     management_routes,
 )
-from durable_ext.host.app_loader import FunctionRegistry
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.storage.tracking import InstanceState
 from tests.test_management_api import TIMEOUT, _queued_messages, _rows, _serve

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from durable_ext.app_loader import FunctionRegistry
 from durable_ext.client import TaskHubClient
 from durable_ext.history import EventType, HistoryEvent, OrchestrationStatus
-from durable_ext.host.app_loader import FunctionRegistry
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.worker import holds
 from durable_ext.worker.engine import Engine

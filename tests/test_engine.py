@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from durable_ext.app_loader import FunctionRegistry
 from durable_ext.client import OrchestrationState, TaskHubClient
 from durable_ext.config import DurableTaskOptions
 from durable_ext.history import EventType, HistoryEvent, OrchestrationStatus, OrchestratorStartedEvent
-from durable_ext.host.app_loader import FunctionRegistry
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.worker.engine import Engine
 from durable_ext.worker.session import Execution, SessionCache

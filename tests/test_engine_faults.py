@@ -11,6 +11,7 @@ import pytest
 from azure.core.exceptions import HttpResponseError
 from azure.storage.queue.aio import QueueClient
 
+from durable_ext.app_loader import FunctionRegistry
 from durable_ext.client import TaskHubClient
 from durable_ext.config import StorageProviderOptions
 from durable_ext.errors import OwnershipLostError
@@ -25,7 +26,6 @@ from durable_ext.history import (
     TimerFiredEvent,
     utc_now,
 )
-from durable_ext.host.app_loader import FunctionRegistry
 from durable_ext.messages import MessageData, TaskMessage
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.storage.tracking import InstanceState

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from azure.durable_functions.models.entities.ResponseMessage import ResponseMessage
 
+from durable_ext.app_loader import FunctionKind, FunctionRegistry, load_app
 from durable_ext.entities import (
     EntityRequest,
     EntityResponse,
@@ -41,7 +42,6 @@ from durable_ext.history import (
     OrchestratorCompletedEvent,
     OrchestratorStartedEvent,
 )
-from durable_ext.host.app_loader import FunctionKind, FunctionRegistry, load_app
 from durable_ext.replay import run_orchestrator
 
 APP_DIR = Path(__file__).parent / "apps" / "entity_app"

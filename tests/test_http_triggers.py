@@ -25,8 +25,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import BaseRoute
 
+from durable_ext.app_loader import FunctionRegistry, load_app
 from durable_ext.errors import AppLoadError
-from durable_ext.host.app_loader import FunctionRegistry, load_app
 from durable_ext.host.http import InvocationRecord, functions_route_template, http_trigger_routes
 
 APP_DIR = Path(__file__).resolve().parent / "apps" / "http_app"

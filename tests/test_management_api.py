@@ -28,6 +28,7 @@ from azure.durable_functions.models.utils import http_utils
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
+from durable_ext.app_loader import FunctionRegistry
 from durable_ext.client import DEFAULT_MAX_PAYLOAD_BYTES, TaskHubClient
 from durable_ext.config import InstanceRetentionOptions
 from durable_ext.history import OrchestrationStatus
@@ -37,7 +38,6 @@ from durable_ext.host.api import (
     client_binding_json,
     management_routes,
 )
-from durable_ext.host.app_loader import FunctionRegistry
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.storage.tracking import InstanceQuery, escape_partition_key
 from durable_ext.worker.engine import Engine

@@ -6,12 +6,12 @@ import json
 from datetime import timedelta
 from typing import Any
 
+from durable_ext.app_loader import FunctionRegistry
 from durable_ext.client import TaskHubClient
 from durable_ext.config import StorageProviderOptions
 from durable_ext.doctor import FindingKind, diagnose, repair
 from durable_ext.errors import StorageUnreachableError
 from durable_ext.history import EventType, OrchestrationStatus
-from durable_ext.host.app_loader import FunctionRegistry
 from durable_ext.storage.quarantine import POISON_DEQUEUE_COUNT
 from durable_ext.storage.queues import MessageQueue
 from durable_ext.storage.taskhub import TaskHub

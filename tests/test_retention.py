@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from durable_ext.app_loader import FunctionRegistry
 from durable_ext.client import TaskHubClient
 from durable_ext.config import InstanceRetentionOptions, load_config
 from durable_ext.errors import ConfigError
 from durable_ext.history import OrchestrationStatus
-from durable_ext.host.app_loader import FunctionRegistry
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.worker.engine import Engine
 from durable_ext.worker.retention import InstancePurger

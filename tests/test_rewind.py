@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from durable_ext.app_loader import FunctionRegistry
 from durable_ext.client import TaskHubClient, client_message
 from durable_ext.errors import InstanceGoneError, InstanceNotFoundError, InvalidInstanceStateError
 from durable_ext.history import (
@@ -25,7 +26,6 @@ from durable_ext.history import (
     TaskScheduledEvent,
     TimerCreatedEvent,
 )
-from durable_ext.host.app_loader import FunctionRegistry
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.worker.engine import Engine
 from durable_ext.worker.rewind import rewind_history, rewound_execution_id

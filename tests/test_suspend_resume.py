@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from durable_ext.app_loader import FunctionRegistry
 from durable_ext.client import TaskHubClient
 from durable_ext.history import EventType, OrchestrationStatus, TaskScheduledEvent
-from durable_ext.host.app_loader import FunctionRegistry
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.worker.engine import Engine
 from tests.engine_support import poll

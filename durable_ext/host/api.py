@@ -66,6 +66,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from durable_ext.app_loader import FunctionKind
 from durable_ext.client import (
     DEFAULT_QUERY_PAGE_SIZE,
     ENTITY_CLEAN_MIN_IDLE,
@@ -87,7 +88,6 @@ from durable_ext.errors import (
     ValidationError,
 )
 from durable_ext.history import EventType, HistoryEvent, OrchestrationStatus
-from durable_ext.host.app_loader import FunctionKind
 from durable_ext.host.guard import MAX_BODY_BYTES, presents_key, read_body
 from durable_ext.host.openapi import openapi_document
 from durable_ext.storage.outage import describe_outage, storage_health

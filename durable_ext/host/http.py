@@ -49,8 +49,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import Scope
 
+from durable_ext.app_loader import FunctionRegistry, HttpRoute, RegisteredFunction
 from durable_ext.errors import AppLoadError
-from durable_ext.host.app_loader import FunctionRegistry, HttpRoute, RegisteredFunction
 from durable_ext.host.guard import KEY_HEADER, KEY_QUERY_PARAM, MAX_BODY_BYTES, presents_key, read_body
 
 logger = logging.getLogger(__name__)

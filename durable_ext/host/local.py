@@ -27,6 +27,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import BaseRoute, Mount
 
+from durable_ext.app_loader import FunctionKind, FunctionRegistry, load_app
 from durable_ext.client import TaskHubClient
 from durable_ext.config import HostConfig, load_config
 from durable_ext.errors import ConfigError
@@ -36,7 +37,6 @@ from durable_ext.host.api import (
     df_client_body_limit,
     management_routes,
 )
-from durable_ext.host.app_loader import FunctionKind, FunctionRegistry, load_app
 from durable_ext.host.azurite import DEFAULT_PORTS, Azurite, AzuritePorts, dev_connection_string, ports_answer
 from durable_ext.host.guard import MAX_BODY_BYTES, check_system_key, presents_key
 from durable_ext.host.http import InvocationRecord, http_trigger_routes

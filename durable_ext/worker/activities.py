@@ -21,8 +21,8 @@ from typing import Any, Protocol
 from azure.functions import meta
 from azure.functions.durable_functions import ActivityTriggerConverter
 
+from durable_ext.app_loader import FunctionKind, FunctionRegistry, RegisteredFunction
 from durable_ext.history import FailureDetails, TaskCompletedEvent, TaskFailedEvent, TaskScheduledEvent
-from durable_ext.host.app_loader import FunctionKind, FunctionRegistry, RegisteredFunction
 from durable_ext.logs import hub_log
 from durable_ext.messages import MessageData, TaskMessage
 from durable_ext.storage.outage import storage_health

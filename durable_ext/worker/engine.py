@@ -14,9 +14,9 @@ import uuid
 from datetime import timedelta
 from types import TracebackType
 
+from durable_ext.app_loader import FunctionRegistry
 from durable_ext.client import TaskHubClient
 from durable_ext.config import DurableTaskOptions
-from durable_ext.host.app_loader import FunctionRegistry
 from durable_ext.logs import hub_log
 from durable_ext.storage.queues import ReceivedMessage
 from durable_ext.storage.taskhub import TaskHub

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime
 
+from durable_ext.app_loader import FunctionKind, FunctionRegistry
 from durable_ext.config import DurableTaskOptions
 from durable_ext.entities import (
     EntityBatchResult,
@@ -26,7 +27,6 @@ from durable_ext.history import (
     OrchestratorStartedEvent,
     utc_now,
 )
-from durable_ext.host.app_loader import FunctionKind, FunctionRegistry
 from durable_ext.messages import MessageData, TaskMessage
 from durable_ext.storage.instances import RowUpdate, entity_update
 from durable_ext.storage.queues import ReceivedMessage

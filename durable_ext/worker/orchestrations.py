@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
+from durable_ext.app_loader import FunctionRegistry
 from durable_ext.config import DurableTaskOptions
 from durable_ext.errors import OwnershipLostError
 from durable_ext.executor import (
@@ -29,7 +30,6 @@ from durable_ext.history import (
     ExecutionTerminatedEvent,
     utc_now,
 )
-from durable_ext.host.app_loader import FunctionRegistry
 from durable_ext.logs import hub_log
 from durable_ext.messages import MessageData
 from durable_ext.replay import DfOrchestrationExecutor

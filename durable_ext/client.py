@@ -29,6 +29,7 @@ from durable_ext.entities import (
 from durable_ext.errors import (
     InstanceExistsError,
     InstanceGoneError,
+    InstanceNotEndedError,
     InstanceNotFoundError,
     InvalidInstanceIdError,
     InvalidInstanceStateError,
@@ -102,6 +103,9 @@ _SUSPENDABLE_STATUSES = frozenset(
 _RESUMABLE_STATUSES = frozenset({OrchestrationStatus.Suspended})
 _REWINDABLE_STATUSES = frozenset({OrchestrationStatus.Failed})
 _ENDED_STATUSES = frozenset(status for status in OrchestrationStatus if status.is_terminal)
+MIN_POLL_INTERVAL = 0.01
+"""Shortest pause between two status reads of :meth:`TaskHubClient.wait_for_completion`."""
+
 DEFAULT_QUERY_PAGE_SIZE = 100
 """Instances per page of :meth:`TaskHubClient.query_instances` (DF's default ``top``)."""
 MAX_QUERY_PAGE_BYTES = 8 * 1024 * 1024
@@ -457,7 +461,8 @@ class TaskHubClient:
         """Poll the status until the instance is Completed, Failed, Terminated or Canceled.
 
         ContinuedAsNew is not an end: the next generation runs under the same ID. Raises TimeoutError,
-        naming the last status seen, when ``timeout`` seconds pass first.
+        naming the last status seen, when ``timeout`` seconds pass first. Polls at most every
+        :data:`MIN_POLL_INTERVAL` seconds whatever ``poll_interval`` asks: each poll is a storage read.
         """
         validate_instance_id(instance_id)
         loop = asyncio.get_running_loop()
@@ -478,7 +483,7 @@ class TaskHubClient:
                     f"hub {self._hub_name} instance {instance_id!r} did not complete within {timeout:g} s; "
                     f"{seen}"
                 )
-            await asyncio.sleep(min(poll_interval, remaining))
+            await asyncio.sleep(min(max(poll_interval, MIN_POLL_INTERVAL), remaining))
 
     async def query_instances(
         self,
@@ -512,7 +517,7 @@ class TaskHubClient:
     async def purge_instance(self, instance_id: str) -> int:
         """Delete an ended instance's history, blobs and Instances row; returns 1, or 0 if there is none.
 
-        Raises InvalidInstanceStateError while an orchestration has not ended: its worker would go on
+        Raises InstanceNotEndedError while an orchestration has not ended: its worker would go on
         writing history for an instance that no longer exists. Entities (``@name@key``) are always
         "Running" and may be purged as they are.
         """
@@ -522,7 +527,7 @@ class TaskHubClient:
             return 0
         if not instance_id.startswith("@") and row.runtime_status not in _ENDED_STATUSES:
             status = row.runtime_status.name if row.runtime_status is not None else "unknown"
-            raise InvalidInstanceStateError(
+            raise InstanceNotEndedError(
                 f"only instances that have ended can be purged; instance {instance_id!r} is {status}"
             )
         return 1 if await self._purge(row) else 0

@@ -6,14 +6,20 @@ the family with one ``except`` and still tell the cases apart by class.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
     from durable_ext.history import OrchestrationStatus
 
 
 class DurableExtError(Exception):
-    """Base class of every error raised by durable_ext."""
+    """Base class of every error raised by durable_ext.
+
+    :attr:`http_status` is the status the management API answers an error of that class with; the
+    API maps no class by hand.
+    """
+
+    http_status: ClassVar[int] = 500
 
 
 class ConfigError(DurableExtError):
@@ -25,6 +31,8 @@ class ConfigError(DurableExtError):
 
 class ValidationError(DurableExtError):
     """An argument from a caller (hub name, instance ID, payload) is not acceptable; nothing was written."""
+
+    http_status = 400
 
 
 class NotJsonError(ValidationError):
@@ -41,6 +49,14 @@ class InvalidInstanceIdError(ValidationError):
 
 class PayloadTooLargeError(ValidationError):
     """A payload exceeds the size durable_ext accepts."""
+
+    http_status = 413
+
+
+class NotSupportedError(DurableExtError):
+    """The request asks for a Durable Functions feature durable_ext does not offer (HTTP 501)."""
+
+    http_status = 501
 
 
 class StorageError(DurableExtError):
@@ -88,13 +104,17 @@ class InstanceExistsError(DurableExtError):
     :attr:`status` is that instance's runtime status (None if the row has none that is known).
     """
 
+    http_status = 409
+
     def __init__(self, message: str, status: OrchestrationStatus | None = None) -> None:
         super().__init__(message)
         self.status = status
 
 
 class InstanceNotFoundError(DurableExtError):
-    """No instance with the given ID exists in the task hub (HTTP 404)."""
+    """No instance (or entity) with the given ID exists in the task hub (HTTP 404)."""
+
+    http_status = 404
 
 
 class InvalidInstanceStateError(DurableExtError):
@@ -103,6 +123,8 @@ class InvalidInstanceStateError(DurableExtError):
     Durable Functions answers these with HTTP 410 Gone (raise event) or 400/409 (terminate, suspend, resume).
     """
 
+    http_status = 409
+
 
 class InstanceGoneError(InvalidInstanceStateError):
     """The instance has already ended (Completed, Failed, Terminated or Canceled): HTTP 410 Gone.
@@ -110,3 +132,11 @@ class InstanceGoneError(InvalidInstanceStateError):
     Raised instead of the plain :class:`InvalidInstanceStateError` when the operation needs a running
     instance, so that callers can tell "too late" from "not in the right state yet".
     """
+
+    http_status = 410
+
+
+class InstanceNotEndedError(InvalidInstanceStateError):
+    """The operation needs an ended instance (a purge): HTTP 412 Precondition Failed, as in DF."""
+
+    http_status = 412

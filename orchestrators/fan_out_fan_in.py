@@ -4,11 +4,16 @@ import azure.durable_functions as df
 
 from .blueprint import bp
 
+MAX_ITEMS = 1000
+"""The sample refuses bigger fan-outs: the input comes from any HTTP caller."""
+
 
 @bp.orchestration_trigger(context_name="context")
 def fan_out_fan_in(context: df.DurableOrchestrationContext):
-    """Square n work items in parallel and return the sum. Input: n (default 5)."""
+    """Square n work items in parallel and return the sum. Input: n (default 5, at most 1000)."""
     count = context.get_input() or 5
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_ITEMS:
+        raise ValueError(f"the input must be a number of work items from 1 to {MAX_ITEMS}, not {count!r}")
     work_items = yield context.call_activity("get_work_items", count)
 
     # Creating the tasks without yielding them schedules them all; they run in parallel.

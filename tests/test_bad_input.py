@@ -26,12 +26,8 @@ from durable_ext.app_loader import FunctionRegistry
 from durable_ext.client import TaskHubClient
 from durable_ext.entities import SchedulerState, entity_status_json
 from durable_ext.history import OrchestrationStatus
-from durable_ext.host.api import (
-    CONTINUATION_HEADER,
-    MANAGEMENT_PREFIX,
-    client_binding_json,
-    management_routes,
-)
+from durable_ext.host.api import CONTINUATION_HEADER, management_routes
+from durable_ext.host.df_json import MANAGEMENT_PREFIX, client_binding_json
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.storage.tracking import InstanceState
 from tests.test_management_api import TIMEOUT, _queued_messages, _rows, _serve
@@ -78,9 +74,7 @@ class Door:
 @pytest.fixture
 async def door(hub: TaskHub, registry: FunctionRegistry) -> AsyncIterator[Door]:
     client = TaskHubClient(hub)
-    routes = management_routes(
-        client, known_functions=lambda name, kind: registry.get(name, kind) is not None
-    )
+    routes = management_routes(client, functions=registry)
     async with AsyncExitStack() as stack:
         base_url = await stack.enter_async_context(
             _serve(Starlette(routes=[Mount(MANAGEMENT_PREFIX, routes=routes)]))

@@ -32,12 +32,8 @@ from durable_ext.app_loader import FunctionRegistry
 from durable_ext.client import DEFAULT_MAX_PAYLOAD_BYTES, TaskHubClient
 from durable_ext.config import InstanceRetentionOptions
 from durable_ext.history import OrchestrationStatus
-from durable_ext.host.api import (
-    CONTINUATION_HEADER,
-    MANAGEMENT_PREFIX,
-    client_binding_json,
-    management_routes,
-)
+from durable_ext.host.api import CONTINUATION_HEADER, management_routes
+from durable_ext.host.df_json import MANAGEMENT_PREFIX, client_binding_json
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.storage.tracking import InstanceQuery, escape_partition_key
 from durable_ext.worker.engine import Engine
@@ -134,7 +130,7 @@ async def serve_api(hub: TaskHub, engine: Engine, registry: FunctionRegistry) ->
         routes = management_routes(
             client,
             system_key=system_key,
-            known_functions=lambda name, kind: registry.get(name, kind) is not None,
+            functions=registry,
         )
         base_url = await stack.enter_async_context(
             _serve(Starlette(routes=[Mount(MANAGEMENT_PREFIX, routes=routes)]))

@@ -31,13 +31,9 @@ from durable_ext.app_loader import FunctionKind, FunctionRegistry, load_app
 from durable_ext.client import TaskHubClient
 from durable_ext.config import HostConfig, load_config
 from durable_ext.errors import ConfigError
-from durable_ext.host.api import (
-    MANAGEMENT_PREFIX,
-    client_binding_json,
-    df_client_body_limit,
-    management_routes,
-)
+from durable_ext.host.api import df_client_body_limit, management_routes, not_found_answer
 from durable_ext.host.azurite import DEFAULT_PORTS, Azurite, AzuritePorts, dev_connection_string, ports_answer
+from durable_ext.host.df_json import MANAGEMENT_PREFIX, client_binding_json
 from durable_ext.host.guard import MAX_BODY_BYTES, check_system_key, presents_key
 from durable_ext.host.http import InvocationRecord, http_trigger_routes
 from durable_ext.host.supervisor import supervise
@@ -202,14 +198,11 @@ class LocalHost:
             key = self.system_key if self.system_key and presents_key(request, self.system_key) else None
             return client_binding_json(origin, hub_name, connection, key, rpc_base_url=rpc_base)
 
-        def is_function(name: str, kind: FunctionKind) -> bool:
-            return registry.get(name, kind) is not None
-
         def api(system_key: str | None, max_body_bytes: int) -> list[BaseRoute]:
             return management_routes(
                 client,
                 system_key=system_key,
-                known_functions=is_function,
+                functions=registry,
                 connection_name=connection,
                 max_body_bytes=max_body_bytes,
             )
@@ -225,7 +218,7 @@ class LocalHost:
                 function_key=self.system_key,
             ),
         ]
-        return Starlette(routes=routes)
+        return Starlette(routes=routes, exception_handlers={404: not_found_answer})
 
     def stop(self) -> None:
         """Release what the host started (Azurite)."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta, tzinfo
 from importlib.metadata import PackageNotFoundError, version
@@ -66,6 +65,7 @@ from durable_ext.executor import (
     ScheduledAction,
     check_determinism,
 )
+from durable_ext.failures import orchestrator_failure
 from durable_ext.history import (
     EventType,
     ExecutionResumedEvent,
@@ -336,14 +336,11 @@ def _failed_state(name: str, exc: Exception) -> tuple[dict[str, Any], FailureDet
             state = {}
         message = head.strip()
     original = exc.__cause__ if exc.__cause__ is not None else exc
-    error_message = state.get("error") or message or type(original).__name__
-    stack = "".join(traceback.format_exception(original)) if original.__traceback__ is not None else None
-    details = FailureDetails(
-        error_type=type(original).__name__,
-        error_message=f"Orchestrator function '{name}' failed: {error_message}",
-        stack_trace=stack,
+    reason, details = orchestrator_failure(
+        name, state.get("error") or message or type(original).__name__, original.__traceback__
     )
-    return state, details
+    failure = FailureDetails(error_type=type(original).__name__, error_message=reason, stack_trace=details)
+    return state, failure
 
 
 def _action_json(action: Any) -> dict[str, Any]:

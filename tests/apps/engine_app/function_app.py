@@ -234,3 +234,20 @@ def big_status(context: df.DurableOrchestrationContext):
     yield context.wait_for_external_event("Go")
     context.set_custom_status({"done": "d" * size})
     return size
+
+
+@app.orchestration_trigger(context_name="context")
+def lets_activity_fail(context: df.DurableOrchestrationContext):
+    """Does not catch the failure of its activity."""
+    yield context.call_activity("always_fails", "unhandled")
+    return "not reached"
+
+
+@app.orchestration_trigger(context_name="context")
+def catches_child(context: df.DurableOrchestrationContext):
+    """Reports what the failure of its sub-orchestration ``raises`` looks like."""
+    try:
+        yield context.call_sub_orchestrator("raises", None, f"{context.instance_id}-child")
+    except Exception as error:
+        return str(error)
+    return "not reached"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from durable_ext.config import DurableTaskOptions
 from durable_ext.entities import delivery_event, event_sent_for_call
@@ -53,8 +53,6 @@ from durable_ext.worker.triage import Decisions
 
 logger = logging.getLogger(__name__)
 
-MAX_TIMER_HOP = timedelta(days=6)
-"""Longest queue delay of a timer message; longer timers hop (Azure Queues cap delays at 7 days)."""
 MAX_GENERATIONS_PER_WORK_ITEM = 20
 """Continue-as-new generations run back to back before the rest goes through the queue again."""
 
@@ -341,7 +339,9 @@ class EpisodePlanner:
             elif action.kind is ActionKind.TIMER:
                 assert action.fire_at is not None
                 fired = TimerFiredEvent(timer_id=action.event_id, fire_at=action.fire_at, timestamp=now)
-                delay = min(action.fire_at - now, MAX_TIMER_HOP)
+                # A timer df did not split (a retry's wait) hops towards its time: triage sends it
+                # round again when it arrives early.
+                delay = min(action.fire_at - now, self._options.storage_provider.max_timer_delay)
                 queue = self._hub.control_queue_for(sender.instance_id)
                 out.append(
                     Outbound(

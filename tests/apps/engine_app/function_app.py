@@ -251,3 +251,33 @@ def catches_child(context: df.DurableOrchestrationContext):
     except Exception as error:
         return str(error)
     return "not reached"
+
+
+@app.orchestration_trigger(context_name="context")
+def long_timer(context: df.DurableOrchestrationContext):
+    """Waits ``input`` seconds on one durable timer."""
+    yield context.create_timer(context.current_utc_datetime + datetime.timedelta(seconds=context.get_input()))
+    return "fired"
+
+
+@app.orchestration_trigger(context_name="context")
+def long_timer_or_event(context: df.DurableOrchestrationContext):
+    """Waits ``input`` seconds or for the event "Go", whichever comes first."""
+    timer = context.create_timer(
+        context.current_utc_datetime + datetime.timedelta(seconds=context.get_input())
+    )
+    event = context.wait_for_external_event("Go")
+    winner = yield context.task_any([timer, event])
+    if winner == event:
+        timer.cancel()
+        return f"event: {event.result}"
+    return "timer"
+
+
+@app.orchestration_trigger(context_name="context")
+def slow_retry(context: df.DurableOrchestrationContext):
+    """``flaky`` with ``input`` milliseconds between attempts."""
+    options = df.RetryOptions(
+        first_retry_interval_in_milliseconds=context.get_input(), max_number_of_attempts=3
+    )
+    return (yield context.call_activity_with_retry("flaky", options, context.instance_id))

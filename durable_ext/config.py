@@ -80,6 +80,13 @@ class StorageProviderOptions:
     allow_replaying_terminal_instances: bool = False
     use_table_partition_management: bool = True
     fetch_large_messages_automatically: bool = True
+    max_timer_delay: timedelta = timedelta(days=6)
+    """Longest wait of one durable timer, and of one timer message in a queue (Azure Queues refuse
+    delays over 7 days): the provider's ``MaximumDelayTime``. df splits a longer timer into
+    ``long_timer_interval`` steps. Fixed in Durable Functions, so not read from host.json; tests
+    shorten it."""
+    long_timer_interval: timedelta = timedelta(days=3)
+    """One step of a split timer: the provider's ``LongRunningTimerIntervalLength``."""
 
 
 @dataclass(frozen=True)

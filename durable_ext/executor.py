@@ -121,6 +121,8 @@ class OrchestratorRun:
     output: str | None = None
     """Result as JSON text, when the orchestrator returned."""
     failure: FailureDetails | None = None
+    """Why the orchestrator failed: ``error_message`` is the text the failure reads
+    (durable_ext/failures.py), ``stack_trace`` its details."""
     continue_as_new: bool = False
     continue_as_new_input: str | None = None
     custom_status: str | None = None

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import json
 import logging
-import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -66,6 +66,7 @@ from durable_ext.executor import (
     ScheduledAction,
     check_determinism,
 )
+from durable_ext.failures import orchestrator_failure
 from durable_ext.history import (
     EventType,
     ExecutionResumedEvent,
@@ -75,7 +76,7 @@ from durable_ext.history import (
     HistoryEvent,
     event_to_json,
 )
-from durable_ext.wire import TYPE_KEY, parse_datetime
+from durable_ext.wire import TYPE_KEY, format_timespan, parse_datetime
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +102,26 @@ _ACTION_KINDS = {
 }
 
 
+@dataclass(frozen=True)
+class TimerSplit:
+    """When df splits a durable timer: one longer than ``max_delay`` waits in steps of ``interval``.
+
+    The extension hands both to df in the context JSON (the Azure Storage provider's 6 and 3 days), so
+    a long timer is a chain of ordinary timers in history, never a message that waits past what a
+    queue allows.
+    """
+
+    max_delay: timedelta
+    interval: timedelta
+
+    def context_members(self) -> dict[str, str]:
+        """The context JSON members df reads them from."""
+        return {
+            "maximumShortTimerDuration": format_timespan(self.max_delay),
+            "longRunningTimerIntervalDuration": format_timespan(self.interval),
+        }
+
+
 class _RecordingContext(DurableOrchestrationContext):  # type: ignore[misc]
     """df's orchestration context, noting each sequence number it hands out and to what."""
 
@@ -116,6 +137,8 @@ class _RecordingContext(DurableOrchestrationContext):  # type: ignore[misc]
         new_events_start: int,
         parent_instance_id: str | None,
         forms: DfEventForms | None = None,
+        *,
+        timer_split: TimerSplit | None = None,
     ) -> _RecordingContext:
         """The context df's ``from_json`` builds from the Functions host's context JSON, without its cost.
 
@@ -137,6 +160,7 @@ class _RecordingContext(DurableOrchestrationContext):  # type: ignore[misc]
             parentInstanceId=parent_instance_id,
             input=started.input if started is not None else None,
             upperSchemaVersion=DF_SCHEMA_VERSION,
+            **(timer_split.context_members() if timer_split is not None else {}),
         )
         # The time zone object df's own parse produced, so every timestamp is of the same kind.
         tz = context.decision_started_event.timestamp.tzinfo
@@ -281,6 +305,7 @@ def run_orchestrator(
     new_events_start: int,
     parent_instance_id: str | None = None,
     forms: DfEventForms | None = None,
+    timer_split: TimerSplit | None = None,
 ) -> OrchestratorRun:
     """Run a df orchestrator (the callable df's decorator registered) over ``events``.
 
@@ -291,7 +316,9 @@ def run_orchestrator(
     generator_function = getattr(user_function, "orchestrator_function", None)
     if generator_function is None:
         raise TypeError(f"{name!r} is not an azure-functions-durable orchestrator")
-    context = _RecordingContext.for_history(instance_id, events, new_events_start, parent_instance_id, forms)
+    context = _RecordingContext.for_history(
+        instance_id, events, new_events_start, parent_instance_id, forms, timer_split=timer_split
+    )
     # What df's own wrapper does before handing the context to the generator.
     context._input_expected_type = getattr(user_function, "_df_input_type", None)
     state: dict[str, Any]
@@ -336,14 +363,12 @@ def _failed_state(name: str, exc: Exception) -> tuple[dict[str, Any], FailureDet
             state = {}
         message = head.strip()
     original = exc.__cause__ if exc.__cause__ is not None else exc
-    error_message = state.get("error") or message or type(original).__name__
-    stack = "".join(traceback.format_exception(original)) if original.__traceback__ is not None else None
-    details = FailureDetails(
-        error_type=type(original).__name__,
-        error_message=f"Orchestrator function '{name}' failed: {error_message}",
-        stack_trace=stack,
+    reason, details = orchestrator_failure(
+        name, state.get("error") or message or type(original).__name__, original.__traceback__
     )
-    return state, details
+    return state, FailureDetails(
+        error_type=type(original).__name__, error_message=reason, stack_trace=details
+    )
 
 
 def _action_json(action: Any) -> dict[str, Any]:
@@ -420,8 +445,9 @@ def _retry_step(
 class DfOrchestrationExecutor:
     """:class:`~durable_ext.executor.OrchestrationExecutor` for the Python orchestrators of an app."""
 
-    def __init__(self, registry: FunctionRegistry) -> None:
+    def __init__(self, registry: FunctionRegistry, timer_split: TimerSplit | None = None) -> None:
         self._registry = registry
+        self._timer_split = timer_split
 
     def has_orchestrator(self, name: str) -> bool:
         """Whether the app registered an orchestrator called ``name``."""
@@ -443,5 +469,6 @@ class DfOrchestrationExecutor:
             request.events,
             new_events_start=request.new_events_start,
             parent_instance_id=request.parent_instance_id,
+            timer_split=self._timer_split,
             forms=memo if isinstance(memo, DfEventForms) else None,
         )

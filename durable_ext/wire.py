@@ -16,7 +16,7 @@ import sys
 import types
 import typing
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, TypeVar, Union
 
 from durable_ext.errors import MessageFormatError, NotJsonError, ValidationError
@@ -156,6 +156,17 @@ def format_datetime(value: datetime) -> str:
     if value.microsecond:
         text += "." + f"{value.microsecond:06d}".rstrip("0")
     return text + "Z"
+
+
+def format_timespan(value: timedelta) -> str:
+    """.NET's constant TimeSpan format (``[-][d.]hh:mm:ss[.fffffff]``), as Newtonsoft writes a TimeSpan."""
+    sign = "-" if value < timedelta(0) else ""
+    value = abs(value)
+    hours, rest = divmod(value.seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    days = f"{value.days}." if value.days else ""
+    fraction = f".{value.microseconds * 10:07d}" if value.microseconds else ""
+    return f"{sign}{days}{hours:02d}:{minutes:02d}:{seconds:02d}{fraction}"
 
 
 def parse_datetime(text: str) -> datetime:

@@ -152,11 +152,11 @@ async def test_activity_retry_succeeds_on_third_attempt(hub: TaskHub, client: Ta
 async def test_orchestrator_catches_an_activity_failure(hub: TaskHub, client: TaskHubClient) -> None:
     state = await _run(client, "catches", None, "catch-1")
     assert state.runtime_status is OrchestrationStatus.Completed
-    assert "caught: nope" in json.loads(state.output or "null")
+    assert json.loads(state.output or "null").startswith("caught: Activity function 'always_fails' failed: ")
     events = await _history(hub, "catch-1")
     _assert_well_formed(events)
     failed = next(e for e in events if e.event_type is EventType.TaskFailed)
-    assert failed.failure_details.error_type == "ValueError"
+    assert failed.reason == "Activity function 'always_fails' failed:  ValueError: nope"
 
 
 async def test_orchestrator_that_raises_fails_the_instance(hub: TaskHub, client: TaskHubClient) -> None:
@@ -167,7 +167,7 @@ async def test_orchestrator_that_raises_fails_the_instance(hub: TaskHub, client:
     _assert_well_formed(events)
     completed = next(e for e in events if e.event_type is EventType.ExecutionCompleted)
     assert completed.orchestration_status is OrchestrationStatus.Failed
-    assert completed.failure_details.error_type == "RuntimeError"
+    assert completed.result == "Orchestrator function 'raises' failed: orchestrator gave up"
 
 
 async def test_unknown_orchestrator_fails_clearly(client: TaskHubClient) -> None:

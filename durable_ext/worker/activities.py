@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import traceback
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any, Protocol
@@ -22,6 +21,7 @@ from azure.functions import meta
 from azure.functions.durable_functions import ActivityTriggerConverter
 
 from durable_ext.app_loader import FunctionKind, FunctionRegistry, RegisteredFunction
+from durable_ext.failures import activity_failure, missing_activity_failure
 from durable_ext.history import FailureDetails, TaskCompletedEvent, TaskFailedEvent, TaskScheduledEvent
 from durable_ext.logs import hub_log
 from durable_ext.messages import MessageData, TaskMessage
@@ -261,10 +261,12 @@ class ActivityDispatcher:
     async def _outcome(
         self, function: RegisteredFunction | None, name: str, event: TaskScheduledEvent, instance_id: str
     ) -> TaskCompletedEvent | TaskFailedEvent:
+        if function is None:
+            reason, details = missing_activity_failure(name)
+            self._log.instance(instance_id).warning("%s", reason)
+            return TaskFailedEvent(task_scheduled_id=event.event_id, reason=reason, details=details)
         started = asyncio.get_running_loop().time()
         try:
-            if function is None:
-                raise ActivityError(f"The activity function '{name}' doesn't exist.")
             if function.is_async:
                 value = await invoke_activity(function, event.input)
             else:
@@ -277,15 +279,8 @@ class ActivityDispatcher:
             self._log.instance(instance_id).info(
                 "activity %s (task %d) failed after %.0f ms: %s", name, event.event_id, elapsed, exc
             )
-            details = "".join(traceback.format_exception(exc))
-            return TaskFailedEvent(
-                task_scheduled_id=event.event_id,
-                reason=str(exc) or type(exc).__name__,
-                details=details,
-                failure_details=FailureDetails(
-                    error_type=type(exc).__name__, error_message=str(exc), stack_trace=details
-                ),
-            )
+            reason, details = activity_failure(name, exc)
+            return TaskFailedEvent(task_scheduled_id=event.event_id, reason=reason, details=details)
         self._log.instance(instance_id).debug(
             "activity %s (task %d) completed in %.0f ms",
             name,

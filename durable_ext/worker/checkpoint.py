@@ -14,7 +14,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from durable_ext.entities import request_from_event
 from durable_ext.history import EventRaisedEvent, HistoryEvent, TimerFiredEvent, utc_now
@@ -22,7 +22,6 @@ from durable_ext.logs import hub_log
 from durable_ext.storage.outage import storage_health
 from durable_ext.storage.queues import Handoff, ReceivedMessage
 from durable_ext.storage.taskhub import TaskHub
-from durable_ext.worker.episode import MAX_TIMER_HOP
 from durable_ext.worker.session import Checkpoint
 
 logger = logging.getLogger(__name__)
@@ -34,9 +33,17 @@ class Checkpointer:
     """Writes checkpoints for one dispatcher; ``delete`` and ``abandon`` settle its messages."""
 
     def __init__(
-        self, hub: TaskHub, handoff: Handoff, *, delete: MessageAction, abandon: MessageAction
+        self,
+        hub: TaskHub,
+        handoff: Handoff,
+        *,
+        delete: MessageAction,
+        abandon: MessageAction,
+        max_timer_delay: timedelta,
     ) -> None:
+        """``max_timer_delay`` is the longest a message may wait in the queue before it is due."""
         self._hub = hub
+        self._max_delay = max_timer_delay
         self._handoff = handoff
         self._delete = delete
         self._abandon = abandon
@@ -88,7 +95,7 @@ class Checkpointer:
         queue = self._hub.control_queue_for(instance_id)
         now = utc_now()
         for message in messages:
-            await queue.send(message.data, delay=min(_due(message.data.event) - now, MAX_TIMER_HOP))
+            await queue.send(message.data, delay=min(_due(message.data.event) - now, self._max_delay))
 
     async def drain(self) -> None:
         """Wait for every Instances write in flight."""

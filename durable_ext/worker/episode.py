@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from durable_ext.config import DurableTaskOptions
 from durable_ext.entities import delivery_event, event_sent_for_call
@@ -53,8 +53,6 @@ from durable_ext.worker.triage import Decisions
 
 logger = logging.getLogger(__name__)
 
-MAX_TIMER_HOP = timedelta(days=6)
-"""Longest queue delay of a timer message; longer timers hop (Azure Queues cap delays at 7 days)."""
 MAX_GENERATIONS_PER_WORK_ITEM = 20
 """Continue-as-new generations run back to back before the rest goes through the queue again."""
 
@@ -233,8 +231,12 @@ class EpisodePlanner:
         outbound.extend(
             self._messages(sender, name, list(zip(scheduled, recorded, strict=True)), episode_number, now)
         )
+        if failure is not None:
+            self._log.instance(execution.instance_id).warning(
+                "%s\n%s", failure.error_message, failure.stack_trace or ""
+            )
         if completion is not None and not isinstance(completion, ContinueAsNewEvent):
-            outbound.extend(self._to_parent(started, completion))
+            outbound.extend(self._to_parent(started, completion, failure))
         update = self._status(execution, new_events, run, now)
         return EpisodeResult(new_events, update, run.unconsumed_events if run is not None else [])
 
@@ -287,12 +289,13 @@ class EpisodePlanner:
         self, run: OrchestratorRun | None, failure: FailureDetails | None, *, next_id: int, now: datetime
     ) -> HistoryEvent | None:
         if failure is not None:
+            # The extension serializes exceptions rather than writing FailureDetails, so the failure
+            # text is the Result, and the Instances row's Output (durable_ext/failures.py).
             return ExecutionCompletedEvent(
                 event_id=next_id,
                 timestamp=now,
                 orchestration_status=OrchestrationStatus.Failed,
                 result=failure.error_message,
-                failure_details=failure,
             )
         if run is None or not run.done:
             return None
@@ -336,7 +339,9 @@ class EpisodePlanner:
             elif action.kind is ActionKind.TIMER:
                 assert action.fire_at is not None
                 fired = TimerFiredEvent(timer_id=action.event_id, fire_at=action.fire_at, timestamp=now)
-                delay = min(action.fire_at - now, MAX_TIMER_HOP)
+                # A timer df did not split (a retry's wait) hops towards its time: triage sends it
+                # round again when it arrives early.
+                delay = min(action.fire_at - now, self._options.storage_provider.max_timer_delay)
                 queue = self._hub.control_queue_for(sender.instance_id)
                 out.append(
                     Outbound(
@@ -363,7 +368,9 @@ class EpisodePlanner:
                 )
         return out
 
-    def _to_parent(self, started: ExecutionStartedEvent, completion: HistoryEvent) -> list[Outbound]:
+    def _to_parent(
+        self, started: ExecutionStartedEvent, completion: HistoryEvent, failure: FailureDetails | None
+    ) -> list[Outbound]:
         parent = started.parent_instance
         if (
             parent is None
@@ -377,12 +384,10 @@ class EpisodePlanner:
                 task_scheduled_id=parent.task_schedule_id, result=completion.result
             )
         else:
-            failure = completion.failure_details
             result = SubOrchestrationInstanceFailedEvent(
                 task_scheduled_id=parent.task_schedule_id,
-                reason=failure.error_message if failure else completion.result,
+                reason=completion.result,
                 details=failure.stack_trace if failure else None,
-                failure_details=failure,
             )
         target = parent.orchestration_instance
         child = started.orchestration_instance

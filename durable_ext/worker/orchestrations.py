@@ -32,7 +32,7 @@ from durable_ext.history import (
 )
 from durable_ext.logs import hub_log
 from durable_ext.messages import MessageData
-from durable_ext.replay import DfOrchestrationExecutor
+from durable_ext.replay import DfOrchestrationExecutor, TimerSplit
 from durable_ext.storage.instances import QUARANTINE_MARK
 from durable_ext.storage.outage import storage_health
 from durable_ext.storage.quarantine import POISON_DEQUEUE_COUNT
@@ -77,9 +77,17 @@ class OrchestrationDispatcher:
         ``executor`` runs orchestrators (default: the app's Python orchestrators, in process)."""
         self._hub = hub
         self._registry = registry
-        self._episodes = EpisodePlanner(hub, executor or DfOrchestrationExecutor(registry), options)
+        provider = options.storage_provider
+        split = TimerSplit(provider.max_timer_delay, provider.long_timer_interval)
+        self._episodes = EpisodePlanner(hub, executor or DfOrchestrationExecutor(registry, split), options)
         self._entities = EntityPlanner(hub, registry, options)
-        self._checkpoints = Checkpointer(hub, handoff, delete=self._delete, abandon=self._abandon)
+        self._checkpoints = Checkpointer(
+            hub,
+            handoff,
+            delete=self._delete,
+            abandon=self._abandon,
+            max_timer_delay=provider.max_timer_delay,
+        )
         self._options = options
         self._provider = options.storage_provider
         self._handoff = handoff

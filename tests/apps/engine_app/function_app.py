@@ -234,3 +234,50 @@ def big_status(context: df.DurableOrchestrationContext):
     yield context.wait_for_external_event("Go")
     context.set_custom_status({"done": "d" * size})
     return size
+
+
+@app.orchestration_trigger(context_name="context")
+def lets_activity_fail(context: df.DurableOrchestrationContext):
+    """Does not catch the failure of its activity."""
+    yield context.call_activity("always_fails", "unhandled")
+    return "not reached"
+
+
+@app.orchestration_trigger(context_name="context")
+def catches_child(context: df.DurableOrchestrationContext):
+    """Reports what the failure of its sub-orchestration ``raises`` looks like."""
+    try:
+        yield context.call_sub_orchestrator("raises", None, f"{context.instance_id}-child")
+    except Exception as error:
+        return str(error)
+    return "not reached"
+
+
+@app.orchestration_trigger(context_name="context")
+def long_timer(context: df.DurableOrchestrationContext):
+    """Waits ``input`` seconds on one durable timer."""
+    yield context.create_timer(context.current_utc_datetime + datetime.timedelta(seconds=context.get_input()))
+    return "fired"
+
+
+@app.orchestration_trigger(context_name="context")
+def long_timer_or_event(context: df.DurableOrchestrationContext):
+    """Waits ``input`` seconds or for the event "Go", whichever comes first."""
+    timer = context.create_timer(
+        context.current_utc_datetime + datetime.timedelta(seconds=context.get_input())
+    )
+    event = context.wait_for_external_event("Go")
+    winner = yield context.task_any([timer, event])
+    if winner == event:
+        timer.cancel()
+        return f"event: {event.result}"
+    return "timer"
+
+
+@app.orchestration_trigger(context_name="context")
+def slow_retry(context: df.DurableOrchestrationContext):
+    """``flaky`` with ``input`` milliseconds between attempts."""
+    options = df.RetryOptions(
+        first_retry_interval_in_milliseconds=context.get_input(), max_number_of_attempts=3
+    )
+    return (yield context.call_activity_with_retry("flaky", options, context.instance_id))

@@ -25,7 +25,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from durable_ext.config import HOST_JSON, HostConfig, load_config
+from durable_ext.config import (
+    DEFAULT_CONNECTION_NAME,
+    DEV_STORAGE_CONNECTION,
+    HOST_JSON,
+    LOCAL_SETTINGS_JSON,
+    HostConfig,
+    load_config,
+)
 from durable_ext.doctor import Finding, diagnose, repair
 from durable_ext.errors import AppLoadError, ConfigError, DurableExtError
 from durable_ext.host.azurite import DEFAULT_PORTS, Azurite, AzuritePorts
@@ -147,6 +154,59 @@ def load_app_config(app_dir: Path) -> HostConfig:
             config.durable_task.hub_name,
         )
     return config
+
+
+# --- init -----------------------------------------------------------------------------------------------
+
+# What `func init --worker-runtime python` writes, except that AzureWebJobsStorage points at Azurite
+# (func leaves it empty): every Durable Functions app needs storage, and `start` starts Azurite for it.
+INIT_FILES: dict[str, dict[str, Any]] = {
+    HOST_JSON: {
+        "version": "2.0",
+        "logging": {
+            "applicationInsights": {"samplingSettings": {"isEnabled": True, "excludedTypes": "Request"}}
+        },
+        "extensionBundle": {"id": "Microsoft.Azure.Functions.ExtensionBundle", "version": "[4.*, 5.0.0)"},
+    },
+    LOCAL_SETTINGS_JSON: {
+        "IsEncrypted": False,
+        "Values": {"FUNCTIONS_WORKER_RUNTIME": "python", DEFAULT_CONNECTION_NAME: DEV_STORAGE_CONNECTION},
+    },
+}
+"""The files ``init`` writes, by name, with their JSON content."""
+
+
+@command("init", "write a minimal host.json and local.settings.json (existing files are kept)")
+def _configure_init(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--app-dir",
+        type=Path,
+        default=Path(),
+        metavar="DIR",
+        help="the directory to write them to, created if missing (default: the current one)",
+    )
+    parser.set_defaults(handler=_run_init)
+
+
+def _run_init(args: argparse.Namespace) -> int:
+    directory: Path = args.app_dir
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create app directory {directory}: {exc.strerror}") from None
+    for name, content in INIT_FILES.items():
+        path = directory / name
+        try:
+            # "x": never overwrite, even a file that appeared since the last look.
+            with path.open("x", encoding="utf-8") as file:
+                file.write(json.dumps(content, indent=2) + "\n")
+        except FileExistsError:
+            print(f"{path} already exists. Skipped!")
+        except OSError as exc:
+            raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
+        else:
+            print(f"Writing {path}")
+    return EXIT_OK
 
 
 # --- hub ------------------------------------------------------------------------------------------------

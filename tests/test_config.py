@@ -19,6 +19,7 @@ from durable_ext.config import (
     load_config,
     load_local_settings,
     parse_timespan,
+    read_host_json,
     validate_hub_name,
 )
 from durable_ext.errors import ConfigError, InvalidHubNameError
@@ -404,7 +405,7 @@ def test_bad_override_values_name_the_variable(tmp_path: Path, name: str, value:
     ("text", "detail"),
     [
         ('{\n  "version": "2.0",\n  "extensions": {,}\n}', "line 3, column"),
-        ("", "line 1, column 1"),
+        ("", "is empty"),
         ("[1, 2]", "top level must be a JSON object, not array"),
         ('"text"', "not string"),
     ],
@@ -547,6 +548,22 @@ def test_validate_hub_name_rejects(name: str) -> None:
         validate_hub_name(name)
     assert repr(name) in str(info.value) and "start with a letter" in str(info.value)
     assert isinstance(info.value, ConfigError)
+
+
+@pytest.mark.parametrize(
+    ("content", "detail"),
+    [
+        (b'\xef\xbb\xbf{"version": "2.0"}', "byte order mark"),
+        (b'{"version": "2.0", "x": "\xff"}', "not UTF-8 text (byte 0xff at offset 25)"),
+        (b"\n\t ", "is empty"),
+    ],
+)
+def test_host_json_that_df_cannot_import_with_is_refused(tmp_path: Path, content: bytes, detail: str) -> None:
+    (tmp_path / "host.json").write_bytes(content)
+    for read in (lambda: read_host_json(tmp_path), lambda: load_config(tmp_path, environ={})):
+        with pytest.raises(ConfigError) as info:
+            read()
+        assert str(info.value).startswith(str(tmp_path / "host.json")) and detail in str(info.value)
 
 
 def test_connection_string(tmp_path: Path) -> None:

@@ -16,9 +16,21 @@ from pathlib import Path
 import httpx
 import pytest
 
+from durable_ext.host import azurite as azurite_module
+from durable_ext.host.azurite import AzuritePorts, find_azurite
+from durable_ext.host.local import LocalHost, LocalHostOptions
 from durable_ext.storage.account import StorageAccount
 from durable_ext.storage.taskhub import TaskHub
-from tests.host_support import REPO, free_port, read_until, sample_app_dir, start_process
+from tests.host_support import (
+    REPO,
+    distinct_free_ports,
+    free_port,
+    read_until,
+    sample_app_dir,
+    start_process,
+)
+
+DEV_STORAGE = "UseDevelopmentStorage=true"
 
 
 async def test_start_serves_the_sample_app_end_to_end(tmp_path: Path, azurite_connection_string: str) -> None:
@@ -146,3 +158,53 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path, azurite_connection_string:
     assert process.returncode == 1
     assert f"error: port {port} on 127.0.0.1 is in use" in output
     assert "Traceback" not in output
+
+
+async def test_azurite_is_installed_with_progress_before_it_is_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_azurite = find_azurite(install=False)
+    # A checkout without node_modules, and an npm that takes a while, then provides the real Azurite.
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    for manifest in ("package.json", "package-lock.json"):
+        (checkout / manifest).write_text("{}")
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    npm = tools / "npm"
+    npm.write_text(
+        "#!/bin/sh\nsleep 1\nmkdir -p node_modules/.bin\n"
+        f"ln -s {real_azurite} node_modules/.bin/azurite\necho 'added 1 package in 1s'\n"
+    )
+    npm.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv(azurite_module.ENV_EXECUTABLE, raising=False)
+    monkeypatch.delenv("AzureWebJobsStorage", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(azurite_module, "_REPO_DIR", checkout)
+    monkeypatch.setattr(azurite_module, "HEARTBEAT_SECONDS", 0.2)
+    monkeypatch.chdir(tmp_path)
+    app = sample_app_dir(tmp_path, "Install" + uuid.uuid4().hex[:8])
+    (app / "local.settings.json").write_text(json.dumps({"Values": {"AzureWebJobsStorage": DEV_STORAGE}}))
+    blob, queue, table = distinct_free_ports(3)
+    lines: list[str] = []
+    host = LocalHost(
+        LocalHostOptions(
+            app_dir=app,
+            port=free_port(),
+            azurite_in_memory=True,
+            azurite_ports=AzuritePorts(blob=blob, queue=queue, table=table),
+            output=lines.append,
+        )
+    )
+    try:
+        await host.prepare()
+    finally:
+        host.stop()
+    installing = next(i for i, line in enumerate(lines) if line.startswith("Installing Azurite"))
+    starting = next(i for i, line in enumerate(lines) if line.startswith("Starting Azurite"))
+    assert installing < starting, lines
+    between = lines[installing + 1 : starting]
+    assert any(line.startswith("Still installing Azurite (") for line in between), lines
+    assert "added 1 package in 1s" in between
+    assert (checkout / "node_modules" / ".bin" / "azurite").resolve() == real_azurite.resolve()

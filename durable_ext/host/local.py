@@ -37,7 +37,14 @@ from durable_ext.host.api import (
     df_client_body_limit,
     management_routes,
 )
-from durable_ext.host.azurite import DEFAULT_PORTS, Azurite, AzuritePorts, dev_connection_string, ports_answer
+from durable_ext.host.azurite import (
+    DEFAULT_PORTS,
+    Azurite,
+    AzuritePorts,
+    dev_connection_string,
+    find_azurite,
+    ports_answer,
+)
 from durable_ext.host.guard import MAX_BODY_BYTES, check_system_key, presents_key
 from durable_ext.host.http import InvocationRecord, http_trigger_routes
 from durable_ext.host.supervisor import supervise
@@ -120,11 +127,13 @@ class LocalHost:
         location = None if self.options.azurite_in_memory else self.app_dir / AZURITE_DATA_DIR
         if location is not None:
             location.mkdir(parents=True, exist_ok=True)
+        # Found (or installed, which says so and reports progress) before "Starting Azurite" is printed.
+        executable = find_azurite(progress=self.options.output)
         self.options.output(
             f"Starting Azurite on ports {ports.blob}-{ports.table} "
             f"({'in memory' if location is None else location})..."
         )
-        self.azurite = Azurite(ports=ports, location=location)
+        self.azurite = Azurite(ports=ports, location=location, executable=executable)
         self.azurite.start()
 
     def _check_port(self) -> None:

@@ -136,6 +136,8 @@ class HostConfig:
     app_dir: Path
     durable_task: DurableTaskOptions
     route_prefix: str = "api"
+    functions: tuple[str, ...] | None = None
+    """host.json's ``functions``: the only functions the host loads (None: all of them)."""
     # A read-only view; excluded from hashing because mapping proxies are unhashable.
     settings: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
 
@@ -234,6 +236,39 @@ def load_local_settings(app_dir: Path) -> dict[str, str]:
     return result
 
 
+@dataclass(frozen=True)
+class HostStartSettings:
+    """Core Tools' own settings, the ``Host`` section of local.settings.json: ``start`` defaults."""
+
+    local_http_port: int | None = None
+    """``LocalHttpPort``: the port when ``--port`` is not given."""
+    local_http_address: str | None = None
+    """``LocalHttpAddress``: the address when ``--host`` is not given."""
+    cors: str | None = None
+    """``CORS``: comma-separated origins when ``--cors`` is not given."""
+    cors_credentials: bool = False
+    """``CORSCredentials``: allow credentials even without ``--cors-credentials``."""
+
+
+def load_host_start_settings(app_dir: Path) -> HostStartSettings:
+    """Read the ``Host`` section of ``app_dir/local.settings.json`` (defaults when absent).
+
+    Keys ignore case, as Core Tools reads them; unknown keys are logged as warnings, wrong types are a
+    :class:`ConfigError` naming the key.
+    """
+    path = app_dir / LOCAL_SETTINGS_JSON
+    section = _subsection(_read_json_object(path) or {}, "Host", "Host", str(path))
+    by_key = {spec.key.lower(): spec for spec in _HOST_START_FIELDS}
+    values: dict[str, Any] = {}
+    for key, value in section.items():
+        spec = by_key.get(key.lower())
+        if spec is None:
+            logger.warning("Ignoring unknown key Host.%s in %s", key, path)
+        elif value is not None:
+            values[spec.attr] = _convert(spec, value, f"Host.{spec.key}", str(path))
+    return HostStartSettings(**values)
+
+
 def read_host_json(app_dir: Path) -> dict[str, Any] | None:
     """Return the decoded ``app_dir/host.json`` (None if absent); ConfigError if it cannot be read.
 
@@ -303,9 +338,25 @@ def load_config(app_dir: Path, environ: Mapping[str, str] | None = None) -> Host
         instance_retention=InstanceRetentionOptions(**_attributes(retention)),
         **_attributes(durable),
     )
-    config = HostConfig(app_dir=app_dir, durable_task=durable_options, settings=settings, **_attributes(http))
+    config = HostConfig(
+        app_dir=app_dir,
+        durable_task=durable_options,
+        settings=settings,
+        functions=_function_allow_list(host, host_origin),
+        **_attributes(http),
+    )
     logger.debug("Loaded configuration of %s: %s", app_dir, durable_options)
     return config
+
+
+def _function_allow_list(host: Mapping[str, Any], origin: str) -> tuple[str, ...] | None:
+    """host.json's ``functions`` array (the host's allow list), or None when it has none."""
+    names = _get_ci(host, "functions")
+    if names is None:
+        return None
+    if not isinstance(names, list) or not all(isinstance(name, str) and name for name in names):
+        raise ConfigError(f"Invalid functions in {origin}: expected an array of function names")
+    return tuple(names)
 
 
 # --- field tables -------------------------------------------------------------------------------------
@@ -394,6 +445,14 @@ _RETENTION_FIELDS = (
 )
 
 _HTTP_FIELDS = (_Field("routePrefix", "route_prefix", str),)
+
+# Core Tools' own settings in local.settings.json's Host section.
+_HOST_START_FIELDS = (
+    _Field("LocalHttpPort", "local_http_port", int, 1, 65535),
+    _Field("LocalHttpAddress", "local_http_address", str),
+    _Field("CORS", "cors", str),
+    _Field("CORSCredentials", "cors_credentials", bool),
+)
 
 _SUBSECTION_PATHS = {"storageprovider": _STORAGE_PATH, "instanceretention": _RETENTION_PATH}
 """Sections inside ``extensions.durableTask``, by the lower-cased name an override spells them with."""

@@ -14,9 +14,11 @@ import pytest
 from durable_ext.config import (
     DurableTaskOptions,
     HostConfig,
+    HostStartSettings,
     OverridableStates,
     StorageProviderOptions,
     load_config,
+    load_host_start_settings,
     load_local_settings,
     parse_timespan,
     read_host_json,
@@ -587,3 +589,25 @@ def test_connection_string_missing(tmp_path: Path, environ: dict[str, str], deta
     config = load_config(tmp_path, environ=environ)
     with pytest.raises(ConfigError, match=detail):
         config.connection_string()
+
+
+def test_host_json_functions_is_the_allow_list(tmp_path: Path) -> None:
+    assert load_config(tmp_path, environ={}).functions is None
+    (tmp_path / "host.json").write_text(json.dumps({"version": "2.0", "Functions": ["a", "B"]}))
+    assert load_config(tmp_path, environ={}).functions == ("a", "B")
+    (tmp_path / "host.json").write_text(json.dumps({"functions": "a"}))
+    with pytest.raises(ConfigError, match=r"Invalid functions in .*host\.json: expected an array"):
+        load_config(tmp_path, environ={})
+
+
+def test_local_settings_host_section(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    assert load_host_start_settings(tmp_path) == HostStartSettings()
+    host = {"localHttpPort": "7072", "CORS": "http://a.test", "CORSCredentials": True, "Other": 1}
+    write_app(tmp_path, local={"Host": host})
+    with caplog.at_level(logging.WARNING):
+        settings = load_host_start_settings(tmp_path)
+    assert settings == HostStartSettings(local_http_port=7072, cors="http://a.test", cors_credentials=True)
+    assert "Ignoring unknown key Host.Other" in caplog.text
+    write_app(tmp_path, local={"Host": {"LocalHttpPort": 70000}})
+    with pytest.raises(ConfigError, match=r"Invalid Host\.LocalHttpPort in .*local\.settings\.json"):
+        load_host_start_settings(tmp_path)

@@ -25,10 +25,20 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from durable_ext.config import HOST_JSON, HostConfig, load_config
+from durable_ext.config import (
+    DEFAULT_CONNECTION_NAME,
+    DEV_STORAGE_CONNECTION,
+    HOST_JSON,
+    LOCAL_SETTINGS_JSON,
+    HostConfig,
+    HostStartSettings,
+    load_config,
+    load_host_start_settings,
+)
 from durable_ext.doctor import Finding, diagnose, repair
 from durable_ext.errors import AppLoadError, ConfigError, DurableExtError
 from durable_ext.host.azurite import DEFAULT_PORTS, Azurite, AzuritePorts
+from durable_ext.host.cors import CorsPolicy, cors_policy
 from durable_ext.host.local import LocalHost, LocalHostOptions
 from durable_ext.storage.account import StorageAccount
 from durable_ext.storage.taskhub import ResourceInfo, TaskHub, TaskHubInfo
@@ -52,6 +62,11 @@ Handler = Callable[[argparse.Namespace], int]
 
 Configure = Callable[[argparse.ArgumentParser], None]
 """Adds a subcommand's arguments to its parser and sets its ``handler`` default."""
+
+DEFAULT_HTTP_PORT = 7071
+"""The port ``start`` listens on by default, as ``func start``."""
+DEFAULT_HTTP_ADDRESS = "127.0.0.1"
+"""The address ``start`` listens on by default (func start's 0.0.0.0 would need a system key here)."""
 
 _AZURITE_POLL_SECONDS = 0.5
 _MAX_PORT = 65535
@@ -98,6 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for entry in COMMANDS.values():
         sub = subparsers.add_parser(entry.name, help=entry.summary, description=entry.summary)
+        # Also after the command, where `func start --verbose` has it; counted with the global one.
+        sub.add_argument(
+            "-v",
+            "--verbose",
+            action="count",
+            default=0,
+            dest="command_verbose",
+            help="same as before COMMAND",
+        )
         entry.configure(sub)
     return parser
 
@@ -109,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2), already printed by argparse
         return _exit_code(exc.code)
-    _configure_logging(args.verbose)
+    _configure_logging(args.verbose + args.command_verbose)
     handler: Handler = args.handler
     try:
         return handler(args)
@@ -147,6 +171,59 @@ def load_app_config(app_dir: Path) -> HostConfig:
             config.durable_task.hub_name,
         )
     return config
+
+
+# --- init -----------------------------------------------------------------------------------------------
+
+# What `func init --worker-runtime python` writes, except that AzureWebJobsStorage points at Azurite
+# (func leaves it empty): every Durable Functions app needs storage, and `start` starts Azurite for it.
+INIT_FILES: dict[str, dict[str, Any]] = {
+    HOST_JSON: {
+        "version": "2.0",
+        "logging": {
+            "applicationInsights": {"samplingSettings": {"isEnabled": True, "excludedTypes": "Request"}}
+        },
+        "extensionBundle": {"id": "Microsoft.Azure.Functions.ExtensionBundle", "version": "[4.*, 5.0.0)"},
+    },
+    LOCAL_SETTINGS_JSON: {
+        "IsEncrypted": False,
+        "Values": {"FUNCTIONS_WORKER_RUNTIME": "python", DEFAULT_CONNECTION_NAME: DEV_STORAGE_CONNECTION},
+    },
+}
+"""The files ``init`` writes, by name, with their JSON content."""
+
+
+@command("init", "write a minimal host.json and local.settings.json (existing files are kept)")
+def _configure_init(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--app-dir",
+        type=Path,
+        default=Path(),
+        metavar="DIR",
+        help="the directory to write them to, created if missing (default: the current one)",
+    )
+    parser.set_defaults(handler=_run_init)
+
+
+def _run_init(args: argparse.Namespace) -> int:
+    directory: Path = args.app_dir
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create app directory {directory}: {exc.strerror}") from None
+    for name, content in INIT_FILES.items():
+        path = directory / name
+        try:
+            # "x": never overwrite, even a file that appeared since the last look.
+            with path.open("x", encoding="utf-8") as file:
+                file.write(json.dumps(content, indent=2) + "\n")
+        except FileExistsError:
+            print(f"{path} already exists. Skipped!")
+        except OSError as exc:
+            raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
+        else:
+            print(f"Writing {path}")
+    return EXIT_OK
 
 
 # --- hub ------------------------------------------------------------------------------------------------
@@ -467,14 +544,35 @@ def _exit_code(code: str | int | None) -> int:
 def _configure_start(parser: argparse.ArgumentParser) -> None:
     add_app_dir_argument(parser)
     parser.add_argument(
-        "--port", type=_port_base, default=7071, metavar="PORT", help="HTTP port (default: 7071)"
+        "-p",
+        "--port",
+        type=_port_base,
+        metavar="PORT",
+        help=f"HTTP port (default: Host.LocalHttpPort in local.settings.json, else {DEFAULT_HTTP_PORT})",
     )
     parser.add_argument(
         "--host",
-        default="127.0.0.1",
         metavar="ADDRESS",
-        help="address to listen on (default: 127.0.0.1); anything else requires a DURABLE_EXT_SYSTEM_KEY"
-        " of 16+ characters",
+        help=f"address to listen on (default: Host.LocalHttpAddress in local.settings.json, else "
+        f"{DEFAULT_HTTP_ADDRESS}); anything but loopback requires a DURABLE_EXT_SYSTEM_KEY of 16+ characters",
+    )
+    parser.add_argument(
+        "--cors",
+        metavar="ORIGINS",
+        help="comma-separated origins allowed to call the host from a browser, or * for any (default: "
+        "Host.CORS in local.settings.json, else none)",
+    )
+    parser.add_argument(
+        "--cors-credentials",
+        action="store_true",
+        help="allow cross-origin requests with cookies and the Authorization header (also "
+        "Host.CORSCredentials in local.settings.json)",
+    )
+    parser.add_argument(
+        "--functions",
+        nargs="+",
+        metavar="NAME",
+        help="load and serve only these functions (default: host.json's functions, else all)",
     )
     parser.add_argument(
         "--azurite-in-memory",
@@ -493,14 +591,18 @@ def _configure_start(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_start(args: argparse.Namespace) -> int:
+    # Core Tools' precedence: a flag wins over the Host section of local.settings.json.
+    defaults = load_host_start_settings(args.app_dir.expanduser().resolve())
     host = LocalHost(
         LocalHostOptions(
             app_dir=args.app_dir,
-            port=args.port,
-            host=args.host,
+            port=args.port or defaults.local_http_port or DEFAULT_HTTP_PORT,
+            host=args.host or defaults.local_http_address or DEFAULT_HTTP_ADDRESS,
             azurite_in_memory=args.azurite_in_memory,
             azurite_ports=_ports_from(args.azurite_port),
             output=lambda line: print(line, flush=True),
+            cors=_cors(args, defaults),
+            functions=None if args.functions is None else tuple(args.functions),
         )
     )
 
@@ -520,6 +622,14 @@ def _run_start(args: argparse.Namespace) -> int:
         raise
     print("Host stopped.", flush=True)
     return EXIT_OK
+
+
+def _cors(args: argparse.Namespace, defaults: HostStartSettings) -> CorsPolicy | None:
+    credentials = args.cors_credentials or defaults.cors_credentials
+    if args.cors is not None:
+        return cors_policy(args.cors, credentials, source="--cors")
+    source = f"Host.CORS in {args.app_dir / LOCAL_SETTINGS_JSON}"
+    return cors_policy(defaults.cors or "", credentials, source=source if defaults.cors else "--cors")
 
 
 # --- doctor ---------------------------------------------------------------------------------------------

@@ -36,6 +36,9 @@ LOCAL_SETTINGS_JSON = "local.settings.json"
 DEFAULT_CONNECTION_NAME = "AzureWebJobsStorage"
 """App setting holding the storage connection string unless ``connectionName`` says otherwise."""
 
+DEV_STORAGE_CONNECTION = "UseDevelopmentStorage=true"
+"""The connection string that means the local Azurite (which ``start`` starts when nothing answers)."""
+
 DEFAULT_HUB_NAME = "TestHubName"
 """Task hub name when neither ``hubName`` nor ``WEBSITE_SITE_NAME`` is set (DF extension v2+)."""
 
@@ -140,6 +143,8 @@ class HostConfig:
     app_dir: Path
     durable_task: DurableTaskOptions
     route_prefix: str = "api"
+    functions: tuple[str, ...] | None = None
+    """host.json's ``functions``: the only functions the host loads (None: all of them)."""
     # A read-only view; excluded from hashing because mapping proxies are unhashable.
     settings: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
 
@@ -158,7 +163,17 @@ class HostConfig:
             # Identity-based connections ("<name>__accountName" etc.) look configured to the user, so say
             # explicitly why they do not count.
             message += f"; identity-based connections ({name}__*) are not supported, set a connection string"
-        raise ConfigError(message)
+        raise ConfigError(message + _connection_hint(self.app_dir, name))
+
+
+def _connection_hint(app_dir: Path, name: str) -> str:
+    """What to paste where to make app setting ``name`` point at Azurite (a first-run user's fix)."""
+    setting = json.dumps({name: DEV_STORAGE_CONNECTION})[1:-1]
+    path = app_dir / LOCAL_SETTINGS_JSON
+    if path.is_file():
+        return f'; for Azurite, add {setting} to "Values" in {path}'
+    content = json.dumps({"IsEncrypted": False, "Values": {name: DEV_STORAGE_CONNECTION}})
+    return f"; {path} does not exist: create it with {content} (or run `python -m durable_ext init`)"
 
 
 def validate_hub_name(name: str) -> str:
@@ -228,6 +243,49 @@ def load_local_settings(app_dir: Path) -> dict[str, str]:
     return result
 
 
+@dataclass(frozen=True)
+class HostStartSettings:
+    """Core Tools' own settings, the ``Host`` section of local.settings.json: ``start`` defaults."""
+
+    local_http_port: int | None = None
+    """``LocalHttpPort``: the port when ``--port`` is not given."""
+    local_http_address: str | None = None
+    """``LocalHttpAddress``: the address when ``--host`` is not given."""
+    cors: str | None = None
+    """``CORS``: comma-separated origins when ``--cors`` is not given."""
+    cors_credentials: bool = False
+    """``CORSCredentials``: allow credentials even without ``--cors-credentials``."""
+
+
+def load_host_start_settings(app_dir: Path) -> HostStartSettings:
+    """Read the ``Host`` section of ``app_dir/local.settings.json`` (defaults when absent).
+
+    Keys ignore case, as Core Tools reads them; unknown keys are logged as warnings, wrong types are a
+    :class:`ConfigError` naming the key.
+    """
+    path = app_dir / LOCAL_SETTINGS_JSON
+    section = _subsection(_read_json_object(path) or {}, "Host", "Host", str(path))
+    by_key = {spec.key.lower(): spec for spec in _HOST_START_FIELDS}
+    values: dict[str, Any] = {}
+    for key, value in section.items():
+        spec = by_key.get(key.lower())
+        if spec is None:
+            logger.warning("Ignoring unknown key Host.%s in %s", key, path)
+        elif value is not None:
+            values[spec.attr] = _convert(spec, value, f"Host.{spec.key}", str(path))
+    return HostStartSettings(**values)
+
+
+def read_host_json(app_dir: Path) -> dict[str, Any] | None:
+    """Return the decoded ``app_dir/host.json`` (None if absent); ConfigError if it cannot be read.
+
+    Stricter than the Functions host in one point: a byte order mark is refused, because
+    azure-functions-durable parses ``./host.json`` without expecting one when it is imported, and the
+    import fails (in Azure too).
+    """
+    return _read_json_object(app_dir / HOST_JSON, allow_bom=False)
+
+
 def load_config(app_dir: Path, environ: Mapping[str, str] | None = None) -> HostConfig:
     """Load the configuration of the Functions app in ``app_dir``.
 
@@ -241,7 +299,7 @@ def load_config(app_dir: Path, environ: Mapping[str, str] | None = None) -> Host
     local_values = load_local_settings(app_dir)
     settings = MappingProxyType({**local_values, **environ})
 
-    host = _read_json_object(host_path) or {}
+    host = read_host_json(app_dir) or {}
     host_origin = str(host_path)
     extensions = _subsection(host, "extensions", "extensions", host_origin)
     durable_json = _subsection(extensions, "durableTask", _DURABLE_PATH, host_origin)
@@ -287,9 +345,25 @@ def load_config(app_dir: Path, environ: Mapping[str, str] | None = None) -> Host
         instance_retention=InstanceRetentionOptions(**_attributes(retention)),
         **_attributes(durable),
     )
-    config = HostConfig(app_dir=app_dir, durable_task=durable_options, settings=settings, **_attributes(http))
+    config = HostConfig(
+        app_dir=app_dir,
+        durable_task=durable_options,
+        settings=settings,
+        functions=_function_allow_list(host, host_origin),
+        **_attributes(http),
+    )
     logger.debug("Loaded configuration of %s: %s", app_dir, durable_options)
     return config
+
+
+def _function_allow_list(host: Mapping[str, Any], origin: str) -> tuple[str, ...] | None:
+    """host.json's ``functions`` array (the host's allow list), or None when it has none."""
+    names = _get_ci(host, "functions")
+    if names is None:
+        return None
+    if not isinstance(names, list) or not all(isinstance(name, str) and name for name in names):
+        raise ConfigError(f"Invalid functions in {origin}: expected an array of function names")
+    return tuple(names)
 
 
 # --- field tables -------------------------------------------------------------------------------------
@@ -379,6 +453,14 @@ _RETENTION_FIELDS = (
 
 _HTTP_FIELDS = (_Field("routePrefix", "route_prefix", str),)
 
+# Core Tools' own settings in local.settings.json's Host section.
+_HOST_START_FIELDS = (
+    _Field("LocalHttpPort", "local_http_port", int, 1, 65535),
+    _Field("LocalHttpAddress", "local_http_address", str),
+    _Field("CORS", "cors", str),
+    _Field("CORSCredentials", "cors_credentials", bool),
+)
+
 _SUBSECTION_PATHS = {"storageprovider": _STORAGE_PATH, "instanceretention": _RETENTION_PATH}
 """Sections inside ``extensions.durableTask``, by the lower-cased name an override spells them with."""
 
@@ -430,21 +512,41 @@ def _json_type(value: object) -> str:
     return "array" if isinstance(value, list) else "object"
 
 
-def _read_json_object(path: Path) -> dict[str, Any] | None:
-    """Decode a JSON file whose top level must be an object; None if the file does not exist."""
+_MINIMAL_HOST_JSON = '{"version": "2.0"}'
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def _read_json_object(path: Path, *, allow_bom: bool = True) -> dict[str, Any] | None:
+    """Decode a JSON file whose top level must be an object; None if the file does not exist.
+
+    ``allow_bom`` tolerates a UTF-8 byte order mark, which Windows editors like to write and the
+    Functions host accepts.
+    """
     try:
-        # utf-8-sig because editors on Windows like to write a BOM, which the host tolerates.
-        text = path.read_text(encoding="utf-8-sig")
+        raw = path.read_bytes()
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise ConfigError(f"{path}: cannot read file: {exc}") from exc
+    if raw.startswith(_UTF8_BOM) and not allow_bom:
+        raise ConfigError(
+            f"{path} starts with a UTF-8 byte order mark, which azure-functions-durable cannot read (it"
+            " fails when imported, in Azure too): save the file as UTF-8 without BOM"
+        )
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}): save it as UTF-8"
+        ) from None
+    if not text.strip():
+        raise ConfigError(f"{path} is empty: it must hold a JSON object, at least {_MINIMAL_HOST_JSON}")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(
             f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
-        ) from exc
+        ) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a JSON object, not {_json_type(data)}")
     return data

@@ -384,12 +384,24 @@ def test_missing_connection_setting(
     for variable in [k for k in os.environ if k.lower() == CONNECTION_SETTING.lower()]:
         monkeypatch.delenv(variable)
     app_dir = write_app(tmp_path, unique_hub())
+    missing = (
+        f"error: App setting {CONNECTION_SETTING!r} (the storage connection string) is missing or empty; "
+    )
 
     code, out, err = run_cli(capsys, "hub", "info", "--app-dir", str(app_dir))
     assert (code, out) == (1, "")
+    local = app_dir / "local.settings.json"
     assert err == (
-        f"error: App setting {CONNECTION_SETTING!r} (the storage connection string) is missing or empty\n"
+        f"{missing}{local} does not exist: create it with "
+        '{"IsEncrypted": false, "Values": {"AzureWebJobsStorage": "UseDevelopmentStorage=true"}}'
+        " (or run `python -m durable_ext init`)\n"
     )
+
+    local.write_text(json.dumps({"Values": {"FUNCTIONS_WORKER_RUNTIME": "python"}}))
+    code, out, err = run_cli(capsys, "hub", "info", "--app-dir", str(app_dir))
+    assert (code, out) == (1, "")
+    paste = '"AzureWebJobsStorage": "UseDevelopmentStorage=true"'
+    assert err == f'{missing}for Azurite, add {paste} to "Values" in {local}\n'
 
 
 def test_local_settings_supply_the_connection_string(
@@ -433,7 +445,7 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_command_registry() -> None:
-    assert list(COMMANDS) == ["hub", "azurite", "start", "doctor"]
+    assert list(COMMANDS) == ["init", "hub", "azurite", "start", "doctor"]
 
 
 # --- azurite --------------------------------------------------------------------------------------------
@@ -502,3 +514,74 @@ def test_azurite_runs_in_foreground_until_signalled(stop_signal: signal.Signals,
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+# --- init and broken files ------------------------------------------------------------------------------
+
+
+def run_module(cwd: Path, *argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m durable_ext ARGV`` in ``cwd`` (this checkout importable), with its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "durable_ext", *argv],
+        cwd=cwd,
+        env=env or subprocess_env(""),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_init_writes_what_func_init_writes_and_never_overwrites(tmp_path: Path) -> None:
+    app_dir = tmp_path / "new"
+    result = run_module(tmp_path, "init", "--app-dir", "new")
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout == "Writing new/host.json\nWriting new/local.settings.json\n"
+    host = json.loads((app_dir / "host.json").read_text())
+    assert host["version"] == "2.0"
+    assert host["extensionBundle"] == {
+        "id": "Microsoft.Azure.Functions.ExtensionBundle",
+        "version": "[4.*, 5.0.0)",
+    }
+    local = json.loads((app_dir / "local.settings.json").read_text())
+    assert local == {
+        "IsEncrypted": False,
+        "Values": {"FUNCTIONS_WORKER_RUNTIME": "python", "AzureWebJobsStorage": "UseDevelopmentStorage=true"},
+    }
+    # What init wrote is a configuration durable_ext loads, pointing at Azurite.
+    assert load_config(app_dir, environ={}).connection_string() == "UseDevelopmentStorage=true"
+
+    (app_dir / "host.json").write_text('{"version": "2.0"}')
+    result = run_module(app_dir, "init")
+    assert result.returncode == 0
+    assert result.stdout == (
+        "host.json already exists. Skipped!\nlocal.settings.json already exists. Skipped!\n"
+    )
+    assert (app_dir / "host.json").read_text() == '{"version": "2.0"}'
+
+
+BROKEN_HOST_JSON = {
+    "invalid JSON": (b'{"version": "2.0",}', "invalid JSON at line 1, column 19"),
+    "empty": (b"  \n", "is empty"),
+    "BOM": (b'\xef\xbb\xbf{"version": "2.0"}', "starts with a UTF-8 byte order mark"),
+    "not UTF-8": (b'{"hubName": "caf\xe9"}', "is not UTF-8 text (byte 0xe9 at offset 16)"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BROKEN_HOST_JSON))
+@pytest.mark.parametrize(
+    "argv",
+    [["start"], ["hub", "info"], ["doctor"], ["azurite"], ["init"], ["--help"]],
+    ids=" ".join,
+)
+def test_a_broken_host_json_is_one_line_from_every_command(
+    tmp_path: Path, kind: str, argv: list[str]
+) -> None:
+    content, detail = BROKEN_HOST_JSON[kind]
+    (tmp_path / "host.json").write_bytes(content)
+    result = run_module(tmp_path, *argv, env=subprocess_env("UseDevelopmentStorage=true"))
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr.startswith(f"error: {tmp_path / 'host.json'}")
+    assert detail in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert (tmp_path / "host.json").read_bytes() == content

@@ -14,11 +14,14 @@ import pytest
 from durable_ext.config import (
     DurableTaskOptions,
     HostConfig,
+    HostStartSettings,
     OverridableStates,
     StorageProviderOptions,
     load_config,
+    load_host_start_settings,
     load_local_settings,
     parse_timespan,
+    read_host_json,
     validate_hub_name,
 )
 from durable_ext.errors import ConfigError, InvalidHubNameError
@@ -404,7 +407,7 @@ def test_bad_override_values_name_the_variable(tmp_path: Path, name: str, value:
     ("text", "detail"),
     [
         ('{\n  "version": "2.0",\n  "extensions": {,}\n}', "line 3, column"),
-        ("", "line 1, column 1"),
+        ("", "is empty"),
         ("[1, 2]", "top level must be a JSON object, not array"),
         ('"text"', "not string"),
     ],
@@ -549,6 +552,22 @@ def test_validate_hub_name_rejects(name: str) -> None:
     assert isinstance(info.value, ConfigError)
 
 
+@pytest.mark.parametrize(
+    ("content", "detail"),
+    [
+        (b'\xef\xbb\xbf{"version": "2.0"}', "byte order mark"),
+        (b'{"version": "2.0", "x": "\xff"}', "not UTF-8 text (byte 0xff at offset 25)"),
+        (b"\n\t ", "is empty"),
+    ],
+)
+def test_host_json_that_df_cannot_import_with_is_refused(tmp_path: Path, content: bytes, detail: str) -> None:
+    (tmp_path / "host.json").write_bytes(content)
+    for read in (lambda: read_host_json(tmp_path), lambda: load_config(tmp_path, environ={})):
+        with pytest.raises(ConfigError) as info:
+            read()
+        assert str(info.value).startswith(str(tmp_path / "host.json")) and detail in str(info.value)
+
+
 def test_connection_string(tmp_path: Path) -> None:
     config = load_config(tmp_path, environ={"AzureWebJobsStorage": "UseDevelopmentStorage=true"})
     assert config.connection_string() == "UseDevelopmentStorage=true"
@@ -570,3 +589,25 @@ def test_connection_string_missing(tmp_path: Path, environ: dict[str, str], deta
     config = load_config(tmp_path, environ=environ)
     with pytest.raises(ConfigError, match=detail):
         config.connection_string()
+
+
+def test_host_json_functions_is_the_allow_list(tmp_path: Path) -> None:
+    assert load_config(tmp_path, environ={}).functions is None
+    (tmp_path / "host.json").write_text(json.dumps({"version": "2.0", "Functions": ["a", "B"]}))
+    assert load_config(tmp_path, environ={}).functions == ("a", "B")
+    (tmp_path / "host.json").write_text(json.dumps({"functions": "a"}))
+    with pytest.raises(ConfigError, match=r"Invalid functions in .*host\.json: expected an array"):
+        load_config(tmp_path, environ={})
+
+
+def test_local_settings_host_section(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    assert load_host_start_settings(tmp_path) == HostStartSettings()
+    host = {"localHttpPort": "7072", "CORS": "http://a.test", "CORSCredentials": True, "Other": 1}
+    write_app(tmp_path, local={"Host": host})
+    with caplog.at_level(logging.WARNING):
+        settings = load_host_start_settings(tmp_path)
+    assert settings == HostStartSettings(local_http_port=7072, cors="http://a.test", cors_credentials=True)
+    assert "Ignoring unknown key Host.Other" in caplog.text
+    write_app(tmp_path, local={"Host": {"LocalHttpPort": 70000}})
+    with pytest.raises(ConfigError, match=r"Invalid Host\.LocalHttpPort in .*local\.settings\.json"):
+        load_host_start_settings(tmp_path)

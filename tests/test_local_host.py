@@ -16,9 +16,23 @@ from pathlib import Path
 import httpx
 import pytest
 
+from durable_ext.host import azurite as azurite_module
+from durable_ext.host.admin import host_id, stable_hash
+from durable_ext.host.azurite import AzuritePorts, find_azurite
+from durable_ext.host.local import LocalHost, LocalHostOptions
 from durable_ext.storage.account import StorageAccount
 from durable_ext.storage.taskhub import TaskHub
-from tests.host_support import REPO, free_port, read_until, sample_app_dir, start_process
+from tests.host_support import (
+    REPO,
+    distinct_free_ports,
+    free_port,
+    read_until,
+    running_host,
+    sample_app_dir,
+    start_process,
+)
+
+DEV_STORAGE = "UseDevelopmentStorage=true"
 
 
 async def test_start_serves_the_sample_app_end_to_end(tmp_path: Path, azurite_connection_string: str) -> None:
@@ -146,3 +160,239 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path, azurite_connection_string:
     assert process.returncode == 1
     assert f"error: port {port} on 127.0.0.1 is in use" in output
     assert "Traceback" not in output
+
+
+async def test_azurite_is_installed_with_progress_before_it_is_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_azurite = find_azurite(install=False)
+    # A checkout without node_modules, and an npm that takes a while, then provides the real Azurite.
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    for manifest in ("package.json", "package-lock.json"):
+        (checkout / manifest).write_text("{}")
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    npm = tools / "npm"
+    npm.write_text(
+        "#!/bin/sh\nsleep 1\nmkdir -p node_modules/.bin\n"
+        f"ln -s {real_azurite} node_modules/.bin/azurite\necho 'added 1 package in 1s'\n"
+    )
+    npm.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv(azurite_module.ENV_EXECUTABLE, raising=False)
+    monkeypatch.delenv("AzureWebJobsStorage", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(azurite_module, "_REPO_DIR", checkout)
+    monkeypatch.setattr(azurite_module, "HEARTBEAT_SECONDS", 0.2)
+    monkeypatch.chdir(tmp_path)
+    app = sample_app_dir(tmp_path, "Install" + uuid.uuid4().hex[:8])
+    (app / "local.settings.json").write_text(json.dumps({"Values": {"AzureWebJobsStorage": DEV_STORAGE}}))
+    blob, queue, table = distinct_free_ports(3)
+    lines: list[str] = []
+    host = LocalHost(
+        LocalHostOptions(
+            app_dir=app,
+            port=free_port(),
+            azurite_in_memory=True,
+            azurite_ports=AzuritePorts(blob=blob, queue=queue, table=table),
+            output=lines.append,
+        )
+    )
+    try:
+        await host.prepare()
+    finally:
+        host.stop()
+    installing = next(i for i, line in enumerate(lines) if line.startswith("Installing Azurite"))
+    starting = next(i for i, line in enumerate(lines) if line.startswith("Starting Azurite"))
+    assert installing < starting, lines
+    between = lines[installing + 1 : starting]
+    assert any(line.startswith("Still installing Azurite (") for line in between), lines
+    assert "added 1 package in 1s" in between
+    assert (checkout / "node_modules" / ".bin" / "azurite").resolve() == real_azurite.resolve()
+
+
+SAMPLE_FUNCTIONS = sorted(
+    [
+        "approval_workflow", "check_status", "counter", "counter_orchestrator", "fan_out_fan_in",
+        "flaky_activity", "get_work_items", "hello_sequence", "http_start", "monitor",
+        "parent_with_sub_orchestration", "process_item", "retry_example", "say_hello",
+    ],
+    key=str.lower,
+)  # fmt: skip
+
+
+async def test_admin_routes_cors_and_function_allow_list(
+    tmp_path: Path, azurite_connection_string: str
+) -> None:
+    app = sample_app_dir(tmp_path, "Admin" + uuid.uuid4().hex[:8])
+    (app / "local.settings.json").write_text(json.dumps({"Values": {"DURABLE_EXT_SYSTEM_KEY": "s3cret"}}))
+    web_app = "http://localhost:3000"
+    extra = ["--verbose", "--cors", f"{web_app},http://Example.test", "--functions", "http_start"]
+    extra += ["HELLO_sequence", "say_hello", "no_such_function"]
+    with running_host(app, azurite_connection_string, tmp_path / "host.log", extra_args=extra) as host:
+        startup = host.output()
+        assert (
+            "A function allow list has been specified, excluding all but the following functions: "
+            "[http_start, HELLO_sequence, say_hello, no_such_function]"
+        ) in startup
+        assert "--functions names 'no_such_function', which is not a function of the app" in startup
+        listed = startup[startup.index("Functions:") : startup.index("Host ready")]
+        assert "hello_sequence: orchestrationTrigger" in listed
+        assert "fan_out_fan_in" not in listed
+        async with httpx.AsyncClient(base_url=host.base_url, timeout=30) as http:
+            key = {"x-functions-key": "s3cret"}
+            for path in ("/admin/host/status", "/admin/functions", "/admin/functions/http_start"):
+                refused = await http.get(path)
+                assert (refused.status_code, refused.content) == (401, b""), path
+            ping = await http.get("/admin/host/ping")
+            assert (ping.status_code, ping.content) == (200, b"")
+
+            status = (await http.get("/admin/host/status", headers=key)).json()
+            assert list(status) == [
+                "id", "state", "version", "versionDetails", "platformVersion", "instanceId",
+                "computerName", "processUptime", "functionAppContentEditingState",
+            ]  # fmt: skip
+            assert status["state"] == "Running"
+            assert status["id"] == host_id(app.resolve(), {})
+            assert isinstance(status["processUptime"], int) and status["processUptime"] > 0
+            assert status["functionAppContentEditingState"] == "Unknown"
+
+            # Every function of the app, also those the allow list leaves out, as the host lists them.
+            functions = (await http.get("/admin/functions", headers=key)).json()
+            assert [function["name"] for function in functions] == SAMPLE_FUNCTIONS
+            starter = next(function for function in functions if function["name"] == "http_start")
+            origin = host.base_url
+            assert starter == (await http.get("/admin/functions/HTTP_START", headers=key)).json()
+            assert starter["invoke_url_template"] == f"{origin}/api/orchestrators/{{functionname}}"
+            assert starter["href"] == f"{origin}/admin/functions/http_start"
+            assert starter["script_href"] == f"{origin}/admin/vfs{app.resolve()}/function_app.py"
+            assert (starter["language"], starter["isDisabled"], starter["test_data"]) == (
+                "python",
+                False,
+                None,
+            )
+            assert starter["config"]["bindings"] == [
+                {"direction": "IN", "type": "durableClient", "name": "client"},
+                {
+                    "direction": "IN",
+                    "type": "httpTrigger",
+                    "name": "req",
+                    "methods": ["POST"],
+                    "authLevel": "ANONYMOUS",
+                    "route": "orchestrators/{functionName}",
+                },
+                {"direction": "OUT", "type": "http", "name": "$return"},
+            ]
+            greeting = next(function for function in functions if function["name"] == "say_hello")
+            assert greeting["invoke_url_template"] is None
+            assert greeting["config"]["bindings"] == [
+                {"direction": "IN", "type": "activityTrigger", "name": "name"}
+            ]
+            missing = await http.get("/admin/functions/nope", headers=key)
+            assert (missing.status_code, missing.content) == (404, b"")
+
+            # CORS as ASP.NET Core's middleware applies it in func start.
+            preflight = await http.options(
+                "/api/orchestrators/hello_sequence",
+                headers={
+                    "Origin": "http://example.test",
+                    "Access-Control-Request-Method": "POST",
+                    "Access-Control-Request-Headers": "content-type,x-functions-key",
+                },
+            )
+            assert preflight.status_code == 204
+            assert preflight.headers["access-control-allow-origin"] == "http://example.test"
+            assert preflight.headers["access-control-allow-methods"] == "POST"
+            assert preflight.headers["access-control-allow-headers"] == "content-type,x-functions-key"
+            assert preflight.headers["vary"] == "Origin"
+            assert "access-control-allow-credentials" not in preflight.headers
+            stranger = await http.options(
+                "/api/orchestrators/hello_sequence",
+                headers={"Origin": "http://evil.test", "Access-Control-Request-Method": "POST"},
+            )
+            assert stranger.status_code == 204
+            assert not any(name.startswith("access-control-") for name in stranger.headers)
+
+            started = await http.post("/api/orchestrators/hello_sequence", headers={"Origin": web_app})
+            assert started.status_code == 202, started.text
+            assert started.headers["access-control-allow-origin"] == web_app
+            plain = await http.get("/admin/host/ping")
+            assert "access-control-allow-origin" not in plain.headers
+            # An orchestrator the allow list leaves out is not a function of this host.
+            refused_start = await http.post(
+                "/runtime/webhooks/durabletask/orchestrators/fan_out_fan_in", headers=key
+            )
+            assert refused_start.status_code == 400, refused_start.text
+            status_url = started.json()["statusQueryGetUri"]
+            deadline = time.monotonic() + 60
+            while (body := (await http.get(status_url, headers=key)).json())["runtimeStatus"] != "Completed":
+                assert body["runtimeStatus"] in ("Pending", "Running"), body
+                assert time.monotonic() < deadline, body
+                await asyncio.sleep(0.1)
+            assert body["output"] == ["Hello Tokyo!", "Hello Seattle!", "Hello London!"]
+    # --verbose after the command turns on durable_ext's info messages.
+    assert "INFO durable_ext" in host.output()
+
+
+async def test_local_settings_host_section_sets_port_address_and_cors(
+    tmp_path: Path, azurite_connection_string: str
+) -> None:
+    app = sample_app_dir(tmp_path, "HostSec" + uuid.uuid4().hex[:8])
+    port = free_port()
+    host_section = {"LocalHttpPort": port, "LocalHttpAddress": "127.0.0.1", "CORS": "*"}
+    (app / "local.settings.json").write_text(json.dumps({"Host": host_section}))
+    command = [sys.executable, "-m", "durable_ext", "start", "--app-dir", str(app)]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "AzureWebJobsStorage": azurite_connection_string, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        read_until(process, f"Host ready on http://localhost:{port}")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            # No key configured: the admin routes are open, as under func start.
+            status = await http.get("/admin/host/status", headers={"Origin": "http://anywhere.test"})
+            assert status.status_code == 200
+            assert status.json()["state"] == "Running"
+            assert status.headers["access-control-allow-origin"] == "*"
+            assert "vary" not in status.headers
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+    assert process.returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--cors", "*", "--cors-credentials"], "error: --cors: the CORS protocol does not allow a wildcard"),
+        (["--cors-credentials"], "error: CORS credentials are allowed but --cors names no origin"),
+        (["--cors", "*,http://a.test"], "error: --cors: '*' allows every origin and cannot be listed"),
+        (["--cors", "localhost:3000"], "error: --cors: 'localhost:3000' is not an origin"),
+        (["--functions", "nope", "Nada"], "error: --functions names no function of the app; its functions"),
+    ],
+)
+def test_start_refuses_flags_that_cannot_work(
+    tmp_path: Path, azurite_connection_string: str, args: list[str], error: str
+) -> None:
+    app = sample_app_dir(tmp_path, "Flags" + uuid.uuid4().hex[:8])
+    process = start_process(app, azurite_connection_string, extra_args=args)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert error in output
+    assert "Traceback" not in output
+    assert "Starting Azurite" not in output
+
+
+def test_host_id_is_the_hosts_local_default() -> None:
+    # Utility.GetStableHash("abc"): ((23 * 31 + 97) * 31 + 98) * 31 + 99, and 32-bit wrap-around.
+    assert stable_hash("abc") == 781547
+    assert stable_hash("/home/user/app") == -1264128747
+    app = Path("/srv/app")
+    machine = "".join(ch for ch in socket.gethostname() if ch.isalnum())
+    assert host_id(app, {}) == f"{machine}-{abs(stable_hash('/srv/app'))}"[:32].lower().rstrip("-")
+    assert host_id(app, {"AzureFunctionsWebHost__hostid": "my-host"}) == "my-host"
+    assert host_id(app, {"AzureFunctionsWebHost:HostId": "other"}) == "other"

@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -56,6 +57,8 @@ _PORT_ATTEMPTS = 3
 _POLL_INTERVAL = 0.1
 _TAIL_LINES = 30
 _TAIL_BYTES = 16_384
+HEARTBEAT_SECONDS = 10.0
+"""How often a running npm install reports that it is still at work."""
 _NPM_MISSING = "Node.js 20+ and npm are required to run Azurite; install them from https://nodejs.org"
 
 
@@ -149,6 +152,29 @@ def _install_lock(progress: Callable[[str], None]) -> Iterator[None]:
             fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def _heartbeat(progress: Callable[[str], None]) -> Iterator[None]:
+    """Report every :data:`HEARTBEAT_SECONDS` that npm is still at work, until the block ends.
+
+    npm prints nothing while it downloads when its output is not a terminal, so without this a first
+    run looks stuck for as long as the download takes.
+    """
+    done = threading.Event()
+    started = time.monotonic()
+
+    def beat() -> None:
+        while not done.wait(HEARTBEAT_SECONDS):
+            progress(f"Still installing Azurite ({time.monotonic() - started:.0f} s)...")
+
+    thread = threading.Thread(target=beat, name="azurite-install-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
 def _run_npm(args: list[str], cwd: Path, progress: Callable[[str], None]) -> None:
     """Run npm with ``args`` in ``cwd``, streaming its output to ``progress``; AzuriteError if it fails."""
     npm = shutil.which("npm")
@@ -172,7 +198,7 @@ def _run_npm(args: list[str], cwd: Path, progress: Callable[[str], None]) -> Non
     except OSError as exc:
         raise AzuriteError(f"{_NPM_MISSING} (could not run {npm}: {exc})") from exc
     assert process.stdout is not None  # guaranteed by stdout=PIPE
-    with process:
+    with process, _heartbeat(progress):
         # Reading until EOF keeps the pipe drained, so npm can never block on a full pipe.
         for raw_line in process.stdout:
             line = raw_line.rstrip()

@@ -24,15 +24,25 @@ from pathlib import Path
 import uvicorn
 from azure.durable_functions.models.utils import http_utils as df_http_utils
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.routing import BaseRoute, Mount
 
 from durable_ext.app_loader import FunctionKind, FunctionRegistry, load_app
 from durable_ext.client import TaskHubClient
-from durable_ext.config import HostConfig, load_config
+from durable_ext.config import HOST_JSON, HostConfig, load_config
 from durable_ext.errors import ConfigError
+from durable_ext.host.admin import AdminContext, admin_routes
 from durable_ext.host.api import df_client_body_limit, management_routes, not_found_answer
-from durable_ext.host.azurite import DEFAULT_PORTS, Azurite, AzuritePorts, dev_connection_string, ports_answer
+from durable_ext.host.azurite import (
+    DEFAULT_PORTS,
+    Azurite,
+    AzuritePorts,
+    dev_connection_string,
+    find_azurite,
+    ports_answer,
+)
+from durable_ext.host.cors import CorsMiddleware, CorsPolicy
 from durable_ext.host.df_json import MANAGEMENT_PREFIX, client_binding_json
 from durable_ext.host.guard import MAX_BODY_BYTES, check_system_key, presents_key
 from durable_ext.host.http import InvocationRecord, http_trigger_routes
@@ -64,6 +74,10 @@ class LocalHostOptions:
     azurite_ports: AzuritePorts = DEFAULT_PORTS
     """Where ``UseDevelopmentStorage=true`` looks for Azurite, and where the host starts it."""
     output: Callable[[str], None] = field(default=print)
+    cors: CorsPolicy | None = None
+    """Cross-origin callers answered with CORS headers (``--cors``); None: none, as ``func start``."""
+    functions: tuple[str, ...] | None = None
+    """Load and serve only these functions (``--functions``); None: host.json's ``functions``, else all."""
 
 
 def _is_loopback(host: str) -> bool:
@@ -93,6 +107,9 @@ class LocalHost:
             check_system_key(self.system_key, setting=SYSTEM_KEY_SETTING, exposed=exposed)
         self.azurite: Azurite | None = None
         self.registry: FunctionRegistry | None = None
+        """The functions this host loads and serves (the app's, less those an allow list leaves out)."""
+        self.app_functions: FunctionRegistry | None = None
+        """Every function of the app, as ``/admin/functions`` lists them."""
 
     def _apply_settings(self) -> None:
         # Functions exposes app settings to user code as environment variables; the real
@@ -116,11 +133,13 @@ class LocalHost:
         location = None if self.options.azurite_in_memory else self.app_dir / AZURITE_DATA_DIR
         if location is not None:
             location.mkdir(parents=True, exist_ok=True)
+        # Found (or installed, which says so and reports progress) before "Starting Azurite" is printed.
+        executable = find_azurite(progress=self.options.output)
         self.options.output(
             f"Starting Azurite on ports {ports.blob}-{ports.table} "
             f"({'in memory' if location is None else location})..."
         )
-        self.azurite = Azurite(ports=ports, location=location)
+        self.azurite = Azurite(ports=ports, location=location, executable=executable)
         self.azurite.start()
 
     def _check_port(self) -> None:
@@ -139,7 +158,8 @@ class LocalHost:
         self._apply_settings()
         account = self._storage_account()
         # Import the user's code first: a broken app should fail before anything is started.
-        self.registry = load_app(self.app_dir)
+        self.app_functions = load_app(self.app_dir)
+        self.registry = self._allowed(self.app_functions)
         self._check_port()
         self._ensure_azurite(account)
         options = self.config.durable_task
@@ -147,6 +167,34 @@ class LocalHost:
             await hub.create()
         self._print_functions(account)
         return account
+
+    def _allowed(self, registry: FunctionRegistry) -> FunctionRegistry:
+        """The functions an allow list (``--functions``, else host.json's ``functions``) keeps.
+
+        Names are Functions names compared ignoring case, as the host's allow list compares them.
+        """
+        names = self.options.functions if self.options.functions is not None else self.config.functions
+        if names is None:
+            return registry
+        source = (
+            "--functions"
+            if self.options.functions is not None
+            else f"functions in {self.app_dir / HOST_JSON}"
+        )
+        wanted = {name.lower() for name in names}
+        kept = tuple(function for function in registry.functions if function.function_name.lower() in wanted)
+        if not kept:
+            available = ", ".join(function.function_name for function in registry.functions) or "none"
+            raise ConfigError(f"{source} names no function of the app; its functions are: {available}")
+        present = {function.function_name.lower() for function in registry.functions}
+        for name in names:
+            if name.lower() not in present:
+                logger.warning("%s names %r, which is not a function of the app", source, name)
+        self.options.output(
+            "A function allow list has been specified, excluding all but the following functions: "
+            f"[{', '.join(names)}]"
+        )
+        return FunctionRegistry(kept)
 
     @property
     def base_url(self) -> str:
@@ -207,9 +255,18 @@ class LocalHost:
                 max_body_bytes=max_body_bytes,
             )
 
+        assert self.app_functions is not None
+        admin = AdminContext(
+            registry=self.app_functions,
+            app_dir=self.app_dir,
+            route_prefix=self.config.route_prefix,
+            settings=self.config.settings,
+            system_key=self.system_key,
+        )
         routes = [
             Mount(rpc_path, routes=api(None, df_client_body_limit(client.max_payload_bytes))),
             Mount(MANAGEMENT_PREFIX, routes=api(self.system_key, MAX_BODY_BYTES)),
+            *admin_routes(admin),
             *http_trigger_routes(
                 registry,
                 self.config.route_prefix,
@@ -218,7 +275,12 @@ class LocalHost:
                 function_key=self.system_key,
             ),
         ]
-        return Starlette(routes=routes, exception_handlers={404: not_found_answer})
+        cors = self.options.cors
+        return Starlette(
+            routes=routes,
+            middleware=[Middleware(CorsMiddleware, policy=cors)] if cors else [],
+            exception_handlers={404: not_found_answer},
+        )
 
     def stop(self) -> None:
         """Release what the host started (Azurite)."""

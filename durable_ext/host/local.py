@@ -143,7 +143,7 @@ class LocalHost:
         self._apply_settings()
         account = self._storage_account()
         # Import the user's code first: a broken app should fail before anything is started.
-        self.registry = load_app(self.app_dir)
+        self.registry = load_app(self.app_dir, settings=self.config.settings)
         self._check_port()
         self._ensure_azurite(account)
         options = self.config.durable_task
@@ -175,6 +175,21 @@ class LocalHost:
             else:
                 out(f"        {function.name}: {function.trigger_type}")
         out("")
+        self._print_disabled()
+
+    def _print_disabled(self) -> None:
+        assert self.registry is not None
+        for function in self.registry.functions:
+            if not function.disabled:
+                continue
+            # The WebJobs SDK's line when it skips a disabled function's listener.
+            line = f"Function 'Functions.{function.function_name}' is disabled"
+            if function.kind is FunctionKind.HTTP and self.system_key is None:
+                line += (
+                    f"; without {SYSTEM_KEY_SETTING} every caller has admin rights, as under func start,"
+                    " so its route still runs it"
+                )
+            self.options.output(line)
 
     def _log_invocation(self, record: InvocationRecord) -> None:
         outcome = "Succeeded" if record.error is None and record.status_code < 500 else "Failed"

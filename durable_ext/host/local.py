@@ -285,6 +285,9 @@ class LocalHost:
         )
         server = uvicorn.Server(config)
         serving = asyncio.create_task(server.serve())
+        # "Host ready" is what callers wait for: say it only once the socket accepts connections.
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.01)
         self.options.output(f"Host ready on {self.base_url}. Press Ctrl+C to stop.")
         watched = {serving, asyncio.create_task(stop.wait())}
         if self.azurite is not None:

@@ -763,3 +763,43 @@ def _default_hub_name(settings: Mapping[str, str]) -> str:
     if len(sanitized) < MIN_HUB_NAME_LENGTH:
         sanitized += "Hub"
     return sanitized
+
+
+# --- AzureWebJobs.<FunctionName>.Disabled --------------------------------------------------------------
+
+# The WebJobs SDK reads "AzureWebJobs.<name>.Disabled", and "AzureWebJobs_<name>_Disabled" for
+# environments that do not allow dots in variable names.
+_DISABLED_SETTING_RE = re.compile(r"AzureWebJobs([._])(.+)\1Disabled", re.IGNORECASE)
+_DISABLED_FALSE_VALUES = frozenset({"", "0", "false"})
+
+
+@dataclass(frozen=True)
+class DisabledSetting:
+    """One ``AzureWebJobs.<FunctionName>.Disabled`` app setting."""
+
+    setting: str
+    """The setting's name as written."""
+    function_name: str
+    value: str
+
+    @property
+    def disables(self) -> bool:
+        """Whether the function is disabled: "true" or "1", ignoring case, as the WebJobs SDK's
+        ``IsSettingEnabled`` reads it; any other value leaves it enabled."""
+        return self.value.strip().lower() in ("true", "1")
+
+    @property
+    def unclear(self) -> bool:
+        """The value is neither a recognised true nor a recognised false: likely a typo."""
+        return not self.disables and self.value.strip().lower() not in _DISABLED_FALSE_VALUES
+
+
+def disabled_settings(settings: Mapping[str, str]) -> list[DisabledSetting]:
+    """Every ``AzureWebJobs.<FunctionName>.Disabled`` (or ``AzureWebJobs_<FunctionName>_Disabled``)
+    app setting in ``settings``, in their order."""
+    found: list[DisabledSetting] = []
+    for name, value in settings.items():
+        match = _DISABLED_SETTING_RE.fullmatch(name)
+        if match is not None:
+            found.append(DisabledSetting(name, match.group(2), value))
+    return found

@@ -43,7 +43,12 @@ class OrchestrationExecutor(Protocol):
     """Runs orchestrator code over history (see the module notes)."""
 
     def has_orchestrator(self, name: str) -> bool:
-        """Whether an orchestrator called ``name`` exists."""
+        """Whether an orchestrator called ``name`` exists and may run (is not disabled)."""
+        ...
+
+    def missing_orchestrator_message(self, name: str) -> str:
+        """Why an orchestration of ``name`` cannot run (when :meth:`has_orchestrator` is False): the
+        text its failure carries."""
         ...
 
     def new_memo(self) -> object:

@@ -56,7 +56,7 @@ from azure.durable_functions.models.history.HistoryEventType import HistoryEvent
 from azure.durable_functions.models.Task import AtomicTask, RetryAbleTask, TaskBase
 from azure.durable_functions.models.TaskOrchestrationExecutor import TaskOrchestrationExecutor
 
-from durable_ext.app_loader import FunctionKind, FunctionRegistry
+from durable_ext.app_loader import FunctionKind, FunctionRegistry, invalid_function_message
 from durable_ext.executor import (
     ActionKind,
     ExecutionRequest,
@@ -450,8 +450,12 @@ class DfOrchestrationExecutor:
         self._timer_split = timer_split
 
     def has_orchestrator(self, name: str) -> bool:
-        """Whether the app registered an orchestrator called ``name``."""
-        return self._registry.get(name, FunctionKind.ORCHESTRATOR) is not None
+        """Whether the app registered an orchestrator called ``name`` that is not disabled."""
+        return self._registry.runnable(name, FunctionKind.ORCHESTRATOR) is not None
+
+    def missing_orchestrator_message(self, name: str) -> str:
+        """Durable Functions' text for an orchestrator that does not exist or is disabled."""
+        return invalid_function_message(self._registry, name, FunctionKind.ORCHESTRATOR)
 
     def new_memo(self) -> DfEventForms:
         """The df forms of an execution's events, kept between its episodes."""
@@ -459,7 +463,7 @@ class DfOrchestrationExecutor:
 
     def execute(self, request: ExecutionRequest, memo: object) -> OrchestratorRun:
         """Run the orchestrator through df over ``request.events``."""
-        function = self._registry.get(request.name, FunctionKind.ORCHESTRATOR)
+        function = self._registry.runnable(request.name, FunctionKind.ORCHESTRATOR)
         if function is None:
             raise KeyError(request.name)
         return run_orchestrator(

@@ -21,6 +21,7 @@ from durable_ext.app_loader import (
     FunctionRegistry,
     RegisteredFunction,
     load_app,
+    registry_of,
 )
 from durable_ext.errors import AppLoadError, DurableExtError
 
@@ -231,7 +232,8 @@ def test_missing_function_app(tmp_path: Path) -> None:
         load_app(tmp_path)
     message = str(caught.value)
     assert message == (
-        f"no function_app.py in {tmp_path.resolve()}: run from your app's directory or pass --app-dir"
+        f"no function_app.py and no function folders (with function.json) in {tmp_path.resolve()}:"
+        " run from your app's directory or pass --app-dir"
     )
     assert isinstance(caught.value, DurableExtError)
     assert caught.value.user_traceback == ""
@@ -506,7 +508,7 @@ def test_from_app_can_index_the_same_app_twice(tmp_path: Path) -> None:
     )
     act = must_get(load_app(tmp_path), "act", FunctionKind.ACTIVITY)
     app = sys.modules[act.callable.__module__].app
-    assert FunctionRegistry.from_app(app) == FunctionRegistry.from_app(app)
+    assert registry_of(app) == registry_of(app)
 
 
 # --- several apps in one process --------------------------------------------------------------------

@@ -81,7 +81,7 @@ async def test_start_serves_the_sample_app_end_to_end(tmp_path: Path, azurite_co
 @pytest.mark.parametrize(
     ("app_code", "expected"),
     [
-        (None, "no function_app.py"),
+        (None, "no function_app.py and no function folders"),
         (
             "import azure.functions as func\n\nraise RuntimeError('boom at import')\n",
             "RuntimeError: boom at import",

@@ -514,7 +514,7 @@ class _ManagementApi:
         parameter = "functionName" if kind is FunctionKind.ORCHESTRATOR else "entityName"
         if self.functions is None:
             return {}
-        names = [function.name for function in self.functions.functions if function.kind is kind]
+        names = self.functions.names(kind)
         pattern = f"^({'|'.join(_any_case(name) for name in names)})$" if names else "^$.+"
         schema = Annotated[str, Field(pattern=pattern)]
         return {parameter: PathParameter(schema, f"The {kind.value} function's name (case-insensitive).")}

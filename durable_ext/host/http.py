@@ -28,6 +28,13 @@ Functions host behaviour reproduced here, and the choices made where it could no
 - One :class:`InvocationRecord` per request a function's route handles, refusals (401, 413) included,
   so the console explains them; the host's own 404/405 answers have none.
 - A user function with a ``context: func.Context`` parameter is not given one.
+- A function disabled by ``AzureWebJobs.<name>.Disabled`` answers 404 with an empty body, after the key
+  check, unless the caller has admin rights (the host's ``FunctionInvocationMiddleware``). Admin rights
+  are the key here; without a configured key every caller has them, as under ``func start``, whose
+  authentication handler gives every request the admin level.
+- The durable client binding may be ``durableClient`` or the legacy ``orchestrationClient``; v1
+  functions (function.json) are called through a wrapper that supplies their other bindings and answers
+  with a named ``http`` output binding when they have one (see :mod:`durable_ext.app_loader.v1`).
 """
 
 from __future__ import annotations
@@ -387,6 +394,9 @@ class _FunctionEndpoint:
                 f" parameter or the {KEY_HEADER!r} header)"
             )
             return _error(401, f"Unauthorized: {reason}"), reason
+        if self._function.disabled and not self._is_admin(request):
+            reason = f"the function is disabled (app setting AzureWebJobs.{self._name}.Disabled)"
+            return Response(status_code=404), reason
         body = await read_body(request, self._max_body_bytes)
         if body is None:
             reason = f"the request body is larger than {self._max_body_bytes} bytes"
@@ -410,8 +420,11 @@ class _FunctionEndpoint:
         return response, None
 
     def _authorized(self, request: Request) -> bool:
+        return self._http.auth_level == "anonymous" or self._is_admin(request)
+
+    def _is_admin(self, request: Request) -> bool:
         key = self._function_key
-        return key is None or self._http.auth_level == "anonymous" or presents_key(request, key)
+        return key is None or presents_key(request, key)
 
     async def _call(self, arguments: dict[str, Any]) -> Any:
         function = self._function

@@ -158,7 +158,7 @@ class LocalHost:
         self._apply_settings()
         account = self._storage_account()
         # Import the user's code first: a broken app should fail before anything is started.
-        self.app_functions = load_app(self.app_dir)
+        self.app_functions = load_app(self.app_dir, settings=self.config.settings)
         self.registry = self._allowed(self.app_functions)
         self._check_port()
         self._ensure_azurite(account)
@@ -219,6 +219,21 @@ class LocalHost:
             else:
                 out(f"        {function.name}: {function.trigger_type}")
         out("")
+        self._print_disabled()
+
+    def _print_disabled(self) -> None:
+        assert self.registry is not None
+        for function in self.registry.functions:
+            if not function.disabled:
+                continue
+            # The WebJobs SDK's line when it skips a disabled function's listener.
+            line = f"Function 'Functions.{function.function_name}' is disabled"
+            if function.kind is FunctionKind.HTTP and self.system_key is None:
+                line += (
+                    f"; without {SYSTEM_KEY_SETTING} every caller has admin rights, as under func start,"
+                    " so its route still runs it"
+                )
+            self.options.output(line)
 
     def _log_invocation(self, record: InvocationRecord) -> None:
         outcome = "Succeeded" if record.error is None and record.status_code < 500 else "Failed"
@@ -325,6 +340,9 @@ class LocalHost:
         )
         server = uvicorn.Server(config)
         serving = asyncio.create_task(server.serve())
+        # "Host ready" is what callers wait for: say it only once the socket accepts connections.
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.01)
         self.options.output(f"Host ready on {self.base_url}. Press Ctrl+C to stop.")
         watched = {serving, asyncio.create_task(stop.wait())}
         if self.azurite is not None:

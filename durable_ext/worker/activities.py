@@ -35,6 +35,9 @@ logger = logging.getLogger(__name__)
 
 MAX_BATCH = 32
 
+PARK_DELAY = timedelta(seconds=10)
+"""How long a work item of a disabled activity stays invisible before a worker looks at it again."""
+
 
 class ActivityError(Exception):
     """An activity could not run (unknown name, undecodable input, unencodable result)."""
@@ -102,6 +105,8 @@ class ActivityDispatcher:
         self._hub_name = hub.names.hub
         self._log = hub_log(logger, self._hub_name)
         self._storage = hub.account.describe()
+        self._parked_names: set[str] = set()
+        """Disabled activities whose work items were parked (each is reported once)."""
 
     def wake(self) -> None:
         """Poll now: this process just enqueued a work item."""
@@ -178,6 +183,10 @@ class ActivityDispatcher:
 
     async def _run(self, message: ReceivedMessage) -> None:
         try:
+            disabled = self._disabled_activity(message)
+            if disabled is not None:
+                await self._park(message, disabled)
+                return
             if message.dequeue_count > POISON_DEQUEUE_COUNT:
                 await self._quarantine(message)
                 return
@@ -198,6 +207,36 @@ class ActivityDispatcher:
             self._log.instance(message.data.instance_id).exception(
                 "activity work item %s failed to complete", message.message_id
             )
+
+    def _disabled_activity(self, message: ReceivedMessage) -> str | None:
+        """The name of the work item's activity when this app has it disabled, else None."""
+        event = message.data.event
+        if not isinstance(event, TaskScheduledEvent):
+            return None
+        function = self._registry.get(event.name or "", FunctionKind.ACTIVITY)
+        return function.function_name if function is not None and function.disabled else None
+
+    async def _park(self, message: ReceivedMessage, function_name: str) -> None:
+        """Leave a disabled activity's work item in the queue, as the Durable Functions extension does
+        (its orchestration waits), without counting towards poison: a fresh copy replaces it."""
+        if function_name not in self._parked_names:
+            self._parked_names.add(function_name)
+            self._log.warning(
+                "activity %s is disabled (app setting AzureWebJobs.%s.Disabled): its work items wait in"
+                " %s, and their orchestrations with them, until a worker that has it enabled takes them",
+                function_name,
+                function_name,
+                self._hub.work_item_queue.name,
+            )
+        queue = self._hub.work_item_queue
+        await queue.send(message.data, delay=PARK_DELAY)
+        await queue.delete(message)
+        self._log.instance(message.data.instance_id).debug(
+            "work item %s of disabled activity %s parked for %s",
+            message.message_id,
+            function_name,
+            PARK_DELAY,
+        )
 
     async def _quarantine(self, message: ReceivedMessage) -> None:
         """Take a work item that never completes (it took its worker down each time) out of the queue.

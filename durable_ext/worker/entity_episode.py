@@ -3,6 +3,7 @@ that writes the new state as a fresh execution (docs/storage-protocol.md §2.7).
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -27,12 +28,15 @@ from durable_ext.history import (
     OrchestratorStartedEvent,
     utc_now,
 )
+from durable_ext.logs import hub_log
 from durable_ext.messages import MessageData, TaskMessage
 from durable_ext.storage.instances import RowUpdate, entity_update
 from durable_ext.storage.queues import ReceivedMessage
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.worker.session import Checkpoint, Execution, Outbound
 from durable_ext.worker.triage import Decisions
+
+logger = logging.getLogger(__name__)
 
 _RECENT_REQUESTS_KEY = "durableExtRecentRequests"
 """Member of the entity scheduler's ``sorter`` listing request IDs already applied (.NET ignores it)."""
@@ -48,6 +52,8 @@ class EntityPlanner:
         self._registry = registry
         self._options = options
         self._hub_name = hub.names.hub
+        self._log = hub_log(logger, self._hub_name)
+        self._reported_disabled: set[str] = set()
 
     def plan(
         self, execution: Execution, messages: list[ReceivedMessage]
@@ -57,6 +63,9 @@ class EntityPlanner:
         The state lives in the Input of a fresh three-row execution written over the old one, as the
         Durable Functions entity scheduler does it (docs/storage-protocol.md §2.7).
         """
+        if self._disabled(execution.instance_id):
+            # As under the Durable Functions extension, a disabled entity's messages stay queued.
+            return Decisions(abandon=list(messages)), None
         now = utc_now()
         decisions = Decisions()
         started = execution.started
@@ -112,6 +121,22 @@ class EntityPlanner:
         update = self._entity_status(execution, new_execution, result.state, now)
         current = Execution(execution.instance_id, new_execution, [], execution.etag)
         return decisions, Checkpoint(current, events, 0, outbound, update, list(execution.blob_names))
+
+    def _disabled(self, instance_id: str) -> bool:
+        name, _ = parse_entity_instance_id(instance_id)
+        function = self._registry.get(name, FunctionKind.ENTITY)
+        if function is None or not function.disabled:
+            return False
+        if function.function_name not in self._reported_disabled:
+            self._reported_disabled.add(function.function_name)
+            self._log.warning(
+                "entity %s is disabled (app setting AzureWebJobs.%s.Disabled): its operations wait in the"
+                " control queues, and orchestrations calling it with them, until a worker that has it"
+                " enabled takes them",
+                function.function_name,
+                function.function_name,
+            )
+        return True
 
     def _entity_status(
         self, execution: Execution, execution_id: str, state: SchedulerState, now: datetime

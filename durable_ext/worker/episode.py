@@ -257,7 +257,7 @@ class EpisodePlanner:
                 None,
                 FailureDetails(
                     error_type="FunctionNotFound",
-                    error_message=f"The orchestrator function '{name}' doesn't exist.",
+                    error_message=self._executor.missing_orchestrator_message(name),
                 ),
             )
         if execution.memo is None:

@@ -1,0 +1,2 @@
+async def run(value: int) -> int:
+    return value * value

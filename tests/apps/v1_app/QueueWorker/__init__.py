@@ -1,0 +1,5 @@
+import logging
+
+
+def main(item: str) -> None:
+    logging.info("queue item %s", item)

@@ -19,35 +19,37 @@ import azure.durable_functions as df
 import httpx
 import pytest
 from azure.durable_functions.models.utils import http_utils
-from starlette.applications import Starlette
-from starlette.routing import Mount
 
 from durable_ext.app_loader import FunctionRegistry
 from durable_ext.client import TaskHubClient
 from durable_ext.entities import SchedulerState, entity_status_json
 from durable_ext.history import OrchestrationStatus
-from durable_ext.host.api import CONTINUATION_HEADER, management_routes
-from durable_ext.host.df_json import MANAGEMENT_PREFIX, client_binding_json
+from durable_ext.host.api import CONTINUATION_HEADER
+from durable_ext.host.df_json import MANAGEMENT_PREFIX
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.storage.tracking import InstanceState
-from tests.test_management_api import TIMEOUT, _queued_messages, _rows, _serve
+from tests.test_management_api import TIMEOUT, _queued_messages, _rows, serve_management
 
 # Bodies that are not JSON every reader can handle; each must be refused wherever a payload enters.
 BAD_BODIES = {
     "NaN": "NaN",
     "Infinity": "[1, Infinity]",
     "-Infinity": '{"a": -Infinity}',
-    "NaN in JSON-in-JSON (the df client's encoding)": json.dumps("NaN"),
     "a number beyond a double": "1e999",
     "a 4301-digit integer": "9" * 4301,
-    "a 4301-digit integer in JSON-in-JSON": json.dumps("9" * 4301),
     "1000 levels of nesting": "[" * 1000 + "]" * 1000,
     "513 levels of nesting": "[" * 513 + "]" * 513,
-    "1000 levels in JSON-in-JSON": json.dumps("[" * 1000 + "]" * 1000),
     "a lone surrogate": '{"a": "\\ud800"}',
     "a lone surrogate in a key": '{"\\udc00": 1}',
+    "a lone surrogate in a JSON string": json.dumps('"\ud800"'),
+}
+# The df client's mount unwraps its JSON-in-JSON encoding once, so the JSON inside must be valid too.
+DF_CLIENT_BAD_BODIES = {
+    **BAD_BODIES,
+    "NaN in JSON-in-JSON (the df client's encoding)": json.dumps("NaN"),
+    "a 4301-digit integer in JSON-in-JSON": json.dumps("9" * 4301),
+    "1000 levels in JSON-in-JSON": json.dumps("[" * 1000 + "]" * 1000),
     "a lone surrogate escaped in JSON-in-JSON": json.dumps(json.dumps("\ud800")),
-    "a lone surrogate in the JSON-in-JSON string": json.dumps('"\ud800"'),
 }
 OUT_OF_RANGE_TIMES = ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00")
 LONG = 10_000
@@ -62,9 +64,17 @@ class Door:
     client: TaskHubClient
     http: httpx.AsyncClient
     df: df.DurableOrchestrationClient
+    rpc_base_url: str
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{MANAGEMENT_PREFIX}/{path}"
+
+    def mounts(self) -> list[tuple[str, str, dict[str, str]]]:
+        """(name, base URL, bodies each must refuse) of the public mount and of the df client's."""
+        return [
+            ("public", self.url(""), BAD_BODIES),
+            ("df client's", self.rpc_base_url, DF_CLIENT_BAD_BODIES),
+        ]
 
     async def footprint(self) -> tuple[int, int, int]:
         """(Instances rows, History rows, queued messages): what a refused request must leave as it was."""
@@ -74,14 +84,11 @@ class Door:
 @pytest.fixture
 async def door(hub: TaskHub, registry: FunctionRegistry) -> AsyncIterator[Door]:
     client = TaskHubClient(hub)
-    routes = management_routes(client, functions=registry)
     async with AsyncExitStack() as stack:
-        base_url = await stack.enter_async_context(
-            _serve(Starlette(routes=[Mount(MANAGEMENT_PREFIX, routes=routes)]))
-        )
+        base_url, binding = await serve_management(stack, client, registry)
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=TIMEOUT))
-        binding = client_binding_json(base_url, hub.names.hub)
-        yield Door(base_url, hub, client, http, df.DurableOrchestrationClient(binding))
+        rpc_base_url = json.loads(binding)["rpcBaseUrl"]
+        yield Door(base_url, hub, client, http, df.DurableOrchestrationClient(binding), rpc_base_url)
     # df keeps one aiohttp session per process, bound to this test's event loop.
     await http_utils._close_session()
 
@@ -116,9 +123,10 @@ def _assert_400(response: httpx.Response, message: str, case: str) -> None:
 
 async def test_starts_with_non_json_payloads_are_400_and_write_nothing(door: Door) -> None:
     errors = []
-    for index, (case, body) in enumerate(BAD_BODIES.items()):
-        response = await door.http.post(door.url(f"orchestrators/chain/bad-{index}"), content=body)
-        errors.append(_refusal_error(response, "request body", case))
+    for mount, base, bodies in door.mounts():
+        for index, (case, body) in enumerate(bodies.items()):
+            response = await door.http.post(f"{base}orchestrators/chain/bad-{index}", content=body)
+            errors.append(_refusal_error(response, "request body", f"{case} on the {mount} mount"))
     assert [error for error in errors if error] == []
     assert await door.footprint() == (0, 0, 0)
 
@@ -129,15 +137,16 @@ async def test_events_and_signals_with_non_json_payloads_are_400_and_write_nothi
     assert before == (1, 0, 1)
     json_content = {"content-type": "application/json"}
     errors = []
-    for case, body in BAD_BODIES.items():
-        event = await door.http.post(
-            door.url("instances/waiting/raiseEvent/Approval"), content=body, headers=json_content
-        )
-        errors.append(_refusal_error(event, "request body", f"raiseEvent with {case}"))
-        signal = await door.http.post(
-            door.url("entities/counter/k?op=add"), content=body, headers=json_content
-        )
-        errors.append(_refusal_error(signal, "request body", f"signal with {case}"))
+    for mount, base, bodies in door.mounts():
+        for case, body in bodies.items():
+            event = await door.http.post(
+                f"{base}instances/waiting/raiseEvent/Approval", content=body, headers=json_content
+            )
+            errors.append(_refusal_error(event, "request body", f"raiseEvent with {case} ({mount})"))
+            signal = await door.http.post(
+                f"{base}entities/counter/k?op=add", content=body, headers=json_content
+            )
+            errors.append(_refusal_error(signal, "request body", f"signal with {case} ({mount})"))
     assert [error for error in errors if error] == []
     assert await door.footprint() == before
 

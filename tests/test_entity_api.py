@@ -118,12 +118,14 @@ async def test_signal_get_and_delete_over_http(api: Api) -> None:
     signalled = await api.http.post(f"{url}?op=add", json=3)
     assert (signalled.status_code, signalled.content) == (202, b"")
     await _wait_for_state(api, "counter/raw", 3)
-    # Entity names are case-insensitive; the df client's JSON-in-JSON body is unwrapped once.
-    assert (await api.http.post(f"{url}?op=add", json="4")).status_code == 202
+    # Entity names are case-insensitive.
+    assert (await api.http.post(f"{url}?op=add", json=4)).status_code == 202
     await _wait_for_state(api, "Counter/raw", 7)
-    # A body that is not JSON is a string input, as in DF: adding "2" fails, the next add lands.
+    # A JSON string is stored as sent, and a body that is not JSON is a string input, as in DF: adding
+    # "2" fails either way, the next add lands.
     text = await api.http.post(f"{url}?op=add", content=b"2", headers={"content-type": "text/plain"})
     assert text.status_code == 202
+    assert (await api.http.post(f"{url}?op=add", json="2")).status_code == 202
     assert (await api.http.post(f"{url}?op=add", json=1)).status_code == 202
     await _wait_for_state(api, "counter/raw", 8)
 

@@ -26,13 +26,12 @@ import uvicorn
 from azure.durable_functions.models.OrchestrationRuntimeStatus import OrchestrationRuntimeStatus
 from azure.durable_functions.models.utils import http_utils
 from starlette.applications import Starlette
-from starlette.routing import Mount
 
 from durable_ext.app_loader import FunctionRegistry
 from durable_ext.client import DEFAULT_MAX_PAYLOAD_BYTES, TaskHubClient
 from durable_ext.config import InstanceRetentionOptions
-from durable_ext.history import OrchestrationStatus
-from durable_ext.host.api import CONTINUATION_HEADER, management_routes
+from durable_ext.history import EventRaisedEvent, OrchestrationStatus
+from durable_ext.host.api import CONTINUATION_HEADER, management_mounts, new_rpc_path
 from durable_ext.host.df_json import MANAGEMENT_PREFIX, client_binding_json
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.storage.tracking import InstanceQuery, escape_partition_key
@@ -115,6 +114,20 @@ async def _serve(app: Starlette) -> AsyncIterator[str]:
         sock.close()
 
 
+async def serve_management(
+    stack: AsyncExitStack, client: TaskHubClient, registry: FunctionRegistry, *, system_key: str | None = None
+) -> tuple[str, str]:
+    """Serve the management API as ``start`` does (the df client's mount, then the public one) until
+    ``stack`` closes: (base URL, client binding JSON pointing the df client at its mount)."""
+    rpc_path = new_rpc_path()
+    mounts = management_mounts(client, rpc_path, system_key=system_key, functions=registry)
+    base_url = await stack.enter_async_context(_serve(Starlette(routes=mounts)))
+    binding = client_binding_json(
+        base_url, client.hub.names.hub, system_key=system_key, rpc_base_url=f"{base_url}{rpc_path}/"
+    )
+    return base_url, binding
+
+
 ServeApi = Callable[..., Awaitable[Api]]
 
 
@@ -127,16 +140,8 @@ async def serve_api(hub: TaskHub, engine: Engine, registry: FunctionRegistry) ->
         *, system_key: str | None = None, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     ) -> Api:
         client = TaskHubClient(hub, max_payload_bytes=max_payload_bytes)
-        routes = management_routes(
-            client,
-            system_key=system_key,
-            functions=registry,
-        )
-        base_url = await stack.enter_async_context(
-            _serve(Starlette(routes=[Mount(MANAGEMENT_PREFIX, routes=routes)]))
-        )
+        base_url, binding = await serve_management(stack, client, registry, system_key=system_key)
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=TIMEOUT))
-        binding = client_binding_json(base_url, hub.names.hub, system_key=system_key)
         return Api(base_url, hub, client, http, df.DurableOrchestrationClient(binding))
 
     async with stack:
@@ -248,6 +253,26 @@ async def test_df_raise_event_delivers_the_value_itself(api: Api) -> None:
     state = await api.client.wait_for_completion(instance, TIMEOUT)
     # The df client double-encodes event data; DF would hand the orchestrator '"alice"' (df issue #295).
     assert json.loads(state.output or "") == "approved: alice"
+
+
+async def test_event_bodies_are_stored_as_sent_and_only_the_df_clients_are_unwrapped(api: Api) -> None:
+    """The human_interaction sample's reply: curl sends the JSON string "1180", the code is a string."""
+    sent = {"curl-string": '"1180"', "curl-number": "1180", "df-string": '"1180"', "df-number": "1180"}
+    for instance in sent:
+        await api.df.start_new("approval", instance, 30)
+        await api.wait_for_custom_status(instance, "waiting")
+    for instance, body in sent.items():
+        if instance.startswith("curl"):
+            url = api.url(f"instances/{instance}/raiseEvent/Approval")
+            raised = await api.http.post(url, content=body, headers={"content-type": "application/json"})
+            assert raised.status_code == 202
+        else:
+            await api.df.raise_event(instance, "Approval", json.loads(body))
+    for instance, body in sent.items():
+        await api.client.wait_for_completion(instance, TIMEOUT)
+        events = (await api.client.hub.tracking.load_history(instance)).events
+        raised_inputs = [e.input for e in events if isinstance(e, EventRaisedEvent)]
+        assert raised_inputs == [body], instance
 
 
 async def test_df_suspend_resume_terminate_and_gone(api: Api) -> None:

@@ -10,16 +10,17 @@ dashboards and the URLs of check-status responses. Every route is declared once,
 
 Where we decided differently from DF, and why:
 
-* **Payload encoding.** The df client JSON-encodes inputs and event data, then aiohttp encodes that
-  text again, so the body is a JSON string holding JSON. DF stores the body as it comes, which makes a
-  Python orchestrator see the inner text as a string (azure-functions-durable-python issue #295). A body
-  that is a JSON string whose content is itself JSON is therefore unwrapped once; any other JSON body
-  (an object from curl, a plain string) is taken as the value itself.
+* **Payload encoding.** A body is stored as it was sent, as DF does: ``"1180"`` from curl is the string
+  ``"1180"``. The df client, though, JSON-encodes inputs and event data, then aiohttp encodes that text
+  again, so its body is a JSON string holding JSON, which under DF makes a Python orchestrator see the
+  inner text as a string (azure-functions-durable-python issue #295). The df client calls its own mount
+  (:func:`management_mounts`), and only there is a body that is a JSON string whose content is itself
+  JSON unwrapped once.
 * **Strict JSON.** DF (Newtonsoft) is lenient; here bodies and JSON unwrapped from them must pass
   :func:`durable_ext.wire.parse_json`: no NaN or Infinity, numbers within a double, integers of at
   most 4300 digits, at most 512 levels of nesting, no lone surrogates. Anything else is 400 with
-  nothing written, so a JSON string holding ``NaN`` (the df client's encoding of a NaN input) is
-  refused, not kept as a string. Stored values that break these rules (written by other tools) are
+  nothing written, so on the df client's mount a JSON string holding ``NaN`` (its encoding of a NaN
+  input) is refused, not kept as a string. Stored values that break these rules (written by other tools) are
   shown as the string they are, so every response stays valid JSON.
 * **Other 400s** where DF would fail later or differently: time filters outside years 1-9999 once
   converted to UTC, instance ID prefixes and entity names longer than an instance ID (256
@@ -61,6 +62,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import secrets
 from datetime import timedelta
 from functools import cached_property
 from importlib.metadata import PackageNotFoundError, version
@@ -70,7 +72,7 @@ from urllib.parse import quote
 from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Mount
 
 from durable_ext.app_loader import FunctionKind, FunctionRegistry
 from durable_ext.client import (
@@ -225,6 +227,7 @@ def management_routes(
     functions: FunctionRegistry | None = None,
     connection_name: str = "Storage",
     max_body_bytes: int = MAX_BODY_BYTES,
+    df_client: bool = False,
 ) -> list[BaseRoute]:
     """The management API's routes, to mount at :data:`~durable_ext.host.df_json.MANAGEMENT_PREFIX`.
 
@@ -233,10 +236,46 @@ def management_routes(
     otherwise). ``functions`` are the app's: starting an orchestrator or signalling an entity the app
     does not have is refused with 400 before anything is written (without it, any name is taken).
     ``connection_name`` only appears in generated URLs, as DF's ``connection`` parameter. A body over
-    ``max_body_bytes`` is refused with 413 (see :func:`df_client_body_limit`).
+    ``max_body_bytes`` is refused with 413. With ``df_client`` bodies are read in the df client's double
+    encoding (see the module notes); :func:`management_mounts` sets that up.
     """
-    api = _ManagementApi(client, system_key, functions, connection_name, max_body_bytes)
+    api = _ManagementApi(client, system_key, functions, connection_name, max_body_bytes, df_client=df_client)
     return serve(api.endpoints(), api.run, not_found=api.not_found_endpoint(), any_method=_ANY_METHOD)
+
+
+def new_rpc_path() -> str:
+    """A fresh secret path for the df client's mount: like DF's local RPC endpoint it takes no key, so
+    the path itself is the credential."""
+    return f"{MANAGEMENT_PREFIX}/rpc/{secrets.token_urlsafe(24)}"
+
+
+def management_mounts(
+    client: TaskHubClient,
+    rpc_path: str,
+    *,
+    system_key: str | None = None,
+    functions: FunctionRegistry | None = None,
+    connection_name: str = "Storage",
+) -> list[BaseRoute]:
+    """The df client's mount at ``rpc_path`` (see :func:`new_rpc_path`), then the public API.
+
+    The df client sends no key, and its bodies are encoded twice: its mount needs no key, unwraps the
+    encoding once and allows a body of twice the payload limit. The public mount at
+    :data:`~durable_ext.host.df_json.MANAGEMENT_PREFIX` requires ``system_key`` if there is one and stores
+    bodies as they come. Point the df client at the first with
+    ``client_binding_json(..., rpc_base_url=<origin> + rpc_path + "/")``.
+    """
+    rpc = management_routes(
+        client,
+        functions=functions,
+        connection_name=connection_name,
+        max_body_bytes=_df_client_body_limit(client.max_payload_bytes),
+        df_client=True,
+    )
+    public = management_routes(
+        client, system_key=system_key, functions=functions, connection_name=connection_name
+    )
+    return [Mount(rpc_path, routes=rpc), Mount(MANAGEMENT_PREFIX, routes=public)]
 
 
 async def not_found_answer(request: Request, exc: Exception) -> Response:
@@ -250,7 +289,7 @@ async def not_found_answer(request: Request, exc: Exception) -> Response:
     return PlainTextResponse("Not Found", status_code=404)
 
 
-def df_client_body_limit(max_payload_bytes: int) -> int:
+def _df_client_body_limit(max_payload_bytes: int) -> int:
     """The body limit of a mount only the df client calls: ``max_payload_bytes`` in the df encoding.
 
     The df client JSON-encodes a payload, then aiohttp encodes that text again, which at most doubles
@@ -269,8 +308,11 @@ class _ManagementApi:
         functions: FunctionRegistry | None,
         connection_name: str,
         max_body_bytes: int,
+        *,
+        df_client: bool,
     ) -> None:
         self.client = client
+        self.df_client = df_client
         self.system_key = system_key or None
         self.functions = functions
         self.connection_name = connection_name
@@ -595,6 +637,24 @@ class _ManagementApi:
     def _missing(self, what: str) -> InstanceNotFoundError:
         return InstanceNotFoundError(f"no {what} exists in task hub {self.hub_name}")
 
+    def _payload(self, text: str) -> str | None:
+        """The JSON text to store for a request body (None for an empty body); see the module notes.
+
+        The body must pass :func:`parse_json`, and so must JSON unwrapped from the df client's body
+        (ValidationError otherwise).
+        """
+        stripped = text.strip()
+        if not stripped:
+            return None
+        value = parse_json(stripped, "request body")
+        if not self.df_client or not isinstance(value, str):
+            return stripped
+        try:
+            parse_json(value, "the JSON text in the request body's string")
+        except NotJsonError:
+            return stripped
+        return value
+
     # ---- orchestrations ---------------------------------------------------------------------
 
     async def _start(self, request: Request, query: StartQuery) -> Response:
@@ -605,7 +665,7 @@ class _ManagementApi:
         if query.version:
             raise NotSupportedError("orchestration versions (?version=) are not supported yet")
         self._check_function(name, FunctionKind.ORCHESTRATOR)
-        payload = _payload_from_body(await self._read_body(request))
+        payload = self._payload(await self._read_body(request))
         started = await self.client.start_new(name, instance_id, payload)
         return await self._wait_or_check_status(request, started, query)
 
@@ -705,7 +765,7 @@ class _ManagementApi:
         if text.strip() and _media_type(request) != "application/json":
             raise ValidationError("Only application/json request content is supported")
         await self.client.raise_event(
-            request.path_params["instanceId"], request.path_params["eventName"], _payload_from_body(text)
+            request.path_params["instanceId"], request.path_params["eventName"], self._payload(text)
         )
         return Response(status_code=202)
 
@@ -720,7 +780,7 @@ class _ManagementApi:
         if text and _media_type(request) != "application/json":
             payload: str | None = json.dumps(text, ensure_ascii=False)
         else:
-            payload = _payload_from_body(text)
+            payload = self._payload(text)
         await self.client.signal_entity(entity_id, operation, payload)
         return Response(status_code=202)
 
@@ -788,24 +848,6 @@ def _entity_id(request: Request) -> str:
 
 def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-
-
-def _payload_from_body(text: str) -> str | None:
-    """The JSON text to store for a request body (None for an empty body); see the module notes.
-
-    Both the body and JSON unwrapped from it must pass :func:`parse_json` (ValidationError otherwise).
-    """
-    stripped = text.strip()
-    if not stripped:
-        return None
-    value = parse_json(stripped, "request body")
-    if not isinstance(value, str):
-        return stripped
-    try:
-        parse_json(value, "the JSON text in the request body's string")
-    except NotJsonError:
-        return stripped
-    return value
 
 
 def _loggable(text: str) -> str:

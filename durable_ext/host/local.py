@@ -14,7 +14,6 @@ import dataclasses
 import ipaddress
 import logging
 import os
-import secrets
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,14 +25,13 @@ from azure.durable_functions.models.utils import http_utils as df_http_utils
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.routing import BaseRoute, Mount
 
 from durable_ext.app_loader import FunctionKind, FunctionRegistry, load_app
 from durable_ext.client import TaskHubClient
 from durable_ext.config import HOST_JSON, HostConfig, load_config
 from durable_ext.errors import ConfigError
 from durable_ext.host.admin import AdminContext, admin_routes
-from durable_ext.host.api import df_client_body_limit, management_routes, not_found_answer
+from durable_ext.host.api import management_mounts, new_rpc_path, not_found_answer
 from durable_ext.host.azurite import (
     DEFAULT_PORTS,
     Azurite,
@@ -43,8 +41,8 @@ from durable_ext.host.azurite import (
     ports_answer,
 )
 from durable_ext.host.cors import CorsMiddleware, CorsPolicy
-from durable_ext.host.df_json import MANAGEMENT_PREFIX, client_binding_json
-from durable_ext.host.guard import MAX_BODY_BYTES, check_system_key, presents_key
+from durable_ext.host.df_json import client_binding_json
+from durable_ext.host.guard import check_system_key, presents_key
 from durable_ext.host.http import InvocationRecord, http_trigger_routes
 from durable_ext.host.supervisor import supervise
 from durable_ext.storage.account import DEV_HOST, StorageAccount
@@ -251,7 +249,7 @@ class LocalHost:
         connection = self.config.durable_task.storage_provider.connection_name
         # The df client sends no key on its own calls; like DF's local RPC endpoint, it gets a path of
         # its own that only this process knows, on loopback.
-        rpc_path = f"{MANAGEMENT_PREFIX}/rpc/{secrets.token_urlsafe(24)}"
+        rpc_path = new_rpc_path()
         rpc_base = f"http://127.0.0.1:{self.options.port}{rpc_path}/"
 
         def binding(request: Request) -> str:
@@ -260,15 +258,6 @@ class LocalHost:
             # it: a caller of an anonymous function must not come away with management rights.
             key = self.system_key if self.system_key and presents_key(request, self.system_key) else None
             return client_binding_json(origin, hub_name, connection, key, rpc_base_url=rpc_base)
-
-        def api(system_key: str | None, max_body_bytes: int) -> list[BaseRoute]:
-            return management_routes(
-                client,
-                system_key=system_key,
-                functions=registry,
-                connection_name=connection,
-                max_body_bytes=max_body_bytes,
-            )
 
         assert self.app_functions is not None
         admin = AdminContext(
@@ -279,8 +268,9 @@ class LocalHost:
             system_key=self.system_key,
         )
         routes = [
-            Mount(rpc_path, routes=api(None, df_client_body_limit(client.max_payload_bytes))),
-            Mount(MANAGEMENT_PREFIX, routes=api(self.system_key, MAX_BODY_BYTES)),
+            *management_mounts(
+                client, rpc_path, system_key=self.system_key, functions=registry, connection_name=connection
+            ),
             *admin_routes(admin),
             *http_trigger_routes(
                 registry,

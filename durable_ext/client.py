@@ -27,12 +27,14 @@ from durable_ext.entities import (
     request_event,
 )
 from durable_ext.errors import (
+    DurableExtError,
     InstanceExistsError,
     InstanceGoneError,
     InstanceNotEndedError,
     InstanceNotFoundError,
     InvalidInstanceIdError,
     InvalidInstanceStateError,
+    InvalidOperationError,
     PayloadTooLargeError,
     ValidationError,
 )
@@ -404,17 +406,33 @@ class TaskHubClient:
         )
 
     async def suspend(self, instance_id: str, reason: str | None = None) -> None:
-        """Suspend a Pending, Running or ContinuedAsNew instance."""
+        """Suspend a Pending, Running or ContinuedAsNew instance.
+
+        Raises InstanceNotFoundError, InstanceGoneError for an ended instance and, as DF does,
+        InvalidOperationError for a suspended one.
+        """
         self._check_payload("reason", reason)
         await self._send_management(
-            instance_id, ExecutionSuspendedEvent(reason=reason), _SUSPENDABLE_STATUSES, "suspend"
+            instance_id,
+            ExecutionSuspendedEvent(reason=reason),
+            _SUSPENDABLE_STATUSES,
+            "suspend",
+            invalid_operation=True,
         )
 
     async def resume(self, instance_id: str, reason: str | None = None) -> None:
-        """Resume a Suspended instance."""
+        """Resume a Suspended instance.
+
+        Raises InstanceNotFoundError, InstanceGoneError for an ended instance and, as DF does,
+        InvalidOperationError for one that is not suspended.
+        """
         self._check_payload("reason", reason)
         await self._send_management(
-            instance_id, ExecutionResumedEvent(reason=reason), _RESUMABLE_STATUSES, "resume"
+            instance_id,
+            ExecutionResumedEvent(reason=reason),
+            _RESUMABLE_STATUSES,
+            "resume",
+            invalid_operation=True,
         )
 
     async def rewind(self, instance_id: str, reason: str | None = None) -> None:
@@ -439,21 +457,40 @@ class TaskHubClient:
         event: HistoryEvent,
         allowed: frozenset[OrchestrationStatus],
         action: str,
+        *,
+        invalid_operation: bool = False,
     ) -> InstanceState:
-        """Enqueue ``event`` if the instance exists in an ``allowed`` status; returns the row read."""
+        """Enqueue ``event`` if the instance exists in an ``allowed`` status; returns the row read.
+
+        A running instance in another status is refused with InvalidOperationError if
+        ``invalid_operation`` (as DF refuses it), else InvalidInstanceStateError; an ended one with
+        InstanceGoneError.
+        """
         validate_instance_id(instance_id)
         row = await self.hub.tracking.get_instance(instance_id, fetch_large_values=False)
         if row is None:
             raise InstanceNotFoundError(f"no instance with ID {instance_id!r} exists in hub {self._hub_name}")
         if row.runtime_status not in allowed:
-            status = row.runtime_status.name if row.runtime_status is not None else "unknown"
-            self._log.instance(instance_id).info("cannot %s the instance in the %s state", action, status)
-            error = InstanceGoneError if row.runtime_status in _ENDED_STATUSES else InvalidInstanceStateError
-            raise error(f"cannot {action} instance {instance_id!r} because it is in the {status} state")
+            raise self._refusal(row, action, invalid_operation=invalid_operation)
         # ExecutionId None addresses the current execution, whichever it is when the message arrives.
         await self._send(instance_id, client_message(instance_id, None, event))
         self._log.instance(instance_id).info("sent %s (%s)", event.event_type.name, action)
         return row
+
+    def _refusal(self, row: InstanceState, action: str, *, invalid_operation: bool) -> DurableExtError:
+        """The error for ``action`` on an instance whose status does not allow it, logged."""
+        status = row.runtime_status.name if row.runtime_status is not None else "unknown"
+        log = self._log.instance(row.instance_id)
+        if invalid_operation and row.runtime_status not in _ENDED_STATUSES:
+            # DF's warning and exception texts, word for word: callers match on them.
+            log.warning("Cannot %s orchestration instance in the %s state.", action, status)
+            return InvalidOperationError(
+                f"Cannot {action} the orchestration instance {row.instance_id} because instance is in the "
+                f"{status} state."
+            )
+        log.info("cannot %s the instance in the %s state", action, status)
+        error = InstanceGoneError if row.runtime_status in _ENDED_STATUSES else InvalidInstanceStateError
+        return error(f"cannot {action} instance {row.instance_id!r} because it is in the {status} state")
 
     async def wait_for_completion(
         self, instance_id: str, timeout: float, poll_interval: float = 0.05

@@ -16,10 +16,12 @@ class DurableExtError(Exception):
     """Base class of every error raised by durable_ext.
 
     :attr:`http_status` is the status the management API answers an error of that class with; the
-    API maps no class by hand.
+    API maps no class by hand. :attr:`caller_mistake` says whether the error answers what the caller
+    asked for (logged at INFO) rather than being a failure of durable_ext (logged as an error).
     """
 
     http_status: ClassVar[int] = 500
+    caller_mistake: ClassVar[bool] = False
 
 
 class ConfigError(DurableExtError):
@@ -33,6 +35,7 @@ class ValidationError(DurableExtError):
     """An argument from a caller (hub name, instance ID, payload) is not acceptable; nothing was written."""
 
     http_status = 400
+    caller_mistake = True
 
 
 class NotJsonError(ValidationError):
@@ -57,6 +60,7 @@ class NotSupportedError(DurableExtError):
     """The request asks for a Durable Functions feature durable_ext does not offer (HTTP 501)."""
 
     http_status = 501
+    caller_mistake = True
 
 
 class StorageError(DurableExtError):
@@ -105,6 +109,7 @@ class InstanceExistsError(DurableExtError):
     """
 
     http_status = 409
+    caller_mistake = True
 
     def __init__(self, message: str, status: OrchestrationStatus | None = None) -> None:
         super().__init__(message)
@@ -115,6 +120,7 @@ class InstanceNotFoundError(DurableExtError):
     """No instance (or entity) with the given ID exists in the task hub (HTTP 404)."""
 
     http_status = 404
+    caller_mistake = True
 
 
 class InvalidInstanceStateError(DurableExtError):
@@ -124,6 +130,7 @@ class InvalidInstanceStateError(DurableExtError):
     """
 
     http_status = 409
+    caller_mistake = True
 
 
 class InstanceGoneError(InvalidInstanceStateError):
@@ -140,3 +147,13 @@ class InstanceNotEndedError(InvalidInstanceStateError):
     """The operation needs an ended instance (a purge): HTTP 412 Precondition Failed, as in DF."""
 
     http_status = 412
+
+
+class InvalidOperationError(InvalidInstanceStateError):
+    """An operation Durable Functions refuses with .NET's InvalidOperationException, which its management
+    API answers with 500: suspending a suspended instance, resuming one that is not suspended.
+
+    The message is DF's. A 500 it stays, because the df client and tools built on DF's API expect it.
+    """
+
+    http_status = 500

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,7 @@ from durable_ext.errors import (
     InstanceNotFoundError,
     InvalidInstanceIdError,
     InvalidInstanceStateError,
+    InvalidOperationError,
     PayloadTooLargeError,
     ValidationError,
 )
@@ -374,7 +376,7 @@ async def test_management_calls_enqueue_events_for_the_current_execution(hub: Ta
         assert message.data.event.event_id == -1
 
 
-async def test_management_calls_check_the_instance(hub: TaskHub) -> None:
+async def test_management_calls_check_the_instance(hub: TaskHub, caplog: pytest.LogCaptureFixture) -> None:
     client = TaskHubClient(hub)
     with pytest.raises(InstanceNotFoundError, match="nobody"):
         await client.raise_event("nobody", "Go")
@@ -387,11 +389,20 @@ async def test_management_calls_check_the_instance(hub: TaskHub) -> None:
     await receive_all(hub)
     with pytest.raises(ValidationError, match="event name"):
         await client.raise_event("inst", "")
-    with pytest.raises(InvalidInstanceStateError, match="Pending"):
-        await client.resume("inst")  # only a Suspended instance can be resumed
+    # DF's InvalidOperationException texts: only a Suspended instance can be resumed, and it cannot be
+    # suspended again.
+    not_suspended = "Cannot resume the orchestration instance inst because instance is in the Pending state."
+    with pytest.raises(InvalidOperationError, match=f"^{re.escape(not_suspended)}$"):
+        await client.resume("inst")
     await set_status(hub, "inst", OrchestrationStatus.Suspended)
-    with pytest.raises(InvalidInstanceStateError, match="Suspended"):
+    suspended = "Cannot suspend the orchestration instance inst because instance is in the Suspended state."
+    with pytest.raises(InvalidOperationError, match=f"^{re.escape(suspended)}$"):
         await client.suspend("inst")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        f"hub {hub.names.hub} instance inst: Cannot resume orchestration instance in the Pending state.",
+        f"hub {hub.names.hub} instance inst: Cannot suspend orchestration instance in the Suspended state.",
+    ]
 
     await set_status(hub, "inst", OrchestrationStatus.Completed)
     for call in (

@@ -5,6 +5,7 @@ inside an HTTP function, and schemathesis fuzzes the management API from its Ope
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -270,6 +271,7 @@ def test_schemathesis_finds_no_server_error(host: RunningHost, tmp_path: Path) -
         timeout=400,
         check=False,
         cwd=tmp_path,  # its example database goes there, not into the repository
+        env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.schemathesis_hooks", "PYTHONPATH": str(REPO)},
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert "passed" in result.stdout

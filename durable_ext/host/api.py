@@ -26,7 +26,8 @@ Where we decided differently from DF, and why:
   converted to UTC, instance ID prefixes and entity names longer than an instance ID (256
   characters), continuation tokens that no query returned, a ``timeout`` without bounds.
 * **Wrong state.** Operations on an instance that has ended answer 410 as in DF. Suspending a suspended
-  instance or resuming a running one answers 409 (DF answers 500 there).
+  instance or resuming one that is not suspended answers 500 with DF's text, as DF does (its client
+  throws InvalidOperationException); other operations in the wrong state answer 409.
 * **Purge by filter** only ever deletes ended instances; DT.AS drops a status filter that names no ended
   status and would then purge running ones.
 * **Errors** are JSON ``{"error": message}``; ``ExceptionMessage`` carries the same text because the df
@@ -421,12 +422,25 @@ class _ManagementApi:
             409: Reply("The instance is not in a state that allows this.", ErrorJson),
             410: Reply("The instance has ended (for rewind: it did not fail).", ErrorJson),
         }
+        # DF throws InvalidOperationException for these two, which its API answers with 500.
+        suspend_refused = Reply("The instance is already suspended (DF's answer and text).", ErrorJson)
+        resume_refused = Reply("The instance is not suspended (DF's answer and text).", ErrorJson)
         restarted = {**_WAITED, 409: Reply("Restarting under the same ID while it still runs.", ErrorJson)}
         operations = [
-            ("terminate", self._terminate, "Terminate an orchestration instance"),
-            ("suspend", self._suspend, "Suspend an orchestration instance"),
-            ("resume", self._resume, "Resume a suspended orchestration instance"),
-            ("rewind", self._rewind, "Rewind a failed orchestration instance"),
+            ("terminate", self._terminate, "Terminate an orchestration instance", wrong_state),
+            (
+                "suspend",
+                self._suspend,
+                "Suspend an orchestration instance",
+                {**wrong_state, 500: suspend_refused},
+            ),
+            (
+                "resume",
+                self._resume,
+                "Resume a suspended orchestration instance",
+                {**wrong_state, 500: resume_refused},
+            ),
+            ("rewind", self._rewind, "Rewind a failed orchestration instance", wrong_state),
         ]
         return [
             *(
@@ -436,11 +450,11 @@ class _ManagementApi:
                     handler,
                     name,
                     summary,
-                    wrong_state,
+                    replies,
                     ReasonQuery,
                     served_at=served_at,
                 )
-                for name, handler, summary in operations
+                for name, handler, summary, replies in operations
             ),
             Endpoint(
                 "POST",
@@ -591,8 +605,8 @@ class _ManagementApi:
             )
         if isinstance(exc, DurableExtError):
             status = exc.http_status
-            # Only a failure of ours is an error; 4xx and 501 answer what the caller asked for.
-            (log.error if status == 500 else log.info)("%s -> %d: %s", line, status, exc)
+            # Only a failure of ours is an error; the rest answers what the caller asked for.
+            (log.info if exc.caller_mistake else log.error)("%s -> %d: %s", line, status, exc)
             return _error(status, str(exc))
         log.error("%s failed", line, exc_info=exc)
         return _error(500, "the management API failed unexpectedly; see the host log")

@@ -128,20 +128,20 @@ def _setting(settings: Mapping[str, str], name: str) -> str | None:
     return next((value for key, value in settings.items() if key.lower() in wanted), None)
 
 
-def _version() -> str:
+def installed_version(distribution: str) -> str | None:
+    """The installed version of ``distribution``; None if it is not installed (as when durable_ext runs
+    from a source tree that was never pip-installed)."""
     try:
-        return metadata.version("durable-ext")
+        return metadata.version(distribution)
     except metadata.PackageNotFoundError:
-        return "Unknown"  # what the host reports when its assembly has no file version
+        return None
 
 
 def _host_status(context: AdminContext, request: Request) -> Response:
     settings = context.settings
-    try:
-        df_version = metadata.version("azure-functions-durable")
-    except metadata.PackageNotFoundError:
-        df_version = "Unknown"
-    version = _version()
+    # "Unknown" is what the host reports when an assembly has no file version.
+    df_version = installed_version("azure-functions-durable") or "Unknown"
+    version = installed_version("durable-ext") or "Unknown"
     python = platform.python_version()
     status = {
         "id": host_id(context.app_dir, settings),

@@ -66,7 +66,6 @@ import re
 import secrets
 from datetime import timedelta
 from functools import cached_property
-from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -93,6 +92,7 @@ from durable_ext.errors import (
     ValidationError,
 )
 from durable_ext.history import OrchestrationStatus
+from durable_ext.host.admin import installed_version
 from durable_ext.host.df_json import (
     MANAGEMENT_PREFIX,
     CheckStatusJson,
@@ -555,7 +555,7 @@ class _ManagementApi:
             self.endpoints(),
             ApiDescription(
                 title="Durable Functions management API (durable_ext)",
-                version=_package_version(),
+                version=installed_version("durable-ext") or "0+unknown",
                 description="Durable Functions' HTTP API for orchestrations and entities.",
                 server_url=MANAGEMENT_PREFIX,
                 path_parameters=_PATH_PARAMETERS,
@@ -835,13 +835,6 @@ class _ManagementApi:
 
 
 # ---- requests and responses -----------------------------------------------------------------------
-
-
-def _package_version() -> str:
-    try:
-        return version("durable-ext")
-    except PackageNotFoundError:  # run from a source tree that was never pip-installed
-        return "0+unknown"
 
 
 def _any_case(name: str) -> str:

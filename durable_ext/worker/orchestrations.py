@@ -371,6 +371,7 @@ class OrchestrationDispatcher:
                 now=utc_now(),
                 replay_terminal=self._provider.allow_replaying_terminal_instances,
                 hub_name=self._hub_name,
+                versioning=self._options.versioning,
             )
             checkpoint = (
                 await asyncio.get_running_loop().run_in_executor(

@@ -568,8 +568,23 @@ _STORAGE_FIELDS = (
     _Field("fetchLargeMessagesAutomatically", "fetch_large_messages_automatically", bool),
     # Validated so typos fail loudly, then checked by _check_storage_provider.
     _Field("type", "", str),
-    _Field("useLegacyPartitionManagement", "", bool),
-    _Field("trackingStoreConnectionName", "", str, aliases=("trackingStoreConnectionStringName",)),
+    _Field(
+        "useLegacyPartitionManagement",
+        "",
+        bool,
+        only_default=_OnlyDefault(
+            _equals(False), "false", "durable_ext implements only the table partition manager"
+        ),
+    ),
+    _Field(
+        "trackingStoreConnectionName",
+        "",
+        str,
+        aliases=("trackingStoreConnectionStringName",),
+        only_default=_OnlyDefault(
+            _is_blank, "an empty string", "History and Instances always stay in the main storage account"
+        ),
+    ),
     _Field(
         "trackingStoreNamePrefix",
         "",
@@ -937,22 +952,12 @@ def _attributes(values: Mapping[str, _Value]) -> dict[str, Any]:
 
 
 def _check_storage_provider(storage: Mapping[str, _Value]) -> None:
-    """Reject other providers and warn about Azure Storage options durable_ext does not implement."""
+    """Reject other providers and an empty connection name."""
     provider = storage.get("type")
     if provider is not None and provider.value.lower() not in ("azurestorage", "azure_storage"):
         raise ConfigError(
             f"Invalid {provider.dotted} in {provider.origin}: only the Azure Storage provider is supported, "
             f"got {provider.value!r}"
-        )
-    legacy = storage.get("useLegacyPartitionManagement")
-    if legacy is not None and legacy.value:
-        logger.warning("%s=true in %s is not supported; ignoring it", legacy.dotted, legacy.origin)
-    tracking = storage.get("trackingStoreConnectionName")
-    if tracking is not None and tracking.value:
-        logger.warning(
-            "%s in %s is not supported; History and Instances stay in the main storage account",
-            tracking.dotted,
-            tracking.origin,
         )
     connection = storage.get("connectionName")
     if connection is not None and not connection.value:

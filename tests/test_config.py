@@ -518,6 +518,12 @@ def test_unimplemented_settings_at_their_defaults_are_quiet(
         ({"throwStatusExceptionsOnRaiseEvent": True}, "throwStatusExceptionsOnRaiseEvent"),
         ({"storageProvider": {"trackingStoreNamePrefix": "X"}}, "trackingStoreNamePrefix"),
         ({"storageProvider": {"queueClientMessageEncoding": "Base64"}}, "queueClientMessageEncoding"),
+        ({"storageProvider": {"useLegacyPartitionManagement": True}}, "useLegacyPartitionManagement"),
+        ({"storageProvider": {"trackingStoreConnectionName": "Other"}}, "trackingStoreConnectionName"),
+        (
+            {"storageProvider": {"trackingStoreConnectionStringName": "Other"}},
+            "trackingStoreConnectionStringName",
+        ),
     ],
 )
 def test_unimplemented_settings_off_their_defaults_are_refused(
@@ -597,9 +603,6 @@ def test_bad_versioning_settings(tmp_path: Path, key: str, value: object, expect
 @pytest.mark.parametrize(
     ("storage", "word"),
     [
-        ({"useLegacyPartitionManagement": True}, "useLegacyPartitionManagement"),
-        ({"trackingStoreConnectionName": "Other"}, "trackingStoreConnectionName"),
-        ({"trackingStoreConnectionStringName": "Other"}, "trackingStoreConnectionStringName"),
         ({"controlQueueBatchSize": 32, "controlQueueBufferThreshold": 16}, "controlQueueBufferThreshold"),
     ],
 )

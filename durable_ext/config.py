@@ -421,8 +421,8 @@ def _check_telemetry(local_values: Mapping[str, str], environ: Mapping[str, str]
 class _OnlyDefault:
     """A Durable Functions setting durable_ext does not implement: only its default is accepted.
 
-    Any other value stops the start with one line naming the key, its file and ``why``, rather than
-    being silently ignored.
+    Any other value stops ``start`` (every command that reads the configuration) with one line naming
+    the key, its file and ``why``, rather than being silently ignored.
     """
 
     accepts: Callable[[Any], bool]

@@ -28,6 +28,7 @@ from durable_ext.history import (
     OrchestrationInstance,
     OrchestrationStatus,
     OrchestratorStartedEvent,
+    SubOrchestrationInstanceCreatedEvent,
     TaskCompletedEvent,
     TaskScheduledEvent,
     utc_now,
@@ -272,6 +273,14 @@ async def test_default_version_reaches_instances_sub_orchestrations_and_new_gene
         assert parent.output == '["3.0", "3.0", "1.5"]'
         assert await _row_version(hub, "parent-default") == "3.0"
         assert await _row_version(hub, "parent-chosen") == "1.5"
+        created = (await hub.tracking.load_history("parent")).events
+        assert [e.version for e in created if isinstance(e, SubOrchestrationInstanceCreatedEvent)] == [
+            "3.0",
+            "1.5",
+        ]
+        child_start = (await hub.tracking.load_history("parent-chosen")).events
+        start = next(e for e in child_start if isinstance(e, ExecutionStartedEvent))
+        assert start.parent_instance is not None and start.parent_instance.version == "3.0"
         loop = await _ended(client, "loop")
         assert (loop.output, loop.version) == ('[2, "3.0"]', "3.0")
 

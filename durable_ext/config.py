@@ -82,8 +82,6 @@ class StorageProviderOptions:
     work_item_queue_visibility_timeout: timedelta = timedelta(minutes=5)
     max_queue_polling_interval: timedelta = timedelta(seconds=30)
     allow_replaying_terminal_instances: bool = False
-    use_table_partition_management: bool = True
-    fetch_large_messages_automatically: bool = True
     max_timer_delay: timedelta = timedelta(days=6)
     """Longest wait of one durable timer, and of one timer message in a queue (Azure Queues refuse
     delays over 7 days): the provider's ``MaximumDelayTime``. df splits a longer timer into
@@ -564,8 +562,24 @@ _STORAGE_FIELDS = (
     ),
     _Field("maxQueuePollingInterval", "max_queue_polling_interval", timedelta, timedelta(milliseconds=50)),
     _Field("allowReplayingTerminalInstances", "allow_replaying_terminal_instances", bool),
-    _Field("useTablePartitionManagement", "use_table_partition_management", bool),
-    _Field("fetchLargeMessagesAutomatically", "fetch_large_messages_automatically", bool),
+    _Field(
+        "useTablePartitionManagement",
+        "",
+        bool,
+        only_default=_OnlyDefault(
+            _equals(True), "true", "durable_ext implements only the table partition manager"
+        ),
+    ),
+    _Field(
+        "fetchLargeMessagesAutomatically",
+        "",
+        bool,
+        only_default=_OnlyDefault(
+            _equals(True),
+            "true",
+            "status queries always return the contents of large inputs and outputs, not their blob URLs",
+        ),
+    ),
     # Validated so typos fail loudly, then checked by _check_storage_provider.
     _Field("type", "", str),
     _Field(

@@ -82,7 +82,6 @@ def test_defaults_without_any_file(tmp_path: Path) -> None:
     )
     assert sp.max_queue_polling_interval == timedelta(seconds=30)
     assert not sp.allow_replaying_terminal_instances
-    assert sp.use_table_partition_management and sp.fetch_large_messages_automatically
     dt = config.durable_task
     assert not dt.extended_sessions_enabled and dt.extended_session_idle_timeout_in_seconds == 30
     assert dt.overridable_existing_instance_states is OverridableStates.NON_RUNNING_STATES
@@ -128,8 +127,8 @@ def test_every_option_from_host_json(tmp_path: Path) -> None:
                     "workItemQueueVisibilityTimeout": "1.00:00:00",
                     "maxQueuePollingInterval": "00:00:00.05",
                     "allowReplayingTerminalInstances": True,
-                    "useTablePartitionManagement": False,
-                    "fetchLargeMessagesAutomatically": False,
+                    "useTablePartitionManagement": True,
+                    "fetchLargeMessagesAutomatically": True,
                 },
             },
         },
@@ -147,8 +146,6 @@ def test_every_option_from_host_json(tmp_path: Path) -> None:
             work_item_queue_visibility_timeout=timedelta(days=1),
             max_queue_polling_interval=timedelta(milliseconds=50),
             allow_replaying_terminal_instances=True,
-            use_table_partition_management=False,
-            fetch_large_messages_automatically=False,
         ),
         max_concurrent_activity_functions=3,
         max_concurrent_orchestrator_functions=4,
@@ -235,7 +232,7 @@ def test_environment_overrides_of_every_kind(tmp_path: Path) -> None:
         PREFIX + "maxOrchestrationActions": " 7 ",
         SP_PREFIX + "controlQueueVisibilityTimeout": "00:02:00",
         # Case-insensitive path and the ":" separator .NET configuration also accepts.
-        "azurefunctionsjobhost:EXTENSIONS:durabletask:StorageProvider:useTablePartitionManagement": "False",
+        "azurefunctionsjobhost:EXTENSIONS:durabletask:StorageProvider:partitionCount": "7",
         "AzureFunctionsJobHost__extensions__http__routePrefix": "",
         "AzureFunctionsJobHost__logging__logLevel__default": "Debug",  # not ours: ignored
     }
@@ -245,7 +242,7 @@ def test_environment_overrides_of_every_kind(tmp_path: Path) -> None:
     assert dt.overridable_existing_instance_states is OverridableStates.ANY_STATE
     assert dt.max_orchestration_actions == 7
     assert dt.storage_provider.control_queue_visibility_timeout == timedelta(minutes=2)
-    assert dt.storage_provider.use_table_partition_management is False
+    assert dt.storage_provider.partition_count == 7
     assert config.route_prefix == ""
 
 
@@ -519,6 +516,8 @@ def test_unimplemented_settings_at_their_defaults_are_quiet(
         ({"storageProvider": {"trackingStoreNamePrefix": "X"}}, "trackingStoreNamePrefix"),
         ({"storageProvider": {"queueClientMessageEncoding": "Base64"}}, "queueClientMessageEncoding"),
         ({"storageProvider": {"useLegacyPartitionManagement": True}}, "useLegacyPartitionManagement"),
+        ({"storageProvider": {"useTablePartitionManagement": False}}, "useTablePartitionManagement"),
+        ({"storageProvider": {"fetchLargeMessagesAutomatically": False}}, "fetchLargeMessagesAutomatically"),
         ({"storageProvider": {"trackingStoreConnectionName": "Other"}}, "trackingStoreConnectionName"),
         (
             {"storageProvider": {"trackingStoreConnectionStringName": "Other"}},

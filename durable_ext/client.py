@@ -186,6 +186,8 @@ class OrchestrationState:
     completed_time: datetime | None
     execution_id: str | None
     generation: int
+    version: str | None = None
+    """The instance's orchestration version (versioning.py); "" or None when it has none."""
 
     @classmethod
     def from_instance(cls, row: InstanceState) -> OrchestrationState:
@@ -202,6 +204,7 @@ class OrchestrationState:
             completed_time=row.completed_time,
             execution_id=row.execution_id,
             generation=row.generation,
+            version=row.version,
         )
 
 
@@ -237,12 +240,15 @@ class TaskHubClient:
         overridable_states: OverridableStates = OverridableStates.NON_RUNNING_STATES,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         handoff: Handoff | None = None,
+        default_version: str = "",
     ) -> None:
         """``handoff`` (an engine in this process) takes the messages this client sends straight
-        from it, after they are enqueued, instead of waiting for its next poll."""
+        from it, after they are enqueued, instead of waiting for its next poll. ``default_version``
+        is host.json's ``defaultVersion``: the version of instances started without one."""
         if max_payload_bytes <= 0:
             raise ValueError(f"max_payload_bytes must be positive, got {max_payload_bytes}")
         self.hub = hub
+        self.default_version = default_version
         self.overridable_states = overridable_states
         self.max_payload_bytes = max_payload_bytes
         self._dedupe_statuses = _DEDUPE_STATUSES[overridable_states]
@@ -264,9 +270,12 @@ class TaskHubClient:
         *,
         scheduled_start_time: datetime | None = None,
         tags: dict[str, str] | None = None,
+        version: str | None = None,
     ) -> str:
         """Schedule a new orchestration and return its instance ID (a new 32-hex ID if none is given).
 
+        ``version`` is the instance's orchestration version (default: the client's
+        ``default_version``), which ``context.version`` reads and worker versioning checks (versioning.py).
         ``input`` is JSON text, stored as given. A ``scheduled_start_time`` in the future delays the
         start message until then (at most 7 days ahead; naive datetimes are UTC). Raises
         InstanceExistsError when an instance with this ID exists in a status that may not be replaced,
@@ -298,11 +307,12 @@ class TaskHubClient:
             raise _exists_error(existing.runtime_status)
         generation = existing.generation + 1 if existing is not None else 0
         execution_id = uuid.uuid4().hex
+        version = self.default_version if version is None else version
 
         started = ExecutionStartedEvent(
             orchestration_instance=OrchestrationInstance(instance_id, execution_id),
             name=name,
-            version="",
+            version=version,
             input=input,
             tags=tags,
             scheduled_start_time=scheduled,
@@ -324,7 +334,7 @@ class TaskHubClient:
             instance_id=instance_id,
             execution_id=execution_id,
             name=name,
-            version="",
+            version=version,
             input=row_input,
             runtime_status=OrchestrationStatus.Pending,
             created_time=started.timestamp,

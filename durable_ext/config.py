@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -24,6 +24,7 @@ from types import MappingProxyType
 from typing import Any
 
 from durable_ext.errors import ConfigError, InvalidHubNameError
+from durable_ext.versioning import VersionFailureStrategy, VersioningPolicy, VersionMatchStrategy
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +82,6 @@ class StorageProviderOptions:
     work_item_queue_visibility_timeout: timedelta = timedelta(minutes=5)
     max_queue_polling_interval: timedelta = timedelta(seconds=30)
     allow_replaying_terminal_instances: bool = False
-    use_table_partition_management: bool = True
-    fetch_large_messages_automatically: bool = True
     max_timer_delay: timedelta = timedelta(days=6)
     """Longest wait of one durable timer, and of one timer message in a queue (Azure Queues refuse
     delays over 7 days): the provider's ``MaximumDelayTime``. df splits a longer timer into
@@ -133,7 +132,17 @@ class DurableTaskOptions:
     max_entity_operation_batch_size: int = 5000
     max_orchestration_actions: int = 100000
     use_graceful_shutdown: bool = False
-    use_app_lease: bool = True
+    default_version: str = ""
+    """``defaultVersion``: the version of new instances, and the one this worker runs (versioning.py)."""
+    version_match_strategy: VersionMatchStrategy = VersionMatchStrategy.CURRENT_OR_OLDER
+    version_failure_strategy: VersionFailureStrategy = VersionFailureStrategy.REJECT
+
+    @property
+    def versioning(self) -> VersioningPolicy:
+        """The versioning settings as one policy."""
+        return VersioningPolicy(
+            self.default_version, self.version_match_strategy, self.version_failure_strategy
+        )
 
 
 @dataclass(frozen=True)
@@ -306,6 +315,7 @@ def load_config(app_dir: Path, environ: Mapping[str, str] | None = None) -> Host
     storage_json = _subsection(durable_json, "storageProvider", _STORAGE_PATH, host_origin)
     retention_json = _subsection(durable_json, "instanceRetention", _RETENTION_PATH, host_origin)
     http_json = _subsection(extensions, "http", _HTTP_PATH, host_origin)
+    _check_telemetry(local_values, environ, local_path)
 
     # Local values first so that the environment, applied later, wins key by key.
     sources = [(name, value, f"setting {name!r} in {local_path}") for name, value in local_values.items()]
@@ -322,6 +332,7 @@ def load_config(app_dir: Path, environ: Mapping[str, str] | None = None) -> Host
         retention_json, host_origin, overrides, _RETENTION_PATH, _RETENTION_FIELDS, warn_unknown=True
     )
     http = _read_section(http_json, host_origin, overrides, _HTTP_PATH, _HTTP_FIELDS, warn_unknown=False)
+    _check_unimplemented_sections(durable_json, host_origin, overrides)
 
     _check_storage_provider(storage)
     _check_route_prefix(http)
@@ -366,7 +377,66 @@ def _function_allow_list(host: Mapping[str, Any], origin: str) -> tuple[str, ...
     return tuple(names)
 
 
+def _check_unimplemented_sections(
+    durable_json: Mapping[str, Any], origin: str, overrides: Mapping[str, list[_Override]]
+) -> None:
+    """Read the sections of Durable Functions settings durable_ext does not implement.
+
+    Nothing of them is stored: reading converts every value, which refuses anything but the Durable
+    Functions default (:class:`_OnlyDefault`).
+    """
+    tracing = _subsection(durable_json, "tracing", _TRACING_PATH, origin)
+    _read_section(tracing, origin, overrides, _TRACING_PATH, _TRACING_FIELDS, warn_unknown=True)
+    lease = _subsection(durable_json, "appLeaseOptions", _APP_LEASE_PATH, origin)
+    _read_section(lease, origin, overrides, _APP_LEASE_PATH, _APP_LEASE_FIELDS, warn_unknown=True)
+    notifications = _subsection(durable_json, "notifications", _NOTIFICATIONS_PATH, origin)
+    _read_section(notifications, origin, overrides, _NOTIFICATIONS_PATH, (), warn_unknown=True)
+    event_grid = _subsection(notifications, "eventGrid", _EVENT_GRID_PATH, origin)
+    _read_section(event_grid, origin, overrides, _EVENT_GRID_PATH, _EVENT_GRID_FIELDS, warn_unknown=True)
+
+
+TELEMETRY_SETTINGS = ("APPLICATIONINSIGHTS_CONNECTION_STRING", "APPINSIGHTS_INSTRUMENTATIONKEY")
+"""App settings that turn on telemetry to Application Insights under the Functions host."""
+
+
+def _check_telemetry(local_values: Mapping[str, str], environ: Mapping[str, str], local_path: Path) -> None:
+    """Refuse the app settings that would send telemetry to Application Insights, which durable_ext
+    cannot do yet; the host.json ``logging.applicationInsights`` section only tunes that telemetry
+    (sampling, live metrics), so it is accepted as it is."""
+    for name in TELEMETRY_SETTINGS:
+        for values, origin in ((environ, "environment variable"), (local_values, f"setting in {local_path}")):
+            if _lookup_setting(values, name):
+                raise ConfigError(
+                    f"App setting {name} ({origin}) is set, but durable_ext cannot send telemetry to "
+                    "Application Insights yet (OpenTelemetry export is planned): remove it to run here"
+                )
+
+
 # --- field tables -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _OnlyDefault:
+    """A Durable Functions setting durable_ext does not implement: only its default is accepted.
+
+    Any other value stops ``start`` (every command that reads the configuration) with one line naming
+    the key, its file and ``why``, rather than being silently ignored.
+    """
+
+    accepts: Callable[[Any], bool]
+    default: str
+    """The default as host.json spells it, for the message."""
+    why: str
+
+
+def _equals(default: object) -> Callable[[Any], bool]:
+    """Accept exactly ``default``."""
+    return lambda value: value == default
+
+
+def _is_blank(value: Any) -> bool:
+    """Accept an absent value: the empty string."""
+    return not value
 
 
 @dataclass(frozen=True)
@@ -383,6 +453,7 @@ class _Field:
     low: Any = None
     high: Any = None
     aliases: tuple[str, ...] = ()
+    only_default: _OnlyDefault | None = None
 
 
 @dataclass(frozen=True)
@@ -398,6 +469,18 @@ _DURABLE_PATH = "extensions.durableTask"
 _STORAGE_PATH = "extensions.durableTask.storageProvider"
 _RETENTION_PATH = "extensions.durableTask.instanceRetention"
 _HTTP_PATH = "extensions.http"
+_TRACING_PATH = "extensions.durableTask.tracing"
+_APP_LEASE_PATH = "extensions.durableTask.appLeaseOptions"
+_NOTIFICATIONS_PATH = "extensions.durableTask.notifications"
+_EVENT_GRID_PATH = "extensions.durableTask.notifications.eventGrid"
+
+_NO_APP_LEASE = (
+    "durable_ext takes no app lease: workers share the task hub through the partition leases alone"
+)
+_NO_TRACKING_EVENTS = (
+    "durable_ext does not write Durable Functions' tracking events (Application Insights telemetry); "
+    "its own log lines go to the console"
+)
 
 _DURABLE_FIELDS = (
     _Field("hubName", "", str),
@@ -411,7 +494,50 @@ _DURABLE_FIELDS = (
     _Field("maxEntityOperationBatchSize", "max_entity_operation_batch_size", int, 1),
     _Field("maxOrchestrationActions", "max_orchestration_actions", int, 1),
     _Field("useGracefulShutdown", "use_graceful_shutdown", bool),
-    _Field("useAppLease", "use_app_lease", bool),
+    _Field("defaultVersion", "default_version", str),
+    _Field("versionMatchStrategy", "version_match_strategy", VersionMatchStrategy),
+    _Field("versionFailureStrategy", "version_failure_strategy", VersionFailureStrategy),
+    # Either value is what durable_ext does: it never takes the app lease (see _NO_APP_LEASE).
+    _Field("useAppLease", "", bool),
+    _Field(
+        "localRpcEndpointEnabled",
+        "",
+        bool,
+        only_default=_OnlyDefault(
+            _equals(True),
+            "true",
+            "the df client always calls durable_ext's management API, standing in for the local RPC endpoint",
+        ),
+    ),
+    _Field(
+        "entityMessageReorderWindowInMinutes",
+        "",
+        int,
+        0,
+        only_default=_OnlyDefault(
+            _equals(30), "30", "durable_ext's entity message de-duplication window is not configurable"
+        ),
+    ),
+    _Field(
+        "rollbackEntityOperationsOnExceptions",
+        "",
+        bool,
+        only_default=_OnlyDefault(
+            _equals(True),
+            "true",
+            "azure-functions-durable runs entity batches itself; this switch is not implemented",
+        ),
+    ),
+    _Field(
+        "throwStatusExceptionsOnRaiseEvent",
+        "",
+        bool,
+        only_default=_OnlyDefault(
+            _equals(False),
+            "false",
+            "raising an event to an ended instance always answers 410, as the management API does",
+        ),
+    ),
 )
 
 _STORAGE_FIELDS = (
@@ -436,12 +562,125 @@ _STORAGE_FIELDS = (
     ),
     _Field("maxQueuePollingInterval", "max_queue_polling_interval", timedelta, timedelta(milliseconds=50)),
     _Field("allowReplayingTerminalInstances", "allow_replaying_terminal_instances", bool),
-    _Field("useTablePartitionManagement", "use_table_partition_management", bool),
-    _Field("fetchLargeMessagesAutomatically", "fetch_large_messages_automatically", bool),
+    _Field(
+        "useTablePartitionManagement",
+        "",
+        bool,
+        only_default=_OnlyDefault(
+            _equals(True), "true", "durable_ext implements only the table partition manager"
+        ),
+    ),
+    _Field(
+        "fetchLargeMessagesAutomatically",
+        "",
+        bool,
+        only_default=_OnlyDefault(
+            _equals(True),
+            "true",
+            "status queries always return the contents of large inputs and outputs, not their blob URLs",
+        ),
+    ),
     # Validated so typos fail loudly, then checked by _check_storage_provider.
     _Field("type", "", str),
-    _Field("useLegacyPartitionManagement", "", bool),
-    _Field("trackingStoreConnectionName", "", str, aliases=("trackingStoreConnectionStringName",)),
+    _Field(
+        "useLegacyPartitionManagement",
+        "",
+        bool,
+        only_default=_OnlyDefault(
+            _equals(False), "false", "durable_ext implements only the table partition manager"
+        ),
+    ),
+    _Field(
+        "trackingStoreConnectionName",
+        "",
+        str,
+        aliases=("trackingStoreConnectionStringName",),
+        only_default=_OnlyDefault(
+            _is_blank, "an empty string", "History and Instances always stay in the main storage account"
+        ),
+    ),
+    _Field(
+        "trackingStoreNamePrefix",
+        "",
+        str,
+        only_default=_OnlyDefault(
+            _is_blank,
+            "an empty string",
+            "the History and Instances tables are always {hub}History and {hub}Instances",
+        ),
+    ),
+    _Field(
+        "queueClientMessageEncoding",
+        "",
+        str,
+        only_default=_OnlyDefault(
+            lambda value: value.lower() == "utf8",
+            '"UTF8"',
+            "durable_ext writes queue messages as UTF-8 JSON (it reads base64 ones too)",
+        ),
+    ),
+)
+
+# Durable Functions' own telemetry: off by default, and durable_ext has none of it.
+_TRACING_FIELDS = (
+    _Field(
+        "traceInputsAndOutputs",
+        "",
+        bool,
+        only_default=_OnlyDefault(_equals(False), "false", _NO_TRACKING_EVENTS),
+    ),
+    _Field(
+        "traceReplayEvents", "", bool, only_default=_OnlyDefault(_equals(False), "false", _NO_TRACKING_EVENTS)
+    ),
+    _Field(
+        "allowVerboseLinuxTelemetry",
+        "",
+        bool,
+        only_default=_OnlyDefault(_equals(False), "false", _NO_TRACKING_EVENTS),
+    ),
+    _Field(
+        "distributedTracingEnabled",
+        "",
+        bool,
+        only_default=_OnlyDefault(
+            _equals(False), "false", "distributed tracing is not supported yet (OpenTelemetry is planned)"
+        ),
+    ),
+    # Read only when distributedTracingEnabled is true, in Durable Functions too.
+    _Field("distributedTracingProtocol", "", str),
+    _Field("version", "", str),
+)
+
+_APP_LEASE_FIELDS = (
+    _Field(
+        "renewInterval",
+        "",
+        timedelta,
+        only_default=_OnlyDefault(_equals(timedelta(seconds=25)), '"00:00:25"', _NO_APP_LEASE),
+    ),
+    _Field(
+        "acquireInterval",
+        "",
+        timedelta,
+        only_default=_OnlyDefault(_equals(timedelta(minutes=5)), '"00:05:00"', _NO_APP_LEASE),
+    ),
+    _Field(
+        "leaseInterval",
+        "",
+        timedelta,
+        only_default=_OnlyDefault(_equals(timedelta(minutes=1)), '"00:01:00"', _NO_APP_LEASE),
+    ),
+)
+
+_EVENT_GRID_FIELDS = (
+    _Field(
+        "topicEndpoint",
+        "",
+        str,
+        only_default=_OnlyDefault(
+            _is_blank, "an empty string", "publishing lifecycle events to Event Grid is not supported"
+        ),
+    ),
 )
 
 _RETENTION_FIELDS = (
@@ -461,30 +700,42 @@ _HOST_START_FIELDS = (
     _Field("CORSCredentials", "cors_credentials", bool),
 )
 
-_SUBSECTION_PATHS = {"storageprovider": _STORAGE_PATH, "instanceretention": _RETENTION_PATH}
-"""Sections inside ``extensions.durableTask``, by the lower-cased name an override spells them with."""
+_SUBSECTION_PATHS = {
+    ("storageprovider",): _STORAGE_PATH,
+    ("instanceretention",): _RETENTION_PATH,
+    ("tracing",): _TRACING_PATH,
+    ("appleaseoptions",): _APP_LEASE_PATH,
+    ("notifications",): _NOTIFICATIONS_PATH,
+    ("notifications", "eventgrid"): _EVENT_GRID_PATH,
+}
+"""Sections inside ``extensions.durableTask``, by the lower-cased names an override spells them with."""
 
-# Real DF options that have no effect here; accepting them quietly keeps stock host.json files clean.
+# Keys that are not settings of their own section: subsections read separately, httpSettings (owned by
+# the HTTP API's settings), and Event Grid's publishing options, which do nothing without a
+# topicEndpoint (refused), in Durable Functions too.
 _IGNORED_KEYS = {
     _DURABLE_PATH: frozenset(
         key.lower()
         for key in (
-            "storageProvider",  # sections, read separately
+            "storageProvider",
             "instanceRetention",
             "tracing",
             "notifications",
-            "httpSettings",
-            "localRpcEndpointEnabled",
             "appLeaseOptions",
-            "entityMessageReorderWindowInMinutes",
-            "rollbackEntityOperationsOnExceptions",
-            "throwStatusExceptionsOnRaiseEvent",
-            "defaultVersion",
-            "versionMatchStrategy",
-            "versionFailureStrategy",
+            "httpSettings",
         )
     ),
-    _STORAGE_PATH: frozenset(("trackingstorenameprefix", "queueclientmessageencoding")),
+    _NOTIFICATIONS_PATH: frozenset(("eventgrid",)),
+    _EVENT_GRID_PATH: frozenset(
+        key.lower()
+        for key in (
+            "keySettingName",
+            "publishRetryCount",
+            "publishRetryInterval",
+            "publishRetryHttpStatus",
+            "publishEventTypes",
+        )
+    ),
 }
 
 _KIND_NAMES: dict[type[Any], str] = {
@@ -492,8 +743,14 @@ _KIND_NAMES: dict[type[Any], str] = {
     int: "an integer",
     str: "a string",
     timedelta: "a timespan string such as '00:05:00'",
-    OverridableStates: "one of " + ", ".join(repr(member.value) for member in OverridableStates),
 }
+
+
+def _kind_name(kind: type[Any]) -> str:
+    """How a value of ``kind`` must look, for error messages."""
+    if issubclass(kind, enum.Enum):
+        return "one of " + ", ".join(repr(member.value) for member in kind)
+    return _KIND_NAMES[kind]
 
 
 # --- helpers ------------------------------------------------------------------------------------------
@@ -595,14 +852,23 @@ def _collect_overrides(sources: list[tuple[str, str, str]]) -> dict[str, list[_O
         if len(parts) < 4 or parts[0].lower() != OVERRIDE_PREFIX.lower() or parts[1].lower() != "extensions":
             continue
         section, rest = parts[2].lower(), parts[3:]
-        subsection = rest[0].lower() if section == "durabletask" and len(rest) > 1 else ""
-        if subsection in _SUBSECTION_PATHS:
-            result.setdefault(_SUBSECTION_PATHS[subsection], []).append(("__".join(rest[1:]), value, origin))
-        elif section == "durabletask":
-            result.setdefault(_DURABLE_PATH, []).append(("__".join(rest), value, origin))
+        if section == "durabletask":
+            path, key = _durable_override_section(rest)
+            result.setdefault(path, []).append((key, value, origin))
         elif section == "http":
             result.setdefault(_HTTP_PATH, []).append(("__".join(rest), value, origin))
     return result
+
+
+def _durable_override_section(rest: list[str]) -> tuple[str, str]:
+    """The section an override of ``extensions.durableTask`` (path ``rest`` below it) belongs to, and
+    its key there: the deepest known section the path runs through."""
+    lowered = tuple(part.lower() for part in rest)
+    for depth in range(len(rest) - 1, 0, -1):
+        path = _SUBSECTION_PATHS.get(lowered[:depth])
+        if path is not None:
+            return path, "__".join(rest[depth:])
+    return _DURABLE_PATH, "__".join(rest)
 
 
 def _read_section(
@@ -655,13 +921,14 @@ def _parse_text(kind: type[Any], text: str) -> Any:
             return int(text)
     elif kind is timedelta:
         return parse_timespan(text)
-    elif kind is OverridableStates:
-        for member in OverridableStates:
+    elif issubclass(kind, enum.Enum):
+        # Enum values ignore case, as .NET configuration binding reads them.
+        for member in kind:
             if member.value.lower() == text.strip().lower():
                 return member
     else:
         return text
-    raise ValueError(f"expected {_KIND_NAMES[kind]}, got {text!r}")
+    raise ValueError(f"expected {_kind_name(kind)}, got {text!r}")
 
 
 def _convert(spec: _Field, value: object, dotted: str, origin: str) -> Any:
@@ -674,12 +941,18 @@ def _convert(spec: _Field, value: object, dotted: str, origin: str) -> Any:
         elif type(value) is spec.kind and spec.kind in (bool, int):  # type() so that true is not an int
             result = value
         else:
-            raise ValueError(f"expected {_KIND_NAMES[spec.kind]}, got {_json_type(value)} {value!r}")
+            raise ValueError(f"expected {_kind_name(spec.kind)}, got {_json_type(value)} {value!r}")
     except ValueError as exc:
         raise ConfigError(f"Invalid {dotted} in {origin}: {exc}") from None
     if (spec.low is not None and result < spec.low) or (spec.high is not None and result > spec.high):
         bounds = f"between {spec.low} and {spec.high}" if spec.high is not None else f"at least {spec.low}"
         raise ConfigError(f"Invalid {dotted} in {origin}: must be {bounds}, got {result}")
+    rule = spec.only_default
+    if rule is not None and not rule.accepts(result):
+        raise ConfigError(
+            f"Unsupported {dotted} = {json.dumps(value)} in {origin}: {rule.why}; remove it or set it to "
+            f"the Durable Functions default, {rule.default}"
+        )
     return result
 
 
@@ -693,22 +966,12 @@ def _attributes(values: Mapping[str, _Value]) -> dict[str, Any]:
 
 
 def _check_storage_provider(storage: Mapping[str, _Value]) -> None:
-    """Reject other providers and warn about Azure Storage options durable_ext does not implement."""
+    """Reject other providers and an empty connection name."""
     provider = storage.get("type")
     if provider is not None and provider.value.lower() not in ("azurestorage", "azure_storage"):
         raise ConfigError(
             f"Invalid {provider.dotted} in {provider.origin}: only the Azure Storage provider is supported, "
             f"got {provider.value!r}"
-        )
-    legacy = storage.get("useLegacyPartitionManagement")
-    if legacy is not None and legacy.value:
-        logger.warning("%s=true in %s is not supported; ignoring it", legacy.dotted, legacy.origin)
-    tracking = storage.get("trackingStoreConnectionName")
-    if tracking is not None and tracking.value:
-        logger.warning(
-            "%s in %s is not supported; History and Instances stay in the main storage account",
-            tracking.dotted,
-            tracking.origin,
         )
     connection = storage.get("connectionName")
     if connection is not None and not connection.value:

@@ -56,13 +56,6 @@ class PayloadTooLargeError(ValidationError):
     http_status = 413
 
 
-class NotSupportedError(DurableExtError):
-    """The request asks for a Durable Functions feature durable_ext does not offer (HTTP 501)."""
-
-    http_status = 501
-    caller_mistake = True
-
-
 class StorageError(DurableExtError):
     """Azure Storage failed in a way the caller should hear about."""
 

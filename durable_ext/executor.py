@@ -115,6 +115,8 @@ class ScheduledAction:
     retry_attempts: int = 0
     """For a retry timer: failed attempts so far. For a re-try: the attempt number it starts."""
     is_retry_timer: bool = False
+    version: str | None = None
+    """A sub-orchestration's version, when the orchestrator gave one."""
 
 
 @dataclass
@@ -194,7 +196,7 @@ def scheduling_event(action: ScheduledAction, timestamp: datetime, store_inputs:
             event_id=action.event_id,
             timestamp=timestamp,
             name=action.name,
-            version="",
+            version=action.version or "",
             instance_id=action.instance_id,
             input=action.input if store_inputs else None,
         )

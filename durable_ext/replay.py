@@ -407,6 +407,7 @@ def _scheduled_action(
         operation=data.get("operation"),
         retry=retry,
         retry_attempts=1 if retry else 0,
+        version=data.get("version"),
     )
 
 
@@ -439,6 +440,7 @@ def _retry_step(
         instance_id=original.get("instanceId"),
         retry=retry,
         retry_attempts=attempts,
+        version=original.get("version"),
     )
 
 

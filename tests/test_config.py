@@ -25,6 +25,7 @@ from durable_ext.config import (
     validate_hub_name,
 )
 from durable_ext.errors import ConfigError, InvalidHubNameError
+from durable_ext.versioning import VersionFailureStrategy, VersionMatchStrategy
 
 PREFIX = "AzureFunctionsJobHost__extensions__durableTask__"
 SP_PREFIX = PREFIX + "storageProvider__"
@@ -81,12 +82,14 @@ def test_defaults_without_any_file(tmp_path: Path) -> None:
     )
     assert sp.max_queue_polling_interval == timedelta(seconds=30)
     assert not sp.allow_replaying_terminal_instances
-    assert sp.use_table_partition_management and sp.fetch_large_messages_automatically
     dt = config.durable_task
     assert not dt.extended_sessions_enabled and dt.extended_session_idle_timeout_in_seconds == 30
     assert dt.overridable_existing_instance_states is OverridableStates.NON_RUNNING_STATES
     assert (dt.max_entity_operation_batch_size, dt.max_orchestration_actions) == (5000, 100000)
-    assert not dt.use_graceful_shutdown and dt.use_app_lease and not dt.store_inputs_in_orchestration_history
+    assert not dt.use_graceful_shutdown and not dt.store_inputs_in_orchestration_history
+    assert dt.default_version == ""
+    assert dt.version_match_strategy is VersionMatchStrategy.CURRENT_OR_OLDER
+    assert dt.version_failure_strategy is VersionFailureStrategy.REJECT
 
 
 def test_host_json_without_extensions_gives_defaults(tmp_path: Path) -> None:
@@ -112,6 +115,9 @@ def test_every_option_from_host_json(tmp_path: Path) -> None:
                 "maxOrchestrationActions": 1000,
                 "useGracefulShutdown": True,
                 "useAppLease": False,
+                "defaultVersion": "2.0",
+                "versionMatchStrategy": "Strict",
+                "versionFailureStrategy": "Fail",
                 "storageProvider": {
                     "connectionName": "MyStorage",
                     "partitionCount": 16,
@@ -121,8 +127,8 @@ def test_every_option_from_host_json(tmp_path: Path) -> None:
                     "workItemQueueVisibilityTimeout": "1.00:00:00",
                     "maxQueuePollingInterval": "00:00:00.05",
                     "allowReplayingTerminalInstances": True,
-                    "useTablePartitionManagement": False,
-                    "fetchLargeMessagesAutomatically": False,
+                    "useTablePartitionManagement": True,
+                    "fetchLargeMessagesAutomatically": True,
                 },
             },
         },
@@ -140,8 +146,6 @@ def test_every_option_from_host_json(tmp_path: Path) -> None:
             work_item_queue_visibility_timeout=timedelta(days=1),
             max_queue_polling_interval=timedelta(milliseconds=50),
             allow_replaying_terminal_instances=True,
-            use_table_partition_management=False,
-            fetch_large_messages_automatically=False,
         ),
         max_concurrent_activity_functions=3,
         max_concurrent_orchestrator_functions=4,
@@ -153,7 +157,9 @@ def test_every_option_from_host_json(tmp_path: Path) -> None:
         max_entity_operation_batch_size=50,
         max_orchestration_actions=1000,
         use_graceful_shutdown=True,
-        use_app_lease=False,
+        default_version="2.0",
+        version_match_strategy=VersionMatchStrategy.STRICT,
+        version_failure_strategy=VersionFailureStrategy.FAIL,
     )
 
 
@@ -226,7 +232,7 @@ def test_environment_overrides_of_every_kind(tmp_path: Path) -> None:
         PREFIX + "maxOrchestrationActions": " 7 ",
         SP_PREFIX + "controlQueueVisibilityTimeout": "00:02:00",
         # Case-insensitive path and the ":" separator .NET configuration also accepts.
-        "azurefunctionsjobhost:EXTENSIONS:durabletask:StorageProvider:useTablePartitionManagement": "False",
+        "azurefunctionsjobhost:EXTENSIONS:durabletask:StorageProvider:partitionCount": "7",
         "AzureFunctionsJobHost__extensions__http__routePrefix": "",
         "AzureFunctionsJobHost__logging__logLevel__default": "Debug",  # not ours: ignored
     }
@@ -236,7 +242,7 @@ def test_environment_overrides_of_every_kind(tmp_path: Path) -> None:
     assert dt.overridable_existing_instance_states is OverridableStates.ANY_STATE
     assert dt.max_orchestration_actions == 7
     assert dt.storage_provider.control_queue_visibility_timeout == timedelta(minutes=2)
-    assert dt.storage_provider.use_table_partition_management is False
+    assert dt.storage_provider.partition_count == 7
     assert config.route_prefix == ""
 
 
@@ -456,41 +462,146 @@ def test_unknown_keys_warn_but_load(tmp_path: Path, caplog: pytest.LogCaptureFix
     assert len(messages) == 3
 
 
-def test_known_unimplemented_keys_are_quiet(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_unimplemented_settings_at_their_defaults_are_quiet(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     host = durable_host(
         {
-            "tracing": {"traceInputsAndOutputs": True},
-            "notifications": {},
+            "tracing": {
+                "traceInputsAndOutputs": False,
+                "traceReplayEvents": "false",
+                "distributedTracingEnabled": False,
+                "distributedTracingProtocol": "W3CTraceContext",
+                "version": "V2",
+            },
+            "notifications": {"eventGrid": {"topicEndpoint": "", "publishRetryCount": 3}},
             "httpSettings": {"defaultAsyncRequestSleepTimeMilliseconds": 1000},
-            "localRpcEndpointEnabled": False,
-            "appLeaseOptions": {},
-            "entityMessageReorderWindowInMinutes": 10,
+            "localRpcEndpointEnabled": True,
+            "appLeaseOptions": {"renewInterval": "00:00:25", "leaseInterval": "00:01:00"},
+            "useAppLease": False,
+            "entityMessageReorderWindowInMinutes": 30,
             "rollbackEntityOperationsOnExceptions": True,
-            "throwStatusExceptionsOnRaiseEvent": True,
-            "defaultVersion": "1.0",
-            "versionMatchStrategy": "None",
-            "versionFailureStrategy": "Fail",
+            "throwStatusExceptionsOnRaiseEvent": False,
             "storageProvider": {
                 "type": "AzureStorage",
-                "trackingStoreNamePrefix": "X",
-                "QueueClientMessageEncoding": "UTF8",
+                "trackingStoreNamePrefix": "",
+                "QueueClientMessageEncoding": "utf8",
                 "useLegacyPartitionManagement": False,
             },
         }
     )
     host["extensions"]["http"] = {"maxConcurrentRequests": 10}
+    host["logging"] = {
+        "applicationInsights": {"samplingSettings": {"isEnabled": True, "excludedTypes": "Request"}}
+    }
+    host["extensionBundle"] = {"id": "Microsoft.Azure.Functions.ExtensionBundle", "version": "[4.*, 5.0.0)"}
     app = write_app(tmp_path, host=host)
     with caplog.at_level(logging.WARNING, logger="durable_ext.config"):
-        load_config(app, environ={PREFIX + "tracing__traceReplayEvents": "true"})
+        load_config(app, environ={PREFIX + "tracing__traceReplayEvents": "false"})
     assert caplog.records == []
+
+
+@pytest.mark.parametrize(
+    ("durable", "key"),
+    [
+        ({"tracing": {"traceInputsAndOutputs": True}}, "tracing.traceInputsAndOutputs"),
+        ({"tracing": {"traceReplayEvents": True}}, "tracing.traceReplayEvents"),
+        ({"tracing": {"distributedTracingEnabled": True}}, "tracing.distributedTracingEnabled"),
+        ({"notifications": {"eventGrid": {"topicEndpoint": "https://t"}}}, "eventGrid.topicEndpoint"),
+        ({"localRpcEndpointEnabled": False}, "localRpcEndpointEnabled"),
+        ({"appLeaseOptions": {"acquireInterval": "00:01:00"}}, "appLeaseOptions.acquireInterval"),
+        ({"entityMessageReorderWindowInMinutes": 5}, "entityMessageReorderWindowInMinutes"),
+        ({"rollbackEntityOperationsOnExceptions": False}, "rollbackEntityOperationsOnExceptions"),
+        ({"throwStatusExceptionsOnRaiseEvent": True}, "throwStatusExceptionsOnRaiseEvent"),
+        ({"storageProvider": {"trackingStoreNamePrefix": "X"}}, "trackingStoreNamePrefix"),
+        ({"storageProvider": {"queueClientMessageEncoding": "Base64"}}, "queueClientMessageEncoding"),
+        ({"storageProvider": {"useLegacyPartitionManagement": True}}, "useLegacyPartitionManagement"),
+        ({"storageProvider": {"useTablePartitionManagement": False}}, "useTablePartitionManagement"),
+        ({"storageProvider": {"fetchLargeMessagesAutomatically": False}}, "fetchLargeMessagesAutomatically"),
+        ({"storageProvider": {"trackingStoreConnectionName": "Other"}}, "trackingStoreConnectionName"),
+        (
+            {"storageProvider": {"trackingStoreConnectionStringName": "Other"}},
+            "trackingStoreConnectionStringName",
+        ),
+    ],
+)
+def test_unimplemented_settings_off_their_defaults_are_refused(
+    tmp_path: Path, durable: dict[str, Any], key: str
+) -> None:
+    app = write_app(tmp_path, host=durable_host(durable))
+    with pytest.raises(ConfigError) as info:
+        load_config(app, environ={})
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"{key} = " in message and str(app / "host.json") in message
+    assert message.startswith("Unsupported ") and "the Durable Functions default" in message
+
+
+def test_unimplemented_setting_refused_from_an_override(tmp_path: Path) -> None:
+    app = write_app(tmp_path, host=durable_host({}))
+    name = PREFIX + "tracing__traceReplayEvents"
+    with pytest.raises(ConfigError, match=r"tracing\.traceReplayEvents = \"true\" in environment variable"):
+        load_config(app, environ={name: "true"})
+    name = PREFIX + "notifications__eventGrid__topicEndpoint"
+    with pytest.raises(ConfigError, match="Event Grid"):
+        load_config(app, environ={name: "https://topic"})
+
+
+def test_use_app_lease_is_accepted_either_way(tmp_path: Path) -> None:
+    for value in (True, False):
+        load_config(write_app(tmp_path, host=durable_host({"useAppLease": value})), environ={})
+    with pytest.raises(ConfigError, match="useAppLease"):
+        load_config(write_app(tmp_path, host=durable_host({"useAppLease": "maybe"})), environ={})
+
+
+@pytest.mark.parametrize("name", ["APPLICATIONINSIGHTS_CONNECTION_STRING", "APPINSIGHTS_INSTRUMENTATIONKEY"])
+def test_application_insights_settings_are_refused(tmp_path: Path, name: str) -> None:
+    app = write_app(tmp_path, host=durable_host({}), local={"Values": {name: "InstrumentationKey=x"}})
+    with pytest.raises(ConfigError) as info:
+        load_config(app, environ={})
+    assert name in str(info.value) and "local.settings.json" in str(info.value)
+    assert "Application Insights" in str(info.value) and "OpenTelemetry" in str(info.value)
+    with pytest.raises(ConfigError, match="environment variable"):
+        load_config(write_app(tmp_path, local={}), environ={name: "InstrumentationKey=x"})
+    load_config(write_app(tmp_path, local={}), environ={name: ""})  # an empty setting sends nothing
+
+
+def test_versioning_settings(tmp_path: Path) -> None:
+    host = durable_host(
+        {"defaultVersion": "1.5", "versionMatchStrategy": "currentorolder", "versionFailureStrategy": "FAIL"}
+    )
+    options = load_config(write_app(tmp_path, host=host), environ={}).durable_task
+    assert options.default_version == "1.5"
+    assert options.version_match_strategy is VersionMatchStrategy.CURRENT_OR_OLDER
+    assert options.version_failure_strategy is VersionFailureStrategy.FAIL
+    overridden = load_config(
+        write_app(tmp_path, host=host),
+        environ={PREFIX + "defaultVersion": "2.0", PREFIX + "versionMatchStrategy": "None"},
+    ).durable_task
+    assert overridden.versioning.version == "2.0"
+    assert overridden.versioning.match is VersionMatchStrategy.NONE
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("versionMatchStrategy", "Exact", "one of 'None', 'Strict', 'CurrentOrOlder', got 'Exact'"),
+        ("versionFailureStrategy", "Abandon", "one of 'Reject', 'Fail', got 'Abandon'"),
+        ("versionFailureStrategy", 1, "one of 'Reject', 'Fail', got number 1"),
+        ("defaultVersion", 2, "expected a string, got number 2"),
+    ],
+)
+def test_bad_versioning_settings(tmp_path: Path, key: str, value: object, expected: str) -> None:
+    app = write_app(tmp_path, host=durable_host({key: value}))
+    with pytest.raises(ConfigError) as info:
+        load_config(app, environ={})
+    assert f"Invalid {DT}.{key} in {app / 'host.json'}" in str(info.value)
+    assert expected in str(info.value)
 
 
 @pytest.mark.parametrize(
     ("storage", "word"),
     [
-        ({"useLegacyPartitionManagement": True}, "useLegacyPartitionManagement"),
-        ({"trackingStoreConnectionName": "Other"}, "trackingStoreConnectionName"),
-        ({"trackingStoreConnectionStringName": "Other"}, "trackingStoreConnectionStringName"),
         ({"controlQueueBatchSize": 32, "controlQueueBufferThreshold": 16}, "controlQueueBufferThreshold"),
     ],
 )

@@ -427,7 +427,6 @@ async def test_start_with_bad_input_writes_nothing(api: Api) -> None:
         "orchestrators/chain/%40entity-like": (b"1", 400, "reserved for entity IDs"),
         "orchestrators/chain/ctl%01char": (b"1", 400, "control character"),
         f"orchestrators/chain/{'x' * 300}": (b"1", 400, "at most 256"),
-        "orchestrators/chain/versioned?version=2.0": (b"1", 501, "version"),
         "orchestrators/chain/bad-wait?timeout=1&pollingInterval=5": (b"1", 400, "pollingInterval"),
         "orchestrators/chain/bad-wait?timeout=soon&pollingInterval=1": (b"1", 400, "timeout"),
     }

@@ -102,6 +102,8 @@ def test_messages_before_any_start_wait_then_go_and_a_terminate_marks_the_row() 
     assert decide(empty, event).abandon == [event]
     stale = message(EventRaisedEvent(name="x"), dequeues=NO_HISTORY_DEQUEUE_LIMIT + 1)
     assert decide(empty, stale).discard == [stale]
+    # An accepted start that has not run (say, left for a worker of its version) keeps them waiting.
+    assert decide(empty, stale, row=row_for(EXECUTION)).abandon == [stale]
     terminate = ExecutionTerminatedEvent(input='"stop"')
     decisions = decide(empty, message(terminate))
     assert decisions.terminated_before_start is terminate

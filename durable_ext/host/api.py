@@ -55,7 +55,8 @@ Where we decided differently from DF, and why:
   :data:`~durable_ext.host.guard.MAX_BODY_BYTES` (413), list pages to
   :data:`~durable_ext.client.MAX_QUERY_PAGE_BYTES` of payloads.
 * **Unknown routes and methods** answer 404 with a JSON error, as DF's "No such API" does (not 405).
-* Not supported, answered 501: ``?version=`` on start.
+* ``?version=`` on start gives the new instance that orchestration version (else host.json's
+  ``defaultVersion``), as azure-functions-durable's ``start_new(version=...)`` sends it.
 """
 
 from __future__ import annotations
@@ -87,7 +88,6 @@ from durable_ext.errors import (
     DurableExtError,
     InstanceNotFoundError,
     NotJsonError,
-    NotSupportedError,
     PayloadTooLargeError,
     ValidationError,
 )
@@ -330,7 +330,6 @@ class _ManagementApi:
         started = {
             **_WAITED,
             409: Reply("An instance with this ID exists and has not ended.", ErrorJson),
-            501: Reply("Orchestration versions are not supported.", ErrorJson),
             **_BODY_TOO_LARGE,
         }
         ended = {
@@ -676,11 +675,9 @@ class _ManagementApi:
         instance_id = request.path_params.get("instanceId")
         if instance_id is not None:
             validate_instance_id(instance_id)
-        if query.version:
-            raise NotSupportedError("orchestration versions (?version=) are not supported yet")
         self._check_function(name, FunctionKind.ORCHESTRATOR)
         payload = self._payload(await self._read_body(request))
-        started = await self.client.start_new(name, instance_id, payload)
+        started = await self.client.start_new(name, instance_id, payload, version=query.version)
         return await self._wait_or_check_status(request, started, query)
 
     async def _wait_or_check_status(self, request: Request, instance_id: str, query: WaitQuery) -> Response:

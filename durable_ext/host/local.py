@@ -318,7 +318,10 @@ class LocalHost:
     async def _serve(self, hub: TaskHub, engine: Engine, stop: asyncio.Event) -> None:
         options = self.config.durable_task
         client = TaskHubClient(
-            hub, overridable_states=options.overridable_existing_instance_states, handoff=engine
+            hub,
+            overridable_states=options.overridable_existing_instance_states,
+            handoff=engine,
+            default_version=options.default_version,
         )
         config = uvicorn.Config(
             self.build_app(hub, client),

@@ -149,7 +149,9 @@ class WaitQuery(StatusFlags):
 class StartQuery(WaitQuery):
     """``POST orchestrators/{functionName}[/{instanceId}]``."""
 
-    version: str | None = Field(None, description="An orchestration version: not supported (501).")
+    version: str | None = Field(
+        None, description="The new instance's orchestration version (default: host.json's defaultVersion)."
+    )
 
 
 class RestartQuery(WaitQuery):

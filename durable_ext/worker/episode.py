@@ -47,6 +47,7 @@ from durable_ext.logs import hub_log
 from durable_ext.messages import MessageData, TaskMessage
 from durable_ext.storage.instances import RowUpdate, update_from_history
 from durable_ext.storage.taskhub import TaskHub
+from durable_ext.versioning import mismatch_failure
 from durable_ext.worker.rewind import rewind_history
 from durable_ext.worker.session import Checkpoint, EpisodeResult, Execution, Outbound
 from durable_ext.worker.triage import Decisions
@@ -111,7 +112,7 @@ class EpisodePlanner:
             current = execution
             fresh = [OrchestratorStartedEvent(timestamp=now), *others]
             first_sequence = len(execution.events)
-        result = self._run_episode(current, fresh, outbound, now)
+        result = self._run_episode(current, fresh, outbound, now, version_mismatch=decisions.version_mismatch)
         generations = 0
         while result.continued_as_new:
             generations += 1
@@ -181,9 +182,18 @@ class EpisodePlanner:
         return Outbound(self._hub.control_queue_for(execution.instance_id), message)
 
     def _run_episode(
-        self, execution: Execution, fresh: list[HistoryEvent], outbound: list[Outbound], now: datetime
+        self,
+        execution: Execution,
+        fresh: list[HistoryEvent],
+        outbound: list[Outbound],
+        now: datetime,
+        *,
+        version_mismatch: bool = False,
     ) -> EpisodeResult:
-        """Replay with the new events; returns the episode's history events and the Instances update."""
+        """Replay with the new events; returns the episode's history events and the Instances update.
+
+        ``version_mismatch`` ends the execution as Failed without running the orchestrator (worker
+        versioning's ``Fail`` strategy, versioning.py)."""
         past = execution.events
         started = next(e for e in [*past, *fresh] if isinstance(e, ExecutionStartedEvent))
         name = started.name or ""
@@ -195,23 +205,16 @@ class EpisodePlanner:
             return EpisodeResult(recorded, update.without("CustomStatus"), [])
         run: OrchestratorRun | None = None
         failure: FailureDetails | None = None
-        terminated = next((e for e in fresh if isinstance(e, ExecutionTerminatedEvent)), None)
-        if terminated is not None:
-            completion: HistoryEvent | None = ExecutionCompletedEvent(
-                timestamp=now, orchestration_status=OrchestrationStatus.Terminated, result=terminated.input
-            )
+        ended = _ended_without_run(fresh, version_mismatch, now)
+        if ended is not None:
+            completion: HistoryEvent | None = ended
+            failure = ended.failure_details
             episode = [*fresh]
             scheduled: list[ScheduledAction] = []
         else:
             episode, run, failure = self._replay(execution, name, started, fresh)
             scheduled = [] if failure is not None or run is None else new_actions([*past, *episode], run)
-            # df leaves a sub-orchestration's ID to the host when the caller gave none.
-            scheduled = [
-                dataclasses.replace(a, instance_id=f"{execution.instance_id}:{a.event_id}")
-                if a.kind is ActionKind.SUB_ORCHESTRATION and not a.instance_id
-                else a
-                for a in scheduled
-            ]
+            scheduled = [self._sub_orchestration_defaults(execution, a) for a in scheduled]
             http = next((a for a in scheduled if a.kind is ActionKind.CALL_HTTP), None)
             if http is not None:
                 failure = FailureDetails(
@@ -229,7 +232,7 @@ class EpisodePlanner:
         sender = OrchestrationInstance(execution.instance_id, execution.execution_id)
         episode_number = sum(isinstance(e, OrchestratorStartedEvent) for e in [*past, *new_events])
         outbound.extend(
-            self._messages(sender, name, list(zip(scheduled, recorded, strict=True)), episode_number, now)
+            self._messages(sender, started, list(zip(scheduled, recorded, strict=True)), episode_number, now)
         )
         if failure is not None:
             self._log.instance(execution.instance_id).warning(
@@ -239,6 +242,17 @@ class EpisodePlanner:
             outbound.extend(self._to_parent(started, completion, failure))
         update = self._status(execution, new_events, run, now)
         return EpisodeResult(new_events, update, run.unconsumed_events if run is not None else [])
+
+    def _sub_orchestration_defaults(self, execution: Execution, action: ScheduledAction) -> ScheduledAction:
+        """What the host fills in of a sub-orchestration df left open: its instance ID
+        (``{parent}:{event ID}``) and its version (host.json's ``defaultVersion``)."""
+        if action.kind is not ActionKind.SUB_ORCHESTRATION:
+            return action
+        return dataclasses.replace(
+            action,
+            instance_id=action.instance_id or f"{execution.instance_id}:{action.event_id}",
+            version=self._options.versioning.version_for_new_instance(action.version),
+        )
 
     def _scheduling_event(self, execution: Execution, action: ScheduledAction, now: datetime) -> HistoryEvent:
         if action.kind in (ActionKind.CALL_ENTITY, ActionKind.SIGNAL_ENTITY):
@@ -311,11 +325,12 @@ class EpisodePlanner:
     def _messages(
         self,
         sender: OrchestrationInstance,
-        name: str,
+        started: ExecutionStartedEvent,
         scheduled: list[tuple[ScheduledAction, HistoryEvent]],
         episode: int,
         now: datetime,
     ) -> list[Outbound]:
+        name = started.name or ""
         out: list[Outbound] = []
         for action, recorded in scheduled:
             if isinstance(recorded, EventSentEvent) and recorded.instance_id is not None:
@@ -356,10 +371,13 @@ class EpisodePlanner:
                     timestamp=now,
                     orchestration_instance=child,
                     parent_instance=ParentInstance(
-                        name=name, orchestration_instance=sender, task_schedule_id=action.event_id, version=""
+                        name=name,
+                        orchestration_instance=sender,
+                        task_schedule_id=action.event_id,
+                        version=started.version or "",
                     ),
                     name=action.name,
-                    version="",
+                    version=action.version or "",
                     input=action.input,
                 )
                 queue = self._hub.control_queue_for(child_id)
@@ -386,8 +404,11 @@ class EpisodePlanner:
         else:
             result = SubOrchestrationInstanceFailedEvent(
                 task_scheduled_id=parent.task_schedule_id,
-                reason=completion.result,
+                reason=completion.result
+                if completion.failure_details is None
+                else str(completion.failure_details),
                 details=failure.stack_trace if failure else None,
+                failure_details=completion.failure_details,
             )
         target = parent.orchestration_instance
         child = started.orchestration_instance
@@ -413,6 +434,23 @@ class EpisodePlanner:
             now,
             custom_status=run.custom_status if run is not None else None,
         )
+
+
+def _ended_without_run(
+    fresh: list[HistoryEvent], version_mismatch: bool, now: datetime
+) -> ExecutionCompletedEvent | None:
+    """The end of an execution that does not run the orchestrator: a version this worker must fail
+    (DurableTask.Core's ``VersionMismatch`` failure, checked before anything else), or a terminate."""
+    if version_mismatch:
+        return ExecutionCompletedEvent(
+            timestamp=now, orchestration_status=OrchestrationStatus.Failed, failure_details=mismatch_failure()
+        )
+    terminated = next((e for e in fresh if isinstance(e, ExecutionTerminatedEvent)), None)
+    if terminated is None:
+        return None
+    return ExecutionCompletedEvent(
+        timestamp=now, orchestration_status=OrchestrationStatus.Terminated, result=terminated.input
+    )
 
 
 def _next_event_id(run: OrchestratorRun | None) -> int:

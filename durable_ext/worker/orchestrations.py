@@ -45,7 +45,7 @@ from durable_ext.worker.entity_episode import EntityPlanner
 from durable_ext.worker.episode import EpisodePlanner
 from durable_ext.worker.holds import HeldMessages, message_hold
 from durable_ext.worker.session import Execution, Session, SessionCache, first_execution
-from durable_ext.worker.triage import triage
+from durable_ext.worker.triage import NO_HISTORY_DEQUEUE_LIMIT, triage
 
 logger = logging.getLogger(__name__)
 
@@ -371,6 +371,7 @@ class OrchestrationDispatcher:
                 now=utc_now(),
                 replay_terminal=self._provider.allow_replaying_terminal_instances,
                 hub_name=self._hub_name,
+                versioning=self._options.versioning,
             )
             checkpoint = (
                 await asyncio.get_running_loop().run_in_executor(
@@ -411,9 +412,11 @@ class OrchestrationDispatcher:
         return Execution(instance_id, load.execution_id, load.events, load.etag, load.blob_names)
 
     async def _start_row(self, instance_id: str, messages: list[ReceivedMessage]) -> InstanceState | None:
-        """The Instances row, when the batch holds a client's start that must be checked against it."""
+        """The Instances row, when the batch holds a client's start that must be checked against it, or
+        a message that triage would drop if the instance had no history and no accepted start."""
         if any(
-            isinstance(m.data.event, ExecutionStartedEvent) and m.data.event.parent_instance is None
+            (isinstance(m.data.event, ExecutionStartedEvent) and m.data.event.parent_instance is None)
+            or m.dequeue_count > NO_HISTORY_DEQUEUE_LIMIT
             for m in messages
         ):
             return await self._hub.tracking.get_instance(instance_id, fetch_large_values=False)

@@ -31,6 +31,7 @@ from durable_ext.history import (
 from durable_ext.logs import hub_log
 from durable_ext.storage.queues import ReceivedMessage
 from durable_ext.storage.tracking import InstanceState
+from durable_ext.versioning import VersioningPolicy, VersionVerdict
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +108,9 @@ class Decisions:
     (docs/storage-protocol.md §7.2)."""
     rewind: ExecutionRewoundEvent | None = None
     """A rewind of the failed execution in history: the episode runs a new execution (rewind.py)."""
+    version_mismatch: bool = False
+    """The instance's version is not one this worker runs and the failure strategy is ``Fail``: the
+    episode ends it as Failed instead of running it (versioning.py)."""
 
 
 def triage(
@@ -117,15 +121,20 @@ def triage(
     now: datetime,
     replay_terminal: bool,
     hub_name: str,
+    versioning: VersioningPolicy | None = None,
 ) -> Decisions:
     """Judge every message of a batch, in order.
 
-    ``row`` is the Instances row, read when the batch holds a client's start; ``replay_terminal`` is
-    ``allowReplayingTerminalInstances``.
+    ``row`` is the Instances row, read when the batch holds a client's start or a message dequeued
+    more than :data:`NO_HISTORY_DEQUEUE_LIMIT` times; ``replay_terminal`` is
+    ``allowReplayingTerminalInstances``; ``versioning`` the worker's versioning settings, checked
+    against the instance's version when the episode would run the orchestrator.
     """
     batch = _Batch(history, row, now, replay_terminal, hub_name)
     for message in messages:
         batch.judge(message)
+    if versioning is not None:
+        batch.check_version(versioning)
     return batch.decisions
 
 
@@ -172,6 +181,29 @@ class _Batch:
             self.decisions.rehop.append(message)
         else:
             self._result_or_other(message)
+
+    def check_version(self, policy: VersioningPolicy) -> None:
+        """Worker versioning, as DurableTask.Core checks it before it runs an orchestration: a version
+        this worker does not run either leaves every message to a compatible worker (``Reject``: they
+        come back after the usual growing back-off) or fails the instance (``Fail``)."""
+        decisions = self.decisions
+        if not decisions.consume:
+            return
+        started = self.starting or self.started
+        version = started.version if started is not None else None
+        verdict = policy.judge(version)
+        if verdict is VersionVerdict.FAIL:
+            decisions.version_mismatch = True
+        elif verdict is VersionVerdict.REJECT:
+            self.log.info(
+                "orchestration version %r not run here (versionMatchStrategy %s, defaultVersion %r); "
+                "its messages are left for another worker",
+                version or "",
+                policy.match.value,
+                policy.version,
+            )
+            decisions.abandon += [*decisions.consume, *decisions.later]
+            decisions.consume, decisions.later, decisions.rewind = [], [], None
 
     def _target_execution(self, message: ReceivedMessage) -> str | None:
         task = message.data.task_message
@@ -222,11 +254,16 @@ class _Batch:
         if isinstance(event, ExecutionTerminatedEvent):
             self.decisions.terminated_before_start = event
             self.decisions.discard.append(message)
-        elif message.dequeue_count > NO_HISTORY_DEQUEUE_LIMIT:
+        elif message.dequeue_count > NO_HISTORY_DEQUEUE_LIMIT and not self._start_accepted():
             self.log.warning("%s for an instance with no history discarded", event.event_type.name)
             self.decisions.discard.append(message)
         else:
             self.decisions.abandon.append(message)
+
+    def _start_accepted(self) -> bool:
+        """A client's start of the instance was accepted and has not run yet (its Instances row says
+        Pending): it may be waiting for a worker of its version, so messages for it are kept."""
+        return self.row is not None and self.row.runtime_status is OrchestrationStatus.Pending
 
     def _rewind(self, message: ReceivedMessage, event: ExecutionRewoundEvent) -> None:
         """Consume the first rewind of a failed execution; drop any other."""

@@ -194,6 +194,7 @@ async def test_start_writes_message_then_pending_row(hub: TaskHub) -> None:
         completed_time=None,
         execution_id=execution_id,
         generation=0,
+        version="",
     )
     assert await client.get_status("missing") is None
 

@@ -109,7 +109,7 @@ class ActivityDispatcher:
         self._storage = hub.account.describe()
         self._parked_names: set[str] = set()
         """Disabled activities whose work items were parked (each is reported once)."""
-        self._http = HttpActivity()
+        self._http = HttpActivity(self._hub_name)
         """Runs ``context.call_http`` requests (the built-in HTTP activity)."""
 
     def wake(self) -> None:
@@ -290,7 +290,7 @@ class ActivityDispatcher:
             return None
         name = event.name or ""
         if name == HTTP_ACTIVITY_NAME:
-            result_event = await self._http.run(event, self._log.instance(instance.instance_id))
+            result_event = await self._http.run(event, instance.instance_id)
         else:
             function = self._registry.get(name, FunctionKind.ACTIVITY)
             result_event = await self._outcome(function, name, event, instance.instance_id)

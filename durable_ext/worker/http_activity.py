@@ -27,7 +27,7 @@ from durable_ext.failures import (
     http_failure,
 )
 from durable_ext.history import TaskCompletedEvent, TaskFailedEvent, TaskScheduledEvent
-from durable_ext.logs import ContextLog
+from durable_ext.logs import hub_log
 from durable_ext.storage.account import use_environment_settings
 
 logger = logging.getLogger(__name__)
@@ -60,8 +60,9 @@ _CONTENT_HEADERS = frozenset(
 class HttpActivity:
     """Runs durable HTTP requests with one shared aiohttp session (opened on first use)."""
 
-    def __init__(self) -> None:
+    def __init__(self, hub_name: str) -> None:
         self._session: aiohttp.ClientSession | None = None
+        self._log = hub_log(logger, hub_name)
 
     async def close(self) -> None:
         """Close the session, if one was opened."""
@@ -69,8 +70,9 @@ class HttpActivity:
             await self._session.close()
             self._session = None
 
-    async def run(self, event: TaskScheduledEvent, log: ContextLog) -> TaskCompletedEvent | TaskFailedEvent:
-        """Send the request ``event`` carries; the task's result or failure."""
+    async def run(self, event: TaskScheduledEvent, instance_id: str) -> TaskCompletedEvent | TaskFailedEvent:
+        """Send the request ``event`` (of instance ``instance_id``) carries; the task's result or failure."""
+        log = self._log.instance(instance_id)
         try:
             request = DurableHttpRequest.from_task_input(event.input)
         except HttpRequestFormatError as exc:

@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -32,7 +33,7 @@ from durable_ext.history import (
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.worker.engine import Engine
 from tests.engine_support import engine_for, poll
-from tests.host_support import free_port, serve_in_thread
+from tests.host_support import free_port, running_host, sample_app_dir, serve_in_thread
 
 TIMEOUT = 60.0
 APP_DIR = Path(__file__).parent / "apps" / "http_call_app"
@@ -294,3 +295,27 @@ def test_bad_http_settings_are_refused(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(_host_json(tmp_path, settings), environ=environ)
+
+
+def test_the_docs_pattern_through_start(tmp_path: Path, azurite_connection_string: str) -> None:
+    """``start`` with an orchestrator that calls the app's own starter: 202 with the status URL and
+    ``Retry-After: 10``, polled through the management API until the started orchestration is done."""
+    sample = Path(__file__).parent / "apps" / "durable_http_sample.py"
+    app = sample_app_dir(tmp_path, "Http" + uuid.uuid4().hex[:8], extra_blueprints=[sample])
+    with (
+        running_host(app, azurite_connection_string, tmp_path / "host.log") as host,
+        httpx.Client(base_url=host.base_url, timeout=TIMEOUT) as http,
+    ):
+        starter = f"{host.base_url}/api/orchestrators/hello_sequence"
+        started = http.post("/api/orchestrators/call_starter", json=starter)
+        assert started.status_code == 202
+        status_url = started.json()["statusQueryGetUri"]
+        deadline = time.monotonic() + TIMEOUT
+        while (status := http.get(status_url).json())["runtimeStatus"] in ("Pending", "Running"):
+            assert time.monotonic() < deadline, f"call_starter did not finish: {status}"
+            time.sleep(0.2)
+    assert status["runtimeStatus"] == "Completed", status
+    assert status["output"]["statusCode"] == 200
+    called = json.loads(status["output"]["content"])
+    assert called["name"] == "hello_sequence"
+    assert called["output"] == ["Hello Tokyo!", "Hello Seattle!", "Hello London!"]

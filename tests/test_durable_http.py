@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -22,7 +23,7 @@ from starlette.routing import Route
 from durable_ext.app_loader import FunctionRegistry, load_app
 from durable_ext.client import OrchestrationState, TaskHubClient
 from durable_ext.config import ConfigError, HttpSettingsOptions, load_config
-from durable_ext.durable_http import HTTP_ACTIVITY_NAME
+from durable_ext.durable_http import HTTP_ACTIVITY_NAME, DurableHttpRequest
 from durable_ext.history import (
     EventType,
     HistoryEvent,
@@ -32,6 +33,7 @@ from durable_ext.history import (
 )
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.worker.engine import Engine
+from durable_ext.worker.http_activity import HttpActivity
 from tests.engine_support import engine_for, poll
 from tests.host_support import free_port, running_host, sample_app_dir, serve_in_thread
 
@@ -72,6 +74,12 @@ class Target:
         reply.headers.append("X-Multi", "two")
         return reply
 
+    async def slow(self, request: Request) -> Response:
+        """Answers after a second."""
+        await self._record(request)
+        await asyncio.sleep(1)
+        return PlainTextResponse("late")
+
     async def start_job(self, request: Request) -> Response:
         """202 with a Location to poll ``polls`` times (query), with Retry-After unless ``?wait=no``."""
         await self._record(request)
@@ -98,6 +106,7 @@ class Target:
         return Starlette(
             routes=[
                 Route("/echo", self.echo, methods=["GET", "POST", "PUT"]),
+                Route("/slow", self.slow),
                 Route("/jobs", self.start_job, methods=["POST"]),
                 Route("/jobs/{job}", self.job_status, methods=["GET"]),
             ]
@@ -257,6 +266,54 @@ async def test_token_source_is_refused(client: TaskHubClient, target: Target, ba
     text = _output(state)
     assert text.startswith("caught: call_http with a token_source (AzureManagedIdentity) is not supported")
     assert target.seen == [], "nothing is sent without the token"
+
+
+def test_the_extension_request_form_is_read() -> None:
+    """The HTTP activity input as the extension writes it (request object in an array, TimeSpan
+    timeout, repeated headers as arrays), and as a JSON string in the array (older extensions)."""
+    written = {
+        "method": "put",
+        "uri": "http://example.test/x",
+        "headers": {"Accept": ["a", "b"], "X-One": "1"},
+        "content": "body",
+        "tokenSource": None,
+        "asynchronousPatternEnabled": False,
+        "timeout": "00:00:05",
+    }
+    request = DurableHttpRequest.from_task_input(json.dumps([written]))
+    assert request == DurableHttpRequest(
+        method="PUT",
+        uri="http://example.test/x",
+        headers={"Accept": ["a", "b"], "X-One": "1"},
+        content="body",
+        asynchronous_pattern_enabled=False,
+        timeout=timedelta(seconds=5),
+    )
+    assert DurableHttpRequest.from_task_input(json.dumps([json.dumps(written)])) == request
+    assert DurableHttpRequest.from_task_input(request.to_task_input()) == request
+
+
+async def test_a_request_past_its_timeout_fails(target: Target, base_url: str) -> None:
+    request = DurableHttpRequest("GET", f"{base_url}/slow", timeout=timedelta(milliseconds=200))
+    event = TaskScheduledEvent(event_id=7, name=HTTP_ACTIVITY_NAME, input=request.to_task_input())
+    activity = HttpActivity("Tests")
+    try:
+        result = await activity.run(event, "timeout-1")
+    finally:
+        await activity.close()
+    assert result.event_type is EventType.TaskFailed
+    assert getattr(result, "task_scheduled_id", None) == 7
+    assert getattr(result, "reason", "").startswith("The request was canceled due to the configured")
+    assert [s.path for s in target.seen] == ["/slow"]
+
+
+async def test_multipart_content_is_refused(target: Target, base_url: str) -> None:
+    headers = {"Content-Type": "multipart/form-data; boundary=x"}
+    request = DurableHttpRequest("POST", f"{base_url}/echo", headers=dict(headers), content="--x--")
+    event = TaskScheduledEvent(event_id=1, name=HTTP_ACTIVITY_NAME, input=request.to_task_input())
+    result = await HttpActivity("Tests").run(event, "multipart-1")
+    assert getattr(result, "reason", None) == "Multipart content is not supported with CallHttpAsync."
+    assert target.seen == []
 
 
 def _host_json(tmp_path: Path, http_settings: object) -> Path:

@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from durable_ext.config import HttpSettingsOptions
 from durable_ext.errors import ConfigError
 
 
@@ -71,7 +72,6 @@ from durable_ext.durable_http import (
     FUNCTIONS_KEY_HEADER,
     HTTP_ACTIVITY_NAME,
     DurableHttpRequest,
-    HttpRequestFormatError,
     poll_delay,
 )
 from durable_ext.executor import (
@@ -105,7 +105,7 @@ _INDEX_KEY = "DurableExtIndex"
 _RETRY_TIMER_METADATA = "-WithRetry timer"
 
 
-DEFAULT_HTTP_POLL_INTERVAL = timedelta(milliseconds=30000)
+DEFAULT_HTTP_POLL_INTERVAL = HttpSettingsOptions().default_async_request_sleep_time
 """Durable Functions' ``httpSettings.defaultAsyncRequestSleepTimeMilliseconds`` default."""
 
 # df ActionType numbers (azure.durable_functions.models.actions.ActionType).
@@ -198,8 +198,10 @@ class _RecordingContext(DurableOrchestrationContext):  # type: ignore[misc]
 
     def call_http(self, *args: Any, **kwargs: Any) -> TaskBase:
         """df's ``call_http`` (same arguments), polling a 202 answer's Location as the extension does
-        (see :class:`_DurableHttpTask`)."""
+        (see :class:`_DurableHttpTask`). A request the extension could not read (no uri) raises
+        ``ValueError`` in the orchestrator, as a bad argument to any df call does."""
         first = super().call_http(*args, **kwargs)
+        DurableHttpRequest.from_df_action(first.action_repr.http_request.to_json())
         return _DurableHttpTask(first, self)
 
     def _add_to_open_tasks(self, task: TaskBase) -> None:
@@ -479,10 +481,7 @@ def _scheduled_action(
     if kind is None:
         raise NonDeterminismError(f"df action type {data['actionType']} has no sequence number")
     if kind is ActionKind.CALL_HTTP:
-        try:
-            request = DurableHttpRequest.from_df_action(data.get("httpRequest") or {})
-        except HttpRequestFormatError as exc:
-            raise NonDeterminismError(f"call_http: {exc}") from None
+        request = DurableHttpRequest.from_df_action(data["httpRequest"])  # checked by call_http
         return ScheduledAction(event_id, kind, name=HTTP_ACTIVITY_NAME, input=request.to_task_input())
     fire_at = parse_datetime(data["fireAt"]) if data.get("fireAt") else None
     retry = _retry_policy(data["retryOptions"]) if isinstance(data.get("retryOptions"), dict) else None

@@ -9,7 +9,7 @@ import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +20,21 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from durable_ext.app_loader import FunctionRegistry, load_app
+from durable_ext.app_loader import FunctionKind, FunctionRegistry, load_app
 from durable_ext.client import OrchestrationState, TaskHubClient
 from durable_ext.config import ConfigError, HttpSettingsOptions, load_config
 from durable_ext.durable_http import HTTP_ACTIVITY_NAME, DurableHttpRequest
 from durable_ext.history import (
     EventType,
+    ExecutionStartedEvent,
     HistoryEvent,
+    OrchestrationInstance,
     OrchestrationStatus,
+    OrchestratorStartedEvent,
     TaskScheduledEvent,
     TimerCreatedEvent,
 )
+from durable_ext.replay import run_orchestrator
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.worker.engine import Engine
 from durable_ext.worker.http_activity import HttpActivity
@@ -266,6 +270,25 @@ async def test_token_source_is_refused(client: TaskHubClient, target: Target, ba
     text = _output(state)
     assert text.startswith("caught: call_http with a token_source (AzureManagedIdentity) is not supported")
     assert target.seen == [], "nothing is sent without the token"
+
+
+def test_a_call_without_uri_fails_the_orchestration(http_registry: FunctionRegistry) -> None:
+    function = http_registry.get("http_get", FunctionKind.ORCHESTRATOR)
+    assert function is not None
+    now = datetime.now(UTC)
+    started = ExecutionStartedEvent(
+        timestamp=now,
+        orchestration_instance=OrchestrationInstance("no-uri", "e1"),
+        name="http_get",
+        version="",
+        input=json.dumps({"uri": None}),
+    )
+    events = [OrchestratorStartedEvent(timestamp=now), started]
+    run = run_orchestrator(function.callable, "http_get", "no-uri", events, new_events_start=0)
+    assert run.failure is not None
+    assert "Orchestrator function 'http_get' failed:" in run.failure.error_message
+    assert "needs a method and a uri" in run.failure.error_message
+    assert run.allocations == {}
 
 
 def test_the_extension_request_form_is_read() -> None:

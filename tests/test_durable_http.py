@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import uuid
 import warnings
@@ -263,6 +264,13 @@ async def test_connection_refused_fails_the_call(client: TaskHubClient) -> None:
     port = free_port()
     state = await _run(client, "http_catch", f"http://127.0.0.1:{port}/nothing")
     assert _output(state).startswith(f"caught: Connection refused (127.0.0.1:{port})")
+
+
+async def test_an_unknown_host_fails_the_call(client: TaskHubClient) -> None:
+    state = await _run(client, "http_catch", "http://nowhere.invalid/x")
+    reason = _output(state).split(" \n ")[0]
+    # .NET's HttpRequestException text: the resolver's message, then the host and port.
+    assert re.fullmatch(r"caught: \S.* \(nowhere\.invalid:80\)", reason), reason
 
 
 async def test_token_source_is_refused(client: TaskHubClient, target: Target, base_url: str) -> None:

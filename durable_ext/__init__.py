@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from durable_ext.config import (
         DurableTaskOptions,
         HostConfig,
+        HttpSettingsOptions,
         InstanceRetentionOptions,
         StorageProviderOptions,
         load_config,
@@ -84,6 +85,7 @@ _EXPORTS: dict[str, str] = {
     "ExecutionRequest": "durable_ext.executor",
     "FunctionRegistry": "durable_ext.app_loader",
     "HostConfig": "durable_ext.config",
+    "HttpSettingsOptions": "durable_ext.config",
     "InstanceExistsError": "durable_ext.errors",
     "InstanceGoneError": "durable_ext.errors",
     "InstanceNotEndedError": "durable_ext.errors",
@@ -130,6 +132,7 @@ __all__ = [
     "ExecutionRequest",
     "FunctionRegistry",
     "HostConfig",
+    "HttpSettingsOptions",
     "InstanceExistsError",
     "InstanceGoneError",
     "InstanceNotEndedError",

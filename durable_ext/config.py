@@ -110,6 +110,19 @@ class InstanceRetentionOptions:
         return any(r is not None for r in (self.completed, self.failed, self.terminated))
 
 
+@dataclass(frozen=True)
+class HttpSettingsOptions:
+    """Durable HTTP options (``extensions.durableTask.httpSettings``, Durable Functions' ``HttpOptions``)."""
+
+    default_async_request_sleep_time_milliseconds: int = 30000
+    """Wait between polls of a 202 answer's Location when it has no Retry-After header."""
+
+    @property
+    def default_async_request_sleep_time(self) -> timedelta:
+        """:attr:`default_async_request_sleep_time_milliseconds` as a timedelta."""
+        return timedelta(milliseconds=self.default_async_request_sleep_time_milliseconds)
+
+
 def _default_concurrency() -> int:
     """Return the DF default for the max-concurrent-functions options: ten per core."""
     return 10 * (os.cpu_count() or 1)
@@ -122,6 +135,7 @@ class DurableTaskOptions:
     hub_name: str
     storage_provider: StorageProviderOptions = field(default_factory=StorageProviderOptions)
     instance_retention: InstanceRetentionOptions = field(default_factory=InstanceRetentionOptions)
+    http_settings: HttpSettingsOptions = field(default_factory=HttpSettingsOptions)
     max_concurrent_activity_functions: int = field(default_factory=_default_concurrency)
     max_concurrent_orchestrator_functions: int = field(default_factory=_default_concurrency)
     max_concurrent_entity_functions: int = field(default_factory=_default_concurrency)
@@ -314,6 +328,7 @@ def load_config(app_dir: Path, environ: Mapping[str, str] | None = None) -> Host
     durable_json = _subsection(extensions, "durableTask", _DURABLE_PATH, host_origin)
     storage_json = _subsection(durable_json, "storageProvider", _STORAGE_PATH, host_origin)
     retention_json = _subsection(durable_json, "instanceRetention", _RETENTION_PATH, host_origin)
+    http_settings_json = _subsection(durable_json, "httpSettings", _HTTP_SETTINGS_PATH, host_origin)
     http_json = _subsection(extensions, "http", _HTTP_PATH, host_origin)
     _check_telemetry(local_values, environ, local_path)
 
@@ -333,6 +348,17 @@ def load_config(app_dir: Path, environ: Mapping[str, str] | None = None) -> Host
     )
     http = _read_section(http_json, host_origin, overrides, _HTTP_PATH, _HTTP_FIELDS, warn_unknown=False)
     _check_unimplemented_sections(durable_json, host_origin, overrides)
+    _refuse_unknown_keys(
+        http_settings_json, host_origin, overrides, _HTTP_SETTINGS_PATH, _HTTP_SETTINGS_FIELDS
+    )
+    http_settings = _read_section(
+        http_settings_json,
+        host_origin,
+        overrides,
+        _HTTP_SETTINGS_PATH,
+        _HTTP_SETTINGS_FIELDS,
+        warn_unknown=False,
+    )
 
     _check_storage_provider(storage)
     _check_route_prefix(http)
@@ -354,6 +380,7 @@ def load_config(app_dir: Path, environ: Mapping[str, str] | None = None) -> Host
         hub_name=hub_name,
         storage_provider=storage_options,
         instance_retention=InstanceRetentionOptions(**_attributes(retention)),
+        http_settings=HttpSettingsOptions(**_attributes(http_settings)),
         **_attributes(durable),
     )
     config = HostConfig(
@@ -481,6 +508,7 @@ _NO_TRACKING_EVENTS = (
     "durable_ext does not write Durable Functions' tracking events (Application Insights telemetry); "
     "its own log lines go to the console"
 )
+_HTTP_SETTINGS_PATH = "extensions.durableTask.httpSettings"
 
 _DURABLE_FIELDS = (
     _Field("hubName", "", str),
@@ -692,6 +720,17 @@ _RETENTION_FIELDS = (
 
 _HTTP_FIELDS = (_Field("routePrefix", "route_prefix", str),)
 
+# Durable Functions' HttpOptions has this one setting; anything else is refused, not ignored.
+_HTTP_SETTINGS_FIELDS = (
+    _Field(
+        "defaultAsyncRequestSleepTimeMilliseconds",
+        "default_async_request_sleep_time_milliseconds",
+        int,
+        0,
+        2**31 - 1,
+    ),
+)
+
 # Core Tools' own settings in local.settings.json's Host section.
 _HOST_START_FIELDS = (
     _Field("LocalHttpPort", "local_http_port", int, 1, 65535),
@@ -707,11 +746,12 @@ _SUBSECTION_PATHS = {
     ("appleaseoptions",): _APP_LEASE_PATH,
     ("notifications",): _NOTIFICATIONS_PATH,
     ("notifications", "eventgrid"): _EVENT_GRID_PATH,
+    ("httpsettings",): _HTTP_SETTINGS_PATH,
 }
 """Sections inside ``extensions.durableTask``, by the lower-cased names an override spells them with."""
 
-# Keys that are not settings of their own section: subsections read separately, httpSettings (owned by
-# the HTTP API's settings), and Event Grid's publishing options, which do nothing without a
+# Keys that are not settings of their own section: subsections read separately (httpSettings among
+# them), and Event Grid's publishing options, which do nothing without a
 # topicEndpoint (refused), in Durable Functions too.
 _IGNORED_KEYS = {
     _DURABLE_PATH: frozenset(
@@ -911,6 +951,25 @@ def _read_section(
     return result
 
 
+def _refuse_unknown_keys(
+    obj: Mapping[str, Any],
+    host_origin: str,
+    overrides: Mapping[str, list[_Override]],
+    path: str,
+    fields: tuple[_Field, ...],
+) -> None:
+    """ConfigError for a key of section ``path`` that none of ``fields`` reads: for sections whose
+    settings change behaviour, where a silently dropped key would do something else than asked."""
+    known = {name.lower() for spec in fields for name in (spec.key, *spec.aliases)}
+    entries = [(key, host_origin) for key in obj] + [
+        (key, origin) for key, _, origin in overrides.get(path, [])
+    ]
+    for key, origin in entries:
+        if key.lower() not in known:
+            supported = ", ".join(spec.key for spec in fields)
+            raise ConfigError(f"Unsupported key {path}.{key} in {origin}: durable_ext supports {supported}")
+
+
 def _parse_text(kind: type[Any], text: str) -> Any:
     """Convert a setting string to ``kind`` the way .NET configuration binding does; ValueError if not."""
     if kind is bool:
@@ -960,7 +1019,13 @@ def _attributes(values: Mapping[str, _Value]) -> dict[str, Any]:
     """Map converted section values to dataclass keyword arguments, skipping unstored keys."""
     by_key = {
         spec.key: spec.attr
-        for spec in (*_DURABLE_FIELDS, *_STORAGE_FIELDS, *_RETENTION_FIELDS, *_HTTP_FIELDS)
+        for spec in (
+            *_DURABLE_FIELDS,
+            *_STORAGE_FIELDS,
+            *_RETENTION_FIELDS,
+            *_HTTP_FIELDS,
+            *_HTTP_SETTINGS_FIELDS,
+        )
     }
     return {by_key[key]: item.value for key, item in values.items() if by_key[key]}
 

@@ -74,7 +74,7 @@ class ActionKind(enum.Enum):
 
 
 _SCHEDULING_EVENTS: dict[EventType, tuple[ActionKind, ...]] = {
-    EventType.TaskScheduled: (ActionKind.ACTIVITY,),
+    EventType.TaskScheduled: (ActionKind.ACTIVITY, ActionKind.CALL_HTTP),
     EventType.TimerCreated: (ActionKind.TIMER,),
     EventType.SubOrchestrationInstanceCreated: (ActionKind.SUB_ORCHESTRATION,),
     EventType.EventSent: (ActionKind.CALL_ENTITY, ActionKind.SIGNAL_ENTITY),
@@ -180,8 +180,9 @@ def new_actions(events: Sequence[HistoryEvent], run: OrchestratorRun) -> list[Sc
 
 
 def scheduling_event(action: ScheduledAction, timestamp: datetime, store_inputs: bool) -> HistoryEvent:
-    """The history event that records ``action`` as scheduled."""
-    if action.kind is ActionKind.ACTIVITY:
+    """The history event that records ``action`` as scheduled (a durable HTTP request is a task of the
+    built-in activity ``BuiltIn::HttpActivity``)."""
+    if action.kind in (ActionKind.ACTIVITY, ActionKind.CALL_HTTP):
         return TaskScheduledEvent(
             event_id=action.event_id,
             timestamp=timestamp,

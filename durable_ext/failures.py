@@ -119,6 +119,19 @@ def missing_activity_failure(name: str) -> tuple[str, str]:
     return f"Activity function '{name}' failed: {message}", details
 
 
+HTTP_REQUEST_EXCEPTION = ("System.Net.Http.HttpRequestException", "System.Net.Http")
+"""What a durable HTTP request that got no answer fails with."""
+NOT_SUPPORTED_EXCEPTION = ("System.NotSupportedException", "System.Private.CoreLib")
+ARGUMENT_EXCEPTION = ("System.ArgumentException", "System.Private.CoreLib")
+FUNCTION_FAILED_EXCEPTION = _FUNCTION_FAILED_CLASS
+
+
+def http_failure(message: str, dotnet_class: tuple[str, str] = HTTP_REQUEST_EXCEPTION) -> tuple[str, str]:
+    """TaskFailed ``Reason`` and ``Details`` of a ``BuiltIn::HttpActivity`` task: the extension fails it
+    with the exception's own message (no "Activity function ... failed" prefix)."""
+    return message, _serialized_exception(dotnet_class, message, None)
+
+
 def orchestrator_failure(name: str, error: str, tb: TracebackType | None) -> tuple[str, str]:
     """ExecutionCompleted ``Result`` and the failure's ``Details`` for orchestrator ``name`` that
     failed with df's error text ``error``; ``tb`` is the traceback of the app's exception."""

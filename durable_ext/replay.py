@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from durable_ext.config import HttpSettingsOptions
 from durable_ext.errors import ConfigError
 
 
@@ -50,13 +51,29 @@ _check_df_version()
 
 from azure.durable_functions import Orchestrator
 from azure.durable_functions.models import DurableOrchestrationContext
+from azure.durable_functions.models.actions.CallHttpAction import CallHttpAction
+from azure.durable_functions.models.actions.CreateTimerAction import CreateTimerAction
 from azure.durable_functions.models.actions.NoOpAction import NoOpAction
+from azure.durable_functions.models.DurableHttpRequest import DurableHttpRequest as DfHttpRequest
 from azure.durable_functions.models.history.HistoryEvent import HistoryEvent as DfHistoryEvent
 from azure.durable_functions.models.history.HistoryEventType import HistoryEventType
-from azure.durable_functions.models.Task import AtomicTask, RetryAbleTask, TaskBase
+from azure.durable_functions.models.Task import (
+    AtomicTask,
+    RetryAbleTask,
+    TaskBase,
+    TaskState,
+    TimerTask,
+    WhenAllTask,
+)
 from azure.durable_functions.models.TaskOrchestrationExecutor import TaskOrchestrationExecutor
 
 from durable_ext.app_loader import FunctionKind, FunctionRegistry, invalid_function_message
+from durable_ext.durable_http import (
+    FUNCTIONS_KEY_HEADER,
+    HTTP_ACTIVITY_NAME,
+    DurableHttpRequest,
+    poll_delay,
+)
 from durable_ext.executor import (
     ActionKind,
     ExecutionRequest,
@@ -87,6 +104,9 @@ _OUT_OF_PROC_MARKER = "$OutOfProcData$:"
 _INDEX_KEY = "DurableExtIndex"
 _RETRY_TIMER_METADATA = "-WithRetry timer"
 
+
+DEFAULT_HTTP_POLL_INTERVAL = HttpSettingsOptions().default_async_request_sleep_time
+"""Durable Functions' ``httpSettings.defaultAsyncRequestSleepTimeMilliseconds`` default."""
 
 # df ActionType numbers (azure.durable_functions.models.actions.ActionType).
 _ACTION_KINDS = {
@@ -128,6 +148,8 @@ class _RecordingContext(DurableOrchestrationContext):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.allocated: dict[int, tuple[Any, TaskBase | None]] = {}
+        self.http_poll_interval = DEFAULT_HTTP_POLL_INTERVAL
+        """Wait before polling a 202 that has no Retry-After header."""
 
     @classmethod
     def for_history(
@@ -139,6 +161,7 @@ class _RecordingContext(DurableOrchestrationContext):  # type: ignore[misc]
         forms: DfEventForms | None = None,
         *,
         timer_split: TimerSplit | None = None,
+        http_poll_interval: timedelta = DEFAULT_HTTP_POLL_INTERVAL,
     ) -> _RecordingContext:
         """The context df's ``from_json`` builds from the Functions host's context JSON, without its cost.
 
@@ -170,7 +193,16 @@ class _RecordingContext(DurableOrchestrationContext):  # type: ignore[misc]
         context.decision_started_event = next(
             e for e in context._histories if e.event_type == HistoryEventType.ORCHESTRATOR_STARTED
         )
+        context.http_poll_interval = http_poll_interval
         return context
+
+    def call_http(self, *args: Any, **kwargs: Any) -> TaskBase:
+        """df's ``call_http`` (same arguments), polling a 202 answer's Location as the extension does
+        (see :class:`_DurableHttpTask`). A request the extension could not read (no uri) raises
+        ``ValueError`` in the orchestrator, as a bad argument to any df call does."""
+        first = super().call_http(*args, **kwargs)
+        DurableHttpRequest.from_df_action(first.action_repr.http_request.to_json())
+        return _DurableHttpTask(first, self)
 
     def _add_to_open_tasks(self, task: TaskBase) -> None:
         unnumbered = isinstance(task, AtomicTask) and task.id is None and not task._is_scheduled
@@ -181,6 +213,52 @@ class _RecordingContext(DurableOrchestrationContext):  # type: ignore[misc]
     def _record_fire_and_forget_action(self, action: Any) -> None:
         self.allocated[self._sequence_number] = (action, None)
         super()._record_fire_and_forget_action(action)
+
+
+class _DurableHttpTask(WhenAllTask):  # type: ignore[misc]
+    """A durable HTTP call: its first request and, while the answer is a 202 with a Location header,
+    a durable timer and a GET of that location (the extension's ``CallHttpAsync`` loop).
+
+    Each step is a task df numbers when the previous one completes, like the steps of df's own
+    ``RetryAbleTask``, so the sequence numbers are those the extension's history has: the request,
+    then timer and poll request pairs. The task's value is the last answer.
+    """
+
+    def __init__(self, first: TaskBase, context: _RecordingContext) -> None:
+        super().__init__([first], context._replay_schema)
+        self.action_repr = first.action_repr
+        self._context = context
+        self._request: DfHttpRequest = first.action_repr.http_request
+        self._location: str | None = None
+        """Where to poll once the running timer fires."""
+
+    def try_set_value(self, child: TaskBase) -> None:
+        """Finish with ``child``'s answer, or schedule the next step of the polling loop."""
+        if child.state is TaskState.FAILED:
+            self.set_value(is_error=True, value=child.result)
+            return
+        if self._location is not None:
+            self._add_step(CallHttpAction(self._poll_request(self._location)), AtomicTask)
+            self._location = None
+            return
+        poll = poll_delay(child.result, self._context.http_poll_interval)
+        if poll is None:
+            self.set_value(is_error=False, value=child.result)
+            return
+        self._location, delay = poll
+        self._add_step(CreateTimerAction(self._context.current_utc_datetime + delay), TimerTask)
+
+    def _poll_request(self, location: str) -> DfHttpRequest:
+        headers = {
+            k: v for k, v in (self._request.headers or {}).items() if k.lower() != FUNCTIONS_KEY_HEADER
+        }
+        return DfHttpRequest("GET", location, None, headers, self._request.token_source)
+
+    def _add_step(self, action: Any, constructor: type[AtomicTask]) -> None:
+        step = self._context._generate_task(action, parent=self, task_constructor=constructor)
+        self.children.append(step)
+        self.pending_tasks.add(step)
+        self._context._add_to_open_tasks(step)
 
 
 class _RecordingExecutor(TaskOrchestrationExecutor):  # type: ignore[misc]
@@ -306,6 +384,7 @@ def run_orchestrator(
     parent_instance_id: str | None = None,
     forms: DfEventForms | None = None,
     timer_split: TimerSplit | None = None,
+    http_poll_interval: timedelta = DEFAULT_HTTP_POLL_INTERVAL,
 ) -> OrchestratorRun:
     """Run a df orchestrator (the callable df's decorator registered) over ``events``.
 
@@ -317,7 +396,13 @@ def run_orchestrator(
     if generator_function is None:
         raise TypeError(f"{name!r} is not an azure-functions-durable orchestrator")
     context = _RecordingContext.for_history(
-        instance_id, events, new_events_start, parent_instance_id, forms, timer_split=timer_split
+        instance_id,
+        events,
+        new_events_start,
+        parent_instance_id,
+        forms,
+        timer_split=timer_split,
+        http_poll_interval=http_poll_interval,
     )
     # What df's own wrapper does before handing the context to the generator.
     context._input_expected_type = getattr(user_function, "_df_input_type", None)
@@ -395,6 +480,9 @@ def _scheduled_action(
     kind = _ACTION_KINDS.get(int(data["actionType"]))
     if kind is None:
         raise NonDeterminismError(f"df action type {data['actionType']} has no sequence number")
+    if kind is ActionKind.CALL_HTTP:
+        request = DurableHttpRequest.from_df_action(data["httpRequest"])  # checked by call_http
+        return ScheduledAction(event_id, kind, name=HTTP_ACTIVITY_NAME, input=request.to_task_input())
     fire_at = parse_datetime(data["fireAt"]) if data.get("fireAt") else None
     retry = _retry_policy(data["retryOptions"]) if isinstance(data.get("retryOptions"), dict) else None
     return ScheduledAction(
@@ -447,9 +535,15 @@ def _retry_step(
 class DfOrchestrationExecutor:
     """:class:`~durable_ext.executor.OrchestrationExecutor` for the Python orchestrators of an app."""
 
-    def __init__(self, registry: FunctionRegistry, timer_split: TimerSplit | None = None) -> None:
+    def __init__(
+        self,
+        registry: FunctionRegistry,
+        timer_split: TimerSplit | None = None,
+        http_poll_interval: timedelta = DEFAULT_HTTP_POLL_INTERVAL,
+    ) -> None:
         self._registry = registry
         self._timer_split = timer_split
+        self._http_poll_interval = http_poll_interval
 
     def has_orchestrator(self, name: str) -> bool:
         """Whether the app registered an orchestrator called ``name`` that is not disabled."""
@@ -476,5 +570,6 @@ class DfOrchestrationExecutor:
             new_events_start=request.new_events_start,
             parent_instance_id=request.parent_instance_id,
             timer_split=self._timer_split,
+            http_poll_interval=self._http_poll_interval,
             forms=memo if isinstance(memo, DfEventForms) else None,
         )

@@ -10,11 +10,15 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import uvicorn
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_PARTS = ("function_app.py", "orchestrators", "activities", "entities")
@@ -165,3 +169,25 @@ def running_host(
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@contextmanager
+def serve_in_thread(app: Any, timeout: float = 30.0) -> Iterator[str]:
+    """Serve the ASGI ``app`` with uvicorn on a free 127.0.0.1 port in a background thread.
+
+    Yields the base URL (``http://127.0.0.1:PORT``) once the server accepts connections; stops it after.
+    """
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name=f"test-server-{port}", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            assert thread.is_alive(), "the test server exited while starting"
+            assert time.monotonic() < deadline, "the test server did not start in time"
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout)

@@ -21,6 +21,7 @@ from azure.functions import meta
 from azure.functions.durable_functions import ActivityTriggerConverter
 
 from durable_ext.app_loader import FunctionKind, FunctionRegistry, RegisteredFunction
+from durable_ext.durable_http import HTTP_ACTIVITY_NAME
 from durable_ext.failures import activity_failure, missing_activity_failure
 from durable_ext.history import FailureDetails, TaskCompletedEvent, TaskFailedEvent, TaskScheduledEvent
 from durable_ext.logs import hub_log
@@ -30,6 +31,7 @@ from durable_ext.storage.quarantine import POISON_DEQUEUE_COUNT
 from durable_ext.storage.queues import Handoff, ReceivedMessage
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.worker.backoff import BackoffPolling
+from durable_ext.worker.http_activity import HttpActivity
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +109,8 @@ class ActivityDispatcher:
         self._storage = hub.account.describe()
         self._parked_names: set[str] = set()
         """Disabled activities whose work items were parked (each is reported once)."""
+        self._http = HttpActivity(self._hub_name)
+        """Runs ``context.call_http`` requests (the built-in HTTP activity)."""
 
     def wake(self) -> None:
         """Poll now: this process just enqueued a work item."""
@@ -158,6 +162,7 @@ class ActivityDispatcher:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._threads.shutdown(wait=False)
+        await self._http.close()
 
     async def _poll(self) -> None:
         queue = self._hub.work_item_queue
@@ -284,8 +289,11 @@ class ActivityDispatcher:
             )
             return None
         name = event.name or ""
-        function = self._registry.get(name, FunctionKind.ACTIVITY)
-        result_event = await self._outcome(function, name, event, instance.instance_id)
+        if name == HTTP_ACTIVITY_NAME:
+            result_event = await self._http.run(event, instance.instance_id)
+        else:
+            function = self._registry.get(name, FunctionKind.ACTIVITY)
+            result_event = await self._outcome(function, name, event, instance.instance_id)
         return MessageData(TaskMessage(result_event, instance), episode=data.episode, sender=instance)
 
     async def _report(self, message: ReceivedMessage, response: MessageData) -> bool:

@@ -215,14 +215,6 @@ class EpisodePlanner:
             episode, run, failure = self._replay(execution, name, started, fresh)
             scheduled = [] if failure is not None or run is None else new_actions([*past, *episode], run)
             scheduled = [self._sub_orchestration_defaults(execution, a) for a in scheduled]
-            http = next((a for a in scheduled if a.kind is ActionKind.CALL_HTTP), None)
-            if http is not None:
-                failure = FailureDetails(
-                    error_type="NotSupportedError",
-                    error_message=f"Orchestrator function '{name}' failed: "
-                    "call_http is not supported by durable_ext",
-                )
-                scheduled = []
             completion = self._completion(run, failure, next_id=_next_event_id(run), now=now)
         recorded = [self._scheduling_event(execution, a, now) for a in scheduled]
         new_events = [*episode, *recorded]
@@ -341,7 +333,7 @@ class EpisodePlanner:
                 )
                 out.append(Outbound(self._hub.control_queue_for(recorded.instance_id), delivered))
                 continue
-            if action.kind is ActionKind.ACTIVITY:
+            if action.kind in (ActionKind.ACTIVITY, ActionKind.CALL_HTTP):
                 event: HistoryEvent = TaskScheduledEvent(
                     event_id=action.event_id, timestamp=now, name=action.name, version="", input=action.input
                 )

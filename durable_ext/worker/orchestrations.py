@@ -79,7 +79,10 @@ class OrchestrationDispatcher:
         self._registry = registry
         provider = options.storage_provider
         split = TimerSplit(provider.max_timer_delay, provider.long_timer_interval)
-        self._episodes = EpisodePlanner(hub, executor or DfOrchestrationExecutor(registry, split), options)
+        poll = options.http_settings.default_async_request_sleep_time
+        self._episodes = EpisodePlanner(
+            hub, executor or DfOrchestrationExecutor(registry, split, http_poll_interval=poll), options
+        )
         self._entities = EntityPlanner(hub, registry, options)
         self._checkpoints = Checkpointer(
             hub,

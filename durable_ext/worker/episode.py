@@ -43,6 +43,7 @@ from durable_ext.history import (
     TimerFiredEvent,
     utc_now,
 )
+from durable_ext.invocations import InvocationKind, invocation
 from durable_ext.logs import hub_log
 from durable_ext.messages import MessageData, TaskMessage
 from durable_ext.storage.instances import RowUpdate, update_from_history
@@ -270,12 +271,14 @@ class EpisodePlanner:
         )
         request = ExecutionRequest(name, execution.instance_id, [*past, *fresh], len(past), parent)
         try:
-            run = self._executor.execute(request, execution.memo)
-            ordered = [fresh[0], *order_new_events(fresh[1:], run.allocations)]
-            if ordered != fresh:
-                # A second run over the reordered events, which numbers retry steps as history will.
-                reordered = dataclasses.replace(request, events=[*past, *ordered])
-                run = self._executor.execute(reordered, execution.memo)
+            # One episode is one invocation of the orchestrator function, however many runs it takes.
+            with invocation(name, InvocationKind.ORCHESTRATOR):
+                run = self._executor.execute(request, execution.memo)
+                ordered = [fresh[0], *order_new_events(fresh[1:], run.allocations)]
+                if ordered != fresh:
+                    # A second run over the reordered events, which numbers retry steps as history will.
+                    reordered = dataclasses.replace(request, events=[*past, *ordered])
+                    run = self._executor.execute(reordered, execution.memo)
             return ordered, run, run.failure
         except NonDeterminismError as exc:
             self._log.instance(execution.instance_id).error("%s", exc)

@@ -48,6 +48,19 @@ APP = textwrap.dedent(
             return "caught"
 
 
+    @app.orchestration_trigger(context_name="context")
+    def crash(context: df.DurableOrchestrationContext):
+        if not context.is_replaying:
+            raise RuntimeError("the orchestrator gave up")
+        yield context.call_activity("greet", "never")
+
+
+    @app.entity_trigger(context_name="context")
+    def counter(context: df.DurableEntityContext) -> None:
+        logging.info("counter got %s", context.operation_name)
+        context.set_state(context.get_state(lambda: 0) + context.get_input())
+
+
     @app.activity_trigger(input_name="city")
     def greet(city: str) -> str:
         logging.info("greeting %s from the activity", city)
@@ -85,8 +98,9 @@ def _app(tmp_path: Path, log_levels: dict[str, str] | None = None) -> Path:
     return app
 
 
-def _run(host: RunningHost, orchestrator: str, expected_output: str) -> str:
-    """Start ``orchestrator`` through the HTTP starter, wait for its output; the console so far."""
+def _run(host: RunningHost, orchestrator: str) -> tuple[object, str]:
+    """Start ``orchestrator`` through the HTTP starter and wait until it ended; its output and the
+    console once the episode that ended it reported its Executed line."""
     with httpx.Client(base_url=host.base_url, timeout=30) as http:
         started = http.post(f"/api/start/{orchestrator}")
         assert started.status_code == 202, started.text
@@ -95,13 +109,25 @@ def _run(host: RunningHost, orchestrator: str, expected_output: str) -> str:
         while (body := http.get(status_url).json())["runtimeStatus"] not in ("Completed", "Failed"):
             assert time.monotonic() < deadline, body
             time.sleep(0.05)
-    assert body["output"] == expected_output, body
-    # The orchestrator's Executed line follows the checkpoint that made it Completed.
+    # The Executed line follows the checkpoint that ended the instance.
+    episodes = sum(e["EventType"] == "OrchestratorStarted" for e in _history(host, status_url))
+    _wait_for(host, f"Executed 'Functions.{orchestrator}'", episodes)
+    return body["output"], host.output()
+
+
+def _history(host: RunningHost, status_url: str) -> list[dict[str, object]]:
+    with httpx.Client(timeout=30) as http:
+        events: list[dict[str, object]] = http.get(status_url, params={"showHistory": "true"}).json()[
+            "historyEvents"
+        ]
+    return events
+
+
+def _wait_for(host: RunningHost, text: str, count: int = 1) -> None:
     deadline = time.monotonic() + 10
-    while host.output().count(f"Executed 'Functions.{orchestrator}'") < 2:
+    while host.output().count(text) < count:
         assert time.monotonic() < deadline, host.output()
         time.sleep(0.05)
-    return host.output()
 
 
 def _messages(output: str) -> list[str]:
@@ -137,7 +163,9 @@ def console(tmp_path: Path, azurite_connection_string: str) -> Iterator[RunningH
 
 
 def test_each_invocation_has_an_executing_and_executed_line(console: RunningHost) -> None:
-    messages = _messages(_run(console, "chain", "Hello Tokyo!"))
+    output, console_text = _run(console, "chain")
+    assert output == "Hello Tokyo!"
+    messages = _messages(console_text)
     http_reason = "This function was programmatically called via the host APIs."
     assert _pairs(messages, "starter") == [(http_reason, "Succeeded")]
     # Two episodes: the start, then the activity's result.
@@ -152,7 +180,8 @@ def test_each_invocation_has_an_executing_and_executed_line(console: RunningHost
 
 
 def test_a_failed_activity_shows_the_error_with_the_apps_traceback(console: RunningHost) -> None:
-    output = _run(console, "failing", "caught")
+    result, output = _run(console, "failing")
+    assert result == "caught"
     messages = _messages(output)
     assert _pairs(messages, "explode") == [("(null)", "Failed")]
     executed = next(i for i, m in enumerate(messages) if m.startswith("Executed 'Functions.explode' (Failed"))
@@ -174,7 +203,7 @@ def test_a_failed_activity_shows_the_error_with_the_apps_traceback(console: Runn
 def test_log_level_of_a_function_hides_its_lines(tmp_path: Path, azurite_connection_string: str) -> None:
     app = _app(tmp_path, {"Function.greet": "warning", "default": "Information"})
     with running_host(app, azurite_connection_string, tmp_path / "console.log") as host:
-        messages = _messages(_run(host, "chain", "Hello Tokyo!"))
+        messages = _messages(_run(host, "chain")[1])
     assert "starter was called for chain" in messages
     assert "greeting Tokyo from the activity" not in messages
     assert not any("'Functions.greet'" in m for m in messages)
@@ -195,8 +224,32 @@ def test_verbose_adds_engine_detail_without_duplicates(
     with running_host(
         _app(tmp_path), azurite_connection_string, tmp_path / "console.log", global_args=["-v"]
     ) as host:
-        messages = _messages(_run(host, "chain", "Hello Tokyo!"))
+        messages = _messages(_run(host, "chain")[1])
     assert any(m.startswith("hub ") and "engine" in m for m in messages), messages
     assert len(_pairs(messages, "starter")) == 1
     invocation_lines = [m for m in messages if m.startswith(("Executing '", "Executed '"))]
     assert len(invocation_lines) == len(set(invocation_lines)) == 8, invocation_lines
+
+
+def test_a_failed_orchestrator_shows_the_apps_traceback(console: RunningHost) -> None:
+    result, output = _run(console, "crash")
+    assert result == "Orchestrator function 'crash' failed: the orchestrator gave up"
+    messages = _messages(output)
+    assert _pairs(messages, "crash") == [("(null)", "Failed")]
+    executed = next(i for i, m in enumerate(messages) if m.startswith("Executed 'Functions.crash' (Failed"))
+    assert messages[executed + 2] == "Exception: RuntimeError: the orchestrator gave up"
+    assert re.fullmatch(r'Stack:   File ".*function_app\.py", line \d+, in crash', messages[executed + 3])
+    assert "durable_ext/" not in output
+    assert output.count('raise RuntimeError("the orchestrator gave up")') == 1, "one report of the failure"
+
+
+def test_an_entity_batch_is_one_invocation(console: RunningHost) -> None:
+    with httpx.Client(base_url=console.base_url, timeout=30) as http:
+        signalled = http.post(
+            "/runtime/webhooks/durabletask/entities/counter/k", params={"op": "add"}, json=2
+        )
+        assert signalled.status_code == 202, signalled.text
+    _wait_for(console, "Executed 'Functions.counter'")
+    messages = _messages(console.output())
+    assert _pairs(messages, "counter") == [("(null)", "Succeeded")]
+    assert "counter got add" in messages

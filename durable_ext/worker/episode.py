@@ -233,9 +233,8 @@ class EpisodePlanner:
             self._messages(sender, name, list(zip(scheduled, recorded, strict=True)), episode_number, now)
         )
         if failure is not None:
-            self._log.instance(execution.instance_id).warning(
-                "%s\n%s", failure.error_message, failure.stack_trace or ""
-            )
+            # The app's traceback, when it raised, is on the invocation's Executed line.
+            self._log.instance(execution.instance_id).warning("%s", failure.error_message)
         if completion is not None and not isinstance(completion, ContinueAsNewEvent):
             outbound.extend(self._to_parent(started, completion, failure))
         update = self._status(execution, new_events, run, now)

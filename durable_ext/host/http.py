@@ -309,7 +309,7 @@ class _FunctionRoute(Route):
 # --- invocation -------------------------------------------------------------------------------------
 
 
-class _ReturnValueError(Exception):
+class ReturnValueError(Exception):
     """The function returned something that cannot be an HTTP response."""
 
 
@@ -353,7 +353,7 @@ class _FunctionEndpoint:
             except Exception as exc:
                 call.fail(exc)
                 logger.debug("%s", failure, exc_info=True)
-                detail = f": {exc}" if isinstance(exc, _ReturnValueError) else ""
+                detail = f": {exc}" if isinstance(exc, ReturnValueError) else ""
                 return _error(500, failure + detail)
         self._warn_non_portable(result)
         return response
@@ -449,8 +449,8 @@ def _to_response(result: object) -> Response:
         try:
             return Response(json.dumps(result), media_type="application/json")
         except (TypeError, ValueError) as exc:
-            raise _ReturnValueError(f"its return value is not JSON serializable: {exc}") from None
-    raise _ReturnValueError(
+            raise ReturnValueError(f"its return value is not JSON serializable: {exc}") from None
+    raise ReturnValueError(
         f"it returned {type(result).__name__}; an HTTP function must return func.HttpResponse or str"
     )
 
@@ -472,7 +472,7 @@ def _from_http_response(result: func.HttpResponse) -> Response:
             if name.lower() != "content-length"
         ]
     except UnicodeEncodeError as exc:
-        raise _ReturnValueError(f"a response header is not Latin-1 text: {exc}") from None
+        raise ReturnValueError(f"a response header is not Latin-1 text: {exc}") from None
     return response
 
 

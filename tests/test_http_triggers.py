@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import re
 import sys
 import threading
 import time
@@ -277,6 +278,9 @@ async def test_user_exception_is_a_500_without_traceback(
     invocation: Invocation = executed.invocation
     assert invocation.failure is not None
     assert invocation.failure.message == "ValueError: secret detail"
+    # Only the app's frames: not durable_ext's, nor those of the thread pool that ran the function.
+    [frame] = [line for line in invocation.failure.stack.splitlines() if line.startswith("  File ")]
+    assert re.fullmatch(r'  File ".*/http_app/function_app\.py", line \d+, in boom', frame), frame
     assert invocation.duration_ms is not None and invocation.duration_ms >= 0
 
 

@@ -8,14 +8,16 @@ orchestrator episode (``worker/episode.py``), an activity execution (``worker/ac
 entity batch (``worker/entity_episode.py``).
 
 The lines are ordinary log records of the logger ``Function.<name>`` (:func:`durable_ext.logs.function_log`)
-carrying the :class:`Invocation` as ``record.invocation``, so an embedding application sees them with any
-handler and the ``start`` console (:mod:`durable_ext.console`) formats them as Core Tools does. While a
-function runs, :func:`current` names its invocation: log records the app writes meanwhile belong to it.
+carrying the :class:`Invocation` as it stood then as ``record.invocation``, so an embedding
+application sees them with any handler and the ``start`` console (:mod:`durable_ext.console`) formats
+them as Core Tools does. While a function runs, :func:`current` names its invocation: log records the
+app writes meanwhile belong to it.
 """
 
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import enum
 import logging
 import time
@@ -134,7 +136,8 @@ def invocation(function_name: str, kind: InvocationKind) -> Iterator[Invocation]
     """
     record = Invocation(function_name, kind)
     log = function_log(function_name)
-    log.info("%s", record.executing_text(), extra={"invocation": record})
+    # Each line carries a copy as it stands, so a handler that formats later still sees that moment.
+    log.info("%s", record.executing_text(), extra={"invocation": dataclasses.replace(record)})
     token = _current.set(record)
     try:
         yield record
@@ -145,4 +148,4 @@ def invocation(function_name: str, kind: InvocationKind) -> Iterator[Invocation]
         _current.reset(token)
         record.duration_ms = (time.monotonic() - record.started) * 1000
         level = logging.INFO if record.failure is None else logging.ERROR
-        log.log(level, "%s", record.executed_text(), extra={"invocation": record})
+        log.log(level, "%s", record.executed_text(), extra={"invocation": dataclasses.replace(record)})

@@ -25,6 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from durable_ext import console
 from durable_ext.config import (
     DEFAULT_CONNECTION_NAME,
     DEV_STORAGE_CONNECTION,
@@ -34,6 +35,7 @@ from durable_ext.config import (
     HostStartSettings,
     load_config,
     load_host_start_settings,
+    load_log_levels,
 )
 from durable_ext.doctor import Finding, diagnose, repair
 from durable_ext.errors import AppLoadError, ConfigError, DurableExtError
@@ -108,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--verbose",
         action="count",
         default=0,
-        help="log more to stderr: -v for durable_ext's info messages, -vv for debug including the Azure SDK",
+        help="log more: -v for durable_ext's engine detail, -vv for debug including the Azure SDK's requests",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for entry in COMMANDS.values():
@@ -133,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2), already printed by argparse
         return _exit_code(exc.code)
-    _configure_logging(args.verbose + args.command_verbose)
+    args.verbosity = args.verbose + args.command_verbose
+    if args.command != "start":  # start sets up its console from host.json (durable_ext.console)
+        _configure_logging(args.verbosity)
     handler: Handler = args.handler
     try:
         return handler(args)
@@ -591,8 +595,10 @@ def _configure_start(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_start(args: argparse.Namespace) -> int:
+    app_dir = args.app_dir.expanduser().resolve()
+    console.install(console.LogLevels(load_log_levels(app_dir), args.verbosity))
     # Core Tools' precedence: a flag wins over the Host section of local.settings.json.
-    defaults = load_host_start_settings(args.app_dir.expanduser().resolve())
+    defaults = load_host_start_settings(app_dir)
     host = LocalHost(
         LocalHostOptions(
             app_dir=args.app_dir,

@@ -1131,3 +1131,68 @@ def disabled_settings(settings: Mapping[str, str]) -> list[DisabledSetting]:
         if match is not None:
             found.append(DisabledSetting(name, match.group(2), value))
     return found
+
+
+# --- logging.logLevel --------------------------------------------------------------------------------
+
+LOG_LEVEL_NONE = logging.CRITICAL + 10
+"""The Functions log level ``None``: above every record's level, so nothing passes."""
+LOG_LEVELS: Mapping[str, int] = MappingProxyType(
+    {
+        "trace": logging.DEBUG - 5,
+        "debug": logging.DEBUG,
+        "information": logging.INFO,
+        "warning": logging.WARNING,
+        "error": logging.ERROR,
+        "critical": logging.CRITICAL,
+        "none": LOG_LEVEL_NONE,
+    }
+)
+"""The Functions (.NET ``LogLevel``) names, lower-cased, as Python logging levels (Trace below Debug)."""
+_LOG_LEVEL_PATH = "logging.logLevel"
+
+
+def load_log_levels(app_dir: Path, environ: Mapping[str, str] | None = None) -> dict[str, int]:
+    """host.json's ``logging.logLevel``: category (``default``, ``Function``, ``Function.<name>``,
+    ``Host.…``) -> Python logging level.
+
+    ``AzureFunctionsJobHost__logging__logLevel__<category>`` in local.settings.json ``Values`` or
+    ``environ`` (``os.environ`` when None) overrides a category, later sources winning. Level names are
+    the Functions ones, in any case. Raises :class:`ConfigError` naming the category, the file or
+    setting, and the valid names for anything else.
+    """
+    environ = os.environ if environ is None else environ
+    origin = str(app_dir / HOST_JSON)
+    section = _subsection(
+        _subsection(read_host_json(app_dir) or {}, "logging", "logging", origin),
+        "logLevel",
+        _LOG_LEVEL_PATH,
+        origin,
+    )
+    entries = [(category, value, origin) for category, value in section.items()]
+    local_path = app_dir / LOCAL_SETTINGS_JSON
+    sources = [(n, v, f"setting {n!r} in {local_path}") for n, v in load_local_settings(app_dir).items()]
+    for name, value, source in [
+        *sources,
+        *((n, v, f"environment variable {n!r}") for n, v in environ.items()),
+    ]:
+        parts = _OVERRIDE_SEPARATOR_RE.split(name, maxsplit=3)
+        if len(parts) == 4 and [p.lower() for p in parts[:3]] == [
+            OVERRIDE_PREFIX.lower(),
+            "logging",
+            "loglevel",
+        ]:
+            entries.append((parts[3], value, source))
+    levels: dict[str, int] = {}
+    for category, value, source in entries:
+        level = LOG_LEVELS.get(value.strip().lower()) if isinstance(value, str) else None
+        if level is None:
+            names = ", ".join(name.capitalize() for name in LOG_LEVELS)
+            raise ConfigError(
+                f"Invalid {_LOG_LEVEL_PATH}.{category} in {source}: {json.dumps(value)} is not a log level"
+                f" (use one of {names})"
+            )
+        # Categories compare ignoring case, as .NET's logger filter rules do; the last source wins.
+        levels = {key: old for key, old in levels.items() if key.lower() != category.lower()}
+        levels[category] = level
+    return levels

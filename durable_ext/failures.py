@@ -29,8 +29,10 @@ import traceback
 from pathlib import Path
 from types import TracebackType
 
+import anyio
 import azure.durable_functions
 import azure.functions
+import starlette
 
 _EXCEPTION_CLASS = ("System.Exception", "System.Private.CoreLib")
 _FUNCTION_FAILED_CLASS = (
@@ -52,9 +54,12 @@ _CALLER_ROOTS = tuple(
         _OWN_ROOT,
         next(iter(azure.durable_functions.__path__)),
         next(iter(azure.functions.__path__)),
+        next(iter(starlette.__path__)),
+        next(iter(anyio.__path__)),
     )
 )
-"""Packages whose frames stand between the engine and the app's code (durable_ext, df, azure.functions)."""
+"""Packages whose frames stand between the engine and the app's code (durable_ext, df, azure.functions,
+and starlette and anyio, which run HTTP functions on their threads)."""
 _STDLIB_ROOT = str(Path(sysconfig.get_paths()["stdlib"]).resolve())
 _SITE_ROOTS = tuple(str(Path(sysconfig.get_paths()[key]).resolve()) for key in ("purelib", "platlib"))
 

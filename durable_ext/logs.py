@@ -3,6 +3,9 @@
 Every line of the engine about a hub reads ``hub H: …`` and about an instance ``hub H instance I: …``,
 the prefix the console shows and log searches key on. The adapters here add it, and put ``hub`` and
 ``instance`` on the record too, so a structured handler can read them without parsing the text.
+
+Lines about an app's function are the Functions host's instead: they go to the logger of the host's
+category ``Function.<name>`` (:func:`function_log`), where host.json's ``logging.logLevel`` finds them.
 """
 
 from __future__ import annotations
@@ -33,3 +36,13 @@ class ContextLog(logging.LoggerAdapter[logging.Logger]):
 def hub_log(logger: logging.Logger, hub_name: str) -> ContextLog:
     """``logger`` for lines about the task hub ``hub_name``."""
     return ContextLog(logger, hub_name)
+
+
+FUNCTION_CATEGORY = "Function"
+"""The Functions host's log category of a function's own lines: ``Function.<name>``; what the app logs
+while the function runs is ``Function.<name>.User``."""
+
+
+def function_log(function_name: str) -> logging.Logger:
+    """The logger of category ``Function.<function_name>`` (the host's Executing/Executed lines)."""
+    return logging.getLogger(f"{FUNCTION_CATEGORY}.{function_name}")

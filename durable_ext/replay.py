@@ -93,6 +93,7 @@ from durable_ext.history import (
     HistoryEvent,
     event_to_json,
 )
+from durable_ext.invocations import fail_current
 from durable_ext.wire import TYPE_KEY, format_timespan, parse_datetime
 
 logger = logging.getLogger(__name__)
@@ -438,6 +439,8 @@ def run_orchestrator(
 
 
 def _failed_state(name: str, exc: Exception) -> tuple[dict[str, Any], FailureDetails]:
+    """df's state and the failure of an orchestrator that raised ``exc``; the app's exception is also
+    the failure of the running invocation."""
     message = str(exc)
     state: dict[str, Any] = {}
     if _OUT_OF_PROC_MARKER in message:
@@ -448,6 +451,7 @@ def _failed_state(name: str, exc: Exception) -> tuple[dict[str, Any], FailureDet
             state = {}
         message = head.strip()
     original = exc.__cause__ if exc.__cause__ is not None else exc
+    fail_current(original)
     reason, details = orchestrator_failure(
         name, state.get("error") or message or type(original).__name__, original.__traceback__
     )

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import re
 import sys
 import threading
 import time
@@ -27,7 +28,8 @@ from starlette.routing import BaseRoute
 
 from durable_ext.app_loader import FunctionRegistry, load_app
 from durable_ext.errors import AppLoadError
-from durable_ext.host.http import InvocationRecord, functions_route_template, http_trigger_routes
+from durable_ext.host.http import functions_route_template, http_trigger_routes
+from durable_ext.invocations import Invocation
 
 APP_DIR = Path(__file__).resolve().parent / "apps" / "http_app"
 
@@ -260,36 +262,40 @@ async def test_none_return_fails_the_invocation_as_in_azure(api: httpx.AsyncClie
 
 
 async def test_user_exception_is_a_500_without_traceback(
-    registry: FunctionRegistry, serve: Serve, caplog: pytest.LogCaptureFixture
+    api: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    records: list[InvocationRecord] = []
-    api = await serve(http_trigger_routes(registry, "api", None, on_invocation=records.append))
-    with caplog.at_level(logging.INFO, logger="durable_ext.host.http"):
+    with caplog.at_level(logging.INFO, logger="Function.boom"):
         response = await api.get("/api/boom")
     assert response.status_code == 500
     assert response.json() == {"error": "Exception while executing function: Functions.boom"}
     assert "Traceback" not in response.text
     assert "secret detail" not in response.text
-    # The traceback is in the log, where the local host shows it.
-    assert any(r.exc_info and "secret detail" in str(r.exc_info[1]) for r in caplog.records)
-    [record] = records
-    assert (record.function_name, record.method, record.path, record.status_code) == (
-        "boom",
-        "GET",
-        "/api/boom",
-        500,
-    )
-    assert record.error == "ValueError: secret detail"
-    assert record.duration_ms >= 0
+    # The exception is the invocation's failure, which the host's Executed line reports.
+    [executing, executed] = [r for r in caplog.records if r.name == "Function.boom"]
+    assert executing.getMessage().startswith("Executing 'Functions.boom' (Reason='This function was")
+    assert executed.levelno == logging.ERROR
+    assert executed.getMessage().startswith("Executed 'Functions.boom' (Failed, Id=")
+    invocation: Invocation = executed.invocation
+    assert invocation.failure is not None
+    assert invocation.failure.message == "ValueError: secret detail"
+    # Only the app's frames: not durable_ext's, nor those of the thread pool that ran the function.
+    [frame] = [line for line in invocation.failure.stack.splitlines() if line.startswith("  File ")]
+    assert re.fullmatch(r'  File ".*/http_app/function_app\.py", line \d+, in boom', frame), frame
+    assert invocation.duration_ms is not None and invocation.duration_ms >= 0
 
 
-async def test_one_invocation_record_per_request(registry: FunctionRegistry, serve: Serve) -> None:
-    records: list[InvocationRecord] = []
-    api = await serve(http_trigger_routes(registry, "api", None, on_invocation=records.append))
-    await api.get("/api/opt/x")
-    await api.get("/api/missing")
-    assert [(r.function_name, r.status_code, r.error) for r in records] == [("optional", 200, None)]
-    assert "Executed 'Functions.optional' (Succeeded" in records[0].summary()
+async def test_one_invocation_per_call_of_the_function(
+    api: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="Function"):
+        await api.get("/api/opt/x")
+        await api.get("/api/missing")
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("Function.")]
+    assert [line.split(" (")[0] for line in lines] == [
+        "Executing 'Functions.optional'",
+        "Executed 'Functions.optional'",
+    ]
+    assert "(Succeeded, Id=" in lines[1]
 
 
 @pytest.mark.parametrize(("prefix", "path"), [("", "/opt/x"), ("custom", "/custom/opt/x")])

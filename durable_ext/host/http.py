@@ -21,12 +21,13 @@ Functions host behaviour reproduced here, and the choices made where it could no
   ``list`` are answered too (octet-stream, JSON) for convenience, with a warning, because the worker in
   Azure rejects them and fails the invocation. ``None`` fails the invocation here as it does in Azure
   (500), rather than being turned into an empty response that would hide the bug until deployment.
-- An exception in the function is a 500 whose JSON body names the function only; the traceback goes to
-  the log, as the host writes it to its console and never to the client.
+- An exception in the function is a 500 whose JSON body names the function only; the exception and the
+  app's traceback go to the invocation's Executed line (:mod:`durable_ext.invocations`), as the host
+  writes them to its console and never to the client.
 - A body over ``max_body_bytes`` is refused with 413: at once when Content-Length says so, otherwise as
   soon as the streamed body passes the limit (at most one received chunk past it is read).
-- One :class:`InvocationRecord` per request a function's route handles, refusals (401, 413) included,
-  so the console explains them; the host's own 404/405 answers have none.
+- A request that calls the function is one invocation (Executing/Executed lines); refusals (401, 404
+  for a disabled function, 413) happen before the call, as in the host, and are logged by durable_ext.
 - A user function with a ``context: func.Context`` parameter is not given one.
 - A function disabled by ``AzureWebJobs.<name>.Disabled`` answers 404 with an empty body, after the key
   check, unless the caller has admin rights (the host's ``FunctionInvocationMiddleware``). Admin rights
@@ -43,7 +44,6 @@ import inspect
 import json
 import logging
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -59,6 +59,7 @@ from starlette.types import Scope
 from durable_ext.app_loader import FunctionRegistry, HttpRoute, RegisteredFunction
 from durable_ext.errors import AppLoadError
 from durable_ext.host.guard import KEY_HEADER, KEY_QUERY_PARAM, MAX_BODY_BYTES, presents_key, read_body
+from durable_ext.invocations import InvocationKind, invocation
 
 logger = logging.getLogger(__name__)
 
@@ -66,34 +67,11 @@ ClientBinding: TypeAlias = Callable[[Request], str]
 """Gives the durable client binding JSON string for a request (the JSON df's client is built from)."""
 
 
-@dataclass(frozen=True)
-class InvocationRecord:
-    """One request handled by an HTTP function, for a ``func start``-like console line."""
-
-    function_name: str
-    method: str
-    path: str
-    status_code: int
-    duration_ms: float
-    error: str | None
-    """Why the request failed or was refused (exception type and message, bad key, ...); None when the
-    function ran and its result was returned."""
-
-    def summary(self) -> str:
-        """The record as one console line."""
-        outcome = "Succeeded" if self.error is None else f"Failed: {self.error}"
-        return (
-            f"Executed 'Functions.{self.function_name}' ({outcome}, Duration={self.duration_ms:.0f}ms)"
-            f" {self.method} {self.path} -> {self.status_code}"
-        )
-
-
 def http_trigger_routes(
     registry: FunctionRegistry,
     route_prefix: str,
     client_binding: ClientBinding | None,
     *,
-    on_invocation: Callable[[InvocationRecord], None] | None = None,
     function_key: str | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
 ) -> list[BaseRoute]:
@@ -101,8 +79,8 @@ def http_trigger_routes(
 
     ``route_prefix`` is host.json's ``extensions.http.routePrefix`` (``""`` for none). ``client_binding``
     builds the durable client binding JSON for functions with a durable client; when it is None such
-    functions answer 500. ``on_invocation`` is called once per request a function's route handles.
-    ``function_key`` is the key ``function``/``admin`` functions require (None: no check).
+    functions answer 500. ``function_key`` is the key ``function``/``admin`` functions require (None: no
+    check).
     ``max_body_bytes`` is the largest request body accepted (413 beyond it).
 
     The routes are ordered most specific first; put the host's own routes (management API) before them,
@@ -125,7 +103,6 @@ def http_trigger_routes(
             client_binding=client_binding,
             function_key=function_key,
             max_body_bytes=max_body_bytes,
-            on_invocation=on_invocation,
         )
         # An optional (or catch-all) trailing segment may be left out: one route with it, one without.
         for end in range(len(segments), _required_count(segments) - 1, -1):
@@ -332,7 +309,7 @@ class _FunctionRoute(Route):
 # --- invocation -------------------------------------------------------------------------------------
 
 
-class _ReturnValueError(Exception):
+class ReturnValueError(Exception):
     """The function returned something that cannot be an HTTP response."""
 
 
@@ -347,14 +324,12 @@ class _FunctionEndpoint:
         client_binding: ClientBinding | None,
         function_key: str | None,
         max_body_bytes: int,
-        on_invocation: Callable[[InvocationRecord], None] | None,
     ) -> None:
         self._function = function
         self._http = http
         self._client_binding = client_binding
         self._function_key = function_key
         self._max_body_bytes = max_body_bytes
-        self._on_invocation = on_invocation
         self._warned_return_type = False
 
     @property
@@ -362,62 +337,57 @@ class _FunctionEndpoint:
         return self._function.function_name
 
     async def handle(self, request: Request) -> Response:
-        """Answer one request and report it."""
-        started = time.perf_counter()
-        response, error = await self._respond(request)
-        record = InvocationRecord(
-            function_name=self._name,
-            method=request.method,
-            path=request.url.path,
-            status_code=response.status_code,
-            duration_ms=(time.perf_counter() - started) * 1000,
-            error=error,
-        )
-        logger.info("%s", record.summary())
-        if self._on_invocation is not None:
-            self._on_invocation(record)
+        """Answer one request: refuse it, or call the function and turn its result into the response."""
+        refusal = await self._refusal(request)
+        if isinstance(refusal, Response):
+            return refusal
+        arguments: dict[str, Any] = {self._http.request_param: _http_request(request, refusal)}
+        client_param = self._http.durable_client_param
+        if client_param is not None and self._client_binding is not None:
+            arguments[client_param] = self._client_binding(request)
+        failure = f"Exception while executing function: Functions.{self._name}"
+        with invocation(self._name, InvocationKind.HTTP) as call:
+            try:
+                result = await self._call(arguments)
+                response = _to_response(result)
+            except Exception as exc:
+                call.fail(exc)
+                logger.debug("%s", failure, exc_info=True)
+                detail = f": {exc}" if isinstance(exc, ReturnValueError) else ""
+                return _error(500, failure + detail)
+        self._warn_non_portable(result)
         return response
 
-    async def _respond(self, request: Request) -> tuple[Response, str | None]:
-        client_param = self._http.durable_client_param
-        client_binding = self._client_binding
-        if client_param is not None and client_binding is None:
+    async def _refusal(self, request: Request) -> Response | bytes:
+        """The answer to a request the function must not see, else the request's body."""
+        if self._http.durable_client_param is not None and self._client_binding is None:
             reason = (
                 f"Functions.{self._name} takes a durable client, but this host was started without"
                 " durable client bindings"
             )
             logger.error("%s", reason)
-            return _error(500, reason), reason
+            return _error(500, reason)
         if not self._authorized(request):
             reason = (
                 f"missing or invalid function key (pass it as the {KEY_QUERY_PARAM!r} query"
                 f" parameter or the {KEY_HEADER!r} header)"
             )
-            return _error(401, f"Unauthorized: {reason}"), reason
+            logger.info("%s %s refused: %s", request.method, request.url.path, reason)
+            return _error(401, f"Unauthorized: {reason}")
         if self._function.disabled and not self._is_admin(request):
-            reason = f"the function is disabled (app setting AzureWebJobs.{self._name}.Disabled)"
-            return Response(status_code=404), reason
+            logger.info(
+                "%s %s refused: the function is disabled (app setting AzureWebJobs.%s.Disabled)",
+                request.method,
+                request.url.path,
+                self._name,
+            )
+            return Response(status_code=404)
         body = await read_body(request, self._max_body_bytes)
         if body is None:
             reason = f"the request body is larger than {self._max_body_bytes} bytes"
-            return _error(413, f"Payload too large: {reason}"), reason
-
-        arguments: dict[str, Any] = {self._http.request_param: _http_request(request, body)}
-        if client_param is not None and client_binding is not None:
-            arguments[client_param] = client_binding(request)
-        failure = f"Exception while executing function: Functions.{self._name}"
-        try:
-            result = await self._call(arguments)
-        except Exception as exc:
-            logger.exception("%s", failure)
-            return _error(500, failure), f"{type(exc).__name__}: {exc}"
-        try:
-            response = _to_response(result)
-        except _ReturnValueError as exc:
-            logger.error("%s: %s", failure, exc)
-            return _error(500, f"{failure}: {exc}"), str(exc)
-        self._warn_non_portable(result)
-        return response, None
+            logger.info("%s %s refused: %s", request.method, request.url.path, reason)
+            return _error(413, f"Payload too large: {reason}")
+        return body
 
     def _authorized(self, request: Request) -> bool:
         return self._http.auth_level == "anonymous" or self._is_admin(request)
@@ -479,8 +449,8 @@ def _to_response(result: object) -> Response:
         try:
             return Response(json.dumps(result), media_type="application/json")
         except (TypeError, ValueError) as exc:
-            raise _ReturnValueError(f"its return value is not JSON serializable: {exc}") from None
-    raise _ReturnValueError(
+            raise ReturnValueError(f"its return value is not JSON serializable: {exc}") from None
+    raise ReturnValueError(
         f"it returned {type(result).__name__}; an HTTP function must return func.HttpResponse or str"
     )
 
@@ -502,7 +472,7 @@ def _from_http_response(result: func.HttpResponse) -> Response:
             if name.lower() != "content-length"
         ]
     except UnicodeEncodeError as exc:
-        raise _ReturnValueError(f"a response header is not Latin-1 text: {exc}") from None
+        raise ReturnValueError(f"a response header is not Latin-1 text: {exc}") from None
     return response
 
 

@@ -17,7 +17,6 @@ import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 import uvicorn
@@ -43,7 +42,7 @@ from durable_ext.host.azurite import (
 from durable_ext.host.cors import CorsMiddleware, CorsPolicy
 from durable_ext.host.df_json import client_binding_json
 from durable_ext.host.guard import check_system_key, presents_key
-from durable_ext.host.http import InvocationRecord, http_trigger_routes
+from durable_ext.host.http import http_trigger_routes
 from durable_ext.host.supervisor import supervise
 from durable_ext.storage.account import DEV_HOST, StorageAccount
 from durable_ext.storage.outage import storage_health
@@ -233,14 +232,6 @@ class LocalHost:
                 )
             self.options.output(line)
 
-    def _log_invocation(self, record: InvocationRecord) -> None:
-        outcome = "Succeeded" if record.error is None and record.status_code < 500 else "Failed"
-        stamp = datetime.now().strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
-        self.options.output(
-            f"[{stamp}] Executed 'Functions.{record.function_name}' ({outcome}, "
-            f"{record.method} {record.path} -> {record.status_code}, Duration={record.duration_ms:.0f}ms)"
-        )
-
     def build_app(self, hub: TaskHub, client: TaskHubClient) -> Starlette:
         """The ASGI app: HTTP-triggered functions, the management API and the df client's RPC mount."""
         assert self.registry is not None
@@ -276,7 +267,6 @@ class LocalHost:
                 registry,
                 self.config.route_prefix,
                 binding,
-                on_invocation=self._log_invocation,
                 function_key=self.system_key,
             ),
         ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import logging
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,7 @@ from durable_ext.app_loader import FunctionKind, FunctionRegistry, RegisteredFun
 from durable_ext.durable_http import HTTP_ACTIVITY_NAME
 from durable_ext.failures import activity_failure, missing_activity_failure
 from durable_ext.history import FailureDetails, TaskCompletedEvent, TaskFailedEvent, TaskScheduledEvent
+from durable_ext.invocations import InvocationKind, invocation
 from durable_ext.logs import hub_log
 from durable_ext.messages import MessageData, TaskMessage
 from durable_ext.storage.outage import storage_health
@@ -313,21 +315,24 @@ class ActivityDispatcher:
             self._log.instance(instance_id).warning("%s", reason)
             return TaskFailedEvent(task_scheduled_id=event.event_id, reason=reason, details=details)
         started = asyncio.get_running_loop().time()
-        try:
-            if function.is_async:
-                value = await invoke_activity(function, event.input)
-            else:
-                value = await asyncio.get_running_loop().run_in_executor(
-                    self._threads, _call_sync, function, event.input
+        with invocation(function.function_name, InvocationKind.ACTIVITY) as call:
+            try:
+                if function.is_async:
+                    value = await invoke_activity(function, event.input)
+                else:
+                    # The thread runs in a copy of this context, so the app's log lines name the invocation.
+                    value = await asyncio.get_running_loop().run_in_executor(
+                        self._threads, contextvars.copy_context().run, _call_sync, function, event.input
+                    )
+                result = encode_result(function, value)
+            except Exception as exc:
+                call.fail(exc)
+                elapsed = (asyncio.get_running_loop().time() - started) * 1000
+                self._log.instance(instance_id).info(
+                    "activity %s (task %d) failed after %.0f ms: %s", name, event.event_id, elapsed, exc
                 )
-            result = encode_result(function, value)
-        except Exception as exc:
-            elapsed = (asyncio.get_running_loop().time() - started) * 1000
-            self._log.instance(instance_id).info(
-                "activity %s (task %d) failed after %.0f ms: %s", name, event.event_id, elapsed, exc
-            )
-            reason, details = activity_failure(name, exc)
-            return TaskFailedEvent(task_scheduled_id=event.event_id, reason=reason, details=details)
+                reason, details = activity_failure(name, exc)
+                return TaskFailedEvent(task_scheduled_id=event.event_id, reason=reason, details=details)
         self._log.instance(instance_id).debug(
             "activity %s (task %d) completed in %.0f ms",
             name,

@@ -28,6 +28,7 @@ from durable_ext.history import (
     OrchestratorStartedEvent,
     utc_now,
 )
+from durable_ext.invocations import InvocationKind, invocation
 from durable_ext.logs import hub_log
 from durable_ext.messages import MessageData, TaskMessage
 from durable_ext.storage.instances import RowUpdate, entity_update
@@ -94,13 +95,14 @@ class EntityPlanner:
             return decisions, None
         name, _ = parse_entity_instance_id(execution.instance_id)
         function = self._registry.get(name, FunctionKind.ENTITY)
-        result = run_entity_batch(
-            function.callable if function is not None else _missing_entity(name),
-            execution.instance_id,
-            state,
-            requests,
-            self._options.max_entity_operation_batch_size,
-        )
+        with invocation(function.function_name if function is not None else name, InvocationKind.ENTITY):
+            result = run_entity_batch(
+                function.callable if function is not None else _missing_entity(name),
+                execution.instance_id,
+                state,
+                requests,
+                self._options.max_entity_operation_batch_size,
+            )
         done = [outcome.request.id for outcome in result.outcomes]
         result.state.sorter[_RECENT_REQUESTS_KEY] = [*recent, *done][-_RECENT_REQUESTS_KEPT:]
         sender = OrchestrationInstance(execution.instance_id, execution.execution_id)

@@ -43,6 +43,7 @@ from durable_ext.history import (
     TimerFiredEvent,
     utc_now,
 )
+from durable_ext.invocations import InvocationKind, invocation
 from durable_ext.logs import hub_log
 from durable_ext.messages import MessageData, TaskMessage
 from durable_ext.storage.instances import RowUpdate, update_from_history
@@ -227,9 +228,8 @@ class EpisodePlanner:
             self._messages(sender, started, list(zip(scheduled, recorded, strict=True)), episode_number, now)
         )
         if failure is not None:
-            self._log.instance(execution.instance_id).warning(
-                "%s\n%s", failure.error_message, failure.stack_trace or ""
-            )
+            # The app's traceback, when it raised, is on the invocation's Executed line.
+            self._log.instance(execution.instance_id).warning("%s", failure.error_message)
         if completion is not None and not isinstance(completion, ContinueAsNewEvent):
             outbound.extend(self._to_parent(started, completion, failure))
         update = self._status(execution, new_events, run, now)
@@ -276,12 +276,14 @@ class EpisodePlanner:
         )
         request = ExecutionRequest(name, execution.instance_id, [*past, *fresh], len(past), parent)
         try:
-            run = self._executor.execute(request, execution.memo)
-            ordered = [fresh[0], *order_new_events(fresh[1:], run.allocations)]
-            if ordered != fresh:
-                # A second run over the reordered events, which numbers retry steps as history will.
-                reordered = dataclasses.replace(request, events=[*past, *ordered])
-                run = self._executor.execute(reordered, execution.memo)
+            # One episode is one invocation of the orchestrator function, however many runs it takes.
+            with invocation(name, InvocationKind.ORCHESTRATOR):
+                run = self._executor.execute(request, execution.memo)
+                ordered = [fresh[0], *order_new_events(fresh[1:], run.allocations)]
+                if ordered != fresh:
+                    # A second run over the reordered events, which numbers retry steps as history will.
+                    reordered = dataclasses.replace(request, events=[*past, *ordered])
+                    run = self._executor.execute(reordered, execution.memo)
             return ordered, run, run.failure
         except NonDeterminismError as exc:
             self._log.instance(execution.instance_id).error("%s", exc)

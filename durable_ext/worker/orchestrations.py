@@ -207,7 +207,7 @@ class OrchestrationDispatcher:
         self._loops[partition_id] = asyncio.create_task(
             self._poll(self._queues[partition_id]), name=f"control-{partition_id}"
         )
-        self._log.info("listening on %s", partition_id)
+        self._log.debug("listening on %s", partition_id)
 
     async def stop_listening(self, partition_id: str) -> None:
         """Stop dequeuing a control queue and wait for its in-flight episodes."""
@@ -225,7 +225,7 @@ class OrchestrationDispatcher:
             lambda instance_id: self._hub.control_queue_for(instance_id).name == partition_id
         )
         self._holds.forget(partition_id)
-        self._log.info("stopped listening on %s", partition_id)
+        self._log.debug("stopped listening on %s", partition_id)
 
     async def stop(self) -> None:
         """Stop every loop and wait for in-flight episodes."""

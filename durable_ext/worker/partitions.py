@@ -422,6 +422,8 @@ class TablePartitionManager:
             self._log(logging.INFO, "claimed %s", partition_id)
         elif update.stolen:
             self._log(logging.INFO, "%s is shutting down: asked for %s", lease.current_owner, partition_id)
+        elif update.drain_started and lease.next_owner is None:
+            self._log(logging.INFO, "shutting down: draining %s", partition_id)
         elif update.drain_started:
             self._log(logging.INFO, "%s asked for %s: draining it", lease.next_owner, partition_id)
         elif update.released:

@@ -145,7 +145,6 @@ class DurableTaskOptions:
     overridable_existing_instance_states: OverridableStates = OverridableStates.NON_RUNNING_STATES
     max_entity_operation_batch_size: int = 5000
     max_orchestration_actions: int = 100000
-    use_graceful_shutdown: bool = False
     default_version: str = ""
     """``defaultVersion``: the version of new instances, and the one this worker runs (versioning.py)."""
     version_match_strategy: VersionMatchStrategy = VersionMatchStrategy.CURRENT_OR_OLDER
@@ -521,7 +520,8 @@ _DURABLE_FIELDS = (
     _Field("overridableExistingInstanceStates", "overridable_existing_instance_states", OverridableStates),
     _Field("maxEntityOperationBatchSize", "max_entity_operation_batch_size", int, 1),
     _Field("maxOrchestrationActions", "max_orchestration_actions", int, 1),
-    _Field("useGracefulShutdown", "use_graceful_shutdown", bool),
+    # Validated, not stored: the host always shuts down gracefully (README's table).
+    _Field("useGracefulShutdown", "", bool),
     _Field("defaultVersion", "default_version", str),
     _Field("versionMatchStrategy", "version_match_strategy", VersionMatchStrategy),
     _Field("versionFailureStrategy", "version_failure_strategy", VersionFailureStrategy),

@@ -86,7 +86,7 @@ def test_defaults_without_any_file(tmp_path: Path) -> None:
     assert not dt.extended_sessions_enabled and dt.extended_session_idle_timeout_in_seconds == 30
     assert dt.overridable_existing_instance_states is OverridableStates.NON_RUNNING_STATES
     assert (dt.max_entity_operation_batch_size, dt.max_orchestration_actions) == (5000, 100000)
-    assert not dt.use_graceful_shutdown and not dt.store_inputs_in_orchestration_history
+    assert not dt.store_inputs_in_orchestration_history
     assert dt.default_version == ""
     assert dt.version_match_strategy is VersionMatchStrategy.CURRENT_OR_OLDER
     assert dt.version_failure_strategy is VersionFailureStrategy.REJECT
@@ -156,7 +156,6 @@ def test_every_option_from_host_json(tmp_path: Path) -> None:
         overridable_existing_instance_states=OverridableStates.ANY_STATE,
         max_entity_operation_batch_size=50,
         max_orchestration_actions=1000,
-        use_graceful_shutdown=True,
         default_version="2.0",
         version_match_strategy=VersionMatchStrategy.STRICT,
         version_failure_strategy=VersionFailureStrategy.FAIL,

@@ -20,7 +20,7 @@ import pytest
 from durable_ext.host import azurite as azurite_module
 from durable_ext.host.admin import host_id, stable_hash
 from durable_ext.host.azurite import AzuritePorts, find_azurite
-from durable_ext.host.local import LocalHost, LocalHostOptions
+from durable_ext.host.local import LocalHost, LocalHostOptions, self_address
 from durable_ext.storage.account import StorageAccount
 from durable_ext.storage.taskhub import TaskHub
 from tests.host_support import (
@@ -397,3 +397,21 @@ def test_host_id_is_the_hosts_local_default() -> None:
     assert host_id(app, {}) == f"{machine}-{abs(stable_hash('/srv/app'))}"[:32].lower().rstrip("-")
     assert host_id(app, {"AzureFunctionsWebHost__hostid": "my-host"}) == "my-host"
     assert host_id(app, {"AzureFunctionsWebHost:HostId": "other"}) == "other"
+
+
+@pytest.mark.parametrize(
+    ("listening_on", "reached_at"),
+    [
+        ("127.0.0.1", "127.0.0.1"),
+        ("localhost", "127.0.0.1"),
+        ("0.0.0.0", "127.0.0.1"),
+        ("::", "[::1]"),
+        ("::1", "[::1]"),
+        ("10.1.2.3", "10.1.2.3"),
+        ("fe80::1", "[fe80::1]"),
+        ("myhost", "myhost"),
+    ],
+)
+def test_the_df_client_reaches_the_host_where_it_listens(listening_on: str, reached_at: str) -> None:
+    """The df client's private calls go to an address the server listens on, not always to 127.0.0.1."""
+    assert self_address(listening_on) == reached_at

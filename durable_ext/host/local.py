@@ -86,6 +86,20 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def self_address(host: str) -> str:
+    """The address (URL host part) this process reaches its own server at when it listens on ``host``:
+    loopback when it listens there or on every address, else the one address it listens on."""
+    if host in ("", "0.0.0.0", "localhost"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host  # a host name
+    return f"[{address}]" if address.version == 6 else str(address)
+
+
 class LocalHost:
     """Runs one Functions app locally: settings, storage, task hub, engine, HTTP."""
 
@@ -241,7 +255,7 @@ class LocalHost:
         # The df client sends no key on its own calls; like DF's local RPC endpoint, it gets a path of
         # its own that only this process knows, on loopback.
         rpc_path = new_rpc_path()
-        rpc_base = f"http://127.0.0.1:{self.options.port}{rpc_path}/"
+        rpc_base = f"http://{self_address(self.options.host)}:{self.options.port}{rpc_path}/"
 
         def binding(request: Request) -> str:
             origin = f"{request.url.scheme}://{request.url.netloc}"

@@ -42,6 +42,7 @@ from durable_ext.errors import AppLoadError, ConfigError, DurableExtError
 from durable_ext.host.azurite import DEFAULT_PORTS, Azurite, AzuritePorts
 from durable_ext.host.cors import CorsPolicy, cors_policy
 from durable_ext.host.local import LocalHost, LocalHostOptions
+from durable_ext.lint import LintPathError, lint_paths
 from durable_ext.storage.account import StorageAccount
 from durable_ext.storage.taskhub import ResourceInfo, TaskHub, TaskHubInfo
 
@@ -713,3 +714,40 @@ def _run_doctor(args: argparse.Namespace) -> int:
             summary += f"; run `{PROG} doctor --fix` to repair them"
         print(summary + ".")
     return EXIT_OK if not remaining else EXIT_ERROR
+
+
+# --- lint -----------------------------------------------------------------------------------------------
+
+
+@command("lint", "check orchestrator functions for code that breaks replay (no import of the app)")
+def _configure_lint(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "paths",
+        nargs="*",
+        type=Path,
+        default=[Path()],
+        metavar="PATH",
+        help="app directories or files to check (default: the current directory); directories are "
+        "searched recursively for v2 orchestrators and v1 function.json folders",
+    )
+    parser.set_defaults(handler=_run_lint)
+
+
+def _run_lint(args: argparse.Namespace) -> int:
+    """Print the findings as ruff does; exit 1 when there are any, 0 when clean, 2 for a bad path."""
+    try:
+        result = lint_paths(args.paths)
+    except LintPathError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if not result.orchestrators and not result.findings:
+        print(
+            f"warning: no orchestrator functions found in {', '.join(map(str, args.paths))}", file=sys.stderr
+        )
+    for finding in result.findings:
+        print(finding)
+    count = len(result.findings)
+    print(f"Found {count} error{'s' if count != 1 else ''}." if count else "All checks passed!")
+    return EXIT_ERROR if count else EXIT_OK

@@ -121,7 +121,7 @@ def _read_spec(folder: Path, app_dir: Path) -> _FunctionSpec:
     name = folder.name
     if not _FUNCTION_NAME.fullmatch(name):
         raise AppLoadError(f"{path}: '{name}' is not a valid function name (letters, digits, _ and -)")
-    config = _read_json(path)
+    config = read_function_json(path)
     raw_bindings = config.get("bindings")
     if not isinstance(raw_bindings, list) or not raw_bindings:
         raise AppLoadError(f'{path}: at least one binding must be declared in "bindings"')
@@ -140,11 +140,12 @@ def _read_spec(folder: Path, app_dir: Path) -> _FunctionSpec:
     entry_point = config.get("entryPoint") or DEFAULT_ENTRY_POINT
     if not isinstance(entry_point, str):
         raise AppLoadError(f'{path}: "entryPoint" must be a string')
-    script = _script_file(folder, config.get("scriptFile"), path, app_dir)
+    script = script_file(folder, config.get("scriptFile"), path, app_dir)
     return _FunctionSpec(name, folder, path, script, entry_point, bindings, triggers[0])
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_function_json(path: Path) -> dict[str, Any]:
+    """The JSON object in the function.json at ``path`` (AppLoadError when it is not one)."""
     try:
         config = json.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -169,14 +170,19 @@ def _binding(raw: object, path: Path) -> _Binding:
     return _Binding(name, kind, direction, raw)
 
 
-def _script_file(folder: Path, script_file: object, path: Path, app_dir: Path) -> Path:
-    if script_file is not None and not isinstance(script_file, str):
+def script_file(folder: Path, declared: object, path: Path, app_dir: Path) -> Path:
+    """The script of the function in ``folder``, as the host finds it from ``scriptFile`` (or its absence).
+
+    ``path`` is the function.json, for messages; AppLoadError when the script is missing, not a .py
+    file, or outside ``app_dir``.
+    """
+    if declared is not None and not isinstance(declared, str):
         raise AppLoadError(f'{path}: "scriptFile" must be a string')
-    if script_file:
-        script = (folder / script_file).resolve()
+    if declared:
+        script = (folder / declared).resolve()
         if not script.is_file():
             raise AppLoadError(
-                f"{path}: the 'scriptFile' property is set to a file that does not exist ({script_file})"
+                f"{path}: the 'scriptFile' property is set to a file that does not exist ({declared})"
             )
     else:
         files = [p for p in folder.iterdir() if p.is_file() and p.name.lower() != FUNCTION_JSON]

@@ -65,6 +65,7 @@ if TYPE_CHECKING:
     from durable_ext.history import OrchestrationStatus
     from durable_ext.host.azurite import Azurite
     from durable_ext.host.local import LocalHost, LocalHostOptions
+    from durable_ext.replay_logging import ReplaySafeLogger, replay_safe_logger
     from durable_ext.storage.account import StorageAccount
     from durable_ext.storage.taskhub import TaskHub
     from durable_ext.storage.tracking import InstanceQuery
@@ -107,6 +108,7 @@ _EXPORTS: dict[str, str] = {
     "OrchestratorRun": "durable_ext.executor",
     "OwnershipLostError": "durable_ext.errors",
     "PayloadTooLargeError": "durable_ext.errors",
+    "ReplaySafeLogger": "durable_ext.replay_logging",
     "StorageAccount": "durable_ext.storage.account",
     "StorageError": "durable_ext.errors",
     "StorageProviderOptions": "durable_ext.config",
@@ -117,6 +119,7 @@ _EXPORTS: dict[str, str] = {
     "ValidationError": "durable_ext.errors",
     "load_app": "durable_ext.app_loader",
     "load_config": "durable_ext.config",
+    "replay_safe_logger": "durable_ext.replay_logging",
 }
 
 __all__ = [
@@ -154,6 +157,7 @@ __all__ = [
     "OrchestratorRun",
     "OwnershipLostError",
     "PayloadTooLargeError",
+    "ReplaySafeLogger",
     "StorageAccount",
     "StorageError",
     "StorageProviderOptions",
@@ -164,6 +168,7 @@ __all__ = [
     "ValidationError",
     "load_app",
     "load_config",
+    "replay_safe_logger",
 ]
 
 

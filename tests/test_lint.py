@@ -16,6 +16,7 @@ import pytest
 
 from durable_ext.cli import COMMANDS, main
 from durable_ext.lint import RULES, Finding, LintPathError, LintResult, lint_paths
+from durable_ext.lint.rules import NAME_RULES
 
 REPO_DIR = Path(__file__).resolve().parents[1]
 
@@ -304,10 +305,15 @@ def test_import_inside_the_orchestrator_is_resolved(tmp_path: Path) -> None:
     assert codes(lint(write_v2(tmp_path, body))) == ["DX104"]
 
 
-def test_pathlib_reads_and_writes(tmp_path: Path) -> None:
+def test_every_flagged_name_belongs_to_a_rule() -> None:
+    assert set(NAME_RULES.values()) <= {r.code for r in RULES}
+
+
+def test_pathlib_and_os_path_file_access(tmp_path: Path) -> None:
     write_file(
         tmp_path / "function_app.py",
         """\
+        import os
         from pathlib import Path
         import azure.durable_functions as df
 
@@ -317,10 +323,12 @@ def test_pathlib_reads_and_writes(tmp_path: Path) -> None:
         def orchestrator(context):
             config = Path("config.json").read_text()
             Path("out.txt").write_bytes(b"x")
+            if os.path.exists("flag"):
+                pass
             yield context.call_activity("work", config)
         """,
     )
-    assert codes(lint(tmp_path)) == ["DX106", "DX106"]
+    assert codes(lint(tmp_path)) == ["DX106", "DX106", "DX106"]
 
 
 # --- discovery --------------------------------------------------------------------------------------------
@@ -579,7 +587,9 @@ def test_sample_app_is_clean() -> None:
     assert result.orchestrators == 7
 
 
-@pytest.mark.parametrize("app", sorted(p.name for p in (REPO_DIR / "tests" / "apps").iterdir() if p.is_dir()))
+@pytest.mark.parametrize(
+    "app", sorted(p.name for p in (REPO_DIR / "tests" / "apps").iterdir() if p.name != "__pycache__")
+)
 def test_test_apps_are_clean(app: str) -> None:
     result = lint_paths([REPO_DIR / "tests" / "apps" / app])
     assert result.findings == ()

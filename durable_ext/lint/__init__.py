@@ -99,6 +99,8 @@ class _Source:
 
 @dataclass
 class _Linter:
+    """Collects the files to check from the paths given, then checks each orchestrator in them."""
+
     base: Path
     findings: dict[tuple[str, int, int, str], Finding] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)

@@ -118,54 +118,44 @@ RULES: tuple[Rule, ...] = (
 
 RULES_BY_CODE: dict[str, Rule] = {rule.code: rule for rule in RULES}
 
-NAME_RULES: dict[str, str] = {
-    **dict.fromkeys(
-        [
-            "datetime.datetime.now",
-            "datetime.datetime.utcnow",
-            "datetime.datetime.today",
-            "datetime.date.today",
-        ],
-        "DX100",
+_FLAGGED_NAMES: dict[str, tuple[str, ...]] = {
+    "DX100": (
+        "datetime.datetime.now",
+        "datetime.datetime.utcnow",
+        "datetime.datetime.today",
+        "datetime.date.today",
     ),
-    **dict.fromkeys(
-        [
-            f"time.{n}{ns}"
-            for n in ("time", "monotonic", "perf_counter", "process_time")
-            for ns in ("", "_ns")
-        ],
-        "DX101",
+    "DX101": tuple(
+        f"time.{name}{suffix}"
+        for name in ("time", "monotonic", "perf_counter", "process_time")
+        for suffix in ("", "_ns")
     ),
-    "time.sleep": "DX102",
-    **dict.fromkeys(["uuid.uuid1", "uuid.uuid4"], "DX103"),
-    **dict.fromkeys(["random", "secrets", "os.urandom", "os.getrandom"], "DX104"),
-    **dict.fromkeys(
-        ["os.environ", "os.environb", "os.getenv", "os.getenvb", "os.putenv", "os.unsetenv"], "DX105"
+    "DX102": ("time.sleep",),
+    "DX103": ("uuid.uuid1", "uuid.uuid4"),
+    "DX104": ("random", "secrets", "os.urandom", "os.getrandom"),
+    "DX105": ("os.environ", "os.environb", "os.getenv", "os.getenvb", "os.putenv", "os.unsetenv"),
+    "DX106": (
+        *("builtins.open", "io.open", "shutil", "glob", "tempfile"),
+        *(f"os.{f}" for f in ("open", "listdir", "scandir", "walk", "remove", "unlink", "makedirs", "mkdir")),
+        *(f"os.{f}" for f in ("rename", "replace", "stat")),
+        *(f"os.path.{f}" for f in ("exists", "isfile", "isdir", "getsize", "getmtime")),
     ),
-    **dict.fromkeys(
-        [
-            "builtins.open",
-            "io.open",
-            "os.open",
-            "os.listdir",
-            "os.scandir",
-            "os.walk",
-            "os.remove",
-            "os.unlink",
-        ],
-        "DX106",
+    "DX107": (
+        "requests",
+        "httpx",
+        "aiohttp",
+        "urllib.request",
+        "urllib3",
+        "socket",
+        "http.client",
+        "smtplib",
     ),
-    **dict.fromkeys(
-        ["os.makedirs", "os.mkdir", "os.rename", "os.replace", "shutil", "glob", "tempfile"], "DX106"
-    ),
-    **dict.fromkeys(
-        ["requests", "httpx", "aiohttp", "urllib.request", "urllib3", "socket", "http.client", "smtplib"],
-        "DX107",
-    ),
-    **dict.fromkeys(["threading", "_thread", "concurrent.futures", "multiprocessing"], "DX108"),
-    "asyncio": "DX109",
-    **dict.fromkeys(["subprocess", "os.system", "os.popen", "builtins.input"], "DX112"),
+    "DX108": ("threading", "_thread", "concurrent.futures", "multiprocessing"),
+    "DX109": ("asyncio",),
+    "DX112": ("subprocess", "os.system", "os.popen", "builtins.input"),
 }
+
+NAME_RULES: dict[str, str] = {name: code for code, names in _FLAGGED_NAMES.items() for name in names}
 """Dotted-name prefix -> rule: a reference to the name or anything under it (``random.x``) is flagged."""
 
 FILE_METHODS = frozenset({"read_text", "write_text", "read_bytes", "write_bytes"})

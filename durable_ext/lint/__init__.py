@@ -188,7 +188,7 @@ class _Linter:
             self._report(source, node, code, subject, note)
 
         checker = OrchestratorChecker(function, source.names, report)
-        checker.check(function)
+        checker.check()
         return checker.helpers
 
     def _report(self, source: _Source, node: ast.AST, code: str, subject: str, note: str) -> None:

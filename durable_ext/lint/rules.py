@@ -207,6 +207,7 @@ class OrchestratorChecker(ast.NodeVisitor):
     """Applies every rule to the body of one function (an orchestrator, or a helper it calls)."""
 
     def __init__(self, function: FunctionNode, names: ModuleNames, report: Report) -> None:
+        self._function = function
         self._names = names
         self._report = report
         self._local: Set[str] = local_names(function)
@@ -214,9 +215,9 @@ class OrchestratorChecker(ast.NodeVisitor):
         self.helpers: list[str] = []
         """Top-level functions of the module this function calls, in call order."""
 
-    def check(self, function: FunctionNode) -> None:
-        """Visit the statements of ``function`` (not its decorators, parameters or annotations)."""
-        for statement in function.body:
+    def check(self) -> None:
+        """Visit the function's statements (not its decorators, parameters or annotations)."""
+        for statement in self._function.body:
             self.visit(statement)
 
     # --- names: clocks, randomness, environment, I/O, threads, asyncio, blocking calls --------------------

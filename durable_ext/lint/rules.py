@@ -59,7 +59,7 @@ RULES: tuple[Rule, ...] = (
         "DX104",
         "random numbers",
         _NEW_EVERY_REPLAY,
-        "draw them in an activity, or derive them from `context.new_uuid()`",
+        "draw random values in an activity, or derive them from `context.new_uuid()`",
     ),
     Rule(
         "DX105",

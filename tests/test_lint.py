@@ -231,13 +231,24 @@ def test_messages_say_why_and_what_to_use_instead(tmp_path: Path) -> None:
     assert "context.create_timer" in messages["DX102"]
 
 
-def test_module_state_assignment_and_item_writes(tmp_path: Path) -> None:
+def test_module_state_item_and_attribute_writes(tmp_path: Path) -> None:
     body = """\
         CACHE[0] = 1
         del CACHE[0]
+        COUNT.value = 2
         yield context.call_activity('work')
     """
-    assert codes(lint(write_v2(tmp_path, body))) == ["DX114", "DX114"]
+    assert codes(lint(write_v2(tmp_path, body))) == ["DX114", "DX114", "DX114"]
+
+
+def test_async_with_and_async_for(tmp_path: Path) -> None:
+    body = """\
+        async with context.lock():
+            async for item in context.items():
+                pass
+        return 'done'
+    """
+    assert codes(lint(write_v2(tmp_path, body, kind="async def"))) == ["DX110", "DX111", "DX111"]
 
 
 def test_local_names_shadow_modules_and_builtins(tmp_path: Path) -> None:

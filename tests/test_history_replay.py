@@ -1,0 +1,381 @@
+"""Replay tests: histories recorded on Azurite, exported, replayed against the same and changed code."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from durable_ext.app_loader import load_app
+from durable_ext.cli import main
+from durable_ext.client import TaskHubClient
+from durable_ext.errors import DurableExtError, MessageFormatError, ReplayMismatchError
+from durable_ext.history import OrchestrationStatus
+from durable_ext.history_file import FORMAT, export_history
+from durable_ext.storage.account import StorageAccount
+from durable_ext.storage.taskhub import TaskHub
+from durable_ext.testing import replay
+from tests.engine_support import engine_for
+
+REPO_DIR = Path(__file__).resolve().parents[1]
+REPLAY_APP = Path(__file__).parent / "apps" / "replay_app"
+CONNECTION_SETTING = "AzureWebJobsStorage"
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """Orchestrations run once on a task hub of the session's Azurite, and their exported histories."""
+
+    hub: str
+    connection_string: str
+    instances: dict[str, str]
+    """Instance ID by scenario."""
+    files: dict[str, Path]
+    """History file (exported with the Python function) by scenario."""
+
+
+SCENARIOS = {
+    "greetings": ("greetings", None),
+    "countdown": ("countdown", "2"),
+    "family": ("family", None),
+}
+
+
+async def _record(connection_string: str, hub_name: str, directory: Path) -> Recorded:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        registry = load_app(REPLAY_APP)
+    account = StorageAccount.from_connection_string(connection_string)
+    instances: dict[str, str] = {}
+    files: dict[str, Path] = {}
+    async with TaskHub(account, hub_name) as hub:
+        await hub.create()
+        async with engine_for(
+            hub, registry, "recorder", store_inputs_in_orchestration_history=True
+        ) as engine:
+            client = TaskHubClient(hub, handoff=engine)
+            for scenario, (name, payload) in SCENARIOS.items():
+                instances[scenario] = await client.start_new(name, input=payload)
+            for scenario, instance_id in instances.items():
+                state = await client.wait_for_completion(instance_id, timeout=60)
+                assert state.runtime_status is OrchestrationStatus.Completed, (scenario, state.output)
+        instances["child"] = f"{instances['family']}:0"
+        for scenario, instance_id in instances.items():
+            history = await export_history(hub, instance_id)
+            files[scenario] = directory / f"{scenario}.json"
+            files[scenario].write_text(history.dumps(), encoding="utf-8")
+    return Recorded(hub_name, connection_string, instances, files)
+
+
+async def _delete_hub(connection_string: str, hub_name: str) -> None:
+    async with TaskHub(StorageAccount.from_connection_string(connection_string), hub_name) as hub:
+        await hub.delete()
+
+
+@pytest.fixture(scope="module")
+def recorded(azurite_connection_string: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recorded]:
+    """The scenarios, run and exported once for the module; the hub is deleted afterwards."""
+    hub_name = "Replay" + uuid.uuid4().hex[:10]
+    directory = tmp_path_factory.mktemp("histories")
+    try:
+        yield asyncio.run(_record(azurite_connection_string, hub_name, directory))
+    finally:
+        asyncio.run(_delete_hub(azurite_connection_string, hub_name))
+
+
+def app_copy(tmp_path: Path, *edits: tuple[str, str], hub: str | None = None) -> Path:
+    """A copy of the replay app with each ``(old, new)`` text replaced once (and another hub name)."""
+    directory = tmp_path / ("app" + uuid.uuid4().hex[:6])
+    shutil.copytree(REPLAY_APP, directory)
+    script = directory / "function_app.py"
+    source = script.read_text()
+    for old, new in edits:
+        assert source.count(old) == 1, old
+        source = source.replace(old, new)
+    script.write_text(source)
+    if hub is not None:
+        host = json.loads((directory / "host.json").read_text())
+        host["extensions"]["durableTask"]["hubName"] = hub
+        (directory / "host.json").write_text(json.dumps(host))
+    return directory
+
+
+def line_of(app_dir: Path, text: str) -> str:
+    """``function_app.py:N`` of the one line holding ``text``."""
+    lines = (app_dir / "function_app.py").read_text().splitlines()
+    (number,) = [i for i, line in enumerate(lines, start=1) if text in line]
+    return f"function_app.py:{number}"
+
+
+def cli_env(connection_string: str) -> dict[str, str]:
+    python_path = os.pathsep.join(p for p in (str(REPO_DIR), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, CONNECTION_SETTING: connection_string, "PYTHONPATH": python_path}
+
+
+def run_module(cwd: Path, connection_string: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "durable_ext", *argv],
+        cwd=cwd,
+        env=cli_env(connection_string),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def mismatch(app_dir: Path, file: Path) -> ReplayMismatchError:
+    with pytest.raises(ReplayMismatchError) as caught:
+        replay(app_dir, file)
+    return caught.value
+
+
+# --- export ---------------------------------------------------------------------------------------------
+
+
+def test_exported_file_is_the_documented_envelope(recorded: Recorded) -> None:
+    data = json.loads(recorded.files["greetings"].read_text())
+    assert data["format"] == FORMAT
+    assert data["hub"] == recorded.hub
+    assert data["instanceId"] == recorded.instances["greetings"]
+    assert data["name"] == "greetings"
+    assert data["executionId"]
+    first = data["events"][0]
+    assert list(first)[:2] == ["$type", "EventType"]
+    kinds = [e["$type"].rsplit(".", 1)[1] for e in data["events"]]
+    assert kinds.count("TaskScheduledEvent") == 3
+    assert kinds.count("TimerCreatedEvent") == 1
+    assert kinds[-2:] == ["ExecutionCompletedEvent", "OrchestratorCompletedEvent"]
+    scheduled = [e for e in data["events"] if e["EventType"] == 4]
+    assert [(e["Name"], e["Input"]) for e in scheduled] == [
+        ("say_hello", '"Tokyo"'),
+        ("say_hello", '"Seattle"'),
+        ("say_hello", '"London"'),
+    ]
+
+
+def test_cli_export_reads_the_hub_of_the_app_settings(recorded: Recorded, tmp_path: Path) -> None:
+    app_dir = app_copy(tmp_path, hub=recorded.hub)
+    out = tmp_path / "exported.json"
+    instance_id = recorded.instances["greetings"]
+    result = run_module(app_dir, recorded.connection_string, "history", "export", instance_id, "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(out.read_text()) == json.loads(recorded.files["greetings"].read_text())
+    replay(REPLAY_APP, out)
+
+
+def test_cli_export_with_hub_and_connection_flags_to_stdout(
+    recorded: Recorded, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(CONNECTION_SETTING, raising=False)
+    monkeypatch.setenv("OTHER_STORAGE", recorded.connection_string)
+    instance_id = recorded.instances["countdown"]
+    app_dir = str(app_copy(tmp_path))
+    flags = ["--app-dir", app_dir, "--task-hub", recorded.hub]
+    for connection in (recorded.connection_string, "OTHER_STORAGE"):
+        capsys.readouterr()
+        code = main(["history", "export", instance_id, *flags, "--connection", connection])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        assert json.loads(out) == json.loads(recorded.files["countdown"].read_text())
+
+
+def test_cli_export_of_an_unknown_instance(
+    recorded: Recorded, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flags = ["--app-dir", str(app_copy(tmp_path)), "--task-hub", recorded.hub]
+    code = main(["history", "export", "no-such-instance", *flags, "--connection", recorded.connection_string])
+    assert code == 1
+    assert "has no history for instance 'no-such-instance'" in capsys.readouterr().err
+
+
+# --- clean replays --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scenario", ["greetings", "countdown", "family", "child"])
+def test_unchanged_code_replays_cleanly_without_running_activities(recorded: Recorded, scenario: str) -> None:
+    history = replay(REPLAY_APP, recorded.files[scenario])
+    assert history.instance_id == recorded.instances[scenario]
+    assert sys.modules["function_app"].CALLS == []
+
+
+def test_countdown_history_is_the_last_generation(recorded: Recorded) -> None:
+    data = json.loads(recorded.files["countdown"].read_text())
+    started = next(e for e in data["events"] if e["EventType"] == 0)
+    assert started["Input"] == "0"
+    child = json.loads(recorded.files["child"].read_text())
+    parent = next(e for e in child["events"] if e["EventType"] == 0)["ParentInstance"]
+    assert parent["OrchestrationInstance"]["InstanceId"] == recorded.instances["family"]
+
+
+def test_cli_replay_without_storage(recorded: Recorded, tmp_path: Path) -> None:
+    files = [str(recorded.files[s]) for s in ("greetings", "countdown", "family", "child")]
+    # Nothing answers there: a replay that touched storage would fail.
+    unreachable = (
+        "DefaultEndpointsProtocol=http;AccountName=x;AccountKey=eA==;TableEndpoint=http://127.0.0.1:9"
+    )
+    result = run_module(REPLAY_APP, unreachable, "replay", *files)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 of 4 histories replay cleanly." in result.stdout
+
+
+# --- changed code ---------------------------------------------------------------------------------------
+
+
+def test_renamed_activity(recorded: Recorded, tmp_path: Path) -> None:
+    app_dir = app_copy(tmp_path, ('"say_hello", "Seattle"', '"say_goodbye", "Seattle"'))
+    error = mismatch(app_dir, recorded.files["greetings"])
+    where = line_of(app_dir, '"say_goodbye", "Seattle"')
+    assert str(error) == (
+        f"orchestration 'greetings' (instance {recorded.instances['greetings']!r}): history event "
+        f"#{error.event_index} recorded TaskScheduled 'say_hello' (input \"Seattle\"), the code now "
+        f"schedules TaskScheduled 'say_goodbye' (input \"Seattle\") at {where}"
+    )
+    assert error.source == where
+    events = json.loads(recorded.files["greetings"].read_text())["events"]
+    assert events[error.event_index]["Name"] == "say_hello"
+    assert events[error.event_index]["Input"] == '"Seattle"'
+
+
+def test_changed_input(recorded: Recorded, tmp_path: Path) -> None:
+    app_dir = app_copy(tmp_path, ('"say_hello", "London"', '"say_hello", "Lisbon"'))
+    error = mismatch(app_dir, recorded.files["greetings"])
+    assert error.recorded == "TaskScheduled 'say_hello' (input \"London\")"
+    assert error.actual == "TaskScheduled 'say_hello' (input \"Lisbon\")"
+    assert error.source == line_of(app_dir, "Lisbon")
+
+
+def test_extra_timer(recorded: Recorded, tmp_path: Path) -> None:
+    extra = "    yield context.create_timer(context.current_utc_datetime)  # extra\n"
+    anchor = '    results.append((yield context.call_activity("say_hello", "Seattle")))\n'
+    app_dir = app_copy(tmp_path, (anchor, extra + anchor))
+    error = mismatch(app_dir, recorded.files["greetings"])
+    assert error.recorded == "TaskScheduled 'say_hello' (input \"Seattle\")"
+    assert error.actual.startswith("TimerCreated (fire at ")
+    assert error.source == line_of(app_dir, "# extra")
+    assert "the code now schedules TimerCreated (fire at " in str(error)
+
+
+def test_removed_step(recorded: Recorded, tmp_path: Path) -> None:
+    app_dir = app_copy(
+        tmp_path, ('    results.append((yield context.call_activity("say_hello", "London")))\n', "")
+    )
+    error = mismatch(app_dir, recorded.files["greetings"])
+    assert error.recorded == "TaskScheduled 'say_hello' (input \"London\")"
+    assert error.actual == ('ExecutionCompleted Completed (output ["Hello Tokyo!", "Hello Seattle!"])')
+    assert "the code now ends with ExecutionCompleted Completed" in str(error)
+
+
+def test_changed_timer(recorded: Recorded, tmp_path: Path) -> None:
+    app_dir = app_copy(tmp_path, ("timedelta(milliseconds=50)", "timedelta(minutes=5)"))
+    error = mismatch(app_dir, recorded.files["greetings"])
+    assert error.recorded.startswith("TimerCreated (fire at ")
+    assert error.actual.startswith("TimerCreated (fire at ")
+    assert error.recorded != error.actual
+    assert error.source == line_of(app_dir, "timedelta(minutes=5)")
+
+
+def test_continue_as_new_where_history_completed(recorded: Recorded, tmp_path: Path) -> None:
+    app_dir = app_copy(tmp_path, ("if remaining > 0:", "if remaining > -1:"))
+    error = mismatch(app_dir, recorded.files["countdown"])
+    assert error.recorded == 'ExecutionCompleted Completed (output "liftoff")'
+    assert error.actual == "ContinueAsNew (input -1)"
+
+
+def test_changed_sub_orchestration_input(recorded: Recorded, tmp_path: Path) -> None:
+    app_dir = app_copy(tmp_path, ('"child_greeting", "Paris"', '"child_greeting", "Rome"'))
+    error = mismatch(app_dir, recorded.files["family"])
+    assert (
+        error.recorded
+        == "SubOrchestrationInstanceCreated 'child_greeting' to instance "
+        + repr(recorded.instances["child"])
+        + ' (input "Paris")'
+    )
+    assert error.actual == "SubOrchestrationInstanceCreated 'child_greeting' (input \"Rome\")"
+    assert error.source == line_of(app_dir, '"child_greeting", "Rome"')
+
+
+def test_changed_entity_operation(recorded: Recorded, tmp_path: Path) -> None:
+    app_dir = app_copy(tmp_path, ('"greetings"), "add", 1)', '"greetings"), "add", 2)'))
+    error = mismatch(app_dir, recorded.files["family"])
+    assert error.recorded == "EventSent 'add' to instance '@tally@greetings' (input 1)"
+    assert error.actual == "EventSent 'add' to instance '@tally@greetings' (input 2)"
+
+
+def test_removed_orchestrator(recorded: Recorded, tmp_path: Path) -> None:
+    app_dir = app_copy(tmp_path, ("def child_greeting(", "def kid_greeting("))
+    error = mismatch(app_dir, recorded.files["child"])
+    assert "child_greeting" in str(error)
+
+
+def test_cli_replay_reports_each_file_and_exits_1(recorded: Recorded, tmp_path: Path) -> None:
+    app_dir = app_copy(tmp_path, ('"say_hello", "Seattle"', '"say_goodbye", "Seattle"'))
+    files = [str(recorded.files["greetings"]), str(recorded.files["countdown"])]
+    result = run_module(app_dir, recorded.connection_string, "replay", *files)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"FAIL {files[0]}: orchestration 'greetings'" in result.stdout
+    assert "recorded TaskScheduled 'say_hello' (input \"Seattle\")" in result.stdout
+    where = line_of(app_dir, '"say_goodbye", "Seattle"')
+    assert f"at {where}" in result.stdout
+    assert f"ok   {files[1]}: 'countdown'" in result.stdout
+    assert "1 of 2 histories replay cleanly." in result.stdout
+
+
+# --- bad files ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "is not valid JSON"),
+        ('{"format": "something-else/2", "events": []}', "is not a durable_ext history"),
+        ("[1, 2]", "is not a durable_ext history"),
+        (json.dumps({"format": FORMAT, "instanceId": "i", "events": {}}), "'events' must be a list"),
+        (json.dumps({"format": FORMAT, "events": []}), "'instanceId' must be a non-empty string"),
+        (
+            json.dumps({"format": FORMAT, "instanceId": "i", "events": [{"EventType": 99}]}),
+            "event #0: unknown or unsupported history EventType 99",
+        ),
+        (
+            json.dumps({"format": FORMAT, "instanceId": "i", "events": [{"EventType": 12}]}),
+            "has no ExecutionStarted event",
+        ),
+    ],
+)
+def test_bad_files_give_a_clear_error(tmp_path: Path, content: str, message: str) -> None:
+    file = tmp_path / "bad.json"
+    file.write_text(content)
+    with pytest.raises(DurableExtError, match="history file") as caught:
+        replay(REPLAY_APP, file)
+    assert message in str(caught.value)
+    assert str(file) in str(caught.value)
+
+
+def test_cli_replay_of_a_missing_and_a_corrupt_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    corrupt = tmp_path / "corrupt.json"
+    corrupt.write_text('{"format": "durable-ext-history/1", "instanceId": "i", "events": [{"EventType": 0}')
+    code = main(["replay", "--app-dir", str(REPLAY_APP), str(tmp_path / "missing.json"), str(corrupt)])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert f"error: cannot read history file {tmp_path / 'missing.json'}" in err
+    assert f"error: history file {corrupt} is not valid JSON" in err
+    assert "0 of 2 histories replay cleanly." in out
+
+
+def test_wrong_format_is_a_message_format_error(tmp_path: Path) -> None:
+    file = tmp_path / "other.json"
+    file.write_text('{"format": "durable-ext-history/99"}')
+    with pytest.raises(MessageFormatError, match="found 'durable-ext-history/99'"):
+        replay(REPLAY_APP, file)

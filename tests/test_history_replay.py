@@ -379,3 +379,39 @@ def test_wrong_format_is_a_message_format_error(tmp_path: Path) -> None:
     file.write_text('{"format": "durable-ext-history/99"}')
     with pytest.raises(MessageFormatError, match="found 'durable-ext-history/99'"):
         replay(REPLAY_APP, file)
+
+
+# --- v1 apps --------------------------------------------------------------------------------------------
+
+V1_APP = Path(__file__).parent / "apps" / "v1_app"
+
+
+async def test_v1_app_history_replays_and_mismatches_name_the_function_folder(
+    hub: TaskHub, tmp_path: Path
+) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        registry = load_app(V1_APP)
+    async with engine_for(hub, registry, "v1-recorder") as engine:
+        client = TaskHubClient(hub, handoff=engine)
+        instance_id = await client.start_new("E1_HelloSequence")
+        state = await client.wait_for_completion(instance_id, timeout=60)
+    assert state.runtime_status is OrchestrationStatus.Completed
+    file = tmp_path / "v1.json"
+    file.write_text((await export_history(hub, instance_id)).dumps())
+    assert replay(V1_APP, file).name == "E1_HelloSequence"
+
+    changed = tmp_path / "v1_changed"
+    shutil.copytree(V1_APP, changed)
+    script = changed / "E1_HelloSequence" / "__init__.py"
+    script.write_text(script.read_text().replace('"E1_SayHello", "London"', '"E1_SayGoodbye", "London"'))
+    error = mismatch(changed, file)
+    # Without storeInputsInOrchestrationHistory history has no inputs: only the name is compared.
+    assert error.recorded == "TaskScheduled 'E1_SayHello'"
+    assert error.actual == "TaskScheduled 'E1_SayGoodbye' (input \"London\")"
+    number = (
+        script.read_text()
+        .splitlines()
+        .index('    result3 = yield context.call_activity("E1_SayGoodbye", "London")')
+    )
+    assert error.source == f"E1_HelloSequence/__init__.py:{number + 1}"

@@ -34,7 +34,6 @@ from durable_ext.executor import (
     OrchestrationExecutor,
     OrchestratorRun,
     ScheduledAction,
-    scheduled_event_ids,
     scheduling_event,
 )
 from durable_ext.history import (
@@ -55,7 +54,8 @@ logger = logging.getLogger(__name__)
 
 _RUNNING = "running"
 """The kind of the end of an execution that has not ended: the code waits for more events."""
-_ENDS = ("ExecutionCompleted", "ContinueAsNew", _RUNNING)
+_END_EVENTS = ("ExecutionCompleted", "ContinueAsNew")
+_ENDS = (*_END_EVENTS, _RUNNING)
 _MAX_SHOWN = 200
 """Characters of an input or output a diff shows."""
 _ANY_TIME = datetime(2000, 1, 1, tzinfo=UTC)
@@ -88,6 +88,13 @@ class Step:
             or _known_and_differ(self.instance_id, other.instance_id)
             or _known_and_differ(self.fire_at, other.fire_at)
         )
+
+    @property
+    def verb(self) -> str:
+        """How the code does it, in a diff: ``schedules``, ``ends with`` or ``does`` (nothing more)."""
+        if self.kind in _END_EVENTS:
+            return "ends with"
+        return "does" if self.kind == _RUNNING else "schedules"
 
     def describe(self) -> str:
         """E.g. ``TaskScheduled 'say_hello' (input "Tokyo")``."""
@@ -197,14 +204,13 @@ def find_mismatch(
 ) -> Mismatch | None:
     """Walk the history's scheduling and end events against the code's actions and ``outcome``."""
     actions = {i: a for i, a in allocations.items() if a.kind is not ActionKind.CONTINUE_AS_NEW}
-    scheduled = scheduled_event_ids(history.events)
     for index, event in enumerate(history.events):
         recorded = event_step(event)
         if recorded is None:
             continue
         if recorded.kind in _ENDS:
             return _end_mismatch(index, recorded, actions, outcome, history)
-        action = actions.pop(event.event_id, None) if scheduled.get(event.event_id) is event else None
+        action = actions.pop(event.event_id, None)
         actual = action_step(action, history) if action is not None else outcome
         if action is None or recorded.differs_from(actual):
             return Mismatch(index, recorded, actual)
@@ -269,11 +275,10 @@ class HistoryReplayer:
             head = f"history ends at event #{mismatch.event_index} with the orchestration still running"
         else:
             head = f"history event #{mismatch.event_index} recorded {recorded.describe()}"
-        verb = "ends with" if actual.kind in _ENDS[:2] else "does" if actual.kind == _RUNNING else "schedules"
         source = self._relative(actual.source)
         where = f" at {source}" if source else ""
         return ReplayMismatchError(
-            f"{label}: {head}, the code now {verb} {actual.describe()}{where}",
+            f"{label}: {head}, the code now {actual.verb} {actual.describe()}{where}",
             event_index=mismatch.event_index,
             recorded=recorded.describe(),
             actual=actual.describe(),

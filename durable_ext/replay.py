@@ -157,6 +157,8 @@ class _RecordingContext(DurableOrchestrationContext):  # type: ignore[misc]
         """The orchestrator's generator, once df has called the orchestrator function."""
         self.sources: dict[int, str] = {}
         """Where in the orchestrator each sequence number was handed out (``path:line``)."""
+        self.allocated_at: dict[int, datetime] = {}
+        """The orchestrator's current time when each sequence number was handed out."""
 
     @classmethod
     def for_history(
@@ -222,8 +224,9 @@ class _RecordingContext(DurableOrchestrationContext):  # type: ignore[misc]
         super()._record_fire_and_forget_action(action)
 
     def _allocate(self, event_id: int, action: Any, task: TaskBase | None) -> None:
-        """Note ``event_id`` and the orchestrator line running (or suspended at a yield) right now."""
+        """Note ``event_id``, the orchestrator's time and its line running (or suspended at a yield)."""
         self.allocated[event_id] = (action, task)
+        self.allocated_at[event_id] = self.current_utc_datetime
         frame = self.generator.gi_frame if self.generator is not None else None
         if frame is not None:
             self.sources[event_id] = f"{frame.f_code.co_filename}:{frame.f_lineno}"
@@ -503,7 +506,7 @@ def _retry_policy(options: dict[str, Any]) -> RetryPolicy:
 
 
 def _scheduled_action(
-    event_id: int, action: Any, task: TaskBase | None, context: DurableOrchestrationContext
+    event_id: int, action: Any, task: TaskBase | None, context: _RecordingContext
 ) -> ScheduledAction:
     if isinstance(action, NoOpAction):
         return _retry_step(event_id, action, task, context)
@@ -531,7 +534,7 @@ def _scheduled_action(
 
 
 def _retry_step(
-    event_id: int, action: NoOpAction, task: TaskBase | None, context: DurableOrchestrationContext
+    event_id: int, action: NoOpAction, task: TaskBase | None, context: _RecordingContext
 ) -> ScheduledAction:
     parent = getattr(task, "parent", None)
     if not isinstance(parent, RetryAbleTask):
@@ -541,12 +544,14 @@ def _retry_step(
     kind = _ACTION_KINDS[int(original["actionType"])]
     attempts = int(parent.num_attempts)
     if action.metadata == _RETRY_TIMER_METADATA:
-        # df counts the failed attempts before asking for the timer (DTFx's RetryInterceptor delay).
+        # df counts the failed attempts before asking for the timer (DTFx's RetryInterceptor delay),
+        # which starts at the orchestrator's time when the attempt's failure arrived.
         delay = retry.delay(attempts)
+        failed_at = context.allocated_at[event_id]
         return ScheduledAction(
             event_id=event_id,
             kind=ActionKind.TIMER,
-            fire_at=parse_datetime(str(context.current_utc_datetime.isoformat())) + delay,
+            fire_at=parse_datetime(failed_at.isoformat()) + delay,
             retry=retry,
             retry_attempts=attempts,
             is_retry_timer=True,

@@ -20,12 +20,12 @@ from durable_ext.app_loader import load_app
 from durable_ext.cli import main
 from durable_ext.client import TaskHubClient
 from durable_ext.errors import DurableExtError, MessageFormatError, ReplayMismatchError
-from durable_ext.history import OrchestrationStatus
+from durable_ext.history import EventType, OrchestrationStatus
 from durable_ext.history_file import FORMAT, export_history
 from durable_ext.storage.account import StorageAccount
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.testing import replay
-from tests.engine_support import engine_for
+from tests.engine_support import engine_for, poll
 
 REPO_DIR = Path(__file__).resolve().parents[1]
 REPLAY_APP = Path(__file__).parent / "apps" / "replay_app"
@@ -48,7 +48,9 @@ SCENARIOS = {
     "greetings": ("greetings", None),
     "countdown": ("countdown", "2"),
     "family": ("family", None),
+    "persistent": ("persistent", None),
 }
+"""Scenarios that complete: orchestrator and input by name."""
 
 
 async def _record(connection_string: str, hub_name: str, directory: Path) -> Recorded:
@@ -66,9 +68,17 @@ async def _record(connection_string: str, hub_name: str, directory: Path) -> Rec
             client = TaskHubClient(hub, handoff=engine)
             for scenario, (name, payload) in SCENARIOS.items():
                 instances[scenario] = await client.start_new(name, input=payload)
+            instances["waiter"] = await client.start_new("waiter")
             for scenario, instance_id in instances.items():
-                state = await client.wait_for_completion(instance_id, timeout=60)
-                assert state.runtime_status is OrchestrationStatus.Completed, (scenario, state.output)
+                if scenario != "waiter":
+                    state = await client.wait_for_completion(instance_id, timeout=60)
+                    assert state.runtime_status is OrchestrationStatus.Completed, (scenario, state.output)
+
+            async def waits_for_the_event() -> bool:
+                load = await hub.tracking.load_history(instances["waiter"])
+                return any(e.event_type is EventType.TaskCompleted for e in load.events)
+
+            await poll(waits_for_the_event, "the waiter to take its activity's result")
         instances["child"] = f"{instances['family']}:0"
         for scenario, instance_id in instances.items():
             history = await export_history(hub, instance_id)
@@ -202,7 +212,7 @@ def test_cli_export_of_an_unknown_instance(
 # --- clean replays --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("scenario", ["greetings", "countdown", "family", "child"])
+@pytest.mark.parametrize("scenario", ["greetings", "countdown", "family", "child", "persistent", "waiter"])
 def test_unchanged_code_replays_cleanly_without_running_activities(recorded: Recorded, scenario: str) -> None:
     history = replay(REPLAY_APP, recorded.files[scenario])
     assert history.instance_id == recorded.instances[scenario]
@@ -219,14 +229,14 @@ def test_countdown_history_is_the_last_generation(recorded: Recorded) -> None:
 
 
 def test_cli_replay_without_storage(recorded: Recorded, tmp_path: Path) -> None:
-    files = [str(recorded.files[s]) for s in ("greetings", "countdown", "family", "child")]
+    files = [str(file) for file in recorded.files.values()]
     # Nothing answers there: a replay that touched storage would fail.
     unreachable = (
         "DefaultEndpointsProtocol=http;AccountName=x;AccountKey=eA==;TableEndpoint=http://127.0.0.1:9"
     )
     result = run_module(REPLAY_APP, unreachable, "replay", *files)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "4 of 4 histories replay cleanly." in result.stdout
+    assert f"{len(files)} of {len(files)} histories replay cleanly." in result.stdout
 
 
 # --- changed code ---------------------------------------------------------------------------------------
@@ -290,6 +300,26 @@ def test_continue_as_new_where_history_completed(recorded: Recorded, tmp_path: P
     error = mismatch(app_dir, recorded.files["countdown"])
     assert error.recorded == 'ExecutionCompleted Completed (output "liftoff")'
     assert error.actual == "ContinueAsNew (input -1)"
+
+
+def test_changed_retry_interval(recorded: Recorded, tmp_path: Path) -> None:
+    app_dir = app_copy(
+        tmp_path, ("first_retry_interval_in_milliseconds=50", "first_retry_interval_in_milliseconds=9000")
+    )
+    error = mismatch(app_dir, recorded.files["persistent"])
+    assert error.recorded.startswith("TimerCreated (fire at ")
+    assert error.actual.startswith("TimerCreated (fire at ")
+    assert error.source == line_of(app_dir, "call_activity_with_retry")
+
+
+def test_not_waiting_any_more(recorded: Recorded, tmp_path: Path) -> None:
+    app_dir = app_copy(tmp_path, ('yield context.wait_for_external_event("go")', '"no wait"'))
+    error = mismatch(app_dir, recorded.files["waiter"])
+    events = json.loads(recorded.files["waiter"].read_text())["events"]
+    assert str(error).endswith(
+        f"history ends at event #{len(events) - 1} with the orchestration still running, "
+        'the code now ends with ExecutionCompleted Completed (output "no wait")'
+    )
 
 
 def test_changed_sub_orchestration_input(recorded: Recorded, tmp_path: Path) -> None:

@@ -23,6 +23,19 @@ def say_goodbye(city: str) -> str:
     return f"Goodbye {city}!"
 
 
+_attempts: dict[str, int] = {}
+
+
+@app.activity_trigger(input_name="city")
+def flaky_hello(city: str) -> str:
+    """Fails on the first attempt per city."""
+    CALLS.append(city)
+    _attempts[city] = _attempts.get(city, 0) + 1
+    if _attempts[city] < 2:
+        raise RuntimeError(f"attempt {_attempts[city]} failed")
+    return f"Hello {city}!"
+
+
 @app.orchestration_trigger(context_name="context")
 def greetings(context: df.DurableOrchestrationContext):
     results = [(yield context.call_activity("say_hello", "Tokyo"))]
@@ -59,3 +72,16 @@ def tally(context: df.DurableEntityContext) -> None:
     total = context.get_state(lambda: 0) + context.get_input()
     context.set_state(total)
     context.set_result(total)
+
+
+@app.orchestration_trigger(context_name="context")
+def persistent(context: df.DurableOrchestrationContext):
+    options = df.RetryOptions(first_retry_interval_in_milliseconds=50, max_number_of_attempts=3)
+    return (yield context.call_activity_with_retry("flaky_hello", options, "Oslo"))
+
+
+@app.orchestration_trigger(context_name="context")
+def waiter(context: df.DurableOrchestrationContext):
+    yield context.call_activity("say_hello", "Reykjavik")
+    approval = yield context.wait_for_external_event("go")
+    return approval

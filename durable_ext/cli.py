@@ -146,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         return handler(args)
     except DurableExtError as exc:
         logger.debug("%s failed", args.command, exc_info=True)
+        if isinstance(exc, AppLoadError) and exc.user_traceback:
+            # The user's own traceback first, as func start shows it, then the one-line summary.
+            print(exc.user_traceback, file=sys.stderr, end="")
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
@@ -623,13 +626,7 @@ def _run_start(args: argparse.Namespace) -> int:
             loop.add_signal_handler(signum, stop.set)
         await host.run(stop)
 
-    try:
-        asyncio.run(serve())
-    except AppLoadError as exc:
-        # Show the user's own traceback, as func start does, then the one-line summary.
-        if exc.user_traceback:
-            print(exc.user_traceback, file=sys.stderr, end="")
-        raise
+    asyncio.run(serve())
     print("Host stopped.", flush=True)
     return EXIT_OK
 

@@ -235,11 +235,11 @@ def _end_mismatch(
 class HistoryReplayer:
     """Replays recorded histories against the orchestrators of the app in ``app_dir``."""
 
-    def __init__(self, app_dir: Path, executor: OrchestrationExecutor | None = None) -> None:
-        """Load the app's settings and functions; ``executor`` replaces the engine's in-process one."""
+    def __init__(self, app_dir: Path) -> None:
+        """Load the app's settings and functions, and the executor the engine would run them with."""
         self.app_dir = Path(app_dir).resolve()
         config = load_config(self.app_dir)
-        self._executor = executor or DfOrchestrationExecutor.for_options(
+        self._executor: OrchestrationExecutor = DfOrchestrationExecutor.for_options(
             load_app(self.app_dir, settings=config.settings), config.durable_task
         )
 

@@ -445,3 +445,27 @@ async def test_v1_app_history_replays_and_mismatches_name_the_function_folder(
         .index('    result3 = yield context.call_activity("E1_SayGoodbye", "London")')
     )
     assert error.source == f"E1_HelloSequence/__init__.py:{number + 1}"
+
+
+def test_events_in_the_history_tables_naming_convert(recorded: Recorded, tmp_path: Path) -> None:
+    """A history saved by another tool (EventType names as the History table has them, no $type)
+    replays once wrapped in the envelope."""
+    data = json.loads(recorded.files["family"].read_text())
+    for event in data["events"]:
+        del event["$type"]
+        event["EventType"] = EventType(event["EventType"]).name
+    converted = {"format": FORMAT, "instanceId": data["instanceId"], "events": data["events"]}
+    file = tmp_path / "converted.json"
+    file.write_text(json.dumps(converted))
+    assert replay(REPLAY_APP, file).name == "family"
+
+
+def test_cli_replay_shows_the_apps_traceback_when_it_fails_to_load(
+    recorded: Recorded, tmp_path: Path
+) -> None:
+    app_dir = app_copy(tmp_path, ("CALLS: list[str] = []", "CALLS: list[str] = 1 / 0"))
+    result = run_module(app_dir, recorded.connection_string, "replay", str(recorded.files["greetings"]))
+    assert result.returncode == 1
+    assert "ZeroDivisionError" in result.stderr
+    assert "function_app.py" in result.stderr
+    assert result.stderr.rstrip().splitlines()[-1].startswith("error: ")

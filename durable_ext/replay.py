@@ -224,10 +224,14 @@ class _RecordingContext(DurableOrchestrationContext):  # type: ignore[misc]
         super()._record_fire_and_forget_action(action)
 
     def _allocate(self, event_id: int, action: Any, task: TaskBase | None) -> None:
-        """Note ``event_id``, the orchestrator's time and its line running (or suspended at a yield)."""
+        """Note ``event_id``, the orchestrator's time and its line running (or suspended at a yield);
+        in a generator the orchestrator delegates to with ``yield from``, that generator's line."""
         self.allocated[event_id] = (action, task)
         self.allocated_at[event_id] = self.current_utc_datetime
-        frame = self.generator.gi_frame if self.generator is not None else None
+        generator = self.generator
+        while generator is not None and isinstance(generator.gi_yieldfrom, GeneratorType):
+            generator = generator.gi_yieldfrom
+        frame = generator.gi_frame if generator is not None else None
         if frame is not None:
             self.sources[event_id] = f"{frame.f_code.co_filename}:{frame.f_lineno}"
 

@@ -49,6 +49,7 @@ SCENARIOS = {
     "countdown": ("countdown", "2"),
     "family": ("family", None),
     "persistent": ("persistent", None),
+    "delegating": ("delegating", None),
 }
 """Scenarios that complete: orchestrator and input by name."""
 
@@ -212,7 +213,9 @@ def test_cli_export_of_an_unknown_instance(
 # --- clean replays --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("scenario", ["greetings", "countdown", "family", "child", "persistent", "waiter"])
+@pytest.mark.parametrize(
+    "scenario", ["greetings", "countdown", "family", "child", "persistent", "waiter", "delegating"]
+)
 def test_unchanged_code_replays_cleanly_without_running_activities(recorded: Recorded, scenario: str) -> None:
     history = replay(REPLAY_APP, recorded.files[scenario])
     assert history.instance_id == recorded.instances[scenario]
@@ -320,6 +323,13 @@ def test_not_waiting_any_more(recorded: Recorded, tmp_path: Path) -> None:
         f"history ends at event #{len(events) - 1} with the orchestration still running, "
         'the code now ends with ExecutionCompleted Completed (output "no wait")'
     )
+
+
+def test_source_line_inside_a_generator_delegated_to(recorded: Recorded, tmp_path: Path) -> None:
+    app_dir = app_copy(tmp_path, ('_greet(context, "Nairobi")', '_greet(context, "Lagos")'))
+    error = mismatch(app_dir, recorded.files["delegating"])
+    assert error.actual == "TaskScheduled 'say_hello' (input \"Lagos\")"
+    assert error.source == line_of(app_dir, 'return (yield context.call_activity("say_hello", city))')
 
 
 def test_changed_sub_orchestration_input(recorded: Recorded, tmp_path: Path) -> None:

@@ -85,3 +85,13 @@ def waiter(context: df.DurableOrchestrationContext):
     yield context.call_activity("say_hello", "Reykjavik")
     approval = yield context.wait_for_external_event("go")
     return approval
+
+
+def _greet(context: df.DurableOrchestrationContext, city: str):
+    return (yield context.call_activity("say_hello", city))
+
+
+@app.orchestration_trigger(context_name="context")
+def delegating(context: df.DurableOrchestrationContext):
+    first = yield from _greet(context, "Nairobi")
+    return first

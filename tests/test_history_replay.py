@@ -50,6 +50,7 @@ SCENARIOS = {
     "family": ("family", None),
     "persistent": ("persistent", None),
     "delegating": ("delegating", None),
+    "big": ("big", None),
 }
 """Scenarios that complete: orchestrator and input by name."""
 
@@ -175,6 +176,21 @@ def test_exported_file_is_the_documented_envelope(recorded: Recorded) -> None:
     ]
 
 
+async def test_large_payloads_are_read_back_from_their_blobs(recorded: Recorded) -> None:
+    instance_id = recorded.instances["big"]
+    account = StorageAccount.from_connection_string(recorded.connection_string)
+    history_table = f"{recorded.hub}History"
+    async with account.table_service() as tables:
+        query = f"PartitionKey eq '{instance_id}' and InputBlobName ne ''"
+        rows = [row async for row in tables.get_table_client(history_table).query_entities(query)]
+    assert rows, "the test needs an input large enough to be offloaded"
+    events = json.loads(recorded.files["big"].read_text())["events"]
+    scheduled = next(e for e in events if e["EventType"] == 4)
+    completed = next(e for e in events if e["EventType"] == 5)
+    assert json.loads(scheduled["Input"]) == "B" * 40_000
+    assert json.loads(completed["Result"]) == f"Hello {'B' * 40_000}!"
+
+
 def test_cli_export_reads_the_hub_of_the_app_settings(recorded: Recorded, tmp_path: Path) -> None:
     app_dir = app_copy(tmp_path, hub=recorded.hub)
     out = tmp_path / "exported.json"
@@ -214,7 +230,7 @@ def test_cli_export_of_an_unknown_instance(
 
 
 @pytest.mark.parametrize(
-    "scenario", ["greetings", "countdown", "family", "child", "persistent", "waiter", "delegating"]
+    "scenario", ["greetings", "countdown", "family", "child", "persistent", "waiter", "delegating", "big"]
 )
 def test_unchanged_code_replays_cleanly_without_running_activities(recorded: Recorded, scenario: str) -> None:
     history = replay(REPLAY_APP, recorded.files[scenario])

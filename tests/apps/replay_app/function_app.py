@@ -95,3 +95,10 @@ def _greet(context: df.DurableOrchestrationContext, city: str):
 def delegating(context: df.DurableOrchestrationContext):
     first = yield from _greet(context, "Nairobi")
     return first
+
+
+@app.orchestration_trigger(context_name="context")
+def big(context: df.DurableOrchestrationContext):
+    """Input and result beyond a table column's limit: history keeps them in blobs."""
+    greeting = yield context.call_activity("say_hello", "B" * 40_000)
+    return len(greeting)

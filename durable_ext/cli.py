@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import signal
@@ -38,7 +39,9 @@ from durable_ext.config import (
     load_log_levels,
 )
 from durable_ext.doctor import Finding, diagnose, repair
-from durable_ext.errors import AppLoadError, ConfigError, DurableExtError
+from durable_ext.errors import AppLoadError, ConfigError, DurableExtError, ReplayMismatchError
+from durable_ext.history_file import export_history, read_history_file
+from durable_ext.history_replay import HistoryReplayer
 from durable_ext.host.azurite import DEFAULT_PORTS, Azurite, AzuritePorts
 from durable_ext.host.cors import CorsPolicy, cors_policy
 from durable_ext.host.local import LocalHost, LocalHostOptions
@@ -144,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         return handler(args)
     except DurableExtError as exc:
         logger.debug("%s failed", args.command, exc_info=True)
+        if isinstance(exc, AppLoadError) and exc.user_traceback:
+            # The user's own traceback first, as func start shows it, then the one-line summary.
+            print(exc.user_traceback, file=sys.stderr, end="")
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
@@ -265,9 +271,10 @@ def _configure_hub(parser: argparse.ArgumentParser) -> None:
     info.set_defaults(handler=_hub_info)
 
 
-def _open_hub(config: HostConfig) -> TaskHub:
-    """A TaskHub for the app's hub; call inside the event loop (the SDK clients bind to it)."""
-    account = StorageAccount.from_connection_string(config.connection_string())
+def _open_hub(config: HostConfig, connection_string: str | None = None) -> TaskHub:
+    """A TaskHub for the app's hub (on ``connection_string`` rather than the app's connection, when
+    given); call inside the event loop (the SDK clients bind to it)."""
+    account = StorageAccount.from_connection_string(connection_string or config.connection_string())
     options = config.durable_task
     return TaskHub(account, options.hub_name, options.storage_provider.partition_count)
 
@@ -620,13 +627,7 @@ def _run_start(args: argparse.Namespace) -> int:
             loop.add_signal_handler(signum, stop.set)
         await host.run(stop)
 
-    try:
-        asyncio.run(serve())
-    except AppLoadError as exc:
-        # Show the user's own traceback, as func start does, then the one-line summary.
-        if exc.user_traceback:
-            print(exc.user_traceback, file=sys.stderr, end="")
-        raise
+    asyncio.run(serve())
     print("Host stopped.", flush=True)
     return EXIT_OK
 
@@ -751,3 +752,92 @@ def _run_lint(args: argparse.Namespace) -> int:
     count = len(result.findings)
     print(f"Found {count} error{'s' if count != 1 else ''}." if count else "All checks passed!")
     return EXIT_ERROR if count else EXIT_OK
+
+
+# --- history, replay ------------------------------------------------------------------------------------
+
+
+@command("history", "export an orchestration's recorded history as JSON (for replay tests)")
+def _configure_history(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="history_command", metavar="ACTION", required=True)
+    export = actions.add_parser(
+        "export",
+        help="write an instance's current execution as a history file",
+        description="Write the history of an instance's current execution (large payloads read from their "
+        "blobs) as a durable_ext history file (JSON), for `replay`.",
+    )
+    export.add_argument("instance_id", metavar="INSTANCE_ID")
+    export.add_argument("-o", "--output", type=Path, metavar="FILE", help="write to FILE (default: stdout)")
+    add_app_dir_argument(export)
+    export.add_argument(
+        "--task-hub", metavar="NAME", help="read this task hub rather than the app's (host.json hubName)"
+    )
+    export.add_argument(
+        "--connection",
+        metavar="SETTING|STRING",
+        help="the app setting holding the storage connection string, or the connection string itself "
+        "(default: the app's storage connection)",
+    )
+    export.set_defaults(handler=_history_export)
+
+
+def _history_export(args: argparse.Namespace) -> int:
+    config = load_app_config(args.app_dir)
+    options = config.durable_task
+    connection: str | None = args.connection
+    literal = connection if connection is not None and "=" in connection else None
+    if connection is not None and literal is None:
+        options = dataclasses.replace(
+            options,
+            storage_provider=dataclasses.replace(options.storage_provider, connection_name=connection),
+        )
+    if args.task_hub is not None:
+        options = dataclasses.replace(options, hub_name=args.task_hub)
+    config = dataclasses.replace(config, durable_task=options)
+
+    async def run() -> str:
+        async with _open_hub(config, literal) as hub:
+            await hub.require_exists()
+            history = await export_history(hub, args.instance_id)
+            return history.dumps()
+
+    text = asyncio.run(run())
+    if args.output is None:
+        print(text, end="")
+        return EXIT_OK
+    try:
+        args.output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {args.output}: {exc.strerror}") from None
+    print(f"Wrote the history of instance {args.instance_id!r} to {args.output}", file=sys.stderr)
+    return EXIT_OK
+
+
+@command("replay", "replay recorded histories against the app's orchestrators; exit 1 on any difference")
+def _configure_replay(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "files", nargs="+", type=Path, metavar="FILE", help="history files (`history export`)"
+    )
+    add_app_dir_argument(parser)
+    parser.set_defaults(handler=_run_replay)
+
+
+def _run_replay(args: argparse.Namespace) -> int:
+    """Exit 0 when every history replays cleanly, 1 when one differs or cannot be read."""
+    replayer = HistoryReplayer(args.app_dir)
+    failed = 0
+    for path in args.files:
+        try:
+            history = read_history_file(path)
+            replayer.replay(history)
+        except ReplayMismatchError as exc:
+            failed += 1
+            print(f"FAIL {path}: {exc}")
+        except DurableExtError as exc:
+            failed += 1
+            print(f"error: {exc}", file=sys.stderr)
+        else:
+            print(f"ok   {path}: {history.name!r}, {len(history.events)} events")
+    total = len(args.files)
+    print(f"{total - failed} of {total} histories replay cleanly.")
+    return EXIT_ERROR if failed else EXIT_OK

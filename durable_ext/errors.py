@@ -150,3 +150,28 @@ class InvalidOperationError(InvalidInstanceStateError):
     """
 
     http_status = 500
+
+
+class ReplayMismatchError(DurableExtError):
+    """Replaying a recorded history against the current orchestrator code found a difference.
+
+    The message is the readable diff: the history event that recorded one thing, what the code does
+    instead, and the orchestrator's source line. The parts are also attributes: :attr:`event_index`
+    (position in the history, None when the code goes past its end), :attr:`recorded`, :attr:`actual`
+    and :attr:`source` (``path:line``, None when unknown).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        event_index: int | None = None,
+        recorded: str = "",
+        actual: str = "",
+        source: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.event_index = event_index
+        self.recorded = recorded
+        self.actual = actual
+        self.source = source

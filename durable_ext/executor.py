@@ -117,6 +117,8 @@ class ScheduledAction:
     is_retry_timer: bool = False
     version: str | None = None
     """A sub-orchestration's version, when the orchestrator gave one."""
+    source: str | None = field(default=None, compare=False)
+    """Where the orchestrator's code produced it (``path:line``), when the executor can tell."""
 
 
 @dataclass
@@ -139,7 +141,14 @@ class OrchestratorRun:
 
 
 class NonDeterminismError(Exception):
-    """The orchestrator scheduled something other than what its history records."""
+    """The orchestrator scheduled something other than what its history records.
+
+    :attr:`allocations` are the actions the code produced, when the check that failed knew them.
+    """
+
+    def __init__(self, message: str, allocations: dict[int, ScheduledAction] | None = None) -> None:
+        super().__init__(message)
+        self.allocations = allocations or {}
 
 
 def scheduled_event_ids(events: Sequence[HistoryEvent]) -> dict[int, HistoryEvent]:
@@ -150,6 +159,8 @@ def scheduled_event_ids(events: Sequence[HistoryEvent]) -> dict[int, HistoryEven
 def check_determinism(
     name: str, events: Sequence[HistoryEvent], allocations: dict[int, ScheduledAction]
 ) -> None:
+    """Raise :class:`NonDeterminismError` when an action's kind or name contradicts the scheduling event
+    history records under its event ID."""
     for event_id, event in scheduled_event_ids(events).items():
         action = allocations.get(event_id)
         if action is None:
@@ -165,7 +176,8 @@ def check_determinism(
             raise NonDeterminismError(
                 f"Non-deterministic orchestrator {name!r}: history has {event.event_type.name}"
                 f"{f' {recorded_name!r}' if recorded_name else ''} with EventId {event_id}, but the code now "
-                f"schedules {action.kind.value}{f' {action.name!r}' if action.name else ''} there"
+                f"schedules {action.kind.value}{f' {action.name!r}' if action.name else ''} there",
+                allocations,
             )
 
 

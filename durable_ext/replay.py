@@ -14,15 +14,17 @@ so :class:`_RecordingContext` observes each number df hands out and the action b
 # ruff: noqa: E402 - df is imported only once its version is known to be one this module supports.
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from importlib.metadata import PackageNotFoundError, version
+from types import GeneratorType
 from typing import Any
 
-from durable_ext.config import HttpSettingsOptions
+from durable_ext.config import DurableTaskOptions, HttpSettingsOptions
 from durable_ext.errors import ConfigError
 
 
@@ -151,6 +153,12 @@ class _RecordingContext(DurableOrchestrationContext):  # type: ignore[misc]
         self.allocated: dict[int, tuple[Any, TaskBase | None]] = {}
         self.http_poll_interval = DEFAULT_HTTP_POLL_INTERVAL
         """Wait before polling a 202 that has no Retry-After header."""
+        self.generator: GeneratorType[Any, Any, Any] | None = None
+        """The orchestrator's generator, once df has called the orchestrator function."""
+        self.sources: dict[int, str] = {}
+        """Where in the orchestrator each sequence number was handed out (``path:line``)."""
+        self.allocated_at: dict[int, datetime] = {}
+        """The orchestrator's current time when each sequence number was handed out."""
 
     @classmethod
     def for_history(
@@ -209,11 +217,23 @@ class _RecordingContext(DurableOrchestrationContext):  # type: ignore[misc]
         unnumbered = isinstance(task, AtomicTask) and task.id is None and not task._is_scheduled
         super()._add_to_open_tasks(task)
         if unnumbered and isinstance(task.id, int):
-            self.allocated[task.id] = (task.action_repr, task)
+            self._allocate(task.id, task.action_repr, task)
 
     def _record_fire_and_forget_action(self, action: Any) -> None:
-        self.allocated[self._sequence_number] = (action, None)
+        self._allocate(self._sequence_number, action, None)
         super()._record_fire_and_forget_action(action)
+
+    def _allocate(self, event_id: int, action: Any, task: TaskBase | None) -> None:
+        """Note ``event_id``, the orchestrator's time and its line running (or suspended at a yield);
+        in a generator the orchestrator delegates to with ``yield from``, that generator's line."""
+        self.allocated[event_id] = (action, task)
+        self.allocated_at[event_id] = self.current_utc_datetime
+        generator = self.generator
+        while generator is not None and isinstance(generator.gi_yieldfrom, GeneratorType):
+            generator = generator.gi_yieldfrom
+        frame = generator.gi_frame if generator is not None else None
+        if frame is not None:
+            self.sources[event_id] = f"{frame.f_code.co_filename}:{frame.f_lineno}"
 
 
 class _DurableHttpTask(WhenAllTask):  # type: ignore[misc]
@@ -272,6 +292,18 @@ class _RecordingExecutor(TaskOrchestrationExecutor):  # type: ignore[misc]
     def __init__(self) -> None:
         super().__init__()
         self.consumed: set[int] = set()
+
+    def execute(self, context: _RecordingContext, history: list[Any], fn: Callable[..., Any]) -> str:
+        """df's ``execute``, handing the orchestrator's generator to the context as soon as it exists."""
+
+        def started(orchestration_context: Any) -> Any:
+            evaluated = fn(orchestration_context)
+            if isinstance(evaluated, GeneratorType):
+                context.generator = evaluated
+            return evaluated
+
+        state: str = super().execute(context, history, started)
+        return state
 
     def set_task_value(self, event: Any, is_success: bool, id_key: str) -> None:
         if event.event_type == HistoryEventType.EVENT_RAISED and self.context.open_tasks.get(
@@ -417,7 +449,9 @@ def run_orchestrator(
     except Exception as exc:  # df reports a failing orchestrator by raising with its state appended
         state, failure = _failed_state(name, exc)
     allocations = {
-        event_id: _scheduled_action(event_id, action, task, context)
+        event_id: dataclasses.replace(
+            _scheduled_action(event_id, action, task, context), source=context.sources.get(event_id)
+        )
         for event_id, (action, task) in sorted(context.allocated.items())
     }
     check_determinism(name, events, allocations)
@@ -476,7 +510,7 @@ def _retry_policy(options: dict[str, Any]) -> RetryPolicy:
 
 
 def _scheduled_action(
-    event_id: int, action: Any, task: TaskBase | None, context: DurableOrchestrationContext
+    event_id: int, action: Any, task: TaskBase | None, context: _RecordingContext
 ) -> ScheduledAction:
     if isinstance(action, NoOpAction):
         return _retry_step(event_id, action, task, context)
@@ -504,7 +538,7 @@ def _scheduled_action(
 
 
 def _retry_step(
-    event_id: int, action: NoOpAction, task: TaskBase | None, context: DurableOrchestrationContext
+    event_id: int, action: NoOpAction, task: TaskBase | None, context: _RecordingContext
 ) -> ScheduledAction:
     parent = getattr(task, "parent", None)
     if not isinstance(parent, RetryAbleTask):
@@ -514,12 +548,14 @@ def _retry_step(
     kind = _ACTION_KINDS[int(original["actionType"])]
     attempts = int(parent.num_attempts)
     if action.metadata == _RETRY_TIMER_METADATA:
-        # df counts the failed attempts before asking for the timer (DTFx's RetryInterceptor delay).
+        # df counts the failed attempts before asking for the timer (DTFx's RetryInterceptor delay),
+        # which starts at the orchestrator's time when the attempt's failure arrived.
         delay = retry.delay(attempts)
+        failed_at = context.allocated_at[event_id]
         return ScheduledAction(
             event_id=event_id,
             kind=ActionKind.TIMER,
-            fire_at=parse_datetime(str(context.current_utc_datetime.isoformat())) + delay,
+            fire_at=parse_datetime(failed_at.isoformat()) + delay,
             retry=retry,
             retry_attempts=attempts,
             is_retry_timer=True,
@@ -548,6 +584,17 @@ class DfOrchestrationExecutor:
         self._registry = registry
         self._timer_split = timer_split
         self._http_poll_interval = http_poll_interval
+
+    @classmethod
+    def for_options(cls, registry: FunctionRegistry, options: DurableTaskOptions) -> DfOrchestrationExecutor:
+        """The executor the engine runs ``registry``'s orchestrators with under ``options``: the storage
+        provider's timer split and ``httpSettings``' polling interval."""
+        provider = options.storage_provider
+        return cls(
+            registry,
+            TimerSplit(provider.max_timer_delay, provider.long_timer_interval),
+            http_poll_interval=options.http_settings.default_async_request_sleep_time,
+        )
 
     def has_orchestrator(self, name: str) -> bool:
         """Whether the app registered an orchestrator called ``name`` that is not disabled."""

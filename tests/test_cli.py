@@ -445,7 +445,7 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_command_registry() -> None:
-    assert list(COMMANDS) == ["init", "hub", "azurite", "start", "doctor", "lint"]
+    assert list(COMMANDS) == ["init", "hub", "azurite", "start", "doctor", "lint", "history", "replay"]
 
 
 # --- azurite --------------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from durable_ext.history import (
 )
 from durable_ext.logs import hub_log
 from durable_ext.messages import MessageData
-from durable_ext.replay import DfOrchestrationExecutor, TimerSplit
+from durable_ext.replay import DfOrchestrationExecutor
 from durable_ext.storage.instances import QUARANTINE_MARK
 from durable_ext.storage.outage import storage_health
 from durable_ext.storage.quarantine import POISON_DEQUEUE_COUNT
@@ -78,10 +78,8 @@ class OrchestrationDispatcher:
         self._hub = hub
         self._registry = registry
         provider = options.storage_provider
-        split = TimerSplit(provider.max_timer_delay, provider.long_timer_interval)
-        poll = options.http_settings.default_async_request_sleep_time
         self._episodes = EpisodePlanner(
-            hub, executor or DfOrchestrationExecutor(registry, split, http_poll_interval=poll), options
+            hub, executor or DfOrchestrationExecutor.for_options(registry, options), options
         )
         self._entities = EntityPlanner(hub, registry, options)
         self._checkpoints = Checkpointer(

@@ -19,7 +19,7 @@ import pytest
 
 from durable_ext.host import azurite as azurite_module
 from durable_ext.host.admin import host_id, stable_hash
-from durable_ext.host.azurite import AzuritePorts, find_azurite
+from durable_ext.host.azurite import AzuritePorts, dev_connection_string, find_azurite
 from durable_ext.host.local import LocalHost, LocalHostOptions, self_address
 from durable_ext.storage.account import StorageAccount
 from durable_ext.storage.taskhub import TaskHub
@@ -415,3 +415,31 @@ def test_host_id_is_the_hosts_local_default() -> None:
 def test_the_df_client_reaches_the_host_where_it_listens(listening_on: str, reached_at: str) -> None:
     """The df client's private calls go to an address the server listens on, not always to 127.0.0.1."""
     assert self_address(listening_on) == reached_at
+
+
+async def test_the_apps_development_storage_settings_follow_azurite_port(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """UseDevelopmentStorage=true in the app's settings means the Azurite that --azurite-port moved."""
+    blob, queue, table = distinct_free_ports(3)
+    ports = AzuritePorts(blob=blob, queue=queue, table=table)
+    settings = {
+        "AzureWebJobsStorage": DEV_STORAGE,
+        "BackupStorage": "usedevelopmentstorage=TRUE",
+        "ProxiedStorage": f"{DEV_STORAGE};DevelopmentStorageProxyUri=http://proxy.test",
+        "Greeting": "hello=world",
+    }
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)  # restored after the test, whatever the host writes
+    app = sample_app_dir(tmp_path, "Ports" + uuid.uuid4().hex[:8])
+    (app / "local.settings.json").write_text(json.dumps({"Values": settings}))
+    host = LocalHost(
+        LocalHostOptions(app_dir=app, port=free_port(), azurite_in_memory=True, azurite_ports=ports)
+    )
+    try:
+        await host.prepare()
+    finally:
+        host.stop()
+    moved = dev_connection_string("127.0.0.1", ports)
+    seen = {name: os.environ[name] for name in settings}
+    assert seen == {**settings, "AzureWebJobsStorage": moved, "BackupStorage": moved}

@@ -423,7 +423,13 @@ async def test_start_answers_202_with_check_status_payload(api: Api) -> None:
 async def test_start_with_bad_input_writes_nothing(api: Api) -> None:
     cases = {
         "orchestrators/chain/bad-json": (b"{not json", 400, "not valid JSON"),
-        "orchestrators/no_such_orchestrator/bad-name": (b"1", 400, "no_such_orchestrator"),
+        # DF's ArgumentException text, with the orchestrators the app has.
+        "orchestrators/no_such_orchestrator/bad-name": (
+            b"1",
+            400,
+            "The function 'no_such_orchestrator' doesn't exist, is disabled, or is not an orchestrator "
+            "function. Additional info: The following are the known orchestrator functions: '",
+        ),
         "orchestrators/chain/%40entity-like": (b"1", 400, "reserved for entity IDs"),
         "orchestrators/chain/ctl%01char": (b"1", 400, "control character"),
         f"orchestrators/chain/{'x' * 300}": (b"1", 400, "at most 256"),

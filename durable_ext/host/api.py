@@ -75,7 +75,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount
 
-from durable_ext.app_loader import FunctionKind, FunctionRegistry
+from durable_ext.app_loader import FunctionKind, FunctionRegistry, invalid_function_message
 from durable_ext.client import (
     DEFAULT_QUERY_PAGE_SIZE,
     ENTITY_CLEAN_MIN_IDLE,
@@ -622,9 +622,7 @@ class _ManagementApi:
     def _check_function(self, name: str, kind: FunctionKind) -> None:
         """DF's own check (and message) before it starts an orchestration or signals an entity."""
         if self.functions is not None and self.functions.get(name, kind) is None:
-            raise ValidationError(
-                f"The function '{name}' doesn't exist, is disabled, or is not an {kind.value} function"
-            )
+            raise ValidationError(invalid_function_message(self.functions, name, kind))
 
     def _check_status_response(self, request: Request, instance_id: str) -> Response:
         """202 with the instance's management URLs on the origin the request came in on.

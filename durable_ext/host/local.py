@@ -86,6 +86,15 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _names_default_azurite(value: str) -> bool:
+    """Whether an app setting is ``UseDevelopmentStorage=true`` without a proxy: Azurite's default ports."""
+    try:
+        account = StorageAccount.from_connection_string(value)
+    except ConfigError:
+        return False  # not a connection string
+    return account.development_storage and account.blob_endpoint.startswith(f"http://{DEV_HOST}:")
+
+
 def self_address(host: str) -> str:
     """The address (URL host part) this process reaches its own server at when it listens on ``host``:
     loopback when it listens there or on every address, else the one address it listens on."""
@@ -125,8 +134,14 @@ class LocalHost:
     def _apply_settings(self) -> None:
         # Functions exposes app settings to user code as environment variables; the real
         # environment keeps precedence (load_config already merged it over local.settings.json).
+        ports = self.options.azurite_ports
         for name, value in self.config.settings.items():
             os.environ.setdefault(name, value)
+            if ports != DEFAULT_PORTS and _names_default_azurite(os.environ[name]):
+                # The SDKs the app uses read UseDevelopmentStorage=true as Azurite's default ports, which
+                # --azurite-port moved: the app gets the connection string of the Azurite it runs with.
+                os.environ[name] = dev_connection_string(DEV_HOST, ports)
+                logger.info("app setting %s points at Azurite on ports %d-%d", name, ports.blob, ports.table)
 
     def _storage_account(self) -> StorageAccount:
         account = StorageAccount.from_connection_string(self.config.connection_string())

@@ -312,3 +312,15 @@ def test_disabled_functions_stay_known_but_not_runnable() -> None:
     assert registry.get("e1_hellosequence", FunctionKind.ORCHESTRATOR) is not None
     assert registry.runnable("e1_hellosequence", FunctionKind.ORCHESTRATOR) is None
     assert registry.runnable("E2_FanOut", FunctionKind.ORCHESTRATOR) is not None
+
+
+def test_an_allow_list_keeps_other_folders_from_being_imported(tmp_path: Path) -> None:
+    """As under the Functions host, a folder the allow list leaves out is not loaded, so its broken
+    import (here a missing package) does not stop the functions that were asked for."""
+    function_folder(tmp_path, "Wanted", ACTIVITY)
+    function_folder(tmp_path, "Broken", ACTIVITY, **{"__init__.py": "import not_installed_pkg\n"})
+    with pytest.raises(AppLoadError, match="not_installed_pkg"):
+        load_app(tmp_path)
+    registry = load_app(tmp_path, only=["WANTED"])
+    assert [f.function_name for f in registry.functions] == ["Wanted"]
+    assert "__app__.Broken" not in sys.modules

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from durable_ext.errors import ConfigError
 from durable_ext.host import azurite as azurite_module
 from durable_ext.host.admin import host_id, stable_hash
 from durable_ext.host.azurite import AzuritePorts, dev_connection_string, find_azurite
@@ -443,3 +444,37 @@ async def test_the_apps_development_storage_settings_follow_azurite_port(
     moved = dev_connection_string("127.0.0.1", ports)
     seen = {name: os.environ[name] for name in settings}
     assert seen == {**settings, "AzureWebJobsStorage": moved, "BackupStorage": moved}
+
+
+async def test_a_v1_allow_list_imports_only_its_functions(
+    tmp_path: Path,
+    azurite_connection_string: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AzureWebJobsStorage", azurite_connection_string)  # the host exports its settings
+    activity = {"bindings": [{"name": "value", "type": "activityTrigger", "direction": "in"}]}
+    for name, code in (("Wanted", "def main(value):\n    return value\n"), ("Broken", "import not_here\n")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "function.json").write_text(json.dumps(activity))
+        (tmp_path / name / "__init__.py").write_text(code)
+    hub = "Allow" + uuid.uuid4().hex[:8]
+    (tmp_path / "host.json").write_text(
+        json.dumps({"version": "2.0", "extensions": {"durableTask": {"hubName": hub}}})
+    )
+    settings = {"Values": {"AzureWebJobsStorage": azurite_connection_string}}
+    (tmp_path / "local.settings.json").write_text(json.dumps(settings))
+
+    def host(*functions: str) -> LocalHost:
+        return LocalHost(LocalHostOptions(app_dir=tmp_path, port=free_port(), functions=functions))
+
+    with pytest.raises(ConfigError, match="names no function of the app; its functions are: Broken, Wanted"):
+        await host("nothing").prepare()
+    running = host("wanted", "nothing")
+    try:
+        await running.prepare()
+    finally:
+        running.stop()
+    assert running.registry is not None
+    assert [f.function_name for f in running.registry.functions] == ["Wanted"]
+    assert "--functions names 'nothing', which is not a function of the app" in caplog.text

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from durable_ext.app_loader.importing import import_lock
@@ -44,6 +44,7 @@ __all__ = [
     "FunctionRegistry",
     "HttpRoute",
     "RegisteredFunction",
+    "function_folders",
     "invalid_function_message",
     "load_app",
     "registry_of",
@@ -53,7 +54,11 @@ logger = logging.getLogger(__name__)
 
 
 def load_app(
-    app_dir: Path, script_file: str = SCRIPT_FILE, *, settings: Mapping[str, str] | None = None
+    app_dir: Path,
+    script_file: str = SCRIPT_FILE,
+    *,
+    settings: Mapping[str, str] | None = None,
+    only: Collection[str] | None = None,
 ) -> FunctionRegistry:
     """Import the app in ``app_dir`` afresh and index its functions.
 
@@ -63,7 +68,9 @@ def load_app(
     only where this app has a module of the same name.
 
     ``settings`` are the app settings (default: the environment, where the Functions host puts them);
-    their ``AzureWebJobs.<FunctionName>.Disabled`` entries mark functions disabled.
+    their ``AzureWebJobs.<FunctionName>.Disabled`` entries mark functions disabled. ``only`` is the
+    host's allow list (names, any case): a v1 app's other function folders are not imported, as the
+    Functions host does not load them; a v2 app is one script, imported whole.
 
     Raises :class:`AppLoadError` when there is neither a script nor a function folder, when the app
     raises while importing (the user's traceback is in :attr:`AppLoadError.user_traceback`), or when
@@ -85,7 +92,7 @@ def load_app(
                 )
             registry = index_v2_app(app_dir, script_file)
         elif folders:
-            registry = index_v1_app(app_dir)
+            registry = index_v1_app(app_dir, only)
         else:
             raise AppLoadError(
                 f"no {script_file} and no function folders (with {FUNCTION_JSON}) in {app_dir}: run from"

@@ -33,7 +33,7 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -75,9 +75,11 @@ def function_folders(app_dir: Path) -> list[Path]:
     return sorted(p.parent for p in app_dir.glob(f"*/{FUNCTION_JSON}") if not p.parent.name.startswith("."))
 
 
-def index_v1_app(app_dir: Path) -> FunctionRegistry:
-    """Import every function folder of ``app_dir`` under ``__app__`` afresh and index it."""
-    folders = function_folders(app_dir)
+def index_v1_app(app_dir: Path, only: Collection[str] | None = None) -> FunctionRegistry:
+    """Import every function folder of ``app_dir`` (those named in ``only``, any case, if given) under
+    ``__app__`` afresh and index it."""
+    wanted = None if only is None else {name.lower() for name in only}
+    folders = [f for f in function_folders(app_dir) if wanted is None or f.name.lower() in wanted]
     specs = [_read_spec(folder, app_dir) for folder in folders]
     entry_points: list[Callable[..., Any]] = []
     with tracked_import(app_dir) as owned:

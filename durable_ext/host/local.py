@@ -15,7 +15,7 @@ import ipaddress
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 
-from durable_ext.app_loader import FunctionKind, FunctionRegistry, load_app
+from durable_ext.app_loader import FunctionKind, FunctionRegistry, function_folders, load_app
 from durable_ext.client import TaskHubClient
 from durable_ext.config import HOST_JSON, HostConfig, load_config
 from durable_ext.errors import ConfigError
@@ -184,8 +184,11 @@ class LocalHost:
         self._apply_settings()
         account = self._storage_account()
         # Import the user's code first: a broken app should fail before anything is started.
-        self.app_functions = load_app(self.app_dir, settings=self.config.settings)
-        self.registry = self._allowed(self.app_functions)
+        allow_list = self._allow_list()
+        self.app_functions = load_app(
+            self.app_dir, settings=self.config.settings, only=None if allow_list is None else allow_list[0]
+        )
+        self.registry = self._allowed(self.app_functions, allow_list)
         self._check_port()
         self._ensure_azurite(account)
         options = self.config.durable_task
@@ -194,25 +197,31 @@ class LocalHost:
         self._print_functions(account)
         return account
 
-    def _allowed(self, registry: FunctionRegistry) -> FunctionRegistry:
-        """The functions an allow list (``--functions``, else host.json's ``functions``) keeps.
+    def _allow_list(self) -> tuple[Sequence[str], str] | None:
+        """The allow list (``--functions``, else host.json's ``functions``) and where it comes from."""
+        if self.options.functions is not None:
+            return self.options.functions, "--functions"
+        if self.config.functions is not None:
+            return self.config.functions, f"functions in {self.app_dir / HOST_JSON}"
+        return None
+
+    def _allowed(
+        self, registry: FunctionRegistry, allow_list: tuple[Sequence[str], str] | None
+    ) -> FunctionRegistry:
+        """The functions the allow list keeps (a v1 app's others were not even imported).
 
         Names are Functions names compared ignoring case, as the host's allow list compares them.
         """
-        names = self.options.functions if self.options.functions is not None else self.config.functions
-        if names is None:
+        if allow_list is None:
             return registry
-        source = (
-            "--functions"
-            if self.options.functions is not None
-            else f"functions in {self.app_dir / HOST_JSON}"
-        )
+        names, source = allow_list
         wanted = {name.lower() for name in names}
         kept = tuple(function for function in registry.functions if function.function_name.lower() in wanted)
+        every_name = self._function_names(registry)
         if not kept:
-            available = ", ".join(function.function_name for function in registry.functions) or "none"
+            available = ", ".join(every_name) or "none"
             raise ConfigError(f"{source} names no function of the app; its functions are: {available}")
-        present = {function.function_name.lower() for function in registry.functions}
+        present = {name.lower() for name in every_name}
         for name in names:
             if name.lower() not in present:
                 logger.warning("%s names %r, which is not a function of the app", source, name)
@@ -221,6 +230,12 @@ class LocalHost:
             f"[{', '.join(names)}]"
         )
         return FunctionRegistry(kept)
+
+    def _function_names(self, registry: FunctionRegistry) -> list[str]:
+        """Every function of the app: for a v1 app its folders, imported or not."""
+        if registry.programming_model == "v1":
+            return [folder.name for folder in function_folders(self.app_dir)]
+        return [function.function_name for function in registry.functions]
 
     @property
     def base_url(self) -> str:

@@ -4,22 +4,15 @@ real Azurite (a start's version, ``context.version``, sub-orchestrations, contin
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import socket
-import time
 import warnings
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import azure.durable_functions as df
 import httpx
 import pytest
-import uvicorn
 from azure.durable_functions.models.utils import http_utils
-from starlette.applications import Starlette
-from starlette.routing import Mount
 
 from durable_ext.app_loader import FunctionRegistry, load_app
 from durable_ext.client import OrchestrationState, TaskHubClient
@@ -33,8 +26,7 @@ from durable_ext.history import (
     TaskScheduledEvent,
     utc_now,
 )
-from durable_ext.host.api import management_routes
-from durable_ext.host.df_json import MANAGEMENT_PREFIX, client_binding_json
+from durable_ext.host.df_json import MANAGEMENT_PREFIX
 from durable_ext.messages import MessageData, TaskMessage
 from durable_ext.storage.queues import ReceivedMessage
 from durable_ext.storage.taskhub import TaskHub
@@ -52,6 +44,7 @@ from durable_ext.versioning import (
 from durable_ext.worker.session import Execution
 from durable_ext.worker.triage import triage
 from tests.engine_support import engine_for, poll
+from tests.test_management_api import serve_management
 
 VERSION_APP_DIR = Path(__file__).parent / "apps" / "version_app"
 TIMEOUT = 60.0
@@ -202,48 +195,20 @@ async def _row_version(hub: TaskHub, instance_id: str) -> str | None:
     return row.version
 
 
-@asynccontextmanager
-async def _serve(app: Starlette) -> AsyncIterator[str]:
-    """Serve ``app`` on a free loopback port; yields its origin once it answers."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    origin = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        async with httpx.AsyncClient() as probe:
-            deadline = time.monotonic() + 10
-            while True:
-                assert not task.done(), "uvicorn exited during startup"
-                try:
-                    await probe.get(origin + "/")
-                    break
-                except httpx.TransportError:
-                    assert time.monotonic() < deadline, "uvicorn did not answer within 10 s"
-                    await asyncio.sleep(0.01)
-        yield origin
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
-
-
 async def test_management_api_and_df_client_start_with_a_version(
     hub: TaskHub, version_registry: FunctionRegistry
 ) -> None:
     async with engine_for(hub, version_registry, "w2", default_version="2.0") as engine:
         client = TaskHubClient(hub, handoff=engine, default_version="2.0")
-        routes = management_routes(client, functions=version_registry)
-        async with (
-            _serve(Starlette(routes=[Mount(MANAGEMENT_PREFIX, routes=routes)])) as origin,
-            httpx.AsyncClient(timeout=TIMEOUT) as http,
-        ):
+        async with AsyncExitStack() as stack:
+            origin, binding = await serve_management(stack, client, version_registry)
+            http = await stack.enter_async_context(httpx.AsyncClient(timeout=TIMEOUT))
             url = f"{origin}{MANAGEMENT_PREFIX}/orchestrators/versioned/by-query?version=2.0"
             response = await http.post(url)
             assert response.status_code == 202, response.text
             older = await http.post(f"{origin}{MANAGEMENT_PREFIX}/orchestrators/versioned/older?version=1.0")
             assert older.status_code == 202, older.text
-            durable = df.DurableOrchestrationClient(client_binding_json(origin, hub.names.hub))
+            durable = df.DurableOrchestrationClient(binding)
             try:
                 await durable.start_new("versioned", "by-df-client", version="1.9")
             finally:

@@ -11,7 +11,7 @@ import logging
 import os
 import socket
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 
 from durable_ext.app_loader import FunctionRegistry
@@ -106,6 +106,15 @@ class Engine:
             self.activities.wake()
         else:
             self.orchestrations.wake(queue_name)
+
+    def scheduled(self, message: ReceivedMessage, due: datetime) -> None:
+        """A delayed message was sent in this process: an owned control queue's takes it at ``due``.
+
+        Delayed work items (a disabled activity's parked ones) are left to the queue: they wait for
+        another worker, not for a time.
+        """
+        if message.queue_name != self.hub.names.work_item_queue:
+            self.orchestrations.schedule(message, due)
 
     async def start(self) -> None:
         """Start taking partitions and work."""

@@ -69,6 +69,12 @@ class HeldMessages:
         """Keep ``message`` invisible from now on (a redelivered copy replaces the one held)."""
         self._held[_key(message)] = message
 
+    def renew_now(self, message: ReceivedMessage) -> None:
+        """Renew a held message now rather than when its turn comes (it is about to turn visible)."""
+        key = _key(message)
+        if key in self._held and key not in self._renewing:
+            self._renewing[key] = asyncio.create_task(self._renew(key, self._held[key]))
+
     async def release(self, message: ReceivedMessage) -> None:
         """Stop renewing ``message``; on return its pop receipt is the current one."""
         key = _key(message)

@@ -205,27 +205,11 @@ class OrchestrationDispatcher:
         if not self._has_room(message.queue_name, self._provider.control_queue_buffer_threshold):
             _poll_when_visible(backoff, message)
             return
-        self._in_background(message.data.instance_id, self._take_scheduled(message, backoff))
-
-    async def _take_scheduled(self, message: ReceivedMessage, backoff: BackoffPolling) -> None:
-        queue = self._queues[message.queue_name]
-        # The message turns visible within a second: hide it for a hold before working on it, so
-        # that no poller (this one, or a next owner's) takes a second copy meanwhile.
-        try:
-            kept = await queue.renew(message, self._holds.hold)
-        except Exception as exc:
-            # A poll took it first (its receipt changed) or storage failed: the queue has it.
-            if not storage_health.failed(self._storage, exc):
-                self._log.instance(message.data.instance_id).debug("due message left to the queue: %s", exc)
-            _poll_when_visible(backoff, message)
-            return
-        if not kept:
-            return  # deleted meanwhile (a purge): nothing to do
-        if message.queue_name in self._loops:
-            self._dispatch(message.queue_name, [message])
-        else:
-            # The partition moved away during the renewal: visible to its new owner now.
-            await queue.abandon(message, delay=timedelta(0))
+        self._dispatch(message.queue_name, [message])
+        # It turns visible within a second: hide it for a hold at once, so that no poller (this one
+        # or a next owner's) takes a second copy. The episode need not wait for that: its delete or
+        # abandon waits for the renewal and uses the new pop receipt.
+        self._holds.renew_now(message)
 
     def _in_background(self, instance_id: str, work: Coroutine[Any, Any, Any]) -> asyncio.Task[None]:
         task = asyncio.create_task(self._log_failure(instance_id, work))

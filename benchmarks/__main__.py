@@ -253,6 +253,11 @@ def _details(r: dict[str, Any]) -> list[str]:
         parts.append(f"client raised {r['raise_per_s']:.0f} events/s")
     if "idle_before_s" in r:
         parts.append(f"started after {r['idle_before_s']:g} s idle, latest {r['max_ms']:.0f} ms late")
+        if r["after_burst_p99_ms"] is not None:
+            parts.append(
+                f"the {r['after_burst_timers']} due after the {r['start_burst_s']:.1f} s burst of starts:"
+                f" p99 {r['after_burst_p99_ms']:.1f} ms"
+            )
     if "second_half_per_partition" in r:
         parts.append(f"second half {r['second_half_per_partition']:.2f} req/s/partition")
     if "peak_rss_mb" in r:

@@ -25,6 +25,11 @@ _FNV_PRIME = 0x01000193
 MAX_ABANDON_DELAY = timedelta(seconds=600)
 MAX_VISIBILITY_DELAY = timedelta(days=7)
 """Azure Queues refuse longer delays; timers beyond 6 days are split into hops by the engine."""
+SCHEDULED_MARGIN = timedelta(seconds=1)
+"""Extra invisibility of a delayed message its sender takes in memory at the due time: the sender
+hides the message for a hold when it takes it, and this margin keeps it invisible until then even
+when the sender's event loop runs late, so that no poll takes a second copy first. Only a worker that
+dies or gives up the partition leaves the message to the queue, and then it shows this much later."""
 
 
 def fnv1a32(text: str) -> int:
@@ -88,11 +93,15 @@ class Handoff(Protocol):
         """A visible message was just enqueued to ``queue_name``: poll it now rather than later."""
         ...
 
+    def schedules(self, queue_name: str) -> bool:
+        """Whether a delayed message for ``queue_name`` would be taken in memory at its due time."""
+        ...
+
     def scheduled(self, message: ReceivedMessage, due: datetime) -> None:
         """A delayed message was just enqueued: take it at ``due`` if its queue is still owned then.
 
-        The message stays in its queue, invisible until a whole second at or after ``due`` (Azure's
-        resolution), for whoever owns the queue then.
+        The message stays in its queue, invisible until after ``due`` (see :data:`SCHEDULED_MARGIN`),
+        for whoever owns the queue then.
         """
         ...
 
@@ -130,6 +139,8 @@ class MessageQueue:
             # Due counts from before the request, as the sender meant it; the queue's visibility
             # counts from the service's receipt, so the message never shows before it is due.
             due = utc_now() + delay
+            if handoff.schedules(self.name):
+                delay = min(delay + SCHEDULED_MARGIN, MAX_VISIBILITY_DELAY)
             received = await self._put(message, delay)
             received.due = due
             return received

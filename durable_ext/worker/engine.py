@@ -107,14 +107,13 @@ class Engine:
         else:
             self.orchestrations.wake(queue_name)
 
-    def scheduled(self, message: ReceivedMessage, due: datetime) -> None:
-        """A delayed message was sent in this process: an owned control queue's takes it at ``due``.
+    def schedules(self, queue_name: str) -> bool:
+        """Whether this engine takes a delayed message for ``queue_name`` in memory at its time."""
+        return self.orchestrations.schedules(queue_name)
 
-        Delayed work items (a disabled activity's parked ones) are left to the queue: they wait for
-        another worker, not for a time.
-        """
-        if message.queue_name != self.hub.names.work_item_queue:
-            self.orchestrations.schedule(message, due)
+    def scheduled(self, message: ReceivedMessage, due: datetime) -> None:
+        """A delayed message was sent in this process: take it at ``due`` if its queue is ours."""
+        self.orchestrations.schedule(message, due)
 
     async def start(self) -> None:
         """Start taking partitions and work."""

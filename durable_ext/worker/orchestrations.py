@@ -179,6 +179,10 @@ class OrchestrationDispatcher:
         self._dispatch(queue_name, [direct])
         return True
 
+    def schedules(self, queue_name: str) -> bool:
+        """Whether a delayed message for ``queue_name`` sent now would be taken in memory when due."""
+        return queue_name in self._loops and not self._scheduled.full
+
     def schedule(self, message: ReceivedMessage, due: datetime) -> None:
         """A delayed message was just sent to a control queue: if this worker owns it, take the
         message at ``due`` rather than when a poll finds it (up to a back-off and a second later).
@@ -197,8 +201,8 @@ class OrchestrationDispatcher:
         return self._scheduled
 
     def _take_due(self, message: ReceivedMessage) -> None:
-        """A scheduled message's time has come (it is still invisible in its queue, for at most a
-        second more): take it as if a poll had returned it, or let the poller find it."""
+        """A scheduled message's time has come (it stays invisible in its queue for one or two seconds
+        more, ``SCHEDULED_MARGIN``): take it as if a poll had returned it, or let the poller find it."""
         backoff = self._backoffs.get(message.queue_name)
         if backoff is None:
             return
@@ -206,7 +210,7 @@ class OrchestrationDispatcher:
             _poll_when_visible(backoff, message)
             return
         self._dispatch(message.queue_name, [message])
-        # It turns visible within a second: hide it for a hold at once, so that no poller (this one
+        # It turns visible within two seconds: hide it for a hold at once, so that no poller (this one
         # or a next owner's) takes a second copy. The episode need not wait for that: its delete or
         # abandon waits for the renewal and uses the new pop receipt.
         self._holds.renew_now(message)

@@ -44,6 +44,11 @@ class ScheduledMessages:
     def __len__(self) -> int:
         return len(self._entries)
 
+    @property
+    def full(self) -> bool:
+        """Whether the bound is reached: new messages are left to their queue."""
+        return len(self._entries) >= self._limit
+
     def pending(self, queue_name: str) -> int:
         """How many messages of ``queue_name`` wait for their time."""
         return sum(1 for queue, _ in self._entries if queue == queue_name)
@@ -51,7 +56,7 @@ class ScheduledMessages:
     def add(self, message: ReceivedMessage, due: datetime) -> bool:
         """Hand ``message`` over at ``due``; False (and nothing kept) when the bound is reached."""
         key = (message.queue_name, message.message_id)
-        if key not in self._entries and len(self._entries) >= self._limit:
+        if key not in self._entries and self.full:
             return False
         self.discard(key)
         self._entries[key] = _Entry(message, due, self._arm(key, due))

@@ -28,6 +28,7 @@ from durable_ext.storage.queues import ReceivedMessage
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.worker.backoff import BackoffPolling
 from durable_ext.worker.engine import Engine
+from durable_ext.worker.holds import HeldMessages
 from durable_ext.worker.scheduled import ScheduledMessages
 from tests.engine_support import engine_for, poll
 
@@ -205,9 +206,63 @@ async def test_retry_waits_that_hop_are_on_time(hub: TaskHub, registry: Function
     assert all(timedelta(0) <= wait < ON_TIME for wait in late), late
 
 
-async def _visible(hub: TaskHub, queue_name: str) -> bool:
+async def _peek(hub: TaskHub, queue_name: str) -> int:
     async with hub.account.queue_service() as service:
-        return bool(await service.get_queue_client(queue_name).peek_messages(max_messages=1))
+        return len(await service.get_queue_client(queue_name).peek_messages(max_messages=32))
+
+
+async def _visible(hub: TaskHub, queue_name: str) -> bool:
+    return await _peek(hub, queue_name) > 0
+
+
+class _NoConsumer:
+    """A Handoff that takes nothing in memory: the test holds the delayed messages itself."""
+
+    def claim(self, queue_name: str) -> timedelta | None:
+        return None
+
+    def deliver(self, message: ReceivedMessage) -> None:
+        raise AssertionError("nothing is claimed")
+
+    def release(self, queue_name: str) -> None:
+        raise AssertionError("nothing is claimed")
+
+    def enqueued(self, queue_name: str) -> None:
+        pass
+
+    def schedules(self, queue_name: str) -> bool:
+        return False
+
+    def scheduled(self, message: ReceivedMessage, due: datetime) -> None:
+        pass
+
+
+async def test_a_message_taken_when_due_is_renewed_before_it_turns_visible_unless_released(
+    hub: TaskHub,
+) -> None:
+    queue = hub.control_queues[0]
+    holds = HeldMessages(
+        timedelta(seconds=20), lambda _: queue, hub_name=hub.names.hub, storage=hub.account.describe()
+    )
+    holds.start()
+    try:
+        taken, done = [
+            await queue.put(MessageData.wrapper(name), timedelta(seconds=1), _NoConsumer())
+            for name in ("taken", "done")
+        ]
+        assert taken is not None and done is not None and taken.next_visible_on is not None
+        first_visible = taken.next_visible_on
+        for message in (taken, done):
+            holds.hold_message(message)
+            holds.renew_before_visible(message)
+        await holds.release(done)  # its episode finished in time: no renewal needed
+
+        # Both were put alike; the renewal loop comes round only after a third of the hold (6.7 s).
+        await poll(lambda: _visible(hub, queue.name), "the released message to turn visible", TIMEOUT)
+        assert await _peek(hub, queue.name) == 1, "the held one stays hidden"
+        assert taken.next_visible_on is not None and taken.next_visible_on > first_visible
+    finally:
+        await holds.stop()
 
 
 @pytest.mark.usefixtures("backed_off")

@@ -210,10 +210,9 @@ class OrchestrationDispatcher:
             _poll_when_visible(backoff, message)
             return
         self._dispatch(message.queue_name, [message])
-        # It turns visible within two seconds: hide it for a hold at once, so that no poller (this one
-        # or a next owner's) takes a second copy. The episode need not wait for that: its delete or
-        # abandon waits for the renewal and uses the new pop receipt.
-        self._holds.renew_now(message)
+        # It turns visible within two seconds: unless its episode is done by then, hide it for a hold
+        # just before, so that no poller (this one or a next owner's) takes a second copy.
+        self._holds.renew_before_visible(message)
 
     def _in_background(self, instance_id: str, work: Coroutine[Any, Any, Any]) -> asyncio.Task[None]:
         task = asyncio.create_task(self._log_failure(instance_id, work))

@@ -65,7 +65,7 @@ class ReceivedMessage:
     next_visible_on: datetime | None
     due: datetime | None = None
     """For a delayed message this process just sent: the instant it is due (its visibility in the
-    queue is that, rounded up to whole seconds)."""
+    queue is that rounded up to whole seconds, plus SCHEDULED_MARGIN when its sender takes it)."""
 
 
 class Handoff(Protocol):

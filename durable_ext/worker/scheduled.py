@@ -9,7 +9,8 @@ When this worker sent the message to a queue it owns, it knows both the message 
 of its put) and its due time: :class:`ScheduledMessages` keeps it and hands it to the dispatcher at
 that instant, which then takes it as if a poll had returned it. The queue message stays the durable
 truth: it is deleted only by the checkpoint that records it, and if this worker dies or gives the
-partition up first, the message becomes visible at its time to whoever owns the queue then.
+partition up first, the message becomes visible to whoever owns the queue then, one to two seconds
+after its time (``SCHEDULED_MARGIN`` in storage/queues.py).
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ DBOS_SHAPES = {
     "many": ("many", "many"),
     "events": ("events", "events"),
     "latency": ("latency", "latency"),
+    "timers": ("timers", "timers"),
 }
 """Scenario → (DBOS twin shape, Sizes field giving its size)."""
 
@@ -235,19 +236,33 @@ def format_line(name: str, r: dict[str, Any]) -> str:
         )
     else:
         parts.append(f"engine {r['engine_requests']} req in {r['seconds']:.0f} s")
+    parts += _details(r)
+    if "dbos" in r:
+        parts.append(format_dbos(r))
+    return " | ".join(parts)
+
+
+def _details(r: dict[str, Any]) -> list[str]:
+    """The parts of a report line that only some scenarios have."""
+    parts: list[str] = []
     if "python_cpu_pct" in r:
         parts.append(f"CPU python {r['python_cpu_pct']:.0f}% azurite {r['azurite_cpu_pct']:.0f}%")
     if r.get("start_pickup_p50_ms") is not None:
         parts.append(f"start message waited p50 {r['start_pickup_p50_ms']:.0f} ms in the control queue")
     if "raise_per_s" in r:
         parts.append(f"client raised {r['raise_per_s']:.0f} events/s")
+    if "idle_before_s" in r:
+        parts.append(f"started after {r['idle_before_s']:g} s idle, latest {r['max_ms']:.0f} ms late")
+        if r["after_burst_p99_ms"] is not None:
+            parts.append(
+                f"the {r['after_burst_timers']} due after the {r['start_burst_s']:.1f} s burst of starts:"
+                f" p99 {r['after_burst_p99_ms']:.1f} ms"
+            )
     if "second_half_per_partition" in r:
         parts.append(f"second half {r['second_half_per_partition']:.2f} req/s/partition")
     if "peak_rss_mb" in r:
         parts.append(f"peak RSS {r['peak_rss_mb']:.0f} MB")
-    if "dbos" in r:
-        parts.append(format_dbos(r))
-    return " | ".join(parts)
+    return parts
 
 
 def format_dbos(r: dict[str, Any]) -> str:

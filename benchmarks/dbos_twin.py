@@ -70,6 +70,14 @@ def one_activity() -> int:
     return inc(0)
 
 
+@DBOS.workflow()
+def timer(seconds: float) -> float:
+    """One durable sleep of ``seconds``; returns how late it ended (ms)."""
+    due = time.time() + seconds
+    DBOS.sleep(seconds)
+    return (time.time() - due) * 1000
+
+
 def _check(what: str, got: Any, expected: Any) -> None:
     if got != expected:
         raise RuntimeError(f"DBOS {what}: expected {expected!r}, got {got!r}")
@@ -120,12 +128,30 @@ def run_latency(size: int) -> dict[str, Any]:
     return {"figure": p50, "unit": "ms", "p50_ms": p50, "p99_ms": percentile(samples, 99)}
 
 
+TIMER_SECONDS = (1.0, 5.0)
+"""As in the timers scenario: durations spread evenly between these."""
+
+
+def run_timers(size: int) -> dict[str, Any]:
+    """``size`` workflows each sleeping 1-5 s, started together → lateness p50/p99 ms.
+
+    No idle time first: DBOS's durable sleep is a sleep in this process, not a queue poll.
+    """
+    low, high = TIMER_SECONDS
+    seconds = [low + (high - low) * i / max(size - 1, 1) for i in range(size)]
+    handles = [DBOS.start_workflow(timer, s) for s in seconds]
+    late = [handle.get_result(polling_interval_sec=POLL) for handle in handles]
+    p50 = percentile(late, 50)
+    return {"figure": p50, "unit": "ms", "p50_ms": p50, "p99_ms": percentile(late, 99)}
+
+
 SHAPES: dict[str, Callable[[int], dict[str, Any]]] = {
     "sequential": run_sequential,
     "fanout": run_fanout,
     "many": run_many,
     "events": run_events,
     "latency": run_latency,
+    "timers": run_timers,
 }
 
 

@@ -15,13 +15,20 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from benchmarks import MANY_STEPS
 from benchmarks.harness import BenchEnv, BenchmarkError, check_output
 from benchmarks.stats import percentile
-from durable_ext.history import EventType, OrchestrationStatus
+from durable_ext.history import (
+    EventType,
+    OrchestrationStatus,
+    OrchestratorCompletedEvent,
+    OrchestratorStartedEvent,
+    TimerFiredEvent,
+)
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,9 @@ class Sizes:
     signals: int
     latency: int
     idle_seconds: float
+    timers: int
+    timer_idle_seconds: float
+    """Idle time before the timers start: the pollers back off meanwhile."""
     probe_iterations: int
     timeout: float
     """Seconds one scenario's workload may take before it counts as hung."""
@@ -50,6 +60,8 @@ FULL = Sizes(
     signals=1000,
     latency=100,
     idle_seconds=60.0,
+    timers=100,
+    timer_idle_seconds=40.0,
     probe_iterations=200,
     timeout=600.0,
 )
@@ -62,6 +74,8 @@ QUICK = Sizes(
     signals=100,
     latency=10,
     idle_seconds=10.0,
+    timers=10,
+    timer_idle_seconds=5.0,
     probe_iterations=50,
     timeout=120.0,
 )
@@ -380,6 +394,83 @@ async def idle(env: BenchEnv, sizes: Sizes) -> Measurement:
     )
 
 
+TIMER_SECONDS = (1.0, 5.0)
+"""The shortest and longest timer of the timers scenario; the others are spread evenly between."""
+
+
+async def timers(env: BenchEnv, sizes: Sizes) -> Measurement:
+    """(i) Timer lateness after idleness: ``sizes.timers`` orchestrations, each waiting one durable
+    timer of 1-5 s, started together after ``sizes.timer_idle_seconds`` without work (the control
+    queues' pollers backed off meanwhile, towards maxQueuePollingInterval).
+
+    A timer's lateness is the start of the episode that took its TimerFired minus its fire_at, both
+    from the history (read after the clock stopped); an early timer fails the run. The first timers
+    fall due while the burst of starts is still being written, so the lateness of the timers due
+    after every first episode ended is reported as well: that is the wake alone.
+    """
+    count = sizes.timers
+    low, high = TIMER_SECONDS
+    seconds = [round(low + (high - low) * i / max(count - 1, 1), 3) for i in range(count)]
+    ids = [f"timer-{i:04d}" for i in range(count)]
+    await asyncio.sleep(sizes.timer_idle_seconds)
+    span = _Span(env)
+    with span.measure():
+        await asyncio.gather(
+            *(env.client.start_new("timer", i, json.dumps(s)) for i, s in zip(ids, seconds, strict=True))
+        )
+        states = await env.wait_all(ids, sizes.timeout)
+    for state, expected in zip(states, seconds, strict=True):
+        check_output(env.hub_name, state, expected)
+    facts = [await _timer_facts(env, instance_id) for instance_id in ids]
+    late = [fact.late_ms for fact in facts]
+    if min(late) < 0:
+        raise BenchmarkError(f"hub {env.hub_name}: a timer fired {-min(late):.1f} ms early")
+    burst_end = max(fact.first_episode_end for fact in facts)
+    after_burst = [fact.late_ms for fact in facts if fact.fire_at > burst_end]
+    first_start = min(fact.first_episode_start for fact in facts)
+    p50 = percentile(late, 50)
+    return span.result(
+        p50,
+        "ms",
+        f"{count}x{low:g}-{high:g}s",
+        count,
+        p50_ms=p50,
+        p99_ms=percentile(late, 99),
+        higher_is_better=False,
+        extra={
+            "max_ms": max(late),
+            "idle_before_s": sizes.timer_idle_seconds,
+            "start_burst_s": (burst_end - first_start).total_seconds(),
+            "after_burst_timers": len(after_burst),
+            "after_burst_p99_ms": percentile(after_burst, 99) if after_burst else None,
+        },
+    )
+
+
+@dataclass
+class _TimerFacts:
+    late_ms: float
+    fire_at: datetime
+    first_episode_start: datetime
+    first_episode_end: datetime
+
+
+async def _timer_facts(env: BenchEnv, instance_id: str) -> _TimerFacts:
+    """When the one timer of ``instance_id`` was due and how late it fired; when its first episode
+    (the start, which scheduled the timer) began and ended. All from its history."""
+    episodes: list[datetime] = []
+    first_end = None
+    for event in (await env.client.hub.tracking.load_history(instance_id)).events:
+        if isinstance(event, OrchestratorStartedEvent):
+            episodes.append(event.timestamp)
+        elif isinstance(event, OrchestratorCompletedEvent) and first_end is None:
+            first_end = event.timestamp
+        elif isinstance(event, TimerFiredEvent) and event.fire_at is not None and first_end is not None:
+            late = (episodes[-1] - event.fire_at).total_seconds() * 1000
+            return _TimerFacts(late, event.fire_at, episodes[0], first_end)
+    raise BenchmarkError(f"hub {env.hub_name} instance {instance_id}: no TimerFired in its history")
+
+
 Scenario = Callable[[BenchEnv, Sizes], Awaitable[Measurement]]
 SCENARIOS: dict[str, Scenario] = {
     "sequential": sequential,
@@ -390,6 +481,7 @@ SCENARIOS: dict[str, Scenario] = {
     "entities": entities,
     "latency": latency,
     "idle": idle,
+    "timers": timers,
 }
 """The scenarios that run on the engine, in the default order."""
 

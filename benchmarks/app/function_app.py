@@ -4,6 +4,7 @@ Every orchestration returns a value the harness checks, so a benchmark that lose
 fails instead of reporting a figure.
 """
 
+import datetime
 from collections.abc import Generator
 from typing import Any
 
@@ -51,6 +52,14 @@ def events(context: df.DurableOrchestrationContext) -> Generator[Any, Any, int]:
 def one_activity(context: df.DurableOrchestrationContext) -> Generator[Any, Any, int]:
     """A single activity call: the shortest orchestration that still does work; returns 1."""
     return (yield context.call_activity("inc", 0))
+
+
+@app.orchestration_trigger(context_name="context")
+def timer(context: df.DurableOrchestrationContext) -> Generator[Any, Any, float]:
+    """Wait on one durable timer of input seconds; returns the input."""
+    seconds = context.get_input()
+    yield context.create_timer(context.current_utc_datetime + datetime.timedelta(seconds=seconds))
+    return seconds
 
 
 @app.entity_trigger(context_name="context")

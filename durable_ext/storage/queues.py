@@ -25,6 +25,11 @@ _FNV_PRIME = 0x01000193
 MAX_ABANDON_DELAY = timedelta(seconds=600)
 MAX_VISIBILITY_DELAY = timedelta(days=7)
 """Azure Queues refuse longer delays; timers beyond 6 days are split into hops by the engine."""
+SCHEDULED_MARGIN = timedelta(seconds=1)
+"""Extra invisibility of a delayed message its sender takes in memory at the due time: the sender
+hides the message for a hold when it takes it, and this margin keeps it invisible until then even
+when the sender's event loop runs late, so that no poll takes a second copy first. Only a worker that
+dies or gives up the partition leaves the message to the queue, and then it shows this much later."""
 
 
 def fnv1a32(text: str) -> int:
@@ -58,6 +63,9 @@ class ReceivedMessage:
     dequeue_count: int
     inserted_on: datetime | None
     next_visible_on: datetime | None
+    due: datetime | None = None
+    """For a delayed message this process just sent: the instant it is due (its visibility in the
+    queue is that rounded up to whole seconds, plus SCHEDULED_MARGIN when its sender takes it)."""
 
 
 class Handoff(Protocol):
@@ -85,6 +93,18 @@ class Handoff(Protocol):
         """A visible message was just enqueued to ``queue_name``: poll it now rather than later."""
         ...
 
+    def schedules(self, queue_name: str) -> bool:
+        """Whether a delayed message for ``queue_name`` would be taken in memory at its due time."""
+        ...
+
+    def scheduled(self, message: ReceivedMessage, due: datetime) -> None:
+        """A delayed message was just enqueued: take it at ``due`` if its queue is still owned then.
+
+        The message stays in its queue, invisible until after ``due`` (see :data:`SCHEDULED_MARGIN`),
+        for whoever owns the queue then.
+        """
+        ...
+
 
 class MessageQueue:
     """One Azure queue carrying ``MessageData`` bodies (a control queue or the work-item queue)."""
@@ -101,10 +121,10 @@ class MessageQueue:
 
         Messages never expire (TTL -1), as in DT.AS. With a ``handoff``, an undelayed message goes
         straight to the local consumer when it claims it (see :class:`Handoff`), or else wakes its
-        poller.
+        poller; a delayed one is scheduled with the consumer for its due time.
         """
         received = await self.put(message, delay, handoff)
-        if handoff is not None and not delay:
+        if handoff is not None:
             self.hand_over(handoff, received)
 
     async def put(
@@ -112,8 +132,18 @@ class MessageQueue:
     ) -> ReceivedMessage | None:
         """Enqueue like :meth:`send`, but leave the hand-over to the caller (:meth:`hand_over`).
 
-        Returns the received form of a message enqueued under the ``handoff``'s claim, else None.
+        Returns the received form of a message enqueued under the ``handoff``'s claim, or of a
+        delayed message (with its ``due`` time) for the ``handoff`` to schedule, else None.
         """
+        if handoff is not None and delay is not None and delay > timedelta(0):
+            # Due counts from before the request, as the sender meant it; the queue's visibility
+            # counts from the service's receipt, so the message never shows before it is due.
+            due = utc_now() + delay
+            if handoff.schedules(self.name):
+                delay = min(delay + SCHEDULED_MARGIN, MAX_VISIBILITY_DELAY)
+            received = await self._put(message, delay)
+            received.due = due
+            return received
         hold = None if handoff is None or delay else handoff.claim(self.name)
         if handoff is None or hold is None:
             await self._put(message, delay)
@@ -125,11 +155,14 @@ class MessageQueue:
             raise
 
     def hand_over(self, handoff: Handoff, received: ReceivedMessage | None) -> None:
-        """Finish a :meth:`put`: give the held message to the consumer, or wake its poller."""
-        if received is not None:
-            handoff.deliver(received)
-        else:
+        """Finish a :meth:`put`: give the held message to the consumer, schedule a delayed one with
+        it, or wake its poller."""
+        if received is None:
             handoff.enqueued(self.name)
+        elif received.due is not None:
+            handoff.scheduled(received, received.due)
+        else:
+            handoff.deliver(received)
 
     async def _put(self, message: MessageData, delay: timedelta | None) -> ReceivedMessage:
         body = message.encode()
@@ -203,6 +236,7 @@ class MessageQueue:
         receipt = await self._update_visibility(message.message_id, message.pop_receipt, wait)
         if receipt:
             message.pop_receipt = receipt
+            message.next_visible_on = utc_now() + timedelta(seconds=int(wait.total_seconds()))
 
     async def renew(self, message: ReceivedMessage, hold: timedelta) -> bool:
         """Keep a held message invisible for ``hold`` from now; False if it is gone."""

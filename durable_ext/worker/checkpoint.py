@@ -95,7 +95,8 @@ class Checkpointer:
         queue = self._hub.control_queue_for(instance_id)
         now = utc_now()
         for message in messages:
-            await queue.send(message.data, delay=min(_due(message.data.event) - now, self._max_delay))
+            delay = min(_due(message.data.event) - now, self._max_delay)
+            await queue.send(message.data, delay, handoff=self._handoff)
 
     async def drain(self) -> None:
         """Wait for every Instances write in flight."""

@@ -11,7 +11,7 @@ import logging
 import os
 import socket
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 
 from durable_ext.app_loader import FunctionRegistry
@@ -106,6 +106,14 @@ class Engine:
             self.activities.wake()
         else:
             self.orchestrations.wake(queue_name)
+
+    def schedules(self, queue_name: str) -> bool:
+        """Whether this engine takes a delayed message for ``queue_name`` in memory at its time."""
+        return self.orchestrations.schedules(queue_name)
+
+    def scheduled(self, message: ReceivedMessage, due: datetime) -> None:
+        """A delayed message was sent in this process: take it at ``due`` if its queue is ours."""
+        self.orchestrations.schedule(message, due)
 
     async def start(self) -> None:
         """Start taking partitions and work."""

@@ -27,6 +27,9 @@ MESSAGE_HOLD = timedelta(seconds=20)
 messages of a worker that died are visible again before another worker can own their partition."""
 
 _RENEWALS_IN_FLIGHT = 32
+RENEW_LEAD = timedelta(milliseconds=500)
+"""How long before a message turns visible :meth:`HeldMessages.renew_before_visible` renews it: room
+for a late event loop and a slow request."""
 
 
 def message_hold(visibility_timeout: timedelta) -> timedelta:
@@ -68,6 +71,22 @@ class HeldMessages:
     def hold_message(self, message: ReceivedMessage) -> None:
         """Keep ``message`` invisible from now on (a redelivered copy replaces the one held)."""
         self._held[_key(message)] = message
+
+    def renew_before_visible(self, message: ReceivedMessage) -> None:
+        """Renew a held message shortly before it turns visible, unless it is released by then.
+
+        For a message taken at its due time from memory (worker/scheduled.py): it turns visible a
+        second or two later, sooner than the renewal loop comes round, but most such episodes are
+        done before that and then need no renewal at all.
+        """
+        seconds = 0.0
+        if message.next_visible_on is not None:
+            seconds = (message.next_visible_on - utc_now()).total_seconds() - RENEW_LEAD.total_seconds()
+        asyncio.get_running_loop().call_later(max(0.0, seconds), self._renew_now, _key(message))
+
+    def _renew_now(self, key: tuple[str, str]) -> None:
+        if self._loop is not None and key in self._held and key not in self._renewing:
+            self._renewing[key] = asyncio.create_task(self._renew(key, self._held[key]))
 
     async def release(self, message: ReceivedMessage) -> None:
         """Stop renewing ``message``; on return its pop receipt is the current one."""

@@ -16,7 +16,7 @@ import logging
 import traceback
 from collections.abc import Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from durable_ext.app_loader import FunctionRegistry
@@ -44,6 +44,7 @@ from durable_ext.worker.checkpoint import Checkpointer
 from durable_ext.worker.entity_episode import EntityPlanner
 from durable_ext.worker.episode import EpisodePlanner
 from durable_ext.worker.holds import HeldMessages, message_hold
+from durable_ext.worker.scheduled import ScheduledMessages
 from durable_ext.worker.session import Execution, Session, SessionCache, first_execution
 from durable_ext.worker.triage import NO_HISTORY_DEQUEUE_LIMIT, triage
 
@@ -119,6 +120,8 @@ class OrchestrationDispatcher:
             hub_name=hub.names.hub,
             storage=hub.account.describe(),
         )
+        self._scheduled = ScheduledMessages(self._take_due)
+        """Delayed messages this process sent to owned queues, taken in memory at their due time."""
         self._cache = SessionCache(
             max_entries=SESSION_CACHE_INSTANCES,
             max_events=SESSION_CACHE_EVENTS,
@@ -177,6 +180,41 @@ class OrchestrationDispatcher:
         self._dispatch(queue_name, [direct])
         return True
 
+    def schedules(self, queue_name: str) -> bool:
+        """Whether a delayed message for ``queue_name`` sent now would be taken in memory when due."""
+        return queue_name in self._loops and not self._scheduled.full
+
+    def schedule(self, message: ReceivedMessage, due: datetime) -> None:
+        """A delayed message was just sent to a control queue: if this worker owns it, take the
+        message at ``due`` rather than when a poll finds it (up to a back-off and a second later).
+
+        Past the in-memory bound, the queue's poller is woken when the message becomes visible.
+        """
+        backoff = self._backoffs.get(message.queue_name)
+        if backoff is None:
+            return  # not ours: the owner's poller finds the message once it is visible
+        if not self._scheduled.add(message, due):
+            _poll_when_visible(backoff, message)
+
+    @property
+    def scheduled(self) -> ScheduledMessages:
+        """The delayed messages waiting in memory for their time."""
+        return self._scheduled
+
+    def _take_due(self, message: ReceivedMessage) -> None:
+        """A scheduled message's time has come (it stays invisible in its queue for one or two seconds
+        more, ``SCHEDULED_MARGIN``): take it as if a poll had returned it, or let the poller find it."""
+        backoff = self._backoffs.get(message.queue_name)
+        if backoff is None:
+            return
+        if not self._has_room(message.queue_name, self._provider.control_queue_buffer_threshold):
+            _poll_when_visible(backoff, message)
+            return
+        self._dispatch(message.queue_name, [message])
+        # It turns visible within two seconds: unless its episode is done by then, hide it for a hold
+        # just before, so that no poller (this one or a next owner's) takes a second copy.
+        self._holds.renew_before_visible(message)
+
     def _in_background(self, instance_id: str, work: Coroutine[Any, Any, Any]) -> asyncio.Task[None]:
         task = asyncio.create_task(self._log_failure(instance_id, work))
         self._background.add(task)
@@ -210,7 +248,10 @@ class OrchestrationDispatcher:
     async def stop_listening(self, partition_id: str) -> None:
         """Stop dequeuing a control queue and wait for its in-flight episodes."""
         loop = self._loops.pop(partition_id, None)
+        # Scheduled wakes and in-memory deliveries end with the ownership; the messages themselves
+        # become visible in the queue at their time, for the next owner.
         self._backoffs.pop(partition_id, None)
+        self._scheduled.drop(partition_id)
         if loop is not None:
             loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -349,6 +390,9 @@ class OrchestrationDispatcher:
     async def _abandon(self, message: ReceivedMessage) -> None:
         await self._holds.release(message)
         await self._queue_of(message).abandon(message)
+        backoff = self._backoffs.get(message.queue_name)
+        if backoff is not None:
+            _poll_when_visible(backoff, message)  # back after its back-off, not a polling interval
 
     async def _delete(self, message: ReceivedMessage) -> None:
         await self._holds.release(message)
@@ -422,3 +466,10 @@ class OrchestrationDispatcher:
         ):
             return await self._hub.tracking.get_instance(instance_id, fetch_large_values=False)
         return None
+
+
+def _poll_when_visible(backoff: BackoffPolling, message: ReceivedMessage) -> None:
+    """Wake ``backoff``'s poller when ``message`` is due to become visible in its queue."""
+    if message.next_visible_on is not None:
+        seconds = (message.next_visible_on - utc_now()).total_seconds()
+        backoff.wake_at(asyncio.get_running_loop().time() + seconds)

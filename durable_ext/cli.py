@@ -644,6 +644,7 @@ def _grace_period(args: argparse.Namespace) -> timedelta:
 
 
 def _run_start(args: argparse.Namespace) -> int:
+    grace_period = _grace_period(args)
     app_dir = args.app_dir.expanduser().resolve()
     console.install(console.LogLevels(load_log_levels(app_dir), args.verbosity))
     # Core Tools' precedence: a flag wins over the Host section of local.settings.json.
@@ -658,7 +659,7 @@ def _run_start(args: argparse.Namespace) -> int:
         cors=_cors(args, defaults),
         functions=None if args.functions is None else tuple(args.functions),
         admin_port=args.admin_port,
-        grace_period=_grace_period(args),
+        grace_period=grace_period,
     )
     return _run_host(options, "Host")
 
@@ -709,6 +710,7 @@ def _configure_worker(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_worker(args: argparse.Namespace) -> int:
+    grace_period = _grace_period(args)
     app_dir = args.app_dir.expanduser().resolve()
     console.install(console.LogLevels(load_log_levels(app_dir), args.verbosity))
     options = LocalHostOptions(
@@ -717,7 +719,7 @@ def _run_worker(args: argparse.Namespace) -> int:
         host=args.host,
         output=lambda line: print(line, flush=True),
         worker=True,
-        grace_period=_grace_period(args),
+        grace_period=grace_period,
     )
     return _run_host(options, "Worker")
 

@@ -3,6 +3,7 @@ against Azurite."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -18,9 +19,12 @@ from typing import Any
 import httpx
 from azure.data.tables import TableClient
 
+from durable_ext.client import TaskHubClient
 from durable_ext.host.azurite import Azurite
+from durable_ext.storage.account import StorageAccount
 from durable_ext.storage.partitions import PartitionLease
 from durable_ext.storage.queues import partition_index
+from durable_ext.storage.taskhub import TaskHub
 from tests.host_support import REPO, distinct_free_ports, host_env, sample_app_dir, start_command
 
 SYSTEM_KEY = "probe-test-system-key-0123456789"
@@ -56,10 +60,10 @@ def spawn(command: list[str], env: dict[str, str], base_url: str, log: Path, rea
             process.wait()
 
 
-def worker_command(app: Path, admin_port: int) -> list[str]:
+def worker_command(app: Path, admin_port: int, grace_seconds: float = GRACE_SECONDS) -> list[str]:
     """``python -m durable_ext -v worker`` on ``app`` with its probes on ``admin_port``."""
     command = [sys.executable, "-m", "durable_ext", "-v", "worker", "--app-dir", str(app)]
-    return [*command, "--admin-port", str(admin_port), "--grace-period", str(GRACE_SECONDS)]
+    return [*command, "--admin-port", str(admin_port), "--grace-period", str(grace_seconds)]
 
 
 def wait_for(condition: Callable[[], object], what: str, timeout: float = TIMEOUT) -> Any:
@@ -214,3 +218,23 @@ def test_readyz_fails_while_storage_is_down(tmp_path: Path) -> None:
         # Storage is away: the leases are left to expire, and the worker still exits cleanly.
         worker.process.send_signal(signal.SIGTERM)
         assert worker.process.wait(timeout=GRACE_SECONDS + 15) == 0, worker.output()[-4000:]
+
+
+async def test_a_drain_past_the_grace_period_exits_3(
+    tmp_path: Path, azurite_connection_string: str, storage_account: StorageAccount
+) -> None:
+    hub = "Late" + uuid.uuid4().hex[:8]
+    app = sample_app_dir(tmp_path, hub, extra_blueprints=[REPO / "tests" / "apps" / "slow_step.py"])
+    (port,) = distinct_free_ports(1)
+    command = worker_command(app, port, grace_seconds=1)
+    env = host_env(azurite_connection_string)
+    with spawn(command, env, f"http://127.0.0.1:{port}", tmp_path / "worker.log", "Worker ready") as worker:
+        async with TaskHub(storage_account, hub, partition_count=2) as task_hub:
+            job = {"dir": str(tmp_path), "tag": "late", "seconds": 60}
+            await TaskHubClient(task_hub).start_new("slow_once", "late", json.dumps(job))
+        wait_for((tmp_path / f"late.started.{worker.process.pid}").exists, "the slow activity to start")
+        worker.process.send_signal(signal.SIGTERM)
+        # Well before the activity's 60 s are up.
+        assert worker.process.wait(timeout=30) == 3, worker.output()[-4000:]
+        assert "Worker stopped before in-flight work finished." in worker.output()
+        assert not (tmp_path / "late.finished").exists()

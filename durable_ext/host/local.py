@@ -373,11 +373,8 @@ class LocalHost:
                     # Handing partitions over needs storage; while it is away, leave the leases to expire
                     # rather than wait for the shutdown timeout.
                     azurite_alive = self.azurite is None or self.azurite.running
-                    if azurite_alive and storage_health.reachable(account.describe()):
-                        drained = await engine.drain(self.options.grace_period)
-                    else:
-                        await engine.stop(graceful=False)
-                        drained = True
+                    reachable = azurite_alive and storage_health.reachable(account.describe())
+                    drained = await engine.drain(self.options.grace_period, release=reachable)
             return drained
         finally:
             self.stop()

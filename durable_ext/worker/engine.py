@@ -129,10 +129,11 @@ class Engine:
         await self.activities.stop()
         hub_log(logger, self.hub.names.hub).info("engine %s stopped", self.worker_id)
 
-    async def drain(self, grace_period: timedelta) -> bool:
+    async def drain(self, grace_period: timedelta, *, release: bool = True) -> bool:
         """Shut down gracefully within ``grace_period``: take no more work items, let in-flight
         episodes and activities finish, and release the partition leases, so that other workers take
-        the partitions at once rather than when the leases expire.
+        the partitions at once rather than when the leases expire (not ``release``: leave the leases
+        to expire, as :meth:`stop` does when not graceful).
 
         False when that did not finish in time: what is left keeps running, and the caller is expected
         to end the process; the leases not yet released expire, and unfinished work items and messages
@@ -142,7 +143,7 @@ class Engine:
         log = hub_log(logger, self.hub.names.hub)
         log.info("engine %s draining (grace period %s)", self.worker_id, grace_period)
         await self.activities.stop_polling()
-        stopping = asyncio.create_task(self.stop(graceful=True), name=f"drain-{self.worker_id}")
+        stopping = asyncio.create_task(self.stop(graceful=release), name=f"drain-{self.worker_id}")
         done, _ = await asyncio.wait({stopping}, timeout=grace_period.total_seconds())
         if not done:
             log.error("engine %s did not drain within %s: giving up", self.worker_id, grace_period)

@@ -367,17 +367,24 @@ class LocalHost:
             async with TaskHub(account, options.hub_name, options.storage_provider.partition_count) as hub:
                 engine = Engine(hub, self.registry, options)
                 await engine.start()
+                # The drain starts with the stop, while the HTTP listeners finish their requests.
+                draining = asyncio.create_task(self._drain_when(stop, engine, account))
                 try:
                     await self._serve(hub, engine, stop)
                 finally:
-                    # Handing partitions over needs storage; while it is away, leave the leases to expire
-                    # rather than wait for the shutdown timeout.
-                    azurite_alive = self.azurite is None or self.azurite.running
-                    reachable = azurite_alive and storage_health.reachable(account.describe())
-                    drained = await engine.drain(self.options.grace_period, release=reachable)
+                    stop.set()  # also when a listener or the Azurite supervisor ended the host
+                    drained = await draining
             return drained
         finally:
             self.stop()
+
+    async def _drain_when(self, stop: asyncio.Event, engine: Engine, account: StorageAccount) -> bool:
+        await stop.wait()
+        # Handing partitions over needs storage; while it is away, leave the leases to expire rather
+        # than wait for the shutdown timeout.
+        azurite_alive = self.azurite is None or self.azurite.running
+        reachable = azurite_alive and storage_health.reachable(account.describe())
+        return await engine.drain(self.options.grace_period, release=reachable)
 
     def _server(self, app: Starlette, port: int) -> uvicorn.Server:
         config = uvicorn.Config(

@@ -674,15 +674,20 @@ def _run_host(options: LocalHostOptions, role: str) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         if not await host.run(stop):
-            # Activities still run on threads that the interpreter would wait for at exit.
-            print(f"{role} stopped before in-flight work finished.", flush=True)
-            sys.stderr.flush()
-            logging.shutdown()
-            os._exit(EXIT_DRAIN_TIMEOUT)
+            _exit_now(f"{role} stopped before in-flight work finished.", EXIT_DRAIN_TIMEOUT)
 
     asyncio.run(serve())
     print(f"{role} stopped.", flush=True)
     return EXIT_OK
+
+
+def _exit_now(line: str, code: int) -> None:
+    """End the process without waiting for the threads of activities still running (as an ordinary
+    exit would)."""
+    print(line, flush=True)
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
 
 
 # --- worker ---------------------------------------------------------------------------------------------

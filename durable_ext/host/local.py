@@ -29,7 +29,13 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 
-from durable_ext.app_loader import FunctionKind, FunctionRegistry, function_folders, load_app
+from durable_ext.app_loader import (
+    FunctionKind,
+    FunctionRegistry,
+    RegisteredFunction,
+    function_folders,
+    load_app,
+)
 from durable_ext.client import TaskHubClient
 from durable_ext.config import HOST_JSON, HostConfig, load_config
 from durable_ext.errors import ConfigError
@@ -260,8 +266,15 @@ class LocalHost:
     @property
     def base_url(self) -> str:
         """Origin the host's own URLs use when no request tells otherwise."""
+        return self._origin(self.options.port)
+
+    def _origin(self, port: int) -> str:
         host = "localhost" if _is_loopback(self.options.host) else self.options.host
-        return f"http://{host}:{self.options.port}"
+        return f"http://{host}:{port}"
+
+    def _serves(self, function: RegisteredFunction) -> bool:
+        """Whether this process runs ``function``: a worker leaves the HTTP functions out."""
+        return not (self.options.worker and function.kind is FunctionKind.HTTP)
 
     def _print_functions(self, account: StorageAccount) -> None:
         assert self.registry is not None
@@ -273,9 +286,7 @@ class LocalHost:
         out("Functions:")
         out("")
         prefix = f"/{self.config.route_prefix}" if self.config.route_prefix else ""
-        for function in self.registry.functions:
-            if function.kind is FunctionKind.HTTP and self.options.worker:
-                continue  # a worker does not serve them
+        for function in filter(self._serves, self.registry.functions):
             if function.kind is FunctionKind.HTTP and function.http is not None:
                 methods = ",".join(function.http.methods)
                 out(f"        {function.name}: [{methods}] {self.base_url}{prefix}/{function.http.route}")
@@ -286,7 +297,7 @@ class LocalHost:
 
     def _print_disabled(self) -> None:
         assert self.registry is not None
-        for function in self.registry.functions:
+        for function in filter(self._serves, self.registry.functions):
             if not function.disabled:
                 continue
             # The WebJobs SDK's line when it skips a disabled function's listener.
@@ -402,8 +413,7 @@ class LocalHost:
             return f"Worker ready; probes on {self.base_url}/healthz and /readyz. Press Ctrl+C to stop."
         line = f"Host ready on {self.base_url}."
         if self.options.admin_port is not None:
-            address = "localhost" if _is_loopback(self.options.host) else self.options.host
-            line += f" Probes also on http://{address}:{self.options.admin_port}."
+            line += f" Probes also on {self._origin(self.options.admin_port)}."
         return f"{line} Press Ctrl+C to stop."
 
     async def _serve(self, hub: TaskHub, engine: Engine, stop: asyncio.Event) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -238,3 +239,28 @@ async def test_a_drain_past_the_grace_period_exits_3(
         assert worker.process.wait(timeout=30) == 3, worker.output()[-4000:]
         assert "Worker stopped before in-flight work finished." in worker.output()
         assert not (tmp_path / "late.finished").exists()
+
+
+def test_listener_ports_are_checked_before_anything_starts(
+    tmp_path: Path, azurite_connection_string: str
+) -> None:
+    app = sample_app_dir(tmp_path, "Ports" + uuid.uuid4().hex[:8])
+    env = host_env(azurite_connection_string)
+    port, busy = distinct_free_ports(2)
+    same = subprocess.run(
+        [*start_command(app, port), "--admin-port", str(port)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert same.returncode == 1
+    assert "error: --admin-port must differ from the HTTP port" in same.stderr
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", busy))
+        listener.listen()
+        taken = subprocess.run(
+            worker_command(app, busy), env=env, capture_output=True, text=True, check=False
+        )
+    assert taken.returncode == 1
+    assert f"port {busy} on 127.0.0.1 is in use: stop the other process or pass --admin-port" in taken.stderr

@@ -16,6 +16,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -44,7 +45,7 @@ from durable_ext.history_file import export_history, read_history_file
 from durable_ext.history_replay import HistoryReplayer
 from durable_ext.host.azurite import DEFAULT_PORTS, Azurite, AzuritePorts
 from durable_ext.host.cors import CorsPolicy, cors_policy
-from durable_ext.host.local import LocalHost, LocalHostOptions
+from durable_ext.host.local import DEFAULT_GRACE_PERIOD, LocalHost, LocalHostOptions
 from durable_ext.lint import LintPathError, lint_paths
 from durable_ext.storage.account import StorageAccount
 from durable_ext.storage.taskhub import ResourceInfo, TaskHub, TaskHubInfo
@@ -60,6 +61,8 @@ EXIT_ERROR = 1
 """A durable_ext error (bad configuration, unreachable storage, ...) or a missing task hub."""
 EXIT_USAGE = 2
 """Bad command line, or a destructive command refused for lack of confirmation."""
+EXIT_DRAIN_TIMEOUT = 3
+"""``start`` or ``worker`` stopped before in-flight work finished: the grace period ran out."""
 EXIT_INTERRUPTED = 130
 """Interrupted with Ctrl-C (128 + SIGINT) while doing something other than running Azurite."""
 
@@ -73,6 +76,13 @@ DEFAULT_HTTP_PORT = 7071
 """The port ``start`` listens on by default, as ``func start``."""
 DEFAULT_HTTP_ADDRESS = "127.0.0.1"
 """The address ``start`` listens on by default (func start's 0.0.0.0 would need a system key here)."""
+DEFAULT_WORKER_ADMIN_PORT = 7072
+"""The port ``worker`` serves its probes on by default: the one next to the Functions host's."""
+GRACE_PERIOD_VARIABLE = "DURABLE_EXT_GRACE_PERIOD"
+"""Environment variable with the drain grace period in seconds, when ``--grace-period`` is not given."""
+
+HOST_COMMANDS = frozenset({"start", "worker"})
+"""The commands that run the app, with its console."""
 
 _AZURITE_POLL_SECONDS = 0.5
 _MAX_PORT = 65535
@@ -140,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0) or a usage error (2), already printed by argparse
         return _exit_code(exc.code)
     args.verbosity = args.verbose + args.command_verbose
-    if args.command != "start":  # start sets up its console from host.json (durable_ext.console)
+    if args.command not in HOST_COMMANDS:  # they set up the console from host.json (durable_ext.console)
         _configure_logging(args.verbosity)
     handler: Handler = args.handler
     try:
@@ -599,37 +609,124 @@ def _configure_start(parser: argparse.ArgumentParser) -> None:
         help="blob port of the Azurite that UseDevelopmentStorage=true means (and that the host starts "
         f"when nothing answers there); queue and table use N+1 and N+2 (default: {DEFAULT_PORTS.blob})",
     )
+    parser.add_argument(
+        "--admin-port",
+        type=_port_base,
+        metavar="N",
+        help="also serve the probes (/healthz, /readyz) on port N (default: only on the HTTP port)",
+    )
+    add_grace_period_argument(parser)
     parser.set_defaults(handler=_run_start)
 
 
+def add_grace_period_argument(parser: argparse.ArgumentParser) -> None:
+    """Add ``--grace-period SECONDS`` to ``parser``."""
+    parser.add_argument(
+        "--grace-period",
+        type=_seconds,
+        metavar="SECONDS",
+        help="on SIGTERM or Ctrl+C, how long in-flight episodes and activities may take to finish before "
+        f"the process exits anyway with code {EXIT_DRAIN_TIMEOUT} (default: ${GRACE_PERIOD_VARIABLE}, "
+        f"else {DEFAULT_GRACE_PERIOD.total_seconds():.0f})",
+    )
+
+
+def _grace_period(args: argparse.Namespace) -> timedelta:
+    if args.grace_period is not None:
+        return timedelta(seconds=args.grace_period)
+    text = os.environ.get(GRACE_PERIOD_VARIABLE)
+    if text is None:
+        return DEFAULT_GRACE_PERIOD
+    try:
+        return timedelta(seconds=_seconds(text))
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigError(f"{GRACE_PERIOD_VARIABLE}: {exc}") from None
+
+
 def _run_start(args: argparse.Namespace) -> int:
+    grace_period = _grace_period(args)
     app_dir = args.app_dir.expanduser().resolve()
     console.install(console.LogLevels(load_log_levels(app_dir), args.verbosity))
     # Core Tools' precedence: a flag wins over the Host section of local.settings.json.
     defaults = load_host_start_settings(app_dir)
-    host = LocalHost(
-        LocalHostOptions(
-            app_dir=args.app_dir,
-            port=args.port or defaults.local_http_port or DEFAULT_HTTP_PORT,
-            host=args.host or defaults.local_http_address or DEFAULT_HTTP_ADDRESS,
-            azurite_in_memory=args.azurite_in_memory,
-            azurite_ports=_ports_from(args.azurite_port),
-            output=lambda line: print(line, flush=True),
-            cors=_cors(args, defaults),
-            functions=None if args.functions is None else tuple(args.functions),
-        )
+    options = LocalHostOptions(
+        app_dir=args.app_dir,
+        port=args.port or defaults.local_http_port or DEFAULT_HTTP_PORT,
+        host=args.host or defaults.local_http_address or DEFAULT_HTTP_ADDRESS,
+        azurite_in_memory=args.azurite_in_memory,
+        azurite_ports=_ports_from(args.azurite_port),
+        output=lambda line: print(line, flush=True),
+        cors=_cors(args, defaults),
+        functions=None if args.functions is None else tuple(args.functions),
+        admin_port=args.admin_port,
+        grace_period=grace_period,
     )
+    return _run_host(options, "Host")
+
+
+def _run_host(options: LocalHostOptions, role: str) -> int:
+    """Run ``start`` or ``worker`` until SIGINT or SIGTERM; exit once the engine has drained."""
+    host = LocalHost(options)
 
     async def serve() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        await host.run(stop)
+        if not await host.run(stop):
+            _exit_now(f"{role} stopped before in-flight work finished.", EXIT_DRAIN_TIMEOUT)
 
     asyncio.run(serve())
-    print("Host stopped.", flush=True)
+    print(f"{role} stopped.", flush=True)
     return EXIT_OK
+
+
+def _exit_now(line: str, code: int) -> None:
+    """End the process without waiting for the threads of activities still running (as an ordinary
+    exit would)."""
+    print(line, flush=True)
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
+
+
+# --- worker ---------------------------------------------------------------------------------------------
+
+
+@command("worker", "run the app's orchestrations, activities and entities only (no HTTP functions)")
+def _configure_worker(parser: argparse.ArgumentParser) -> None:
+    add_app_dir_argument(parser)
+    parser.add_argument(
+        "--admin-port",
+        type=_port_base,
+        default=DEFAULT_WORKER_ADMIN_PORT,
+        metavar="N",
+        help=f"port of the probes /healthz and /readyz (default: {DEFAULT_WORKER_ADMIN_PORT})",
+    )
+    parser.add_argument(
+        "--host",
+        default=DEFAULT_HTTP_ADDRESS,
+        metavar="ADDRESS",
+        help=f"address the probes listen on (default: {DEFAULT_HTTP_ADDRESS}; 0.0.0.0 in a container, "
+        "which needs no key: nothing but the probes is served)",
+    )
+    add_grace_period_argument(parser)
+    parser.set_defaults(handler=_run_worker)
+
+
+def _run_worker(args: argparse.Namespace) -> int:
+    grace_period = _grace_period(args)
+    app_dir = args.app_dir.expanduser().resolve()
+    console.install(console.LogLevels(load_log_levels(app_dir), args.verbosity))
+    options = LocalHostOptions(
+        app_dir=args.app_dir,
+        port=args.admin_port,
+        host=args.host,
+        output=lambda line: print(line, flush=True),
+        worker=True,
+        grace_period=grace_period,
+    )
+    return _run_host(options, "Worker")
 
 
 def _cors(args: argparse.Namespace, defaults: HostStartSettings) -> CorsPolicy | None:

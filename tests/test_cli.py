@@ -445,7 +445,22 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_command_registry() -> None:
-    assert list(COMMANDS) == ["init", "hub", "azurite", "start", "doctor", "lint", "history", "replay"]
+    assert list(COMMANDS) == [
+        *("init", "hub", "azurite", "start", "worker", "doctor", "lint", "history", "replay")
+    ]
+
+
+@pytest.mark.parametrize("command", ["start", "worker"])
+def test_grace_period_must_be_seconds(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run_cli(capsys, command, "--app-dir", str(tmp_path), "--grace-period", "-1")
+    assert code == 2
+    assert "--grace-period: must be 0 or more, got -1" in err
+    monkeypatch.setenv("DURABLE_EXT_GRACE_PERIOD", "soon")
+    code, _, err = run_cli(capsys, command, "--app-dir", str(tmp_path))
+    assert code == 1
+    assert "error: DURABLE_EXT_GRACE_PERIOD: not a number of seconds: 'soon'" in err
 
 
 # --- azurite --------------------------------------------------------------------------------------------

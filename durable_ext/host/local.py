@@ -1,9 +1,12 @@
-"""The local host behind ``python -m durable_ext start``, our stand-in for ``func start``.
+"""The local host behind ``python -m durable_ext start``, our stand-in for ``func start``, and ``worker``.
 
 It does what the Functions host and the Durable Task extension do on a developer machine: apply the
 app settings, start Azurite when the app uses ``UseDevelopmentStorage=true`` and nothing answers on
 Azurite's ports, create the task hub, import the app, run the engine, and serve the HTTP-triggered
-functions and the Durable Functions management API over HTTP.
+functions and the Durable Functions management API over HTTP, with the health probes.
+
+As a worker (``worker``) it runs the engine only: its listener serves the probes and nothing else, and
+it never starts Azurite. On SIGTERM or SIGINT both drain the engine (:meth:`Engine.drain`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import os
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import uvicorn
@@ -25,7 +29,13 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 
-from durable_ext.app_loader import FunctionKind, FunctionRegistry, function_folders, load_app
+from durable_ext.app_loader import (
+    FunctionKind,
+    FunctionRegistry,
+    RegisteredFunction,
+    function_folders,
+    load_app,
+)
 from durable_ext.client import TaskHubClient
 from durable_ext.config import HOST_JSON, HostConfig, load_config
 from durable_ext.errors import ConfigError
@@ -43,6 +53,7 @@ from durable_ext.host.cors import CorsMiddleware, CorsPolicy
 from durable_ext.host.df_json import client_binding_json
 from durable_ext.host.guard import check_system_key, presents_key
 from durable_ext.host.http import http_trigger_routes
+from durable_ext.host.probes import probe_routes, probes_app
 from durable_ext.host.supervisor import supervise
 from durable_ext.storage.account import DEV_HOST, StorageAccount
 from durable_ext.storage.outage import storage_health
@@ -57,6 +68,8 @@ SYSTEM_KEY_SETTING = "DURABLE_EXT_SYSTEM_KEY"
 """App setting with the key the management API and non-anonymous HTTP functions require."""
 SHUTDOWN_GRACE_SECONDS = 10
 """How long Ctrl+C waits for requests in progress (a long-polling wait, say) before cancelling them."""
+DEFAULT_GRACE_PERIOD = timedelta(seconds=30)
+"""How long a stop lets the engine drain (Kubernetes' default terminationGracePeriodSeconds)."""
 
 
 @dataclass
@@ -75,6 +88,12 @@ class LocalHostOptions:
     """Cross-origin callers answered with CORS headers (``--cors``); None: none, as ``func start``."""
     functions: tuple[str, ...] | None = None
     """Load and serve only these functions (``--functions``); None: host.json's ``functions``, else all."""
+    worker: bool = False
+    """Run the engine only (``worker``): ``port`` serves the probes alone, Azurite is never started."""
+    admin_port: int | None = None
+    """A second listener, on ``host``, serving only the probes (``--admin-port``); None: none."""
+    grace_period: timedelta = DEFAULT_GRACE_PERIOD
+    """How long a stop waits for in-flight episodes and activities before the process exits anyway."""
 
 
 def _is_loopback(host: str) -> bool:
@@ -117,7 +136,8 @@ class LocalHost:
         self.app_dir = options.app_dir.expanduser().resolve()
         self.config: HostConfig = load_config(self.app_dir)
         self.system_key = self.config.settings.get(SYSTEM_KEY_SETTING) or None
-        exposed = not _is_loopback(options.host)
+        # A worker's listener serves only the probes, which need no key and give nothing away.
+        exposed = not _is_loopback(options.host) and not options.worker
         if exposed and not self.system_key:
             raise ConfigError(
                 f"listening on {options.host} exposes the management API beyond this machine: set the "
@@ -168,16 +188,21 @@ class LocalHost:
         self.azurite = Azurite(ports=ports, location=location, executable=executable)
         self.azurite.start()
 
-    def _check_port(self) -> None:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((self.options.host, self.options.port))
-            except OSError as exc:
-                raise ConfigError(
-                    f"port {self.options.port} on {self.options.host} is in use: stop the other process "
-                    "or pass --port"
-                ) from exc
+    def _check_ports(self) -> None:
+        ports = {self.options.port: "--admin-port" if self.options.worker else "--port"}
+        if self.options.admin_port is not None:
+            if self.options.admin_port in ports:
+                raise ConfigError("--admin-port must differ from the HTTP port")
+            ports[self.options.admin_port] = "--admin-port"
+        for port, flag in ports.items():
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind((self.options.host, port))
+                except OSError as exc:
+                    raise ConfigError(
+                        f"port {port} on {self.options.host} is in use: stop the other process or pass {flag}"
+                    ) from exc
 
     async def prepare(self) -> StorageAccount:
         """Load settings and the app, make sure storage answers, create the task hub."""
@@ -189,8 +214,9 @@ class LocalHost:
             self.app_dir, settings=self.config.settings, only=None if allow_list is None else allow_list[0]
         )
         self.registry = self._allowed(self.app_functions, allow_list)
-        self._check_port()
-        self._ensure_azurite(account)
+        self._check_ports()
+        if not self.options.worker:
+            self._ensure_azurite(account)
         options = self.config.durable_task
         async with TaskHub(account, options.hub_name, options.storage_provider.partition_count) as hub:
             await hub.create()
@@ -240,8 +266,15 @@ class LocalHost:
     @property
     def base_url(self) -> str:
         """Origin the host's own URLs use when no request tells otherwise."""
+        return self._origin(self.options.port)
+
+    def _origin(self, port: int) -> str:
         host = "localhost" if _is_loopback(self.options.host) else self.options.host
-        return f"http://{host}:{self.options.port}"
+        return f"http://{host}:{port}"
+
+    def _serves(self, function: RegisteredFunction) -> bool:
+        """Whether this process runs ``function``: a worker leaves the HTTP functions out."""
+        return not (self.options.worker and function.kind is FunctionKind.HTTP)
 
     def _print_functions(self, account: StorageAccount) -> None:
         assert self.registry is not None
@@ -253,7 +286,7 @@ class LocalHost:
         out("Functions:")
         out("")
         prefix = f"/{self.config.route_prefix}" if self.config.route_prefix else ""
-        for function in self.registry.functions:
+        for function in filter(self._serves, self.registry.functions):
             if function.kind is FunctionKind.HTTP and function.http is not None:
                 methods = ",".join(function.http.methods)
                 out(f"        {function.name}: [{methods}] {self.base_url}{prefix}/{function.http.route}")
@@ -264,7 +297,7 @@ class LocalHost:
 
     def _print_disabled(self) -> None:
         assert self.registry is not None
-        for function in self.registry.functions:
+        for function in filter(self._serves, self.registry.functions):
             if not function.disabled:
                 continue
             # The WebJobs SDK's line when it skips a disabled function's listener.
@@ -276,8 +309,11 @@ class LocalHost:
                 )
             self.options.output(line)
 
-    def build_app(self, hub: TaskHub, client: TaskHubClient) -> Starlette:
-        """The ASGI app: HTTP-triggered functions, the management API and the df client's RPC mount."""
+    def build_app(self, hub: TaskHub, client: TaskHubClient, engine: Engine) -> Starlette:
+        """The ASGI app: the probes and, unless a worker, the HTTP-triggered functions, the management
+        API and the df client's RPC mount."""
+        if self.options.worker:
+            return probes_app(engine)
         assert self.registry is not None
         registry = self.registry
         hub_name = hub.names.hub
@@ -303,6 +339,7 @@ class LocalHost:
             system_key=self.system_key,
         )
         routes = [
+            *probe_routes(engine),
             *management_mounts(
                 client, rpc_path, system_key=self.system_key, functions=registry, connection_name=connection
             ),
@@ -327,10 +364,12 @@ class LocalHost:
             self.azurite.stop()
             self.azurite = None
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Prepare, run the engine and the HTTP server until ``stop`` is set, then shut down gracefully.
+    async def run(self, stop: asyncio.Event) -> bool:
+        """Prepare, run the engine and the HTTP server until ``stop`` is set, then drain the engine.
 
-        Raises AzuriteError when the Azurite this host started keeps exiting.
+        Returns whether the engine drained within the grace period; False: what is left still runs and
+        the caller should end the process (:meth:`Engine.drain`). Raises AzuriteError when the Azurite
+        this host started keeps exiting.
         """
         try:
             account = await self.prepare()
@@ -339,15 +378,43 @@ class LocalHost:
             async with TaskHub(account, options.hub_name, options.storage_provider.partition_count) as hub:
                 engine = Engine(hub, self.registry, options)
                 await engine.start()
+                # The drain starts with the stop, while the HTTP listeners finish their requests.
+                draining = asyncio.create_task(self._drain_when(stop, engine, account))
                 try:
                     await self._serve(hub, engine, stop)
                 finally:
-                    # Handing partitions over needs storage; while it is away, leave the leases to expire
-                    # rather than wait for the shutdown timeout.
-                    azurite_alive = self.azurite is None or self.azurite.running
-                    await engine.stop(graceful=azurite_alive and storage_health.reachable(account.describe()))
+                    stop.set()  # also when a listener or the Azurite supervisor ended the host
+                    drained = await draining
+            return drained
         finally:
             self.stop()
+
+    async def _drain_when(self, stop: asyncio.Event, engine: Engine, account: StorageAccount) -> bool:
+        await stop.wait()
+        # Handing partitions over needs storage; while it is away, leave the leases to expire rather
+        # than wait for the shutdown timeout.
+        azurite_alive = self.azurite is None or self.azurite.running
+        reachable = azurite_alive and storage_health.reachable(account.describe())
+        return await engine.drain(self.options.grace_period, release=reachable)
+
+    def _server(self, app: Starlette, port: int) -> uvicorn.Server:
+        config = uvicorn.Config(
+            app,
+            host=self.options.host,
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+        )
+        return uvicorn.Server(config)
+
+    def _ready_line(self) -> str:
+        if self.options.worker:
+            return f"Worker ready; probes on {self.base_url}/healthz and /readyz. Press Ctrl+C to stop."
+        line = f"Host ready on {self.base_url}."
+        if self.options.admin_port is not None:
+            line += f" Probes also on {self._origin(self.options.admin_port)}."
+        return f"{line} Press Ctrl+C to stop."
 
     async def _serve(self, hub: TaskHub, engine: Engine, stop: asyncio.Event) -> None:
         options = self.config.durable_task
@@ -357,32 +424,28 @@ class LocalHost:
             handoff=engine,
             default_version=options.default_version,
         )
-        config = uvicorn.Config(
-            self.build_app(hub, client),
-            host=self.options.host,
-            port=self.options.port,
-            log_level="warning",
-            lifespan="off",
-            timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
-        )
-        server = uvicorn.Server(config)
-        serving = asyncio.create_task(server.serve())
-        # "Host ready" is what callers wait for: say it only once the socket accepts connections.
-        while not server.started and not serving.done():
+        servers = [self._server(self.build_app(hub, client, engine), self.options.port)]
+        if self.options.admin_port is not None:
+            servers.append(self._server(probes_app(engine), self.options.admin_port))
+        serving = {asyncio.create_task(server.serve()) for server in servers}
+        # "Host ready" is what callers wait for: say it only once the sockets accept connections.
+        while not all(server.started for server in servers) and not any(task.done() for task in serving):
             await asyncio.sleep(0.01)
-        self.options.output(f"Host ready on {self.base_url}. Press Ctrl+C to stop.")
-        watched = {serving, asyncio.create_task(stop.wait())}
+        self.options.output(self._ready_line())
+        watched = {*serving, asyncio.create_task(stop.wait())}
         if self.azurite is not None:
             watched.add(asyncio.create_task(supervise(self.azurite, self.options.output, hub.create)))
         done, pending = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-        server.should_exit = True
-        for task in pending - {serving}:
+        for server in servers:
+            server.should_exit = True
+        for task in pending - serving:
             task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await serving
+        for task in serving:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         # The df client keeps one aiohttp session per process; the Functions worker closes it at
         # shutdown, and so do we.
         await df_http_utils._close_session()
-        for task in done - {serving}:
+        for task in done - serving:
             # A supervisor that gave up on Azurite ends the host with its error.
             task.result()

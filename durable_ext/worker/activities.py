@@ -152,8 +152,13 @@ class ActivityDispatcher:
         self._stopping = False
         self._loop_task = asyncio.create_task(self._poll(), name=f"activities-{self._hub_name}")
 
-    async def stop(self) -> None:
-        """Stop polling and let running activities finish (their results are still delivered)."""
+    @property
+    def polling(self) -> bool:
+        """Whether the polling loop runs (started, not stopped, not ended by an error)."""
+        return self._loop_task is not None and not self._loop_task.done()
+
+    async def stop_polling(self) -> None:
+        """Take no more work items, polled or handed over; running activities go on."""
         self._stopping = True
         self._backoff.wake()
         if self._loop_task is not None:
@@ -161,6 +166,10 @@ class ActivityDispatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
             self._loop_task = None
+
+    async def stop(self) -> None:
+        """Stop polling and let running activities finish (their results are still delivered)."""
+        await self.stop_polling()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._threads.shutdown(wait=False)

@@ -7,6 +7,7 @@ on one hub split the partitions between them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -72,6 +73,8 @@ class Engine:
             hub_name=hub.names.hub,
             storage=hub.account.describe(),
         )
+        self.draining = False
+        """Set by :meth:`drain`: the engine is shutting down."""
         first_partition = hub.control_queues[0].name
         self.purger = InstancePurger(
             TaskHubClient(hub),
@@ -133,6 +136,28 @@ class Engine:
         await self.orchestrations.stop()
         await self.activities.stop()
         hub_log(logger, self.hub.names.hub).info("engine %s stopped", self.worker_id)
+
+    async def drain(self, grace_period: timedelta, *, release: bool = True) -> bool:
+        """Shut down gracefully within ``grace_period``: take no more work items, let in-flight
+        episodes and activities finish, and release the partition leases, so that other workers take
+        the partitions at once rather than when the leases expire (not ``release``: leave the leases
+        to expire, as :meth:`stop` does when not graceful).
+
+        False when that did not finish in time: what is left keeps running, and the caller is expected
+        to end the process; the leases not yet released expire, and unfinished work items and messages
+        reappear in their queues after their visibility timeout.
+        """
+        self.draining = True
+        log = hub_log(logger, self.hub.names.hub)
+        log.info("engine %s draining (grace period %s)", self.worker_id, grace_period)
+        await self.activities.stop_polling()
+        stopping = asyncio.create_task(self.stop(graceful=release), name=f"drain-{self.worker_id}")
+        done, _ = await asyncio.wait({stopping}, timeout=grace_period.total_seconds())
+        if not done:
+            log.error("engine %s did not drain within %s: giving up", self.worker_id, grace_period)
+            return False
+        stopping.result()
+        return True
 
     async def __aenter__(self) -> Engine:
         await self.start()

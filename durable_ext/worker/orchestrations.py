@@ -133,6 +133,11 @@ class OrchestrationDispatcher:
         """Control queues being polled."""
         return frozenset(self._loops)
 
+    @property
+    def stalled(self) -> frozenset[str]:
+        """Owned control queues whose polling loop has ended (it should run until told to stop)."""
+        return frozenset(name for name, loop in self._loops.items() if loop.done())
+
     def wake(self, queue_name: str) -> None:
         """This process just enqueued to ``queue_name``: poll it now if we own it."""
         backoff = self._backoffs.get(queue_name)

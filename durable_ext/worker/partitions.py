@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -130,6 +131,7 @@ class TablePartitionManager:
         self._stopping: dict[str, asyncio.Task[None]] = {}
         self._held: frozenset[str] = frozenset()
         self._consecutive_failures = 0
+        self._last_success: float | None = None
         self._next_pause = 0.0
         self._shutting_down = False
         self._shutdown_complete = False
@@ -142,6 +144,22 @@ class TablePartitionManager:
     def owned(self) -> frozenset[str]:
         """The control queues this worker is listening to."""
         return frozenset(self._listening)
+
+    @property
+    def options(self) -> PartitionManagerOptions:
+        """The manager's timings."""
+        return self._options
+
+    @property
+    def running(self) -> bool:
+        """Whether the manager loop runs (started, not stopped, not ended by an error)."""
+        return self._task is not None and not self._task.done()
+
+    def since_last_success(self) -> timedelta | None:
+        """How long ago a pass over the table last succeeded (renewing our leases); None: never."""
+        if self._last_success is None:
+            return None
+        return timedelta(seconds=time.monotonic() - self._last_success)
 
     async def start(self) -> None:
         """Run the manager loop as a background task (does nothing if it is already running)."""
@@ -247,6 +265,7 @@ class TablePartitionManager:
             else:
                 storage_health.succeeded(self._storage)
                 self._consecutive_failures = 0
+                self._last_success = time.monotonic()
                 self._shutdown_complete = shutting_down and result.owned == 0
                 if result.draining or result.waiting_for_release:
                     pause = self._options.fast_interval

@@ -1,4 +1,9 @@
-"""Testing orchestrations: replay recorded histories against the current code.
+"""Testing orchestrations: run them on a test host, and replay recorded histories against the code.
+
+:class:`DurableTestHost` runs an app's orchestrators, activities and entities on the real engine in
+this process, on a fresh task hub in a shared Azurite, with a client to start instances, wait for them,
+raise events, signal and read entities and mock activities. The pytest plugin
+(:mod:`durable_ext.pytest_plugin`) offers it as the ``durable_host`` fixture.
 
 ``replay(app_dir, file)`` fails with :class:`ReplayMismatchError` when a change to an orchestrator
 would break instances already running it: the error names the history event, what the code does
@@ -13,8 +18,25 @@ from pathlib import Path
 from durable_ext.errors import ReplayMismatchError
 from durable_ext.history_file import RecordedHistory, read_history_file
 from durable_ext.history_replay import HistoryReplayer
+from durable_ext.testing_host import (
+    AsyncHostClient,
+    DurableTestHost,
+    HostClient,
+    InstanceStatus,
+    default_connection_string,
+    shared_azurite,
+)
 
-__all__ = ["ReplayMismatchError", "replay"]
+__all__ = [
+    "AsyncHostClient",
+    "DurableTestHost",
+    "HostClient",
+    "InstanceStatus",
+    "ReplayMismatchError",
+    "default_connection_string",
+    "replay",
+    "shared_azurite",
+]
 
 
 def replay(app_dir: str | Path, file: str | Path) -> RecordedHistory:

@@ -5,24 +5,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from durable_ext.app_loader import FunctionRegistry
 from durable_ext.config import DurableTaskOptions
 from durable_ext.storage.taskhub import TaskHub
+from durable_ext.testing_host import FAST_LEASES
 from durable_ext.worker.engine import Engine
-from durable_ext.worker.partitions import PartitionManagerOptions
 
 ENGINE_APP_DIR = Path(__file__).parent / "apps" / "engine_app"
-FAST_LEASES = PartitionManagerOptions(
-    acquire_interval=timedelta(milliseconds=100),
-    lease_interval=timedelta(seconds=3),
-    claim_duration=timedelta(seconds=3),
-    fast_interval=timedelta(milliseconds=100),
-)
-"""Lease timings short enough that tests see claims and failover in well under a second or two."""
+__all__ = ["ENGINE_APP_DIR", "FAST_LEASES", "engine_for", "poll"]
 
 
 def engine_for(

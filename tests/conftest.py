@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import uuid
 import warnings
@@ -19,6 +20,17 @@ from tests.engine_support import ENGINE_APP_DIR, engine_for
 # The SDKs log every HTTP request and response at INFO: too loud for failure reports.
 logging.getLogger("azure").setLevel(logging.WARNING)
 
+PLUGIN_NAME = "durable_ext"
+"""The name the package's ``pytest11`` entry point registers durable_ext.pytest_plugin under."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Load the durable_host fixtures from the source tree unless the installed package's entry point
+    (or ``-p durable_ext.pytest_plugin``) already did: a plugin registered twice is an error."""
+    plugin = importlib.import_module("durable_ext.pytest_plugin")
+    if not config.pluginmanager.is_registered(plugin):
+        config.pluginmanager.register(plugin, PLUGIN_NAME)
+
 
 @pytest.fixture(scope="session")
 def azurite() -> Iterator[Azurite]:
@@ -31,6 +43,12 @@ def azurite() -> Iterator[Azurite]:
 def azurite_connection_string(azurite: Azurite) -> str:
     """The connection string of the session's Azurite."""
     return azurite.connection_string
+
+
+@pytest.fixture(scope="session")
+def durable_connection_string(azurite_connection_string: str) -> str:
+    """The durable_host fixtures run on the session's Azurite too (overrides the plugin's)."""
+    return azurite_connection_string
 
 
 @pytest.fixture

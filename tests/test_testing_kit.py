@@ -20,7 +20,13 @@ from durable_ext.history import (
 )
 from durable_ext.storage.account import StorageAccount
 from durable_ext.storage.taskhub import TaskHub
-from durable_ext.testing import AsyncHostClient, DurableTestHost, HostClient
+from durable_ext.testing import (
+    AsyncHostClient,
+    DurableTestHost,
+    HostClient,
+    default_connection_string,
+    shared_azurite,
+)
 
 pytest_plugins = ["pytester"]
 
@@ -135,6 +141,25 @@ def test_a_sync_host_without_pytest_fixtures(azurite_connection_string: str) -> 
         client.mock_activity("say_hello", lambda city: f"Hej {city}")
         status = client.wait(client.start("hello_sequence"))
     assert status.output == ["Hej Tokyo", "Hej Seattle", "Hej London"]
+
+
+def test_the_default_storage_is_azure_web_jobs_storage(
+    monkeypatch: pytest.MonkeyPatch, azurite_connection_string: str
+) -> None:
+    monkeypatch.setenv("AzureWebJobsStorage", azurite_connection_string)
+    assert default_connection_string() == azurite_connection_string
+
+
+def test_without_storage_a_host_runs_on_the_processs_own_azurite(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Development storage means Azurite's default ports, where nothing may listen: the shared one instead.
+    monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
+    connection_string = default_connection_string()
+    assert connection_string == shared_azurite().connection_string
+    assert shared_azurite().running
+    monkeypatch.delenv("AzureWebJobsStorage")
+    with DurableTestHost(SAMPLE_APP) as client:
+        assert client.wait(client.start("hello_sequence")).output[0] == "Hello Tokyo!"
+    assert default_connection_string() == connection_string
 
 
 USER_APP = """

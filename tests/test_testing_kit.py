@@ -91,6 +91,18 @@ def test_a_mocked_activity_changes_the_output(durable_host: HostClient) -> None:
     assert durable_host.wait(durable_host.start("hello_sequence")).output == ["fixed"] * 3
 
 
+def test_async_activities_and_async_mocks_mix_either_way(durable_host: HostClient) -> None:
+    async def greet(city: str) -> str:
+        return f"Ahoy {city}"
+
+    durable_host.mock_activity("say_hello", greet)  # a sync activity, an async mock
+    assert durable_host.wait(durable_host.start("hello_sequence")).output[0] == "Ahoy Tokyo"
+    durable_host.mock_activity("check_status", lambda remaining: f"{remaining} left")  # the reverse
+    assert durable_host.wait(durable_host.start("monitor", {"checks": 1})).output == "1 left"
+    durable_host.mock_activity("check_status", greet)
+    assert durable_host.wait(durable_host.start("monitor", {"checks": 1})).output == "Ahoy 1"
+
+
 def test_mocking_an_activity_the_app_lacks_is_refused(durable_host: HostClient) -> None:
     with pytest.raises(ValueError, match="no activity named 'say_goodbye'"):
         durable_host.mock_activity("say_goodbye", "bye")

@@ -86,17 +86,11 @@ class DurableHttpRequest:
     def from_task_input(cls, text: str | None) -> DurableHttpRequest:
         """The request a ``BuiltIn::HttpActivity`` TaskScheduled input carries (a one-element array
         holding the request object, or its JSON text)."""
-        try:
-            data = json.loads(text or "null")
-        except json.JSONDecodeError as exc:
-            raise HttpRequestFormatError(f"the HTTP activity input is not JSON: {exc}") from None
+        data = _activity_input_json(text or "null")
         if isinstance(data, list) and len(data) == 1:
             data = data[0]
             if isinstance(data, str):
-                try:
-                    data = json.loads(data)
-                except json.JSONDecodeError as exc:
-                    raise HttpRequestFormatError(f"the HTTP activity input is not JSON: {exc}") from None
+                data = _activity_input_json(data)
         if not isinstance(data, dict):
             raise HttpRequestFormatError("the HTTP activity input is not a serialized DurableHttpRequest")
         return cls._from_json(data, "the HTTP activity input")
@@ -175,3 +169,11 @@ def poll_delay(response: object, default: timedelta) -> tuple[str, timedelta] | 
     if retry_after and retry_after[0].strip().isdigit():
         delay = timedelta(seconds=int(retry_after[0].strip()))
     return locations[0], delay
+
+
+def _activity_input_json(text: str) -> Any:
+    """Decode (part of) a ``BuiltIn::HttpActivity`` input; HttpRequestFormatError if it is not JSON."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise HttpRequestFormatError(f"the HTTP activity input is not JSON: {exc}") from None

@@ -27,7 +27,6 @@ from durable_ext.entities import (
     request_event,
 )
 from durable_ext.errors import (
-    DurableExtError,
     InstanceExistsError,
     InstanceGoneError,
     InstanceNotEndedError,
@@ -487,7 +486,9 @@ class TaskHubClient:
         self._log.instance(instance_id).info("sent %s (%s)", event.event_type.name, action)
         return row
 
-    def _refusal(self, row: InstanceState, action: str, *, invalid_operation: bool) -> DurableExtError:
+    def _refusal(
+        self, row: InstanceState, action: str, *, invalid_operation: bool
+    ) -> InvalidInstanceStateError:
         """The error for ``action`` on an instance whose status does not allow it, logged."""
         status = row.runtime_status.name if row.runtime_status is not None else "unknown"
         log = self._log.instance(row.instance_id)

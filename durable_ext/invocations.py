@@ -22,7 +22,7 @@ import enum
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -136,8 +136,7 @@ def invocation(function_name: str, kind: InvocationKind) -> Iterator[Invocation]
     """
     record = Invocation(function_name, kind)
     log = function_log(function_name)
-    # Each line carries a copy as it stands, so a handler that formats later still sees that moment.
-    log.info("%s", record.executing_text(), extra={"invocation": dataclasses.replace(record)})
+    _emit(log, logging.INFO, record, record.executing_text)
     token = _current.set(record)
     try:
         yield record
@@ -148,4 +147,12 @@ def invocation(function_name: str, kind: InvocationKind) -> Iterator[Invocation]
         _current.reset(token)
         record.duration_ms = (time.monotonic() - record.started) * 1000
         level = logging.INFO if record.failure is None else logging.ERROR
-        log.log(level, "%s", record.executed_text(), extra={"invocation": dataclasses.replace(record)})
+        _emit(log, level, record, record.executed_text)
+
+
+def _emit(log: logging.Logger, level: int, record: Invocation, text: Callable[[], str]) -> None:
+    """Log one of the invocation's lines, building it only when some handler may want it (an engine
+    embedded without the console runs this for every episode and activity)."""
+    if log.isEnabledFor(level):
+        # Each line carries a copy as it stands, so a handler that formats later still sees that moment.
+        log.log(level, "%s", text(), extra={"invocation": dataclasses.replace(record)})

@@ -14,7 +14,6 @@ so :class:`_RecordingContext` observes each number df hands out and the action b
 # ruff: noqa: E402 - df is imported only once its version is known to be one this module supports.
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -449,9 +448,7 @@ def run_orchestrator(
     except Exception as exc:  # df reports a failing orchestrator by raising with its state appended
         state, failure = _failed_state(name, exc)
     allocations = {
-        event_id: dataclasses.replace(
-            _scheduled_action(event_id, action, task, context), source=context.sources.get(event_id)
-        )
+        event_id: _scheduled_action(event_id, action, task, context)
         for event_id, (action, task) in sorted(context.allocated.items())
     }
     check_determinism(name, events, allocations)
@@ -512,15 +509,19 @@ def _retry_policy(options: dict[str, Any]) -> RetryPolicy:
 def _scheduled_action(
     event_id: int, action: Any, task: TaskBase | None, context: _RecordingContext
 ) -> ScheduledAction:
+    # Built with its source at once: this runs for every sequence number of every replay.
+    source = context.sources.get(event_id)
     if isinstance(action, NoOpAction):
-        return _retry_step(event_id, action, task, context)
+        return _retry_step(event_id, action, task, context, source)
     data = _action_json(action)
     kind = _ACTION_KINDS.get(int(data["actionType"]))
     if kind is None:
         raise NonDeterminismError(f"df action type {data['actionType']} has no sequence number")
     if kind is ActionKind.CALL_HTTP:
         request = DurableHttpRequest.from_df_action(data["httpRequest"])  # checked by call_http
-        return ScheduledAction(event_id, kind, name=HTTP_ACTIVITY_NAME, input=request.to_task_input())
+        return ScheduledAction(
+            event_id, kind, name=HTTP_ACTIVITY_NAME, input=request.to_task_input(), source=source
+        )
     fire_at = parse_datetime(data["fireAt"]) if data.get("fireAt") else None
     retry = _retry_policy(data["retryOptions"]) if isinstance(data.get("retryOptions"), dict) else None
     return ScheduledAction(
@@ -534,11 +535,12 @@ def _scheduled_action(
         retry=retry,
         retry_attempts=1 if retry else 0,
         version=data.get("version"),
+        source=source,
     )
 
 
 def _retry_step(
-    event_id: int, action: NoOpAction, task: TaskBase | None, context: _RecordingContext
+    event_id: int, action: NoOpAction, task: TaskBase | None, context: _RecordingContext, source: str | None
 ) -> ScheduledAction:
     parent = getattr(task, "parent", None)
     if not isinstance(parent, RetryAbleTask):
@@ -559,6 +561,7 @@ def _retry_step(
             retry=retry,
             retry_attempts=attempts,
             is_retry_timer=True,
+            source=source,
         )
     return ScheduledAction(
         event_id=event_id,
@@ -569,6 +572,7 @@ def _retry_step(
         retry=retry,
         retry_attempts=attempts,
         version=original.get("version"),
+        source=source,
     )
 
 

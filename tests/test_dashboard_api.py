@@ -8,6 +8,7 @@ engine.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,6 +28,7 @@ from durable_ext.dashboard.hubs import DashboardHub, HubSet
 from durable_ext.history import OrchestrationStatus
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.storage.tracking import InstanceState
+from durable_ext.worker.engine import Engine
 
 TIMEOUT = 60.0
 KEY = "dashboard-test-key-0123456789"
@@ -244,3 +246,196 @@ async def test_counts_by_status_with_the_same_filters(dash: Dash, hub: TaskHub) 
     assert narrowed["total"] == 2
     assert narrowed["counts"]["Running"] == 1
     assert (await dash.get("counts", status="Failed,Completed"))["total"] == 2
+
+
+# ---- one instance ---------------------------------------------------------------------------------
+
+
+async def test_large_payloads_are_left_out_of_the_detail_and_fetched_on_their_own(
+    dash: Dash, hub: TaskHub
+) -> None:
+    big = json.dumps("x" * 70_000)
+    state = row("big-1", custom=json.dumps({"note": "y" * 70_000}))
+    state.input = big
+    await insert_rows(hub, [state])
+    body = await dash.detail("big-1")
+    assert body["input"] is None
+    assert body["customStatus"] is None
+    assert body["output"] == 2
+    assert sorted(body["truncated"]) == ["customStatus", "input"]
+    assert body["completedTime"] == "2026-01-01T00:00:05Z"
+    assert body["durationMs"] == 5000
+    assert body["failure"] is None
+    assert body["parent"] is None
+    assert await dash.get("instances/big-1/payload/input") == "x" * 70_000
+    assert await dash.get("instances/big-1/payload/customStatus") == {"note": "y" * 70_000}
+    assert await dash.get("instances/big-1/payload/output") == 2
+    listed = (await dash.get("instances", prefix="big-1"))["instances"][0]
+    assert listed["customStatus"] is None
+    assert listed["truncated"] == ["customStatus"]
+    assert (await dash.http.get(dash.url("instances/big-1/payload/history"))).status_code == 404
+
+
+async def test_history_timeline_children_and_parent_of_a_sub_orchestration(
+    dash: Dash, engine: Engine
+) -> None:
+    parent = await dash.hub.client.start_new("parent", "tl-parent", None)
+    done = await dash.wait_for(parent, "Completed")
+    assert done["output"] == 33
+    assert done["durationMs"] is not None and done["durationMs"] >= 0
+    children = (await dash.get(f"instances/{parent}/children"))["children"]
+    assert len(children) == 1
+    child = children[0]
+    assert child["name"] == "chain"
+    assert child["runtimeStatus"] == "Completed"
+    assert (await dash.detail(child["instanceId"]))["parent"] == {"instanceId": parent}
+
+    history = await dash.get(f"instances/{parent}/history")
+    kinds = [event["eventType"] for event in history["events"]]
+    assert kinds[0] == "OrchestratorStarted"
+    assert "SubOrchestrationInstanceCreated" in kinds
+    assert history["continuation"] is None
+    created = next(e for e in history["events"] if e["eventType"] == "SubOrchestrationInstanceCreated")
+    assert created["instanceId"] == child["instanceId"]
+    assert created["name"] == "chain"
+    completed = next(e for e in history["events"] if e["eventType"] == "SubOrchestrationInstanceCompleted")
+    assert completed["scheduledId"] == created["eventId"]
+    assert completed["result"] == 32
+
+    paged: list[dict[str, Any]] = []
+    token: str | None = None
+    while True:
+        params: dict[str, Any] = {"top": 3}
+        if token:
+            params["continuation"] = token
+        page = await dash.get(f"instances/{parent}/history", **params)
+        assert len(page["events"]) <= 3
+        paged += page["events"]
+        token = page["continuation"]
+        if token is None:
+            break
+    assert paged == history["events"]
+
+    items = (await dash.get(f"instances/{parent}/timeline"))["items"]
+    assert items[0]["kind"] == "orchestration"
+    assert items[0]["name"] == "parent"
+    assert items[0]["status"] == "Completed"
+    assert items[0]["end"] is not None
+    [sub] = [item for item in items if item["kind"] == "suborchestration"]
+    assert sub["instanceId"] == child["instanceId"]
+    assert sub["status"] == "Completed"
+    assert sub["start"] <= sub["end"]
+    child_items = (await dash.get(f"instances/{child['instanceId']}/timeline"))["items"]
+    activities = [item for item in child_items if item["kind"] == "activity"]
+    assert [item["name"] for item in activities] == ["double"] * 5
+    assert all(item["status"] == "Completed" and item["end"] for item in activities)
+
+
+async def test_timeline_of_timers_and_external_events(dash: Dash, engine: Engine) -> None:
+    fired = await dash.hub.client.start_new("timer", "tl-timer", None)
+    waiting = await dash.hub.client.start_new("approval", "tl-approval", "600")
+    await dash.wait_for(fired, "Completed")
+    await dash.wait_for(waiting, "Running")
+    items = (await dash.get(f"instances/{waiting}/timeline"))["items"]
+    [pending] = [item for item in items if item["kind"] == "timer"]
+    assert pending["status"] == "Pending"
+    assert pending["end"] is None
+    response = await dash.post(
+        f"instances/{waiting}/raiseEvent", {"eventName": "Approval", "eventData": "yes"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json() == {"instanceId": waiting, "ok": True}
+    done = await dash.wait_for(waiting, "Completed")
+    assert done["output"] == "approved: yes"
+    assert done["customStatus"] == "done"
+    items = (await dash.get(f"instances/{waiting}/timeline"))["items"]
+    [event] = [item for item in items if item["kind"] == "event"]
+    assert event["name"] == "Approval"
+    assert event["start"] == event["end"]
+    [canceled] = [item for item in items if item["kind"] == "timer"]
+    assert canceled["canceled"] is True
+    assert canceled["end"] == items[0]["end"]
+    timer_items = (await dash.get(f"instances/{fired}/timeline"))["items"]
+    [timer] = [item for item in timer_items if item["kind"] == "timer"]
+    assert timer["status"] == "Completed"
+    assert "canceled" not in timer
+    assert timer["end"] == timer["fireAt"]
+    history = (await dash.get(f"instances/{fired}/history"))["events"]
+    created = next(e for e in history if e["eventType"] == "TimerCreated")
+    fired_event = next(e for e in history if e["eventType"] == "TimerFired")
+    assert fired_event["scheduledId"] == created["eventId"]
+    assert fired_event["fireAt"] == created["fireAt"]
+
+
+# ---- actions -----------------------------------------------------------------------------------------
+
+
+async def test_suspend_resume_and_terminate_with_their_refusals(dash: Dash, engine: Engine) -> None:
+    instance = await dash.hub.client.start_new("approval", "act-1", "600")
+    await dash.wait_for(instance, "Running")
+    response = await dash.post(f"instances/{instance}/suspend", {"reason": "pause"})
+    assert response.json() == {"instanceId": instance, "ok": True}
+    await dash.wait_for(instance, "Suspended")
+    again = await dash.post(f"instances/{instance}/suspend")
+    assert again.status_code == 500  # DF's answer to suspending a suspended instance
+    assert "error" in again.json()
+    assert (await dash.post(f"instances/{instance}/resume", {"reason": "go on"})).status_code == 200
+    await dash.wait_for(instance, "Running")
+    assert (await dash.post(f"instances/{instance}/terminate", {"reason": "enough"})).status_code == 200
+    body = await dash.wait_for(instance, "Terminated")
+    assert body["output"] == "enough"
+    gone = await dash.post(f"instances/{instance}/terminate")
+    assert gone.status_code == 410
+    events = [e["eventType"] for e in (await dash.get(f"instances/{instance}/history", top=1000))["events"]]
+    assert {"ExecutionSuspended", "ExecutionResumed", "ExecutionTerminated"} <= set(events)
+    items = (await dash.get(f"instances/{instance}/timeline"))["items"]
+    assert items[0]["status"] == "Failed" and items[0]["terminated"] is True
+
+
+async def test_restart_rewind_and_purge(dash: Dash, engine: Engine) -> None:
+    failed = await dash.hub.client.start_new("raises", "act-failed", None)
+    body = await dash.wait_for(failed, "Failed")
+    assert "orchestrator gave up" in body["failure"]["message"]
+    rewound = await dash.post(f"instances/{failed}/rewind", {"reason": "try again"})
+    assert rewound.status_code == 200, rewound.text
+    await dash.wait_for(failed, "Failed")
+
+    completed = await dash.hub.client.start_new("chain", "act-done", "1")
+    await dash.wait_for(completed, "Completed")
+    assert (await dash.post(f"instances/{completed}/rewind")).status_code == 410
+    restarted = await dash.post(f"instances/{completed}/restart")
+    new_id = restarted.json()["result"]["instanceId"]
+    assert new_id != completed
+    assert (await dash.wait_for(new_id, "Completed"))["output"] == 32
+    same = await dash.post(f"instances/{completed}/restart", {"newInstanceId": False})
+    assert same.json()["result"] == {"instanceId": completed}
+    await dash.wait_for(completed, "Completed")
+
+    running = await dash.hub.client.start_new("approval", "act-running", "600")
+    assert (await dash.post(f"instances/{running}/purge")).status_code == 412
+    purged = await dash.post(f"instances/{completed}/purge")
+    assert purged.json() == {"instanceId": completed, "ok": True, "result": {"instancesDeleted": 1}}
+    assert (await dash.http.get(dash.url(f"instances/{completed}"))).status_code == 404
+    assert (await dash.post(f"instances/{completed}/purge")).status_code == 404
+
+
+async def test_bulk_terminate_by_filter_and_by_ids_reports_each_outcome(dash: Dash) -> None:
+    client = dash.hub.client
+    for index in range(12):
+        await client.start_new("approval", f"bulk-{index:02d}", "600")
+    await client.start_new("approval", "keep-1", "600")
+    response = await dash.post("bulk/terminate", {"filter": {"prefix": "bulk-"}, "limit": 10, "reason": "x"})
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [result["instanceId"] for result in results] == [f"bulk-{index:02d}" for index in range(10)]
+    assert all(
+        result == {"instanceId": result["instanceId"], "ok": True, "status": 200} for result in results
+    )
+    by_ids = await dash.post("bulk/terminate", {"instanceIds": ["bulk-10", "bulk-11", "nope"]})
+    outcomes = by_ids.json()["results"]
+    assert [result["ok"] for result in outcomes] == [True, True, False]
+    assert outcomes[2]["status"] == 404
+    assert "nope" in outcomes[2]["error"]
+    terminated = await dash.get("counts", prefix="bulk-", status="Pending,Running")
+    assert terminated["total"] == 12  # the terminate messages wait for a worker
+    assert (await dash.get("counts", prefix="keep-"))["total"] == 1

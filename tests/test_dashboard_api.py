@@ -25,7 +25,9 @@ from starlette.applications import Starlette
 from durable_ext.client import TaskHubClient
 from durable_ext.dashboard.api import DashboardOptions, dashboard_mount
 from durable_ext.dashboard.hubs import DashboardHub, HubSet
+from durable_ext.entities import entity_instance_id
 from durable_ext.history import OrchestrationStatus
+from durable_ext.storage.account import StorageAccount
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.storage.tracking import InstanceState
 from durable_ext.worker.engine import Engine
@@ -439,3 +441,180 @@ async def test_bulk_terminate_by_filter_and_by_ids_reports_each_outcome(dash: Da
     terminated = await dash.get("counts", prefix="bulk-", status="Pending,Running")
     assert terminated["total"] == 12  # the terminate messages wait for a worker
     assert (await dash.get("counts", prefix="keep-"))["total"] == 1
+
+
+# ---- entities -------------------------------------------------------------------------------------
+
+
+async def test_entities_list_signal_and_delete(dash: Dash, engine: Engine) -> None:
+    signalled = await dash.post("entities/Counter/k1/signal", {"operation": "add", "input": 5})
+    assert signalled.status_code == 200, signalled.text
+    entity_id = entity_instance_id("counter", "k1")
+    assert signalled.json() == {"instanceId": entity_id, "ok": True}
+    await dash.post("entities/counter/k2/signal", {"operation": "add", "input": 1})
+
+    async def listed() -> list[dict[str, Any]]:
+        return list((await dash.get("entities"))["entities"])
+
+    deadline = time.monotonic() + TIMEOUT
+    while [entity.get("state") for entity in await listed()] != [5, 1]:
+        assert time.monotonic() < deadline, await listed()
+        await asyncio.sleep(0.05)
+    first = (await listed())[0]
+    assert first["name"] == "counter"
+    assert first["key"] == "k1"
+    assert first["instanceId"] == entity_id
+    assert first["lockedBy"] is None
+    assert first["queuedOperations"] == 0
+    assert first["lastOperationTime"] is not None
+    assert [e["key"] for e in (await dash.get("entities", prefix="COUNTER@k2"))["entities"]] == ["k2"]
+    page = await dash.get("entities", top=1)
+    assert len(page["entities"]) == 1 and page["continuation"] is not None
+    rest = await dash.get("entities", top=1, continuation=page["continuation"])
+    assert [e["key"] for e in rest["entities"]] == ["k2"]
+
+    deleted = await dash.http.delete(dash.url("entities/counter/k1"))
+    assert deleted.status_code == 200, deleted.text
+    assert deleted.json() == {"instanceId": entity_id, "ok": True}
+    assert [e["key"] for e in await listed()] == ["k2"]
+    assert (await dash.http.delete(dash.url("entities/counter/k1"))).status_code == 404
+    bad = await dash.post("entities/counter/k2/signal", {"input": 1})
+    assert bad.status_code == 400
+
+
+# ---- several hubs, read-only, keys ------------------------------------------------------------------
+
+
+async def test_two_hubs_each_show_their_own_instances(
+    hub: TaskHub, storage_account: StorageAccount, serve_dash: ServeDash
+) -> None:
+    async with TaskHub(storage_account, "T" + uuid.uuid4().hex[:12], partition_count=1) as other:
+        await other.create()
+        try:
+            dash = await serve_dash([TaskHubClient(hub), TaskHubClient(other)])
+            await insert_rows(hub, [row("in-first")])
+            await insert_rows(other, [row("in-second")])
+            listed = (await dash.http.get(f"{BASE}/hubs")).json()["hubs"]
+            assert [entry["hub"] for entry in listed] == [hub.names.hub, other.names.hub]
+            assert listed[0]["id"] != listed[1]["id"]
+            second = dash.hubs[1]
+            first_rows = (await dash.get("instances"))["instances"]
+            second_rows = (await dash.http.get(dash.url("instances", second))).json()["instances"]
+            assert [item["instanceId"] for item in first_rows] == ["in-first"]
+            assert [item["instanceId"] for item in second_rows] == ["in-second"]
+            assert (await dash.http.get(dash.url("instances/in-first", second))).status_code == 404
+            unknown = await dash.http.get(f"{BASE}/hubs/nohub-AAAA/instances")
+            assert unknown.status_code == 404
+            assert "error" in unknown.json()
+        finally:
+            await other.delete()
+
+
+async def test_read_only_refuses_every_action_and_still_reads(hub: TaskHub, serve_dash: ServeDash) -> None:
+    dash = await serve_dash([TaskHubClient(hub)], read_only=True)
+    await insert_rows(hub, [row("ro-1", status=OrchestrationStatus.Running)])
+    assert (await dash.http.get(f"{BASE}/hubs")).json()["readOnly"] is True
+    refused = [
+        await dash.post("instances/ro-1/terminate", {"reason": "no"}),
+        await dash.post("instances/ro-1/suspend"),
+        await dash.post("instances/ro-1/purge"),
+        await dash.post("instances/ro-1/raiseEvent", {"eventName": "x"}),
+        await dash.post("bulk/terminate", {"instanceIds": ["ro-1"]}),
+        await dash.post("entities/counter/k/signal", {"operation": "add"}),
+        await dash.http.delete(dash.url("entities/counter/k")),
+    ]
+    for response in refused:
+        assert response.status_code == 403
+        assert response.json()["error"] == "the dashboard is read-only"
+    assert (await dash.detail("ro-1"))["runtimeStatus"] == "Running"
+    assert (await dash.get("instances"))["instances"][0]["instanceId"] == "ro-1"
+
+
+async def test_the_system_key_is_required_when_set(hub: TaskHub, serve_dash: ServeDash) -> None:
+    dash = await serve_dash([TaskHubClient(hub)], system_key=KEY)
+    assert (await dash.http.get(f"{BASE}/hubs")).status_code == 200
+    async with httpx.AsyncClient(transport=dash.http._transport) as anonymous:
+        for headers in ({}, {"x-functions-key": "wrong"}):
+            for url in (f"{BASE}/hubs", dash.url("instances"), dash.url("counts")):
+                response = await anonymous.get(url, headers=headers)
+                assert response.status_code == 401
+                assert "error" in response.json()
+            posted = await anonymous.post(dash.url("instances/x/terminate"), headers=headers)
+            assert posted.status_code == 401
+        both = await anonymous.get(
+            dash.url("instances"), params={"code": "wrong"}, headers={"x-functions-key": KEY}
+        )
+        assert both.status_code == 401
+
+
+# ---- bad input ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "instances?status=Bogus",
+        "instances?from=yesterday",
+        "instances?to=2026-13-01",
+        "instances?continuation=not-a-token",
+        "instances?top=0",
+        "instances?top=1001",
+        "instances?sort=size",
+        "instances?order=up",
+        "counts?status=Nope",
+        "instances/a%23b",
+        "instances/%40counter%40k",
+        "instances/x/history?top=0",
+        "instances/x/history?continuation=bad",
+        "entities?top=5000",
+        "entities?continuation=zzz",
+    ],
+)
+async def test_bad_query_input_is_400(dash: Dash, hub: TaskHub, path: str) -> None:
+    await insert_rows(hub, [row("x")])
+    response = await dash.http.get(f"{BASE}/hubs/{dash.hub.id}/{path}")
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("instances/x/terminate", b"{not json"),
+        ("instances/x/terminate", b"[1]"),
+        ("instances/x/terminate", b'{"reason": 5}'),
+        ("instances/x/raiseEvent", b'{"eventData": 1}'),
+        ("instances/x/restart", b'{"newInstanceId": "yes"}'),
+        ("instances/a%23b/terminate", b""),
+        ("bulk/terminate", b"{}"),
+        ("bulk/terminate", b'{"instanceIds": []}'),
+        ("bulk/terminate", b'{"instanceIds": ["a#b"]}'),
+        ("bulk/terminate", b'{"filter": {"status": "Bogus"}}'),
+        ("bulk/terminate", b'{"filter": {}, "limit": 0}'),
+        ("bulk/terminate", b'{"filter": {}, "limit": 1001}'),
+        ("entities/counter/k/signal", b'{"operation": ""}'),
+    ],
+)
+async def test_bad_bodies_are_400_and_change_nothing(
+    dash: Dash, hub: TaskHub, path: str, body: bytes
+) -> None:
+    await insert_rows(hub, [row("x", status=OrchestrationStatus.Running)])
+    response = await dash.http.post(
+        f"{BASE}/hubs/{dash.hub.id}/{path}", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]
+    assert (await dash.detail("x"))["runtimeStatus"] == "Running"
+    assert (await hub.info()).resources  # the hub is intact
+
+
+async def test_unknown_routes_actions_and_instances_are_404(dash: Dash) -> None:
+    for response in (
+        await dash.http.get(dash.url("instances/missing")),
+        await dash.post("instances/missing/terminate"),
+        await dash.post("instances/missing/explode"),
+        await dash.post("bulk/explode", {"instanceIds": ["a"]}),
+        await dash.http.get(f"{BASE}/nothing/here"),
+    ):
+        assert response.status_code == 404
+        assert response.json()["error"]

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -31,6 +35,7 @@ from durable_ext.storage.account import StorageAccount
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.storage.tracking import InstanceState
 from durable_ext.worker.engine import Engine
+from tests.host_support import free_port, host_env, read_until, running_host, sample_app_dir
 
 TIMEOUT = 60.0
 KEY = "dashboard-test-key-0123456789"
@@ -618,3 +623,89 @@ async def test_unknown_routes_actions_and_instances_are_404(dash: Dash) -> None:
     ):
         assert response.status_code == 404
         assert response.json()["error"]
+
+
+# ---- served by start and by the dashboard command -------------------------------------------------
+
+
+async def test_start_serves_the_dashboard_behind_the_system_key(
+    tmp_path: Path, azurite_connection_string: str
+) -> None:
+    hub_name = "Dash" + uuid.uuid4().hex[:8]
+    app = sample_app_dir(tmp_path, hub_name)
+    settings = {"DURABLE_EXT_SYSTEM_KEY": KEY, "DURABLE_EXT_DASHBOARD_READONLY": "1"}
+    (app / "local.settings.json").write_text(json.dumps({"Values": settings}))
+    with running_host(app, azurite_connection_string, tmp_path / "host.log") as host:
+        async with httpx.AsyncClient(base_url=host.base_url, timeout=TIMEOUT) as http:
+            assert (await http.get("/dashboard/api/hubs")).status_code == 401
+            body = (await http.get("/dashboard/api/hubs", headers={"x-functions-key": KEY})).json()
+            assert body["readOnly"] is True
+            assert [entry["hub"] for entry in body["hubs"]] == [hub_name]
+            # The page itself holds no data: it needs no key (404 until the page is installed).
+            assert (await http.get("/dashboard/")).status_code in (200, 404)
+
+
+def test_the_dashboard_command_serves_named_and_found_hubs(
+    tmp_path: Path, azurite_connection_string: str
+) -> None:
+    names = ["Cmd" + uuid.uuid4().hex[:8], "Cmd" + uuid.uuid4().hex[:8]]
+    account = StorageAccount.from_connection_string(azurite_connection_string)
+
+    async def create() -> None:
+        for name, partitions in zip(names, (2, 3), strict=True):
+            async with TaskHub(account, name, partitions) as created:
+                await created.create()
+                await created.tracking.insert_instance(row(f"{name}-one"))
+
+    asyncio.run(create())
+    port = free_port()
+    env = {**host_env(azurite_connection_string), "MY_STORAGE": azurite_connection_string}
+    command = [
+        sys.executable,
+        "-m",
+        "durable_ext",
+        "dashboard",
+        "--connection",
+        "MY_STORAGE",
+        "--port",
+        str(port),
+    ]
+    for extra in ([f"--hub={names[0]}", "--hub=Missing0hub"], []):
+        process = subprocess.Popen(
+            [*command, *extra],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            output = read_until(process, "Dashboard ready")
+            listed = httpx.get(f"http://127.0.0.1:{port}/dashboard/api/hubs", timeout=TIMEOUT).json()["hubs"]
+            shown = [entry["hub"] for entry in listed]
+            if extra:
+                assert shown == [names[0]]
+                assert "Missing0hub does not exist" in output
+                rows = httpx.get(
+                    f"http://127.0.0.1:{port}/dashboard/api/hubs/{listed[0]['id']}/instances", timeout=TIMEOUT
+                ).json()["instances"]
+                assert [item["instanceId"] for item in rows] == [f"{names[0]}-one"]
+            else:
+                assert set(names) <= set(shown)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=30) == 0
+
+
+def test_the_dashboard_command_refuses_a_missing_connection_setting(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "durable_ext", "dashboard", "--connection", "NOT_SET_ANYWHERE", "--hub", "X"],
+        check=False,
+        cwd=tmp_path,
+        env={**host_env("UseDevelopmentStorage=true"), "NOT_SET_ANYWHERE": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "NOT_SET_ANYWHERE" in result.stderr

@@ -636,6 +636,7 @@ async def test_start_serves_the_dashboard_behind_the_system_key(
     settings = {"DURABLE_EXT_SYSTEM_KEY": KEY, "DURABLE_EXT_DASHBOARD_READONLY": "1"}
     (app / "local.settings.json").write_text(json.dumps({"Values": settings}))
     with running_host(app, azurite_connection_string, tmp_path / "host.log") as host:
+        assert f"Dashboard: http://localhost:{host.base_url.rsplit(':', 1)[1]}/dashboard/" in host.output()
         async with httpx.AsyncClient(base_url=host.base_url, timeout=TIMEOUT) as http:
             assert (await http.get("/dashboard/api/hubs")).status_code == 401
             body = (await http.get("/dashboard/api/hubs", headers={"x-functions-key": KEY})).json()

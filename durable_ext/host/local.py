@@ -38,7 +38,7 @@ from durable_ext.app_loader import (
 )
 from durable_ext.client import TaskHubClient
 from durable_ext.config import HOST_JSON, HostConfig, load_config
-from durable_ext.dashboard.api import DashboardOptions, dashboard_mount
+from durable_ext.dashboard.api import DASHBOARD_PREFIX, DashboardOptions, dashboard_mount
 from durable_ext.dashboard.hubs import DashboardHub, HubSet, read_only_from
 from durable_ext.errors import ConfigError
 from durable_ext.host.admin import AdminContext, admin_routes
@@ -432,7 +432,7 @@ class LocalHost:
     def _ready_line(self) -> str:
         if self.options.worker:
             return f"Worker ready; probes on {self.base_url}/healthz and /readyz. Press Ctrl+C to stop."
-        line = f"Host ready on {self.base_url}."
+        line = f"Host ready on {self.base_url}. Dashboard: {self.base_url}{DASHBOARD_PREFIX}/."
         if self.options.admin_port is not None:
             line += f" Probes also on {self._origin(self.options.admin_port)}."
         return f"{line} Press Ctrl+C to stop."

@@ -487,6 +487,26 @@ async def test_entities_list_signal_and_delete(dash: Dash, engine: Engine) -> No
     assert bad.status_code == 400
 
 
+async def test_the_page_and_its_assets_are_served_without_a_key(hub: TaskHub, tmp_path: Path) -> None:
+    (tmp_path / "index.html").write_text("<!doctype html><title>dashboard</title>")
+    (tmp_path / "app.js").write_text("console.log('hi')")
+    options = DashboardOptions(
+        HubSet([DashboardHub.of(TaskHubClient(hub))]), system_key=KEY, static_dir=tmp_path
+    )
+    app = Starlette(routes=[dashboard_mount(options)])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://dash") as http:
+        page = await http.get("/dashboard/")
+        assert page.status_code == 200
+        assert "<title>dashboard</title>" in page.text
+        asset = await http.get("/dashboard/static/app.js")
+        assert asset.status_code == 200
+        assert asset.text == "console.log('hi')"
+        assert (await http.get("/dashboard/static/missing.js")).status_code == 404
+        assert (await http.get("/dashboard/api/hubs")).status_code == 401
+        (tmp_path / "index.html").unlink()
+        assert (await http.get("/dashboard/")).status_code == 404
+
+
 # ---- several hubs, read-only, keys ------------------------------------------------------------------
 
 
@@ -642,8 +662,6 @@ async def test_start_serves_the_dashboard_behind_the_system_key(
             body = (await http.get("/dashboard/api/hubs", headers={"x-functions-key": KEY})).json()
             assert body["readOnly"] is True
             assert [entry["hub"] for entry in body["hubs"]] == [hub_name]
-            # The page itself holds no data: it needs no key (404 until the page is installed).
-            assert (await http.get("/dashboard/")).status_code in (200, 404)
 
 
 def test_the_dashboard_command_serves_named_and_found_hubs(

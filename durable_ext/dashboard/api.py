@@ -84,6 +84,8 @@ class DashboardOptions:
     hubs: HubSet
     system_key: str | None = None
     read_only: bool = False
+    static_dir: Path = STATIC_DIR
+    """Where the page (``index.html``) and its assets are."""
 
 
 def dashboard_routes(options: DashboardOptions) -> list[BaseRoute]:
@@ -112,8 +114,10 @@ class _Dashboard:
         instance = f"{hub}/instances/{{instanceId}}"
         entity = f"{hub}/entities/{{entityName}}/{{entityKey}}"
         return [
-            Route("/", _index, methods=["GET"]),
-            Mount("/static", app=StaticFiles(directory=STATIC_DIR, check_dir=False), name="static"),
+            Route("/", self._index, methods=["GET"]),
+            Mount(
+                "/static", app=StaticFiles(directory=self.options.static_dir, check_dir=False), name="static"
+            ),
             Route("/api/hubs", self._guarded(self._hubs), methods=["GET"]),
             Route(f"{hub}/instances", self._on_hub(_list), methods=["GET"]),
             Route(f"{hub}/counts", self._on_hub(_counts), methods=["GET"]),
@@ -129,6 +133,13 @@ class _Dashboard:
             Route(f"{instance}/{{action}}", self._on_hub(_act, acts=True), methods=["POST"]),
             Route("/api/{rest:path}", self._guarded(_no_route), methods=["GET", "POST", "PUT", "DELETE"]),
         ]
+
+    async def _index(self, request: Request) -> Response:
+        """The page; it holds no data, so it needs no key (the page asks for one)."""
+        page = self.options.static_dir / "index.html"
+        if not page.is_file():
+            return PlainTextResponse("The dashboard page is not installed.", status_code=404)
+        return FileResponse(page, headers={"Cache-Control": "no-cache"})
 
     async def _hubs(self, request: Request) -> Json:
         hubs = [{"id": hub.id, "hub": hub.hub, "account": hub.account} for hub in self.options.hubs.all()]
@@ -176,13 +187,6 @@ class _Dashboard:
 
 class _ReadOnlyError(Exception):
     """An action asked of a read-only dashboard."""
-
-
-async def _index(request: Request) -> Response:
-    page = STATIC_DIR / "index.html"
-    if not page.is_file():
-        return PlainTextResponse("The dashboard page is not installed.", status_code=404)
-    return FileResponse(page, headers={"Cache-Control": "no-cache"})
 
 
 async def _no_route(request: Request) -> Json:

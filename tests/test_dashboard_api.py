@@ -31,6 +31,7 @@ from durable_ext.dashboard.api import DashboardOptions, dashboard_mount
 from durable_ext.dashboard.hubs import DashboardHub, HubSet
 from durable_ext.entities import entity_instance_id
 from durable_ext.history import OrchestrationStatus
+from durable_ext.host.azurite import Azurite
 from durable_ext.storage.account import StorageAccount
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.storage.tracking import InstanceState
@@ -728,3 +729,29 @@ def test_the_dashboard_command_refuses_a_missing_connection_setting(tmp_path: Pa
     )
     assert result.returncode == 1
     assert "NOT_SET_ANYWHERE" in result.stderr
+
+
+async def test_unreachable_storage_is_503_with_retry_after(serve_dash: ServeDash) -> None:
+    with Azurite() as storage:
+        account = StorageAccount.from_connection_string(storage.connection_string)
+        async with TaskHub(account, "Down" + uuid.uuid4().hex[:8], partition_count=1) as down:
+            await down.create()
+            await insert_rows(down, [row("down-1", status=OrchestrationStatus.Running)])
+            dash = await serve_dash([TaskHubClient(down)])
+            assert (await dash.get("instances"))["instances"][0]["instanceId"] == "down-1"
+            storage.stop()
+            for response in (
+                await dash.http.get(dash.url("instances")),
+                await dash.http.get(dash.url("counts")),
+                await dash.http.get(dash.url("instances/down-1")),
+                await dash.http.get(dash.url("instances/down-1/history")),
+                await dash.post("instances/down-1/terminate"),
+                await dash.http.get(dash.url("entities")),
+            ):
+                assert response.status_code == 503, (response.request.url, response.text)
+                assert response.headers["Retry-After"] == "5"
+                assert response.json()["error"].startswith("storage is unreachable: ")
+            bulk = await dash.post("bulk/terminate", {"instanceIds": ["down-1"]})
+            assert bulk.json()["results"] == [
+                {"instanceId": "down-1", "ok": False, "status": 503, "error": "storage is unreachable"}
+            ]

@@ -425,11 +425,11 @@ async def _outcome(
     """One instance's outcome of a bulk action, as the single action's status would be."""
     try:
         await action(hub.client, instance_id, body)
-    except DurableExtError as exc:
-        return {"instanceId": instance_id, "ok": False, "status": exc.http_status, "error": str(exc)}
     except Exception as exc:
         if is_outage(exc):
             return {"instanceId": instance_id, "ok": False, "status": 503, "error": "storage is unreachable"}
+        if isinstance(exc, DurableExtError):
+            return {"instanceId": instance_id, "ok": False, "status": exc.http_status, "error": str(exc)}
         logger.error("bulk action on %s failed", instance_id, exc_info=exc)
         return {"instanceId": instance_id, "ok": False, "status": 500, "error": "failed unexpectedly"}
     return {"instanceId": instance_id, "ok": True, "status": 200}

@@ -30,7 +30,13 @@ from durable_ext.client import TaskHubClient
 from durable_ext.dashboard.api import DashboardOptions, dashboard_mount
 from durable_ext.dashboard.hubs import DashboardHub, HubSet
 from durable_ext.entities import entity_instance_id
-from durable_ext.history import OrchestrationStatus
+from durable_ext.history import (
+    ExecutionStartedEvent,
+    OrchestrationStatus,
+    OrchestratorCompletedEvent,
+    OrchestratorStartedEvent,
+    TaskScheduledEvent,
+)
 from durable_ext.host.azurite import Azurite
 from durable_ext.storage.account import StorageAccount
 from durable_ext.storage.taskhub import TaskHub
@@ -373,6 +379,45 @@ async def test_timeline_of_timers_and_external_events(dash: Dash, engine: Engine
     fired_event = next(e for e in history if e["eventType"] == "TimerFired")
     assert fired_event["scheduledId"] == created["eventId"]
     assert fired_event["fireAt"] == created["fireAt"]
+
+
+async def test_history_leaves_out_rows_an_older_longer_execution_left(dash: Dash, hub: TaskHub) -> None:
+    old = [
+        OrchestratorStartedEvent(),
+        ExecutionStartedEvent(name="chain", input="0"),
+        *(TaskScheduledEvent(event_id=index, name="double", input="1") for index in range(4)),
+        OrchestratorCompletedEvent(),
+    ]
+    new = [
+        OrchestratorStartedEvent(),
+        ExecutionStartedEvent(name="chain", input="1"),
+        OrchestratorCompletedEvent(),
+    ]
+    etag = await hub.tracking.append_history("cont-1", "old-execution", old, 0, None)
+    await hub.tracking.append_history("cont-1", "new-execution", new, 0, etag)
+    state = row("cont-1", status=OrchestrationStatus.Running)
+    state.execution_id = "new-execution"
+    await insert_rows(hub, [state])
+    events: list[dict[str, Any]] = []
+    token: str | None = None
+    while True:
+        params: dict[str, Any] = {"top": 2}
+        if token:
+            params["continuation"] = token
+        page = await dash.get("instances/cont-1/history", **params)
+        events += page["events"]
+        token = page["continuation"]
+        if token is None:
+            break
+    assert [event["eventType"] for event in events] == [
+        "OrchestratorStarted",
+        "ExecutionStarted",
+        "OrchestratorCompleted",
+    ]
+    assert events[1]["input"] == 1
+    assert [item["kind"] for item in (await dash.get("instances/cont-1/timeline"))["items"]] == [
+        "orchestration"
+    ]
 
 
 # ---- actions -----------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import Field
 from starlette.requests import Request
@@ -71,9 +71,11 @@ HISTORY_PAGE = 100
 """Default ``top`` of a history page."""
 HEAD_EVENTS = 4
 """History rows read for an instance's detail: ExecutionStarted is among the first few."""
-_BULK_IN_FLIGHT = 10
+IN_FLIGHT = 10
+"""Storage operations one request runs at a time over many instances (bulk actions, children)."""
 
 Json = Any
+T = TypeVar("T")
 HubHandler = Callable[[Request, DashboardHub], Awaitable[Json]]
 
 
@@ -276,7 +278,7 @@ async def _children(request: Request, hub: DashboardHub) -> Json:
     row = await _row(hub, request)
     tracking = hub.client.hub.tracking
     ids = child_instance_ids((await tracking.load_history(row.instance_id)).events)
-    rows = await asyncio.gather(*(tracking.get_instance(child, fetch_large_values=False) for child in ids))
+    rows = await in_batches(ids, lambda child: tracking.get_instance(child, fetch_large_values=False))
     return {
         "children": [
             {
@@ -289,6 +291,14 @@ async def _children(request: Request, hub: DashboardHub) -> Json:
             for child, found in zip(ids, rows, strict=True)
         ]
     }
+
+
+async def in_batches(items: list[str], work: Callable[[str], Awaitable[T]]) -> list[T]:
+    """``work`` on every item, :data:`IN_FLIGHT` at a time; the results in the items' order."""
+    results: list[T] = []
+    for first in range(0, len(items), IN_FLIGHT):
+        results += await asyncio.gather(*(work(item) for item in items[first : first + IN_FLIGHT]))
+    return results
 
 
 # ---- actions ------------------------------------------------------------------------------------------
@@ -394,10 +404,7 @@ async def _bulk(request: Request, hub: DashboardHub) -> Json:
     action = _action(request)
     body = await read_json_object(request)
     ids = await _bulk_targets(hub, body)
-    outcomes: list[dict[str, Any]] = []
-    for first in range(0, len(ids), _BULK_IN_FLIGHT):
-        batch = ids[first : first + _BULK_IN_FLIGHT]
-        outcomes += await asyncio.gather(*(_outcome(hub, action, instance_id, body) for instance_id in batch))
+    outcomes = await in_batches(ids, lambda instance_id: _outcome(hub, action, instance_id, body))
     return {"results": outcomes}
 
 

@@ -51,7 +51,7 @@ from durable_ext.errors import (
     ValidationError,
 )
 from durable_ext.history import HistoryEvent
-from durable_ext.host.api import SafeJSONResponse, failure_response
+from durable_ext.host.api import SafeJSONResponse, failure_response, loggable
 from durable_ext.host.df_json import error_json, json_value
 from durable_ext.host.guard import MAX_BODY_BYTES, presents_key, read_body
 from durable_ext.host.routes import Query
@@ -161,7 +161,7 @@ class _Dashboard:
         """``handler`` behind the key check, its answer as JSON and its errors as the API's."""
 
         async def guarded(request: Request) -> Response:
-            line = f"{request.method} {_loggable(request.url.path)}"
+            line = f"{request.method} {loggable(request.url.path)}"
             key = self.options.system_key
             if key is not None and not presents_key(request, key):
                 logger.warning("%s refused: missing or wrong system key", line)
@@ -192,7 +192,7 @@ class _ReadOnlyError(Exception):
 
 
 async def _no_route(request: Request) -> Json:
-    raise InstanceNotFoundError(f"no dashboard API route {request.method} {_loggable(request.url.path)}")
+    raise InstanceNotFoundError(f"no dashboard API route {request.method} {loggable(request.url.path)}")
 
 
 # ---- instances ----------------------------------------------------------------------------------------
@@ -466,10 +466,6 @@ async def _delete_entity(request: Request, hub: DashboardHub) -> Json:
 
 
 # ---- answers ------------------------------------------------------------------------------------------
-
-
-def _loggable(text: str) -> str:
-    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 def _error(status: int, message: str) -> Response:

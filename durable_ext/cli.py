@@ -751,7 +751,12 @@ def _configure_dashboard(parser: argparse.ArgumentParser) -> None:
         f"{DEFAULT_CONNECTION_NAME}); settings are the environment and ./local.settings.json",
     )
     parser.add_argument(
-        "-p", "--port", type=_port_base, default=DEFAULT_HTTP_PORT, metavar="PORT", help="HTTP port"
+        "-p",
+        "--port",
+        type=_port_base,
+        default=DEFAULT_HTTP_PORT,
+        metavar="PORT",
+        help=f"HTTP port (default: {DEFAULT_HTTP_PORT})",
     )
     parser.add_argument(
         "--host",

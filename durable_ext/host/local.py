@@ -29,6 +29,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 
+from durable_ext import tracing
 from durable_ext.app_loader import (
     FunctionKind,
     FunctionRegistry,
@@ -55,6 +56,7 @@ from durable_ext.host.guard import check_system_key, presents_key
 from durable_ext.host.http import http_trigger_routes
 from durable_ext.host.probes import probe_routes, probes_app
 from durable_ext.host.supervisor import supervise
+from durable_ext.host.traces import TracingMiddleware
 from durable_ext.storage.account import DEV_HOST, StorageAccount
 from durable_ext.storage.outage import storage_health
 from durable_ext.storage.taskhub import TaskHub
@@ -145,6 +147,8 @@ class LocalHost:
             )
         if self.system_key is not None:
             check_system_key(self.system_key, setting=SYSTEM_KEY_SETTING, exposed=exposed)
+        # A wrong exporter name stops the host before anything starts.
+        tracing.exporter_names(self.config.settings)
         self.azurite: Azurite | None = None
         self.registry: FunctionRegistry | None = None
         """The functions this host loads and serves (the app's, less those an allow list leaves out)."""
@@ -207,6 +211,8 @@ class LocalHost:
     async def prepare(self) -> StorageAccount:
         """Load settings and the app, make sure storage answers, create the task hub."""
         self._apply_settings()
+        # After the settings: the SDK reads OTEL_SERVICE_NAME and the OTLP endpoint from the environment.
+        tracing.configure(self.config.settings)
         account = self._storage_account()
         # Import the user's code first: a broken app should fail before anything is started.
         allow_list = self._allow_list()
@@ -352,11 +358,10 @@ class LocalHost:
             ),
         ]
         cors = self.options.cors
-        return Starlette(
-            routes=routes,
-            middleware=[Middleware(CorsMiddleware, policy=cors)] if cors else [],
-            exception_handlers={404: not_found_answer},
-        )
+        middleware = [Middleware(TracingMiddleware)] if tracing.enabled() else []
+        if cors:
+            middleware.append(Middleware(CorsMiddleware, policy=cors))
+        return Starlette(routes=routes, middleware=middleware, exception_handlers={404: not_found_answer})
 
     def stop(self) -> None:
         """Release what the host started (Azurite)."""
@@ -387,6 +392,7 @@ class LocalHost:
                     drained = await draining
             return drained
         finally:
+            tracing.flush()
             self.stop()
 
     async def _drain_when(self, stop: asyncio.Event, engine: Engine, account: StorageAccount) -> bool:

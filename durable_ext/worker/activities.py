@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from azure.functions import meta
 from azure.functions.durable_functions import ActivityTriggerConverter
 
+from durable_ext import tracing
 from durable_ext.app_loader import FunctionKind, FunctionRegistry, RegisteredFunction
 from durable_ext.durable_http import HTTP_ACTIVITY_NAME
 from durable_ext.failures import activity_failure, missing_activity_failure
@@ -300,11 +301,14 @@ class ActivityDispatcher:
             )
             return None
         name = event.name or ""
-        if name == HTTP_ACTIVITY_NAME:
-            result_event = await self._http.run(event, instance.instance_id)
-        else:
-            function = self._registry.get(name, FunctionKind.ACTIVITY)
-            result_event = await self._outcome(function, name, event, instance.instance_id)
+        with tracing.activity_execution(event, instance.instance_id) as span:
+            if name == HTTP_ACTIVITY_NAME:
+                result_event = await self._http.run(event, instance.instance_id)
+            else:
+                function = self._registry.get(name, FunctionKind.ACTIVITY)
+                result_event = await self._outcome(function, name, event, instance.instance_id)
+            if isinstance(result_event, TaskFailedEvent):
+                span.fail(result_event.reason or "activity failed")
         return MessageData(TaskMessage(result_event, instance), episode=data.episode, sender=instance)
 
     async def _report(self, message: ReceivedMessage, response: MessageData) -> bool:

@@ -78,6 +78,7 @@ OPERATION = "durabletask.task.operation"
 TARGET_INSTANCE_ID = "durabletask.event.target_instance_id"
 
 _EXPORTERS = ("otlp", "console", "none")
+_SUCCEEDED = (OrchestrationStatus.Completed, OrchestrationStatus.ContinuedAsNew)
 _OTLP_PROTOCOL = "http/protobuf"
 _PROPAGATOR = TraceContextTextMapPropagator()
 _IDS = RandomIdGenerator()
@@ -263,8 +264,12 @@ def _emit(
     end: datetime,
     attributes: Mapping[str, str | int],
     error: str | None = None,
+    succeeded: bool = False,
 ) -> None:
-    """A span whose ID and start were decided earlier (they travelled in history and messages)."""
+    """A span whose ID and start were decided earlier (they travelled in history and messages).
+
+    ``error`` marks it failed; ``succeeded`` marks it OK, as DurableTask.Core marks a completed
+    orchestration, where other spans leave the status unset."""
     token = _preset_span_id.set(span_id)
     try:
         span = active.tracer.start_span(
@@ -274,6 +279,8 @@ def _emit(
         _preset_span_id.reset(token)
     if error is not None:
         span.set_status(Status(StatusCode.ERROR, error))
+    elif succeeded:
+        span.set_status(Status(StatusCode.OK))
     span.end(_nanos(end))
 
 
@@ -435,7 +442,7 @@ def emit_orchestration_end(
         STATUS: status.name,
     }
     error = None
-    if status not in (OrchestrationStatus.Completed, OrchestrationStatus.ContinuedAsNew):
+    if status not in _SUCCEEDED:
         details = completion.failure_details
         error = str(details) if details is not None else completion.result or status.name
     _emit(
@@ -448,6 +455,7 @@ def emit_orchestration_end(
         end=now,
         attributes=attributes,
         error=error,
+        succeeded=error is None,
     )
 
 

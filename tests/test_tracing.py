@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import subprocess
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -26,7 +28,7 @@ from durable_ext.history import ExecutionStartedEvent, OrchestrationStatus, Task
 from durable_ext.host.local import LocalHost, LocalHostOptions
 from durable_ext.storage.taskhub import TaskHub
 from tests.engine_support import engine_for, poll
-from tests.host_support import free_port, sample_app_dir
+from tests.host_support import free_port, host_env, read_until, sample_app_dir, start_command
 
 TRACED_TREE = Path(__file__).parent / "apps" / "traced_tree.py"
 CALLER_TRACE = "0af7651916cd43dd8448eb211c80319c"
@@ -262,3 +264,55 @@ def test_exporters_it_cannot_use_are_refused(settings: dict[str, str], message: 
 )
 def test_exporter_names(settings: dict[str, str], names: list[str]) -> None:
     assert tracing.exporter_names(settings) == names
+
+
+def test_start_prints_the_spans_with_the_console_exporter(
+    tmp_path: Path, azurite_connection_string: str
+) -> None:
+    app = sample_app_dir(tmp_path, "Console" + uuid.uuid4().hex[:8])
+    port = free_port()
+    settings = {"OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "hello-app"}
+    process = subprocess.Popen(
+        start_command(app, port),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=host_env(azurite_connection_string, settings),
+    )
+    try:
+        read_until(process, "Host ready")
+        caller = {"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"}
+        started = httpx.post(f"http://127.0.0.1:{port}/api/orchestrators/hello_sequence", headers=caller)
+        assert started.status_code == 202, started.text
+        status_url = started.json()["statusQueryGetUri"]
+        deadline = time.monotonic() + 60
+        while httpx.get(status_url).json()["runtimeStatus"] != "Completed":
+            assert time.monotonic() < deadline, "hello_sequence did not complete"
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, output
+    # The batch of spans still pending is printed when the host stops.
+    assert '"name": "orchestration:hello_sequence"' in output
+    assert output.count('"name": "activity:say_hello"') == 6  # a client and a server span per call
+    assert f'"trace_id": "0x{CALLER_TRACE}"' in output
+    assert '"service.name": "hello-app"' in output
+
+
+def test_start_refuses_an_unknown_exporter(tmp_path: Path, azurite_connection_string: str) -> None:
+    app = sample_app_dir(tmp_path, "Refused" + uuid.uuid4().hex[:8])
+    result = subprocess.run(
+        start_command(app),
+        capture_output=True,
+        text=True,
+        env=host_env(azurite_connection_string, {"OTEL_TRACES_EXPORTER": "jaeger"}),
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "OTEL_TRACES_EXPORTER='jaeger': unknown exporter 'jaeger'" in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr

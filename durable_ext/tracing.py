@@ -18,7 +18,8 @@ Spans (names, kinds and ``durabletask.*`` attributes as DurableTask.Core's): the
 (``orchestration:{name}``, server) is one span for the execution's whole life, emitted when it ends
 with the start time kept in history, as DurableTask.Core does; its children are a client span per
 activity and sub-orchestration (from scheduling to the result), each the parent of the execution's
-server span, and the entity operations (``entity:{name}:{operation}``).
+server span, the entity operations (``entity:{name}:{operation}``) and the timers. Episodes plan
+their spans (:class:`PlannedSpan`); the dispatcher emits them once the checkpoint is committed.
 
 The SDK is set up from the standard ``OTEL_*`` variables (:func:`configure`). Without an exporter
 every hook here returns at its first line and writes nothing to the messages, as DurableTask.Core
@@ -55,6 +56,8 @@ from durable_ext.history import (
     TaskCompletedEvent,
     TaskFailedEvent,
     TaskScheduledEvent,
+    TimerCreatedEvent,
+    TimerFiredEvent,
     TraceContext,
 )
 
@@ -76,9 +79,16 @@ STATUS = "durabletask.task.status"
 TASK_ID = "durabletask.task.task_id"
 OPERATION = "durabletask.task.operation"
 TARGET_INSTANCE_ID = "durabletask.event.target_instance_id"
+FIRE_AT = "durabletask.fire_at"
 
 _EXPORTERS = ("otlp", "console", "none")
 _SUCCEEDED = (OrchestrationStatus.Completed, OrchestrationStatus.ContinuedAsNew)
+_RESULTS = (
+    TaskCompletedEvent,
+    TaskFailedEvent,
+    SubOrchestrationInstanceCompletedEvent,
+    SubOrchestrationInstanceFailedEvent,
+)
 _OTLP_PROTOCOL = "http/protobuf"
 _PROPAGATOR = TraceContextTextMapPropagator()
 _IDS = RandomIdGenerator()
@@ -87,7 +97,7 @@ _preset_span_id: ContextVar[int | None] = ContextVar("durable_ext_preset_span_id
 
 
 class _PresetIdGenerator(RandomIdGenerator):
-    """Random IDs, except the span ID :func:`_emit` presets."""
+    """Random IDs, except the span ID :func:`emit` presets."""
 
     def generate_span_id(self) -> int:
         preset = _preset_span_id.get()
@@ -253,35 +263,47 @@ def _task_attributes(kind: str, name: str | None, instance_id: str, version: str
     return attributes
 
 
-def _emit(
-    active: _Active,
-    name: str,
-    *,
-    kind: SpanKind,
-    parent: SpanContext | None,
-    span_id: int,
-    start: datetime,
-    end: datetime,
-    attributes: Mapping[str, str | int],
-    error: str | None = None,
-    succeeded: bool = False,
-) -> None:
-    """A span whose ID and start were decided earlier (they travelled in history and messages).
+@dataclass(frozen=True)
+class PlannedSpan:
+    """A span whose ID and times were decided before it is emitted (they travelled in history and
+    messages): episodes plan them, and :func:`emit` makes them once the checkpoint is committed, so
+    that an episode another worker re-runs after a lost checkpoint race is traced once."""
 
-    ``error`` marks it failed; ``succeeded`` marks it OK, as DurableTask.Core marks a completed
-    orchestration, where other spans leave the status unset."""
-    token = _preset_span_id.set(span_id)
-    try:
-        span = active.tracer.start_span(
-            name, _parent(parent), kind=kind, attributes=attributes, start_time=_nanos(start)
-        )
-    finally:
-        _preset_span_id.reset(token)
-    if error is not None:
-        span.set_status(Status(StatusCode.ERROR, error))
-    elif succeeded:
-        span.set_status(Status(StatusCode.OK))
-    span.end(_nanos(end))
+    name: str
+    kind: SpanKind
+    parent: SpanContext | None
+    span_id: int
+    start: datetime
+    end: datetime
+    attributes: Mapping[str, str | int]
+    error: str | None = None
+    """Marks the span failed, with this description."""
+    succeeded: bool = False
+    """Marks the span OK, as DurableTask.Core marks a completed orchestration (others stay unset)."""
+
+
+def emit(spans: Sequence[PlannedSpan]) -> None:
+    """Make and end the planned spans (nothing when tracing stopped meanwhile)."""
+    active = _active
+    if active is None:
+        return
+    for planned in spans:
+        token = _preset_span_id.set(planned.span_id)
+        try:
+            span = active.tracer.start_span(
+                planned.name,
+                _parent(planned.parent),
+                kind=planned.kind,
+                attributes=planned.attributes,
+                start_time=_nanos(planned.start),
+            )
+        finally:
+            _preset_span_id.reset(token)
+        if planned.error is not None:
+            span.set_status(Status(StatusCode.ERROR, planned.error))
+        elif planned.succeeded:
+            span.set_status(Status(StatusCode.OK))
+        span.end(_nanos(planned.end))
 
 
 # --- the client ------------------------------------------------------------------------------------------
@@ -367,55 +389,88 @@ def sub_orchestration_parent(
     return _carried(_with_span_id(context, int(created.client_span_id, 16)))
 
 
-def emit_task_ends(
+def task_ends(
     orchestration: TraceContext | None,
     instance_id: str,
     history: Sequence[HistoryEvent],
     arrived: Iterable[HistoryEvent],
     now: datetime,
-) -> None:
-    """The client spans of the activities and sub-orchestrations whose results ``arrived``: from the
-    scheduling event in ``history`` until now, with the ID their execution's span names as parent."""
-    active = _active
+) -> list[PlannedSpan]:
+    """The client spans of the activities and sub-orchestrations whose results ``arrived`` (from the
+    scheduling event in ``history`` until now, with the ID their execution's span names as parent), and
+    the spans of the timers that fired (``orchestration:{name}:timer``)."""
     context = _parsed(orchestration)
-    if active is None or context is None:
-        return
+    if _active is None or context is None:
+        return []
     scheduled = {
         e.event_id: e
         for e in history
-        if isinstance(e, TaskScheduledEvent | SubOrchestrationInstanceCreatedEvent)
+        if isinstance(e, TaskScheduledEvent | SubOrchestrationInstanceCreatedEvent | TimerCreatedEvent)
     }
+    spans: list[PlannedSpan] = []
     for result in arrived:
-        if not isinstance(
-            result,
-            TaskCompletedEvent
-            | TaskFailedEvent
-            | SubOrchestrationInstanceCompletedEvent
-            | SubOrchestrationInstanceFailedEvent,
-        ):
+        if isinstance(result, TimerFiredEvent):
+            timer = scheduled.get(result.timer_id)
+            if isinstance(timer, TimerCreatedEvent):
+                spans.append(_timer(context, instance_id, orchestration_name(history), timer, now))
+            continue
+        if not isinstance(result, _RESULTS):
             continue
         origin = scheduled.get(result.task_scheduled_id)
         span_id = _client_span_id(origin)
-        if origin is None or span_id is None:
+        if (
+            not isinstance(origin, TaskScheduledEvent | SubOrchestrationInstanceCreatedEvent)
+            or span_id is None
+        ):
             continue
-        activity = isinstance(origin, TaskScheduledEvent)
-        kind = "activity" if activity else "orchestration"
-        attributes = _task_attributes(kind, origin.name, instance_id, origin.version)
-        attributes_with_id: dict[str, str | int] = {**attributes, TASK_ID: origin.event_id}
+        kind = "activity" if isinstance(origin, TaskScheduledEvent) else "orchestration"
         error = None
         if isinstance(result, TaskFailedEvent | SubOrchestrationInstanceFailedEvent):
             error = result.reason or f"{kind} failed"
-        _emit(
-            active,
-            _span_name(kind, origin.name, origin.version),
-            kind=SpanKind.CLIENT,
-            parent=context,
-            span_id=span_id,
-            start=origin.timestamp,
-            end=now,
-            attributes=attributes_with_id,
-            error=error,
+        spans.append(
+            PlannedSpan(
+                _span_name(kind, origin.name, origin.version),
+                SpanKind.CLIENT,
+                context,
+                span_id,
+                origin.timestamp,
+                now,
+                {
+                    **_task_attributes(kind, origin.name, instance_id, origin.version),
+                    TASK_ID: origin.event_id,
+                },
+                error,
+            )
         )
+    return spans
+
+
+def orchestration_name(history: Sequence[HistoryEvent]) -> str:
+    """The orchestration's name, from its ExecutionStarted event."""
+    started = next((e for e in history if isinstance(e, ExecutionStartedEvent)), None)
+    return (started.name or "") if started is not None else ""
+
+
+def _timer(
+    context: SpanContext, instance_id: str, name: str, timer: TimerCreatedEvent, now: datetime
+) -> PlannedSpan:
+    attributes: dict[str, str | int] = {
+        TYPE: "timer",
+        NAME: name,
+        INSTANCE_ID: instance_id,
+        TASK_ID: timer.event_id,
+    }
+    if timer.fire_at is not None:
+        attributes[FIRE_AT] = timer.fire_at.isoformat()
+    return PlannedSpan(
+        f"orchestration:{name}:timer",
+        SpanKind.INTERNAL,
+        context,
+        _IDS.generate_span_id(),
+        timer.timestamp,
+        now,
+        attributes,
+    )
 
 
 def _client_span_id(origin: HistoryEvent | None) -> int | None:
@@ -427,15 +482,14 @@ def _client_span_id(origin: HistoryEvent | None) -> int | None:
     return None
 
 
-def emit_orchestration_end(
+def orchestration_end(
     started: ExecutionStartedEvent, completion: ExecutionCompletedEvent, now: datetime
-) -> None:
+) -> list[PlannedSpan]:
     """``orchestration:{name}`` (server): the execution's one span, from its first episode to ``now``."""
-    active = _active
     carried = started.parent_trace_context
     instance = started.orchestration_instance
-    if active is None or carried is None or not carried.span_id or instance is None:
-        return
+    if _active is None or carried is None or not carried.span_id or instance is None:
+        return []
     status = completion.orchestration_status
     attributes: dict[str, str | int] = {
         **_task_attributes("orchestration", started.name, instance.instance_id, started.version),
@@ -445,18 +499,29 @@ def emit_orchestration_end(
     if status not in _SUCCEEDED:
         details = completion.failure_details
         error = str(details) if details is not None else completion.result or status.name
-    _emit(
-        active,
-        _span_name("orchestration", started.name, started.version),
-        kind=SpanKind.SERVER,
-        parent=_parsed(carried),
-        span_id=int(carried.span_id, 16),
-        start=carried.activity_start_time or started.timestamp,
-        end=now,
-        attributes=attributes,
-        error=error,
-        succeeded=error is None,
-    )
+    return [
+        PlannedSpan(
+            _span_name("orchestration", started.name, started.version),
+            SpanKind.SERVER,
+            _parsed(carried),
+            int(carried.span_id, 16),
+            carried.activity_start_time or started.timestamp,
+            now,
+            attributes,
+            error,
+            succeeded=error is None,
+        )
+    ]
+
+
+def restart_span(started: ExecutionStartedEvent, rewound: TraceContext | None) -> None:
+    """A rewound execution is a new span: forget the failed one's ID, under the rewind's parent when
+    the rewind carries one (DurableTask.Core's rewind does the same)."""
+    carried = rewound or started.parent_trace_context
+    if carried is not None:
+        started.parent_trace_context = TraceContext(
+            trace_parent=carried.trace_parent, trace_state=carried.trace_state
+        )
 
 
 def continued_trace(started: ExecutionStartedEvent) -> TraceContext | None:
@@ -520,15 +585,15 @@ class EntityOperation:
     error: str | None
 
 
-def emit_entity_operations(entity_id: str, entity_name: str, operations: Iterable[EntityOperation]) -> None:
+def entity_operations(
+    entity_id: str, entity_name: str, operations: Iterable[EntityOperation]
+) -> list[PlannedSpan]:
     """``entity:{name}:{operation}`` spans of a batch, after it ran (df runs the batch in one call).
 
     A signal is one consumer span; a call is a client span from the request to the end of the
     operation, parent of the operation's server span, as Durable Functions' entity shim emits them.
     """
-    active = _active
-    if active is None:
-        return
+    spans: list[PlannedSpan] = []
     for op in operations:
         parent = _parsed(op.parent)
         if parent is None:
@@ -541,30 +606,23 @@ def emit_entity_operations(entity_id: str, entity_name: str, operations: Iterabl
         }
         ended = op.started + op.duration
         if not op.is_signal:
-            call_span_id = _IDS.generate_span_id()
-            _emit(
-                active,
+            call = PlannedSpan(
                 name,
-                kind=SpanKind.CLIENT,
-                parent=parent,
-                span_id=call_span_id,
-                start=min(op.requested or op.started, op.started),
-                end=ended,
-                attributes={**attributes, TARGET_INSTANCE_ID: entity_id},
-                error=op.error,
+                SpanKind.CLIENT,
+                parent,
+                _IDS.generate_span_id(),
+                min(op.requested or op.started, op.started),
+                ended,
+                {**attributes, TARGET_INSTANCE_ID: entity_id},
+                op.error,
             )
-            parent = _with_span_id(parent, call_span_id)
-        _emit(
-            active,
-            name,
-            kind=SpanKind.CONSUMER if op.is_signal else SpanKind.SERVER,
-            parent=parent,
-            span_id=_IDS.generate_span_id(),
-            start=op.started,
-            end=ended,
-            attributes=attributes,
-            error=op.error,
+            spans.append(call)
+            parent = _with_span_id(parent, call.span_id)
+        kind = SpanKind.CONSUMER if op.is_signal else SpanKind.SERVER
+        spans.append(
+            PlannedSpan(name, kind, parent, _IDS.generate_span_id(), op.started, ended, attributes, op.error)
         )
+    return spans
 
 
 def from_epoch_ms(value: int | float) -> datetime:

@@ -18,7 +18,7 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 
 from durable_ext import tracing
 from durable_ext.app_loader import load_app
@@ -27,6 +27,7 @@ from durable_ext.errors import ConfigError
 from durable_ext.history import ExecutionStartedEvent, OrchestrationStatus, TaskScheduledEvent
 from durable_ext.host.local import LocalHost, LocalHostOptions
 from durable_ext.storage.taskhub import TaskHub
+from durable_ext.worker.engine import Engine
 from tests.engine_support import engine_for, poll
 from tests.host_support import free_port, host_env, read_until, sample_app_dir, start_command
 
@@ -316,3 +317,27 @@ def test_start_refuses_an_unknown_exporter(tmp_path: Path, azurite_connection_st
     assert result.returncode != 0
     assert "OTEL_TRACES_EXPORTER='jaeger': unknown exporter 'jaeger'" in result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+
+
+async def test_a_client_signal_a_failed_operation_and_a_timer_are_traced(
+    hub: TaskHub, engine: Engine, spans: InMemorySpanExporter
+) -> None:
+    client = TaskHubClient(hub)
+    entity_id = f"@counter@{uuid.uuid4().hex[:8]}"
+    await client.signal_entity(entity_id, "fail_after_set")
+    instance_id = await client.start_new("timer")
+    assert (
+        await client.wait_for_completion(instance_id, timeout=60)
+    ).runtime_status is OrchestrationStatus.Completed
+    finished = await wait_for_spans(spans, "entity:counter:fail_after_set", 2)
+    signal = one(finished, "entity:counter:fail_after_set", SpanKind.PRODUCER)
+    assert signal.parent is None  # no span was current: the signal starts a trace
+    operation = one(finished, "entity:counter:fail_after_set", SpanKind.CONSUMER)
+    assert parent_of(operation) == span_id(signal)
+    assert operation.status.status_code is StatusCode.ERROR
+    assert "operation failed after setting state" in (operation.status.description or "")
+    orchestration = one(finished, "orchestration:timer", SpanKind.SERVER)
+    assert orchestration.status.status_code is StatusCode.OK
+    timer = one(finished, "orchestration:timer:timer", SpanKind.INTERNAL)
+    assert parent_of(timer) == span_id(orchestration)
+    assert timer.attributes is not None and timer.attributes["durabletask.type"] == "timer"

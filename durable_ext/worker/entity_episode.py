@@ -105,8 +105,11 @@ class EntityPlanner:
                 requests,
                 self._options.max_entity_operation_batch_size,
             )
-        if tracing.enabled():
-            tracing.emit_entity_operations(execution.instance_id, name, _traced(result.outcomes, now))
+        spans = (
+            tracing.entity_operations(execution.instance_id, name, _traced(result.outcomes, now))
+            if tracing.enabled()
+            else []
+        )
         done = [outcome.request.id for outcome in result.outcomes]
         result.state.sorter[_RECENT_REQUESTS_KEY] = [*recent, *done][-_RECENT_REQUESTS_KEPT:]
         sender = OrchestrationInstance(execution.instance_id, execution.execution_id)
@@ -126,7 +129,7 @@ class EntityPlanner:
         ]
         update = self._entity_status(execution, new_execution, result.state, now)
         current = Execution(execution.instance_id, new_execution, [], execution.etag)
-        return decisions, Checkpoint(current, events, 0, outbound, update, list(execution.blob_names))
+        return decisions, Checkpoint(current, events, 0, outbound, update, list(execution.blob_names), spans)
 
     def _disabled(self, instance_id: str) -> bool:
         name, _ = parse_entity_instance_id(instance_id)

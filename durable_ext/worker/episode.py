@@ -91,6 +91,9 @@ class EpisodePlanner:
             replaced_blobs = list(execution.blob_names)
             current = Execution(execution.instance_id, rewound.execution_id, rewound.events, execution.etag)
             carried = rewound.events
+            started = next((e for e in carried if isinstance(e, ExecutionStartedEvent)), None)
+            if started is not None:
+                tracing.restart_span(started, decisions.rewind.parent_trace_context)
             fresh = [OrchestratorStartedEvent(timestamp=now), *others]
             first_sequence = 0
             outbound += [
@@ -117,6 +120,7 @@ class EpisodePlanner:
             fresh = [OrchestratorStartedEvent(timestamp=now), *others]
             first_sequence = len(execution.events)
         result = self._run_episode(current, fresh, outbound, now, version_mismatch=decisions.version_mismatch)
+        spans = result.spans
         generations = 0
         while result.continued_as_new:
             generations += 1
@@ -132,6 +136,7 @@ class EpisodePlanner:
                 result = EpisodeResult(new_events, self._status(current, new_events, None, now), [])
                 break
             result = self._run_episode(current, fresh, outbound, now)
+            spans += result.spans
         return Checkpoint(
             current,
             [*carried, *result.new_events],
@@ -139,6 +144,7 @@ class EpisodePlanner:
             outbound,
             result.update,
             replaced_blobs,
+            spans,
         )
 
     def _next_generation(
@@ -224,12 +230,12 @@ class EpisodePlanner:
         orchestration = tracing.orchestration_context(started, now)
         recorded = [self._scheduling_event(execution, a, now, orchestration) for a in scheduled]
         tracing.link_scheduled(orchestration, recorded)
-        tracing.emit_task_ends(orchestration, execution.instance_id, past, episode, now)
+        spans = tracing.task_ends(orchestration, execution.instance_id, past, episode, now)
         new_events = [*episode, *recorded]
         if completion is not None:
             new_events.append(completion)
             if isinstance(completion, ExecutionCompletedEvent):
-                tracing.emit_orchestration_end(started, completion, now)
+                spans += tracing.orchestration_end(started, completion, now)
         new_events.append(OrchestratorCompletedEvent(timestamp=now))
         sender = OrchestrationInstance(execution.instance_id, execution.execution_id)
         episode_number = sum(isinstance(e, OrchestratorStartedEvent) for e in [*past, *new_events])
@@ -249,7 +255,7 @@ class EpisodePlanner:
         if completion is not None and not isinstance(completion, ContinueAsNewEvent):
             outbound.extend(self._to_parent(started, completion, failure))
         update = self._status(execution, new_events, run, now)
-        return EpisodeResult(new_events, update, run.unconsumed_events if run is not None else [])
+        return EpisodeResult(new_events, update, run.unconsumed_events if run is not None else [], spans)
 
     def _sub_orchestration_defaults(self, execution: Execution, action: ScheduledAction) -> ScheduledAction:
         """What the host fills in of a sub-orchestration df left open: its instance ID

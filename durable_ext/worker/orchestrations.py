@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
+from durable_ext import tracing
 from durable_ext.app_loader import FunctionRegistry
 from durable_ext.config import DurableTaskOptions
 from durable_ext.errors import OwnershipLostError
@@ -433,6 +434,7 @@ class OrchestrationDispatcher:
         status_write: asyncio.Task[bool] | None = None
         if checkpoint is not None:
             status_write = await self._checkpoints.commit(checkpoint)
+            tracing.emit(checkpoint.spans)
             self._cache.put(checkpoint.execution)
         elif decisions.terminated_before_start is not None:
             await self._terminate_pending(instance_id, decisions.terminated_before_start)

@@ -22,6 +22,7 @@ from durable_ext.messages import MessageData
 from durable_ext.storage.instances import RowUpdate
 from durable_ext.storage.queues import MessageQueue, ReceivedMessage
 from durable_ext.storage.tracking import InstanceState
+from durable_ext.tracing import PlannedSpan
 
 
 @dataclass
@@ -64,6 +65,8 @@ class EpisodeResult:
     update: RowUpdate
     unconsumed_events: list[int]
     """Indexes into the execution's events (past, then this episode's) of external events no task took."""
+    spans: list[PlannedSpan] = field(default_factory=list)
+    """Spans to emit once the episode is committed (durable_ext/tracing.py)."""
 
     @property
     def continued_as_new(self) -> bool:
@@ -81,6 +84,8 @@ class Checkpoint:
     outbound: list[Outbound]
     update: RowUpdate
     replaced_blobs: list[str]
+    spans: list[PlannedSpan] = field(default_factory=list)
+    """Spans the episode ended, emitted once it is committed."""
 
 
 @dataclass

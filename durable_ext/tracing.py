@@ -233,6 +233,16 @@ def _parsed(carried: TraceContext | None) -> SpanContext | None:
     return context if context.is_valid else None
 
 
+def _span_id(text: str | None) -> int | None:
+    """A span ID as history stores it (16 hex digits); None when absent or unreadable, since a
+    message may come from any writer."""
+    try:
+        value = int(text, 16) if text else 0
+    except ValueError:
+        return None
+    return value if 0 < value < 1 << 64 else None
+
+
 def _with_span_id(context: SpanContext, span_id: int) -> SpanContext:
     return SpanContext(
         context.trace_id,
@@ -359,12 +369,13 @@ def orchestration_context(started: ExecutionStartedEvent, now: datetime) -> Trac
     parent = _parsed(carried)
     if parent is None:
         return None
-    if not carried.span_id:
+    span_id = _span_id(carried.span_id)
+    if span_id is None:
         span_id = _IDS.generate_span_id()
         carried.span_id = f"{span_id:016x}"
         carried.id = traceparent(_with_span_id(parent, span_id))
         carried.activity_start_time = now
-    return _carried(_with_span_id(parent, int(carried.span_id, 16)))
+    return _carried(_with_span_id(parent, span_id))
 
 
 def link_scheduled(orchestration: TraceContext | None, scheduled: Iterable[HistoryEvent]) -> None:
@@ -384,9 +395,10 @@ def sub_orchestration_parent(
 ) -> TraceContext | None:
     """The ParentTraceContext of a sub-orchestration's start: its call's client span."""
     context = _parsed(orchestration)
-    if context is None or not created.client_span_id:
+    span_id = _span_id(created.client_span_id)
+    if context is None or span_id is None:
         return None
-    return _carried(_with_span_id(context, int(created.client_span_id, 16)))
+    return _carried(_with_span_id(context, span_id))
 
 
 def task_ends(
@@ -474,8 +486,8 @@ def _timer(
 
 
 def _client_span_id(origin: HistoryEvent | None) -> int | None:
-    if isinstance(origin, SubOrchestrationInstanceCreatedEvent) and origin.client_span_id:
-        return int(origin.client_span_id, 16)
+    if isinstance(origin, SubOrchestrationInstanceCreatedEvent):
+        return _span_id(origin.client_span_id)
     if isinstance(origin, TaskScheduledEvent):
         context = _parsed(origin.parent_trace_context)
         return context.span_id if context is not None else None
@@ -488,7 +500,8 @@ def orchestration_end(
     """``orchestration:{name}`` (server): the execution's one span, from its first episode to ``now``."""
     carried = started.parent_trace_context
     instance = started.orchestration_instance
-    if _active is None or carried is None or not carried.span_id or instance is None:
+    span_id = _span_id(carried.span_id) if carried is not None else None
+    if _active is None or carried is None or span_id is None or instance is None:
         return []
     status = completion.orchestration_status
     attributes: dict[str, str | int] = {
@@ -504,7 +517,7 @@ def orchestration_end(
             _span_name("orchestration", started.name, started.version),
             SpanKind.SERVER,
             _parsed(carried),
-            int(carried.span_id, 16),
+            span_id,
             carried.activity_start_time or started.timestamp,
             now,
             attributes,

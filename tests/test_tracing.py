@@ -11,6 +11,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -23,8 +24,15 @@ from opentelemetry.trace import SpanKind, StatusCode
 from durable_ext import tracing
 from durable_ext.app_loader import load_app
 from durable_ext.client import TaskHubClient
+from durable_ext.entities import EntityRequest
 from durable_ext.errors import ConfigError
-from durable_ext.history import ExecutionStartedEvent, OrchestrationStatus, TaskScheduledEvent
+from durable_ext.history import (
+    ExecutionStartedEvent,
+    OrchestrationInstance,
+    OrchestrationStatus,
+    TaskScheduledEvent,
+    TraceContext,
+)
 from durable_ext.host.local import LocalHost, LocalHostOptions
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.worker.engine import Engine
@@ -341,3 +349,43 @@ async def test_a_client_signal_a_failed_operation_and_a_timer_are_traced(
     timer = one(finished, "orchestration:timer:timer", SpanKind.INTERNAL)
     assert parent_of(timer) == span_id(orchestration)
     assert timer.attributes is not None and timer.attributes["durabletask.type"] == "timer"
+
+
+@pytest.mark.usefixtures("spans")
+def test_unreadable_trace_contexts_from_storage_are_not_followed() -> None:
+    now = datetime.now(UTC)
+    garbled = ExecutionStartedEvent(
+        orchestration_instance=OrchestrationInstance("i", "e"),
+        parent_trace_context=TraceContext(trace_parent="00-not-a-traceparent-01"),
+    )
+    assert tracing.orchestration_context(garbled, now) is None
+    bad_span = TraceContext(trace_parent=f"00-{CALLER_TRACE}-{CALLER_SPAN}-01", span_id="zz")
+    started = ExecutionStartedEvent(
+        orchestration_instance=OrchestrationInstance("i", "e"), parent_trace_context=bad_span
+    )
+    context = tracing.orchestration_context(started, now)
+    # A span ID that cannot be read is replaced, in the event that history will keep.
+    assert context is not None and context.trace_parent is not None
+    assert bad_span.span_id is not None and bad_span.span_id != "zz"
+    assert context.trace_parent == f"00-{CALLER_TRACE}-{bad_span.span_id}-01"
+    assert bad_span.activity_start_time == now
+
+
+def test_entity_requests_carry_the_trace_context_in_durable_functions_members() -> None:
+    written = {
+        "op": "add",
+        "input": "1",
+        "id": str(uuid.uuid4()),
+        "parent": "caller",
+        "Timestamp": "2026-12-06T10:00:00Z",
+        "Predecessor": "0001-01-01T00:00:00",
+        "parentTraceContext": {"TraceParent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01", "TraceState": "k=v"},
+        "requestTime": "2026-12-06T10:00:00.5+00:00",
+    }
+    request = EntityRequest.from_json_text(json.dumps(written))
+    assert request.parent_trace_context == TraceContext(f"00-{CALLER_TRACE}-{CALLER_SPAN}-01", "k=v")
+    assert request.request_time == datetime(2026, 12, 6, 10, 0, 0, 500000, UTC)
+    again = request.to_json_object()
+    assert again["parentTraceContext"]["TraceParent"] == f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
+    assert EntityRequest.from_json_object(again) == request
+    assert "parentTraceContext" not in request.extra

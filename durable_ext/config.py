@@ -464,14 +464,15 @@ TELEMETRY_SETTINGS = ("APPLICATIONINSIGHTS_CONNECTION_STRING", "APPINSIGHTS_INST
 
 def _check_telemetry(local_values: Mapping[str, str], environ: Mapping[str, str], local_path: Path) -> None:
     """Refuse the app settings that would send telemetry to Application Insights, which durable_ext
-    cannot do yet; the host.json ``logging.applicationInsights`` section only tunes that telemetry
+    cannot do; the host.json ``logging.applicationInsights`` section only tunes that telemetry
     (sampling, live metrics), so it is accepted as it is."""
     for name in TELEMETRY_SETTINGS:
         for values, origin in ((environ, "environment variable"), (local_values, f"setting in {local_path}")):
             if _lookup_setting(values, name):
                 raise ConfigError(
                     f"App setting {name} ({origin}) is set, but durable_ext cannot send telemetry to "
-                    "Application Insights yet (OpenTelemetry export is planned): remove it to run here"
+                    "Application Insights: remove it to run here, and export OpenTelemetry traces with "
+                    "OTEL_TRACES_EXPORTER instead (README, Tracing)"
                 )
 
 

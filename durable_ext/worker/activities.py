@@ -28,6 +28,7 @@ from durable_ext.history import FailureDetails, TaskCompletedEvent, TaskFailedEv
 from durable_ext.invocations import InvocationKind, invocation
 from durable_ext.logs import hub_log
 from durable_ext.messages import MessageData, TaskMessage
+from durable_ext.monitoring.metrics import WorkerMetrics
 from durable_ext.storage.outage import storage_health
 from durable_ext.storage.quarantine import POISON_DEQUEUE_COUNT
 from durable_ext.storage.queues import Handoff, ReceivedMessage
@@ -91,8 +92,10 @@ class ActivityDispatcher:
         max_polling_interval: timedelta,
         handoff: Handoff,
         results: ResultConsumer,
+        metrics: WorkerMetrics,
     ) -> None:
         self._hub = hub
+        self._metrics = metrics
         self._registry = registry
         self._max = max_concurrency
         self._visibility = visibility_timeout
@@ -320,6 +323,7 @@ class ActivityDispatcher:
         self, function: RegisteredFunction | None, name: str, event: TaskScheduledEvent, instance_id: str
     ) -> TaskCompletedEvent | TaskFailedEvent:
         if function is None:
+            self._metrics.activity(True, 0.0)
             reason, details = missing_activity_failure(name)
             self._log.instance(instance_id).warning("%s", reason)
             return TaskFailedEvent(task_scheduled_id=event.event_id, reason=reason, details=details)
@@ -336,17 +340,21 @@ class ActivityDispatcher:
                 result = encode_result(function, value)
             except Exception as exc:
                 call.fail(exc)
-                elapsed = (asyncio.get_running_loop().time() - started) * 1000
+                elapsed = asyncio.get_running_loop().time() - started
+                self._metrics.activity(True, elapsed)
                 self._log.instance(instance_id).info(
-                    "activity %s (task %d) failed after %.0f ms: %s", name, event.event_id, elapsed, exc
+                    "activity %s (task %d) failed after %.0f ms: %s",
+                    name,
+                    event.event_id,
+                    elapsed * 1000,
+                    exc,
                 )
                 reason, details = activity_failure(name, exc)
                 return TaskFailedEvent(task_scheduled_id=event.event_id, reason=reason, details=details)
+        elapsed = asyncio.get_running_loop().time() - started
+        self._metrics.activity(False, elapsed)
         self._log.instance(instance_id).debug(
-            "activity %s (task %d) completed in %.0f ms",
-            name,
-            event.event_id,
-            (asyncio.get_running_loop().time() - started) * 1000,
+            "activity %s (task %d) completed in %.0f ms", name, event.event_id, elapsed * 1000
         )
         return TaskCompletedEvent(task_scheduled_id=event.event_id, result=result)
 

@@ -208,8 +208,9 @@ async def test_keys_guard_metrics_and_scale_but_not_the_probes(
             assert (await http.get(path, params={"code": key})).status_code == 200
             assert (await http.get(path, headers={"x-functions-key": key})).status_code == 200
         assert (await http.get("/healthz")).status_code == 200
-        bad = await http.get("/scale", params={"code": key, "minWorkers": "-1"})
-        assert bad.status_code == 400 and "minWorkers" in bad.json()["error"]
+        for bad_value in ("-1", "two", "²", "1001", ""):
+            bad = await http.get("/scale", params={"code": key, "minWorkers": bad_value})
+            assert bad.status_code == 400 and "minWorkers" in bad.json()["error"]
 
 
 async def test_scale_hint_on_a_hub_with_a_work_item_backlog(hub: TaskHub, registry: FunctionRegistry) -> None:

@@ -6,10 +6,10 @@ and ``worker``, on the same listeners as the probes.
   seconds (:mod:`durable_ext.monitoring.queues`). While storage cannot be read the answer is still 200:
   every in-process family as it stands, ``durable_ext_storage_up 0``, and no queue families, so that
   an outage shows in the metrics instead of as a failed scrape that loses them all.
-- ``GET /scale[?minWorkers=N]``: the scale hint (:mod:`durable_ext.monitoring.scale`) as JSON, with
-  ``recommendedWorkers`` for the scaler to read. It needs storage: while the queues cannot be read it
-  answers 503 (``{"status": "Unavailable", ...}``), as ``/readyz`` does, and KEDA keeps the replica
-  count (or applies its ``fallback``).
+- ``GET /scale[?minWorkers=N]`` (N from 0 to 1000, default 1): the scale hint
+  (:mod:`durable_ext.monitoring.scale`) as JSON, with ``recommendedWorkers`` for the scaler to read.
+  It needs storage: while the queues cannot be read it answers 503 (``{"status": "Unavailable",
+  ...}``), as ``/readyz`` does, and KEDA keeps the replica count (or applies its ``fallback``).
 
 Keys, as the management API: when the ``DURABLE_EXT_SYSTEM_KEY`` setting is set, both require it
 (``code`` query parameter or ``x-functions-key`` header; 401 without a body otherwise), on every
@@ -36,6 +36,8 @@ from durable_ext.worker.engine import Engine
 METRICS_PATH = "/metrics"
 SCALE_PATH = "/scale"
 MIN_WORKERS_PARAM = "minWorkers"
+MAX_MIN_WORKERS = 1000
+"""The largest ``minWorkers`` accepted: more is a typo, not a deployment."""
 _NO_CACHE = {"Cache-Control": "no-store, no-cache"}
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -61,8 +63,11 @@ def metrics_routes(engine: Engine, system_key: str | None) -> list[BaseRoute]:
 
     async def scale(request: Request) -> Response:
         raw = request.query_params.get(MIN_WORKERS_PARAM, "1")
-        if not raw.isdigit():
-            error = f"{MIN_WORKERS_PARAM} must be a whole number of workers (0 or more), not {raw!r}"
+        if not (raw.isascii() and raw.isdigit() and int(raw) <= MAX_MIN_WORKERS):
+            error = (
+                f"{MIN_WORKERS_PARAM} must be a whole number of workers from 0 to {MAX_MIN_WORKERS}, "
+                f"not {raw!r}"
+            )
             return JSONResponse({"error": error}, status_code=400, headers=_NO_CACHE)
         try:
             await engine.queues.sample()

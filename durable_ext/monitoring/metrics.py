@@ -8,7 +8,8 @@ Counted as work happens (:class:`WorkerMetrics`):
   (the messages were abandoned to be retried) or ``conflict`` (another worker or a purge changed the
   instance first; the messages were abandoned).
 - ``durable_ext_activities_total{outcome}`` and ``durable_ext_activity_duration_seconds``: activity
-  executions, ``completed`` or ``failed`` (the function raised, or does not exist).
+  executions, the built-in HTTP activity of ``call_http`` included, ``completed`` or ``failed`` (the
+  function raised or does not exist, or the HTTP request failed).
 
 Read when scraped (:class:`EngineCollector`):
 

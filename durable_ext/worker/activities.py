@@ -14,6 +14,7 @@ import contextlib
 import contextvars
 import inspect
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any, Protocol
@@ -303,11 +304,13 @@ class ActivityDispatcher:
             )
             return None
         name = event.name or ""
+        started = time.perf_counter()
         if name == HTTP_ACTIVITY_NAME:
             result_event = await self._http.run(event, instance.instance_id)
         else:
             function = self._registry.get(name, FunctionKind.ACTIVITY)
             result_event = await self._outcome(function, name, event, instance.instance_id)
+        self._metrics.activity(isinstance(result_event, TaskFailedEvent), time.perf_counter() - started)
         return MessageData(TaskMessage(result_event, instance), episode=data.episode, sender=instance)
 
     async def _report(self, message: ReceivedMessage, response: MessageData) -> bool:
@@ -323,7 +326,6 @@ class ActivityDispatcher:
         self, function: RegisteredFunction | None, name: str, event: TaskScheduledEvent, instance_id: str
     ) -> TaskCompletedEvent | TaskFailedEvent:
         if function is None:
-            self._metrics.activity(True, 0.0)
             reason, details = missing_activity_failure(name)
             self._log.instance(instance_id).warning("%s", reason)
             return TaskFailedEvent(task_scheduled_id=event.event_id, reason=reason, details=details)
@@ -340,21 +342,17 @@ class ActivityDispatcher:
                 result = encode_result(function, value)
             except Exception as exc:
                 call.fail(exc)
-                elapsed = asyncio.get_running_loop().time() - started
-                self._metrics.activity(True, elapsed)
+                elapsed = (asyncio.get_running_loop().time() - started) * 1000
                 self._log.instance(instance_id).info(
-                    "activity %s (task %d) failed after %.0f ms: %s",
-                    name,
-                    event.event_id,
-                    elapsed * 1000,
-                    exc,
+                    "activity %s (task %d) failed after %.0f ms: %s", name, event.event_id, elapsed, exc
                 )
                 reason, details = activity_failure(name, exc)
                 return TaskFailedEvent(task_scheduled_id=event.event_id, reason=reason, details=details)
-        elapsed = asyncio.get_running_loop().time() - started
-        self._metrics.activity(False, elapsed)
         self._log.instance(instance_id).debug(
-            "activity %s (task %d) completed in %.0f ms", name, event.event_id, elapsed * 1000
+            "activity %s (task %d) completed in %.0f ms",
+            name,
+            event.event_id,
+            (asyncio.get_running_loop().time() - started) * 1000,
         )
         return TaskCompletedEvent(task_scheduled_id=event.event_id, result=result)
 

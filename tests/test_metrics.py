@@ -72,7 +72,9 @@ async def running(hub: TaskHub, registry: FunctionRegistry) -> AsyncIterator[Eng
         yield engine
 
 
-async def test_metrics_after_a_small_orchestration(hub: TaskHub, running: Engine) -> None:
+async def test_metrics_after_a_small_orchestration(
+    hub: TaskHub, registry: FunctionRegistry, running: Engine
+) -> None:
     client = TaskHubClient(hub, handoff=running)
     chain = await client.start_new("chain", "metrics-chain", json.dumps(1))
     catches = await client.start_new("catches", "metrics-catches", None)
@@ -111,6 +113,12 @@ async def test_metrics_after_a_small_orchestration(hub: TaskHub, running: Engine
     for queue in queues:
         assert value(families, "durable_ext_control_queue_oldest_message_age_seconds", queue=queue) == 0
     assert value(families, "durable_ext_work_item_queue_length") == 0
+
+    # A second engine in the process has a registry of its own: none of the first one's counts.
+    async with http_to(engine_on(hub, registry, timedelta(seconds=5))) as http:
+        other = await scrape(http)
+    assert not [s for s in other["durable_ext_activities"] if s.name.endswith("_total")]
+    assert value(other, "durable_ext_session_cache_hits_total") == 0
 
 
 async def _owns_all(engine: Engine) -> bool:

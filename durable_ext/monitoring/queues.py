@@ -120,11 +120,14 @@ class QueueMonitor:
             sample = await asyncio.wait_for(self._read(), self._timeout)
         except Exception as exc:
             if isinstance(exc, TimeoutError):
-                self.failure = f"storage did not answer within {self._timeout:g} s"
+                failure = f"storage did not answer within {self._timeout:g} s"
             else:
-                self.failure = describe_outage(exc)
-                if not storage_health.failed(self._hub.account.describe(), exc):
+                failure = describe_outage(exc)
+                outage = storage_health.failed(self._hub.account.describe(), exc)
+                if not outage and failure != self.failure:
+                    # Once per kind of failure, not once per scrape.
                     self._log.warning("reading the queue backlog failed", exc_info=True)
+            self.failure = failure
         else:
             self.history.append(sample)
             self.failure = None

@@ -54,6 +54,7 @@ from durable_ext.host.cors import CorsMiddleware, CorsPolicy
 from durable_ext.host.df_json import client_binding_json
 from durable_ext.host.guard import check_system_key, presents_key
 from durable_ext.host.http import http_trigger_routes
+from durable_ext.host.metrics import metrics_routes
 from durable_ext.host.probes import probe_routes, probes_app
 from durable_ext.host.supervisor import supervise
 from durable_ext.host.traces import TracingMiddleware
@@ -93,7 +94,8 @@ class LocalHostOptions:
     worker: bool = False
     """Run the engine only (``worker``): ``port`` serves the probes alone, Azurite is never started."""
     admin_port: int | None = None
-    """A second listener, on ``host``, serving only the probes (``--admin-port``); None: none."""
+    """A second listener, on ``host``, serving only the probes, ``/metrics`` and ``/scale``
+    (``--admin-port``); None: none."""
     grace_period: timedelta = DEFAULT_GRACE_PERIOD
     """How long a stop waits for in-flight episodes and activities before the process exits anyway."""
 
@@ -147,6 +149,13 @@ class LocalHost:
             )
         if self.system_key is not None:
             check_system_key(self.system_key, setting=SYSTEM_KEY_SETTING, exposed=exposed)
+        elif not _is_loopback(options.host):
+            logger.warning(
+                "without %s, /metrics and /scale on %s answer anyone who reaches the port: they name the "
+                "task hub's queues and its load",
+                SYSTEM_KEY_SETTING,
+                options.host,
+            )
         # A wrong exporter name stops the host before anything starts.
         tracing.exporter_names(self.config.settings)
         self.azurite: Azurite | None = None
@@ -319,7 +328,7 @@ class LocalHost:
         """The ASGI app: the probes and, unless a worker, the HTTP-triggered functions, the management
         API and the df client's RPC mount."""
         if self.options.worker:
-            return probes_app(engine)
+            return probes_app(engine, self.system_key)
         assert self.registry is not None
         registry = self.registry
         hub_name = hub.names.hub
@@ -346,6 +355,7 @@ class LocalHost:
         )
         routes = [
             *probe_routes(engine),
+            *metrics_routes(engine, self.system_key),
             *management_mounts(
                 client, rpc_path, system_key=self.system_key, functions=registry, connection_name=connection
             ),
@@ -416,7 +426,10 @@ class LocalHost:
 
     def _ready_line(self) -> str:
         if self.options.worker:
-            return f"Worker ready; probes on {self.base_url}/healthz and /readyz. Press Ctrl+C to stop."
+            return (
+                f"Worker ready; probes on {self.base_url}/healthz and /readyz, metrics on /metrics."
+                " Press Ctrl+C to stop."
+            )
         line = f"Host ready on {self.base_url}."
         if self.options.admin_port is not None:
             line += f" Probes also on {self._origin(self.options.admin_port)}."
@@ -432,7 +445,7 @@ class LocalHost:
         )
         servers = [self._server(self.build_app(hub, client, engine), self.options.port)]
         if self.options.admin_port is not None:
-            servers.append(self._server(probes_app(engine), self.options.admin_port))
+            servers.append(self._server(probes_app(engine, self.system_key), self.options.admin_port))
         serving = {asyncio.create_task(server.serve()) for server in servers}
         # "Host ready" is what callers wait for: say it only once the sockets accept connections.
         while not all(server.started for server in servers) and not any(task.done() for task in serving):

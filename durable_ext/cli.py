@@ -614,7 +614,8 @@ def _configure_start(parser: argparse.ArgumentParser) -> None:
         "--admin-port",
         type=_port_base,
         metavar="N",
-        help="also serve the probes (/healthz, /readyz) on port N (default: only on the HTTP port)",
+        help="also serve the probes (/healthz, /readyz), /metrics and /scale on port N "
+        "(default: only on the HTTP port)",
     )
     add_grace_period_argument(parser)
     parser.set_defaults(handler=_run_start)
@@ -702,7 +703,8 @@ def _configure_worker(parser: argparse.ArgumentParser) -> None:
         type=_port_base,
         default=DEFAULT_WORKER_ADMIN_PORT,
         metavar="N",
-        help=f"port of the probes /healthz and /readyz (default: {DEFAULT_WORKER_ADMIN_PORT})",
+        help="port of the probes /healthz and /readyz, /metrics and /scale "
+        f"(default: {DEFAULT_WORKER_ADMIN_PORT})",
     )
     parser.add_argument(
         "--host",

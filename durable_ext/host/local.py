@@ -29,6 +29,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 
+from durable_ext import tracing
 from durable_ext.app_loader import (
     FunctionKind,
     FunctionRegistry,
@@ -55,8 +56,10 @@ from durable_ext.host.cors import CorsMiddleware, CorsPolicy
 from durable_ext.host.df_json import client_binding_json
 from durable_ext.host.guard import check_system_key, presents_key
 from durable_ext.host.http import http_trigger_routes
+from durable_ext.host.metrics import metrics_routes
 from durable_ext.host.probes import probe_routes, probes_app
 from durable_ext.host.supervisor import supervise
+from durable_ext.host.traces import TracingMiddleware
 from durable_ext.storage.account import DEV_HOST, StorageAccount
 from durable_ext.storage.outage import storage_health
 from durable_ext.storage.taskhub import TaskHub
@@ -93,7 +96,8 @@ class LocalHostOptions:
     worker: bool = False
     """Run the engine only (``worker``): ``port`` serves the probes alone, Azurite is never started."""
     admin_port: int | None = None
-    """A second listener, on ``host``, serving only the probes (``--admin-port``); None: none."""
+    """A second listener, on ``host``, serving only the probes, ``/metrics`` and ``/scale``
+    (``--admin-port``); None: none."""
     grace_period: timedelta = DEFAULT_GRACE_PERIOD
     """How long a stop waits for in-flight episodes and activities before the process exits anyway."""
 
@@ -171,6 +175,15 @@ class LocalHost:
             )
         if self.system_key is not None:
             check_system_key(self.system_key, setting=SYSTEM_KEY_SETTING, exposed=exposed)
+        elif not is_loopback(options.host):
+            logger.warning(
+                "without %s, /metrics and /scale on %s answer anyone who reaches the port: they name the "
+                "task hub's queues and its load",
+                SYSTEM_KEY_SETTING,
+                options.host,
+            )
+        # A wrong exporter name stops the host before anything starts.
+        tracing.exporter_names(self.config.settings)
         self.azurite: Azurite | None = None
         self.registry: FunctionRegistry | None = None
         """The functions this host loads and serves (the app's, less those an allow list leaves out)."""
@@ -221,6 +234,8 @@ class LocalHost:
     async def prepare(self) -> StorageAccount:
         """Load settings and the app, make sure storage answers, create the task hub."""
         self._apply_settings()
+        # After the settings: the SDK reads OTEL_SERVICE_NAME and the OTLP endpoint from the environment.
+        tracing.configure(self.config.settings)
         account = self._storage_account()
         # Import the user's code first: a broken app should fail before anything is started.
         allow_list = self._allow_list()
@@ -327,7 +342,7 @@ class LocalHost:
         """The ASGI app: the probes and, unless a worker, the HTTP-triggered functions, the management
         API and the df client's RPC mount."""
         if self.options.worker:
-            return probes_app(engine)
+            return probes_app(engine, self.system_key)
         assert self.registry is not None
         registry = self.registry
         hub_name = hub.names.hub
@@ -354,6 +369,7 @@ class LocalHost:
         )
         routes = [
             *probe_routes(engine),
+            *metrics_routes(engine, self.system_key),
             *management_mounts(
                 client, rpc_path, system_key=self.system_key, functions=registry, connection_name=connection
             ),
@@ -373,11 +389,10 @@ class LocalHost:
             ),
         ]
         cors = self.options.cors
-        return Starlette(
-            routes=routes,
-            middleware=[Middleware(CorsMiddleware, policy=cors)] if cors else [],
-            exception_handlers={404: not_found_answer},
-        )
+        middleware = [Middleware(TracingMiddleware)] if tracing.enabled() else []
+        if cors:
+            middleware.append(Middleware(CorsMiddleware, policy=cors))
+        return Starlette(routes=routes, middleware=middleware, exception_handlers={404: not_found_answer})
 
     def stop(self) -> None:
         """Release what the host started (Azurite)."""
@@ -408,6 +423,7 @@ class LocalHost:
                     drained = await draining
             return drained
         finally:
+            tracing.flush()
             self.stop()
 
     async def _drain_when(self, stop: asyncio.Event, engine: Engine, account: StorageAccount) -> bool:
@@ -431,7 +447,10 @@ class LocalHost:
 
     def _ready_line(self) -> str:
         if self.options.worker:
-            return f"Worker ready; probes on {self.base_url}/healthz and /readyz. Press Ctrl+C to stop."
+            return (
+                f"Worker ready; probes on {self.base_url}/healthz and /readyz, metrics on /metrics."
+                " Press Ctrl+C to stop."
+            )
         line = f"Host ready on {self.base_url}. Dashboard: {self.base_url}{DASHBOARD_PREFIX}/."
         if self.options.admin_port is not None:
             line += f" Probes also on {self._origin(self.options.admin_port)}."
@@ -447,7 +466,7 @@ class LocalHost:
         )
         servers = [self._server(self.build_app(hub, client, engine), self.options.port)]
         if self.options.admin_port is not None:
-            servers.append(self._server(probes_app(engine), self.options.admin_port))
+            servers.append(self._server(probes_app(engine, self.system_key), self.options.admin_port))
         serving = {asyncio.create_task(server.serve()) for server in servers}
         # "Host ready" is what callers wait for: say it only once the sockets accept connections.
         while not all(server.started for server in servers) and not any(task.done() for task in serving):

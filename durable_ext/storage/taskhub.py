@@ -33,6 +33,7 @@ from durable_ext.storage.instances import InstanceRows
 from durable_ext.storage.partitions import PartitionLease
 from durable_ext.storage.quarantine import Quarantine
 from durable_ext.storage.queues import MessageQueue, partition_index
+from durable_ext.storage.requests import RequestTally
 from durable_ext.storage.rest import HttpSession, QueueRestClient, TableRestClient
 from durable_ext.storage.tracking import TrackingStore
 
@@ -145,6 +146,9 @@ class TaskHub:
             raise ConfigError(
                 f"partitionCount must be between {MIN_PARTITIONS} and {MAX_PARTITIONS}, got {partition_count}"
             )
+        self.requests = RequestTally()
+        """Every request this hub's clients sent, by kind and answer status."""
+        account = account.observed_by(self.requests)
         self.account = account
         self.names = TaskHubNames(validate_hub_name(hub_name), partition_count)
         self._tables: TableServiceClient = account.table_service(**_RETRY_SETTINGS)

@@ -3,7 +3,7 @@
 It does what the Functions host and the Durable Task extension do on a developer machine: apply the
 app settings, start Azurite when the app uses ``UseDevelopmentStorage=true`` and nothing answers on
 Azurite's ports, create the task hub, import the app, run the engine, and serve the HTTP-triggered
-functions and the Durable Functions management API over HTTP, with the health probes.
+functions, the Durable Functions management API and the dashboard over HTTP, with the health probes.
 
 As a worker (``worker``) it runs the engine only: its listener serves the probes and nothing else, and
 it never starts Azurite. On SIGTERM or SIGINT both drain the engine (:meth:`Engine.drain`).
@@ -38,6 +38,8 @@ from durable_ext.app_loader import (
 )
 from durable_ext.client import TaskHubClient
 from durable_ext.config import HOST_JSON, HostConfig, load_config
+from durable_ext.dashboard.api import DashboardOptions, dashboard_mount
+from durable_ext.dashboard.hubs import DashboardHub, HubSet, read_only_from
 from durable_ext.errors import ConfigError
 from durable_ext.host.admin import AdminContext, admin_routes
 from durable_ext.host.api import management_mounts, new_rpc_path, not_found_answer
@@ -344,6 +346,13 @@ class LocalHost:
                 client, rpc_path, system_key=self.system_key, functions=registry, connection_name=connection
             ),
             *admin_routes(admin),
+            dashboard_mount(
+                DashboardOptions(
+                    HubSet([DashboardHub.of(client)]),
+                    system_key=self.system_key,
+                    read_only=read_only_from(self.config.settings),
+                )
+            ),
             *http_trigger_routes(
                 registry,
                 self.config.route_prefix,

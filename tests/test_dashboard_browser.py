@@ -66,10 +66,14 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    """A fresh tab that already holds the system key (the key prompt has its own test)."""
+    """A fresh tab that already holds the system key (the key prompt has its own test); the test
+    fails if the page's scripts threw."""
     with browser_page(browser, KEY) as tab:
+        errors: list[str] = []
+        tab.on("pageerror", lambda error: errors.append(str(error)))
         tab.set_default_timeout(TIMEOUT_S * 1000)
         yield tab
+        assert not errors, f"the page's scripts failed: {errors}"
 
 
 def start(http: httpx.Client, name: str, instance_id: str, payload: object = None) -> None:
@@ -204,10 +208,11 @@ def test_list_filters_pages_counts_and_refreshes(
     expect(page.get_by_test_id("instance-row")).to_have_count(15)
 
     page.get_by_test_id("order").select_option("desc")
-    page.get_by_test_id("page-size").select_option("10")
     apply_filters(page)
     expect(page.get_by_test_id("instance-row").first).to_have_attribute("data-instance-id", waiting[-1])
+    assert rows(page) == sorted(done + waiting, reverse=True)
     page.get_by_test_id("order").select_option("asc")
+    page.get_by_test_id("page-size").select_option("10")
     apply_filters(page, **{"instance-search": f"{prefix}done-"})
     expect(page.get_by_test_id("instance-row")).to_have_count(10)
     assert rows(page) == done[:10]
@@ -257,6 +262,8 @@ def test_detail_shows_history_timeline_payloads_and_relatives(
     expect(timeline.locator(".vis-item.tl-suborchestration")).to_have_count(1)
     expect(timeline.locator(".vis-item.tl-activity")).to_have_count(1)
     expect(timeline).to_contain_text("say_hello")
+    expect(timeline).to_have_attribute("data-fitted", "true")
+    expect(timeline.locator(".vis-item.tl-activity")).to_be_in_viewport()
     screenshot(page, "dashboard-detail.png")
 
     child = page.get_by_test_id("child-link")

@@ -44,10 +44,10 @@ export async function renderDetail(context, instanceId) {
     context.readOnly ? null : actionBar(context, instance),
     h("p", { className: "toolbar" }, h("button", { type: "button", "data-testid": "refresh", onclick: () => context.rerender() }, "Refresh"), autoRefreshToggle()),
     failure(instance.failure),
-    h("section", { className: "payloads" }, ["input", "output", "customStatus"].map((field) => payload(base, instance, field))),
-    relatives(context, instance, children.children),
     h("h2", {}, "Timeline"),
     timelineBox,
+    h("section", { className: "payloads" }, ["input", "output", "customStatus"].map((field) => payload(base, instance, field))),
+    relatives(context, instance, children.children),
     h("h2", {}, "History"),
     h(
       "table",
@@ -210,13 +210,32 @@ function drawTimeline(context, container, items) {
     container,
     data,
     kinds.map((kind) => ({ id: kind, content: kind })),
-    { stack: true, zoomKey: "ctrlKey", maxHeight: 480, orientation: "top", tooltip: { followMouse: true } },
+    { stack: true, zoomKey: "ctrlKey", maxHeight: 480, orientation: "top", tooltip: { followMouse: true }, zoomMin: 5 },
   );
+  // Passing start/end as options keeps vis-timeline 8 hidden for good, and its own initial fit leaves
+  // a window days wide: the window is set once the first draw is done.
+  let fitted = false;
+  timeline.on("changed", () => {
+    if (fitted) return;
+    fitted = true;
+    const { start, end } = itemsWindow(data);
+    timeline.setWindow(start, end, { animation: false });
+    container.dataset.fitted = "true";
+  });
   timeline.on("select", ({ items: selected }) => {
     const item = data.find((candidate) => candidate.id === selected[0]);
     if (item && item.instanceId) location.hash = pageHash(context.hubId, "instances", item.instanceId);
   });
   context.onLeave(() => timeline.destroy());
+}
+
+/** A window showing every item, with a 5% margin on both sides. */
+function itemsWindow(data) {
+  const times = data.flatMap((item) => [item.start, item.end ?? item.start]).map((time) => new Date(time).getTime());
+  const first = Math.min(...times);
+  const last = Math.max(...times);
+  const margin = Math.max((last - first) * 0.05, 5);
+  return { start: new Date(first - margin), end: new Date(last + margin) };
 }
 
 async function loadHistory(base, body, more, continuation) {

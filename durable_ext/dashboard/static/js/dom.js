@@ -12,7 +12,7 @@ export function h(tag, attrs = {}, ...children) {
     if (name.includes("-")) element.setAttribute(name, value === true ? "" : String(value));
     else element[name] = value;
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
     element.append(child instanceof Node ? child : String(child));
   }
@@ -50,7 +50,7 @@ export function statusBadge(status) {
 
 /** Replace the children of `element` with `children`. */
 export function replaceChildren(element, ...children) {
-  element.replaceChildren(...children.flat().filter((child) => child !== null && child !== false));
+  element.replaceChildren(...children.flat(Infinity).filter((child) => child !== null && child !== false));
 }
 
 /** The value of a datetime-local input (local time) as an ISO string in UTC, or "". */

@@ -86,7 +86,7 @@ function filterForm(context, query) {
   const selected = new Set((query.status || "").split(",").filter(Boolean));
   const statusSelect = h(
     "select",
-    { name: "status", multiple: true, size: 4, "data-testid": "status-filter", "aria-label": "Status" },
+    { name: "status", multiple: true, size: STATUSES.length, "data-testid": "status-filter", "aria-label": "Status" },
     STATUSES.map((status) => h("option", { value: status, selected: selected.has(status) }, status)),
   );
   const text = (name, label, testid) =>

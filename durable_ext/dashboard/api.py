@@ -50,6 +50,7 @@ from durable_ext.errors import (
     PayloadTooLargeError,
     ValidationError,
 )
+from durable_ext.history import HistoryEvent
 from durable_ext.host.api import SafeJSONResponse, failure_response
 from durable_ext.host.df_json import error_json, json_value
 from durable_ext.host.guard import MAX_BODY_BYTES, presents_key, read_body
@@ -228,14 +229,16 @@ async def _payload(request: Request, hub: DashboardHub) -> Json:
 
 async def _history(request: Request, hub: DashboardHub) -> Json:
     query = _PageQuery.from_request(request)
-    top = query.top or HISTORY_PAGE
-    offset = _history_offset(query.continuation)
+    first = _history_offset(query.continuation)
     row = await _row(hub, request)
-    events = (await hub.client.hub.tracking.load_history(row.instance_id)).events
-    page = events[offset : offset + top]
-    following = offset + top if offset + top < len(events) else None
+    events: list[HistoryEvent] = []
+    following = None
+    if row.execution_id is not None:
+        events, following = await hub.client.hub.tracking.load_history_page(
+            row.instance_id, row.execution_id, first, query.top or HISTORY_PAGE
+        )
     return {
-        "events": [history_event(event) for event in page],
+        "events": [history_event(event) for event in events],
         "continuation": _history_token(following) if following is not None else None,
     }
 

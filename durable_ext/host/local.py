@@ -38,7 +38,7 @@ from durable_ext.app_loader import (
 )
 from durable_ext.client import TaskHubClient
 from durable_ext.config import HOST_JSON, HostConfig, load_config
-from durable_ext.dashboard.api import DashboardOptions, dashboard_mount
+from durable_ext.dashboard.api import DASHBOARD_PREFIX, DashboardOptions, dashboard_mount
 from durable_ext.dashboard.hubs import DashboardHub, HubSet, read_only_from
 from durable_ext.errors import ConfigError
 from durable_ext.host.admin import AdminContext, admin_routes
@@ -98,7 +98,8 @@ class LocalHostOptions:
     """How long a stop waits for in-flight episodes and activities before the process exits anyway."""
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a listening address) is reachable from this machine only."""
     if host == "localhost":
         return True
     try:
@@ -130,6 +131,29 @@ def self_address(host: str) -> str:
     return f"[{address}]" if address.version == 6 else str(address)
 
 
+def ensure_azurite(
+    account: StorageAccount, ports: AzuritePorts, location: Path | None, output: Callable[[str], None]
+) -> Azurite | None:
+    """Start Azurite on ``ports`` when ``account`` is ``UseDevelopmentStorage=true`` and nothing answers
+    there; returns it (the caller stops it), or None when nothing was started.
+
+    ``location`` keeps its data (None: in memory).
+    """
+    if not account.development_storage or ports_answer(DEV_HOST, ports):
+        return None
+    if location is not None:
+        location.mkdir(parents=True, exist_ok=True)
+    # Found (or installed, which says so and reports progress) before "Starting Azurite" is printed.
+    executable = find_azurite(progress=output)
+    output(
+        f"Starting Azurite on ports {ports.blob}-{ports.table} "
+        f"({'in memory' if location is None else location})..."
+    )
+    azurite = Azurite(ports=ports, location=location, executable=executable)
+    azurite.start()
+    return azurite
+
+
 class LocalHost:
     """Runs one Functions app locally: settings, storage, task hub, engine, HTTP."""
 
@@ -139,7 +163,7 @@ class LocalHost:
         self.config: HostConfig = load_config(self.app_dir)
         self.system_key = self.config.settings.get(SYSTEM_KEY_SETTING) or None
         # A worker's listener serves only the probes, which need no key and give nothing away.
-        exposed = not _is_loopback(options.host) and not options.worker
+        exposed = not is_loopback(options.host) and not options.worker
         if exposed and not self.system_key:
             raise ConfigError(
                 f"listening on {options.host} exposes the management API beyond this machine: set the "
@@ -175,20 +199,8 @@ class LocalHost:
         return dataclasses.replace(moved, development_storage=True)
 
     def _ensure_azurite(self, account: StorageAccount) -> None:
-        ports = self.options.azurite_ports
-        if not account.development_storage or ports_answer(DEV_HOST, ports):
-            return
         location = None if self.options.azurite_in_memory else self.app_dir / AZURITE_DATA_DIR
-        if location is not None:
-            location.mkdir(parents=True, exist_ok=True)
-        # Found (or installed, which says so and reports progress) before "Starting Azurite" is printed.
-        executable = find_azurite(progress=self.options.output)
-        self.options.output(
-            f"Starting Azurite on ports {ports.blob}-{ports.table} "
-            f"({'in memory' if location is None else location})..."
-        )
-        self.azurite = Azurite(ports=ports, location=location, executable=executable)
-        self.azurite.start()
+        self.azurite = ensure_azurite(account, self.options.azurite_ports, location, self.options.output)
 
     def _check_ports(self) -> None:
         ports = {self.options.port: "--admin-port" if self.options.worker else "--port"}
@@ -271,7 +283,7 @@ class LocalHost:
         return self._origin(self.options.port)
 
     def _origin(self, port: int) -> str:
-        host = "localhost" if _is_loopback(self.options.host) else self.options.host
+        host = "localhost" if is_loopback(self.options.host) else self.options.host
         return f"http://{host}:{port}"
 
     def _serves(self, function: RegisteredFunction) -> bool:
@@ -420,7 +432,7 @@ class LocalHost:
     def _ready_line(self) -> str:
         if self.options.worker:
             return f"Worker ready; probes on {self.base_url}/healthz and /readyz. Press Ctrl+C to stop."
-        line = f"Host ready on {self.base_url}."
+        line = f"Host ready on {self.base_url}. Dashboard: {self.base_url}{DASHBOARD_PREFIX}/."
         if self.options.admin_port is not None:
             line += f" Probes also on {self._origin(self.options.admin_port)}."
         return f"{line} Press Ctrl+C to stop."

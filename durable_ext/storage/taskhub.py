@@ -259,6 +259,17 @@ class TaskHub:
         async for queue in self._queues.list_queues(name_starts_with=f"{self.names.hub.lower()}-control-"):
             yield queue.name
 
+    async def stored_partition_count(self) -> int:
+        """How many partitions the hub was created with: its control queues (0 if it has none).
+
+        A client that did not create the hub must route messages as its workers do.
+        """
+
+        async def count() -> int:
+            return sum([1 async for name in self._list_queue_names() if _is_control_queue(self.names, name)])
+
+        return await self._call("count the task hub's control queues", count)
+
     async def info(self) -> TaskHubInfo:
         """Inspect the hub: which resources exist, queue depths, partition leases."""
         return await self._call("inspect the task hub", self._info)

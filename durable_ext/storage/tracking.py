@@ -421,6 +421,34 @@ class TrackingStore:
             events.append(event_from_columns(entity))
         return events
 
+    async def load_history_page(
+        self, instance_id: str, execution_id: str, first: int, top: int
+    ) -> tuple[list[HistoryEvent], int | None]:
+        """Events ``first`` to ``first + top - 1`` of the execution ``execution_id``, and the sequence
+        number of the next one (None when there is none), reading only those rows (and one more).
+
+        Rows of an older, longer execution carry another ExecutionId and are filtered out by the table
+        service, so the execution's rows are the contiguous run from 0.
+        """
+        query = "PartitionKey eq @pk and RowKey ge @low and RowKey lt @sentinel and ExecutionId eq @execution"
+        parameters = {
+            "pk": escape_partition_key(instance_id),
+            "low": history_row_key(first),
+            "sentinel": SENTINEL_ROW_KEY,
+            "execution": execution_id,
+        }
+        rows = self._history.query_entities(
+            query, parameters=parameters, results_per_page=min(top + 1, MAX_QUERY_PAGE)
+        )
+        events: list[HistoryEvent] = []
+        async for row in rows:
+            if len(events) == top:
+                return events, int(row["RowKey"], 16)
+            entity = dict(row)
+            await self._restore_large_properties(entity)
+            events.append(event_from_columns(entity))
+        return events, None
+
     async def append_history(
         self,
         instance_id: str,

@@ -7,20 +7,37 @@ With DURABLE_EXT_SCREENSHOTS=1 the tests also write the README's screenshots to 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
+import signal
+import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from durable_ext.client import TaskHubClient
+from durable_ext.storage.account import StorageAccount
+from durable_ext.storage.taskhub import TaskHub
 from tests.browser_support import browser_page, launched_chromium, screenshot
-from tests.host_support import REPO, RunningHost, running_host, sample_app_dir
+from tests.host_support import (
+    REPO,
+    RunningHost,
+    free_port,
+    host_env,
+    read_until,
+    running_host,
+    sample_app_dir,
+)
 
 TIMEOUT_S = 90.0
 API = "/runtime/webhooks/durabletask"
@@ -30,14 +47,18 @@ expect.set_options(timeout=TIMEOUT_S * 1000)
 
 
 @pytest.fixture(scope="module")
-def host(tmp_path_factory: pytest.TempPathFactory, azurite_connection_string: str) -> Iterator[RunningHost]:
+def hub_name() -> str:
+    """The task hub of the module's host."""
+    return "Dash" + uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(scope="module")
+def host(
+    tmp_path_factory: pytest.TempPathFactory, azurite_connection_string: str, hub_name: str
+) -> Iterator[RunningHost]:
     """One keyed host for the module: the sample app plus an orchestration that fails until rewound."""
     root = tmp_path_factory.mktemp("dashboard")
-    app = sample_app_dir(
-        root,
-        "Dash" + uuid.uuid4().hex[:8],
-        extra_blueprints=[REPO / "tests" / "apps" / "dashboard_rewind.py"],
-    )
+    app = sample_app_dir(root, hub_name, extra_blueprints=[REPO / "tests" / "apps" / "dashboard_rewind.py"])
     (app / "local.settings.json").write_text(json.dumps({"Values": {"DURABLE_EXT_SYSTEM_KEY": KEY}}))
     with running_host(app, azurite_connection_string, root / "host.log") as running:
         yield running
@@ -417,3 +438,99 @@ def test_entities_list_signal_and_delete(
 
 
 # ---- hubs and read-only mode ------------------------------------------------------------------------
+
+
+def in_own_loop(work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run ``work()`` to completion in a new event loop on another thread: sync Playwright keeps its
+    own loop running on this one, where asyncio.run refuses to start."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, work()).result()
+
+
+@pytest.fixture
+def other_hub(azurite_connection_string: str) -> Iterator[str]:
+    """A second task hub holding one Pending instance ("other-1"), no worker; deleted afterwards."""
+    name = "Other" + uuid.uuid4().hex[:8]
+    account = StorageAccount.from_connection_string(azurite_connection_string)
+
+    async def create() -> None:
+        async with TaskHub(account, name, partition_count=1) as created:
+            await created.create()
+            await TaskHubClient(created).start_new("hello_sequence", "other-1")
+
+    async def delete() -> None:
+        async with TaskHub(account, name, partition_count=1) as created:
+            await created.delete()
+
+    in_own_loop(create)
+    yield name
+    in_own_loop(delete)
+
+
+@pytest.fixture
+def read_only_dashboard(
+    tmp_path: Path, azurite_connection_string: str, hub_name: str, other_hub: str, host: RunningHost
+) -> Iterator[str]:
+    """``python -m durable_ext dashboard`` for the host's hub and ``other_hub``, read-only, no key."""
+    port = free_port()
+    env = {**host_env(azurite_connection_string), "DURABLE_EXT_DASHBOARD_READONLY": "1"}
+    command = [sys.executable, "-m", "durable_ext", "dashboard", "--port", str(port)]
+    process = subprocess.Popen(
+        [*command, "--hub", hub_name, "--hub", other_hub],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        read_until(process, "Dashboard ready", TIMEOUT_S)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=TIMEOUT_S)
+
+
+def test_hub_switch_and_read_only_mode(
+    read_only_dashboard: str, other_hub: str, http: httpx.Client, browser: Browser
+) -> None:
+    instance_id = f"ro-{uuid.uuid4().hex[:8]}"
+    start(http, "approval_workflow", instance_id, {"timeout_seconds": 3600})
+    wait_for_status(http, instance_id, "Running")
+    key = f"ro{uuid.uuid4().hex[:8]}"
+    assert http.post(f"{API}/entities/counter/{key}", params={"op": "add"}, json=1).status_code == 202
+
+    with browser_page(browser) as tab:
+        tab.set_default_timeout(TIMEOUT_S * 1000)
+        tab.goto(f"{read_only_dashboard}/dashboard/")
+        picker = tab.get_by_test_id("hub-picker")
+        expect(picker.locator("option")).to_have_count(2)
+        expect(tab.get_by_test_id("read-only")).to_be_visible()
+        labels = picker.locator("option").all_inner_texts()
+        other = next(index for index, label in enumerate(labels) if label.startswith(other_hub))
+        mine = 1 - other
+
+        picker.select_option(index=other)
+        expect(tab.get_by_test_id("instance-row")).to_have_count(1)
+        expect(tab.get_by_test_id("instance-row")).to_have_attribute("data-instance-id", "other-1")
+        picker.select_option(index=mine)
+        apply_filters(tab, **{"instance-search": instance_id})
+        expect(tab.get_by_test_id("instance-row")).to_have_count(1)
+        expect(tab.get_by_test_id("instance-row")).to_have_attribute("data-instance-id", instance_id)
+        # Read-only: no selection, no bulk actions, no action buttons, no entity actions.
+        expect(tab.get_by_test_id("bulk-bar")).to_have_count(0)
+        expect(tab.get_by_test_id("select-instance")).to_have_count(0)
+        tab.get_by_test_id("instance-link").click()
+        expect(tab.get_by_test_id("summary")).to_have_attribute("data-status", "Running")
+        expect(tab.get_by_test_id("history-row").first).to_be_visible()
+        expect(tab.locator('[data-testid^="action-"]')).to_have_count(0)
+        tab.get_by_test_id("nav-entities").click()
+        tab.get_by_test_id("entity-search").fill(f"counter@{key}")
+        row = tab.get_by_test_id("entity-row")
+        until(tab, tab.get_by_test_id("apply-entity-filter").click, lambda: row.count() == 1, "entity listed")
+        expect(row.get_by_test_id("entity-signal")).to_have_count(0)
+        expect(row.get_by_test_id("entity-delete")).to_have_count(0)
+        # The picker keeps the page: the other hub's entities (none).
+        picker.select_option(index=other)
+        expect(tab.get_by_test_id("entity-search")).to_have_value("")
+        expect(row).to_have_count(0)

@@ -244,6 +244,11 @@ def test_list_filters_pages_counts_and_refreshes(
     page.get_by_test_id("prev-page").click()
     expect(page.get_by_test_id("instance-row")).to_have_count(10)
 
+    # Bad input is answered as the API answers it.
+    apply_filters(page, **{"instance-search": "x" * 300})
+    expect(page.get_by_test_id("error")).to_contain_text("prefix: String should have at most 256 characters")
+    expect(page.get_by_test_id("instance-row")).to_have_count(0)
+
     # Auto-refresh shows a change made elsewhere without any click.
     apply_filters(page, **{"instance-search": waiting[0]})
     row = page.locator(f'[data-testid="instance-row"][data-instance-id="{waiting[0]}"]')
@@ -296,6 +301,26 @@ def test_detail_shows_history_timeline_payloads_and_relatives(
     expect(page.get_by_test_id("timeline").locator(".vis-item.tl-activity")).to_have_count(3)
     page.get_by_test_id("parent-link").click()
     expect(page.get_by_test_id("detail-instance-id")).to_have_text(parent)
+    # A sub-orchestration's bar in the timeline leads to the child too.
+    page.get_by_test_id("timeline").locator(".vis-item.tl-suborchestration").click()
+    expect(page.get_by_test_id("detail-instance-id")).to_have_text(child_id)
+
+
+def test_a_large_input_is_fetched_on_demand(
+    host: RunningHost, http: httpx.Client, hub_id: str, page: Page
+) -> None:
+    instance_id = f"big-{uuid.uuid4().hex[:8]}"
+    padding = "x" * 100_000
+    start(http, "approval_workflow", instance_id, {"timeout_seconds": 3600, "padding": padding})
+    wait_for_status(http, instance_id, "Running")
+    page.goto(detail_url(host, hub_id, instance_id))
+    shown = page.get_by_test_id("payload-input")
+    expect(shown).to_have_text("null")
+    page.get_by_test_id("load-full-input").click()
+    expect(shown).to_contain_text(padding)
+    expect(page.get_by_test_id("load-full-input")).to_have_count(0)
+    assert json.loads(shown.inner_text()) == {"timeout_seconds": 3600, "padding": padding}
+    expect(page.get_by_test_id("payload-customStatus")).to_have_text('"Waiting for approval"')
 
 
 # ---- actions ----------------------------------------------------------------------------------------

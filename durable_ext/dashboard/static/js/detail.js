@@ -8,7 +8,7 @@ import { autoRefreshOn, autoRefreshToggle, REFRESH_MS } from "./refresh.js";
 
 const ACTIVE = ["Running", "Pending", "Suspended"];
 const FINISHED = ["Completed", "Failed", "Terminated", "Canceled", "ContinuedAsNew"];
-const HISTORY_PAGE = 100;
+const HISTORY_PAGE = 500;
 
 /**
  * The actions: when each applies, whether it asks for a reason, and what follows it. `raiseEvent`

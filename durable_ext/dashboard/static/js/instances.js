@@ -14,14 +14,14 @@ import {
   statusBadge,
 } from "./dom.js";
 
-export const STATUSES = ["Pending", "Running", "Suspended", "Completed", "Failed", "Terminated", "ContinuedAsNew"];
+const STATUSES = ["Pending", "Running", "Suspended", "Completed", "Failed", "Terminated", "ContinuedAsNew"];
 const TEXT_FILTERS = ["name", "prefix", "customStatus"];
 // The table service returns rows in instance ID order: other sorts order each page (see docs/dashboard.md).
 const SORTS = { instanceId: "Instance ID", createdTime: "Created (within the page)", lastUpdatedTime: "Last updated (within the page)", name: "Name (within the page)" };
 const BULK_ACTIONS = ["terminate", "suspend", "resume", "restart", "rewind", "purge"];
 
 /** The list query the page's URL describes (filters, sort and page size), without empty values. */
-export function listQuery(params) {
+function listQuery(params) {
   const query = {};
   for (const name of ["status", ...TEXT_FILTERS, "from", "to", "sort", "order", "top"]) {
     const value = params.get(name);

@@ -5,11 +5,10 @@ const KEY_STORAGE = "durable_ext.dashboard.key";
 const API_BASE = new URL("../../api/", import.meta.url);
 
 /** An answer the API refused: `status` is the HTTP status, `message` the server's `error` text. */
-export class ApiError extends Error {
-  constructor(status, message, body) {
+class ApiError extends Error {
+  constructor(status, message) {
     super(message);
     this.status = status;
-    this.body = body;
   }
 }
 
@@ -20,7 +19,7 @@ export function onKeyRequired(prompt) {
   keyPrompt = prompt;
 }
 
-export function storedKey() {
+function storedKey() {
   return sessionStorage.getItem(KEY_STORAGE);
 }
 
@@ -29,7 +28,7 @@ export function storeKey(key) {
 }
 
 /** The URL of an API path ("hubs/x/instances") with the query parameters that have a value. */
-export function apiUrl(path, params = {}) {
+function apiUrl(path, params = {}) {
   const url = new URL(path, API_BASE);
   for (const [name, value] of Object.entries(params)) {
     if (value !== undefined && value !== null && value !== "") url.searchParams.set(name, value);
@@ -41,7 +40,7 @@ export function apiUrl(path, params = {}) {
  * Send one request and return the parsed JSON answer. A 401 asks for the key (through the registered
  * prompt) and retries; any other error status throws an ApiError carrying the server's message.
  */
-export async function request(method, path, { params, body } = {}) {
+async function request(method, path, { params, body } = {}) {
   for (;;) {
     const headers = { Accept: "application/json" };
     const key = storedKey();
@@ -60,7 +59,7 @@ export async function request(method, path, { params, body } = {}) {
     }
     if (!response.ok) {
       const message = (answer && answer.error) || `${response.status} ${response.statusText}`;
-      throw new ApiError(response.status, message, answer);
+      throw new ApiError(response.status, message);
     }
     return answer;
   }

@@ -30,7 +30,14 @@ from durable_ext.client import TaskHubClient
 from durable_ext.dashboard.api import DashboardOptions, dashboard_mount
 from durable_ext.dashboard.hubs import DashboardHub, HubSet
 from durable_ext.entities import entity_instance_id
-from durable_ext.history import OrchestrationStatus
+from durable_ext.history import (
+    ExecutionStartedEvent,
+    OrchestrationStatus,
+    OrchestratorCompletedEvent,
+    OrchestratorStartedEvent,
+    TaskScheduledEvent,
+)
+from durable_ext.host.azurite import Azurite
 from durable_ext.storage.account import StorageAccount
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.storage.tracking import InstanceState
@@ -374,6 +381,45 @@ async def test_timeline_of_timers_and_external_events(dash: Dash, engine: Engine
     assert fired_event["fireAt"] == created["fireAt"]
 
 
+async def test_history_leaves_out_rows_an_older_longer_execution_left(dash: Dash, hub: TaskHub) -> None:
+    old = [
+        OrchestratorStartedEvent(),
+        ExecutionStartedEvent(name="chain", input="0"),
+        *(TaskScheduledEvent(event_id=index, name="double", input="1") for index in range(4)),
+        OrchestratorCompletedEvent(),
+    ]
+    new = [
+        OrchestratorStartedEvent(),
+        ExecutionStartedEvent(name="chain", input="1"),
+        OrchestratorCompletedEvent(),
+    ]
+    etag = await hub.tracking.append_history("cont-1", "old-execution", old, 0, None)
+    await hub.tracking.append_history("cont-1", "new-execution", new, 0, etag)
+    state = row("cont-1", status=OrchestrationStatus.Running)
+    state.execution_id = "new-execution"
+    await insert_rows(hub, [state])
+    events: list[dict[str, Any]] = []
+    token: str | None = None
+    while True:
+        params: dict[str, Any] = {"top": 2}
+        if token:
+            params["continuation"] = token
+        page = await dash.get("instances/cont-1/history", **params)
+        events += page["events"]
+        token = page["continuation"]
+        if token is None:
+            break
+    assert [event["eventType"] for event in events] == [
+        "OrchestratorStarted",
+        "ExecutionStarted",
+        "OrchestratorCompleted",
+    ]
+    assert events[1]["input"] == 1
+    assert [item["kind"] for item in (await dash.get("instances/cont-1/timeline"))["items"]] == [
+        "orchestration"
+    ]
+
+
 # ---- actions -----------------------------------------------------------------------------------------
 
 
@@ -485,6 +531,26 @@ async def test_entities_list_signal_and_delete(dash: Dash, engine: Engine) -> No
     assert (await dash.http.delete(dash.url("entities/counter/k1"))).status_code == 404
     bad = await dash.post("entities/counter/k2/signal", {"input": 1})
     assert bad.status_code == 400
+
+
+async def test_the_page_and_its_assets_are_served_without_a_key(hub: TaskHub, tmp_path: Path) -> None:
+    (tmp_path / "index.html").write_text("<!doctype html><title>dashboard</title>")
+    (tmp_path / "app.js").write_text("console.log('hi')")
+    options = DashboardOptions(
+        HubSet([DashboardHub.of(TaskHubClient(hub))]), system_key=KEY, static_dir=tmp_path
+    )
+    app = Starlette(routes=[dashboard_mount(options)])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://dash") as http:
+        page = await http.get("/dashboard/")
+        assert page.status_code == 200
+        assert "<title>dashboard</title>" in page.text
+        asset = await http.get("/dashboard/static/app.js")
+        assert asset.status_code == 200
+        assert asset.text == "console.log('hi')"
+        assert (await http.get("/dashboard/static/missing.js")).status_code == 404
+        assert (await http.get("/dashboard/api/hubs")).status_code == 401
+        (tmp_path / "index.html").unlink()
+        assert (await http.get("/dashboard/")).status_code == 404
 
 
 # ---- several hubs, read-only, keys ------------------------------------------------------------------
@@ -642,8 +708,6 @@ async def test_start_serves_the_dashboard_behind_the_system_key(
             body = (await http.get("/dashboard/api/hubs", headers={"x-functions-key": KEY})).json()
             assert body["readOnly"] is True
             assert [entry["hub"] for entry in body["hubs"]] == [hub_name]
-            # The page itself holds no data: it needs no key (404 until the page is installed).
-            assert (await http.get("/dashboard/")).status_code in (200, 404)
 
 
 def test_the_dashboard_command_serves_named_and_found_hubs(
@@ -710,3 +774,29 @@ def test_the_dashboard_command_refuses_a_missing_connection_setting(tmp_path: Pa
     )
     assert result.returncode == 1
     assert "NOT_SET_ANYWHERE" in result.stderr
+
+
+async def test_unreachable_storage_is_503_with_retry_after(serve_dash: ServeDash) -> None:
+    with Azurite() as storage:
+        account = StorageAccount.from_connection_string(storage.connection_string)
+        async with TaskHub(account, "Down" + uuid.uuid4().hex[:8], partition_count=1) as down:
+            await down.create()
+            await insert_rows(down, [row("down-1", status=OrchestrationStatus.Running)])
+            dash = await serve_dash([TaskHubClient(down)])
+            assert (await dash.get("instances"))["instances"][0]["instanceId"] == "down-1"
+            storage.stop()
+            for response in (
+                await dash.http.get(dash.url("instances")),
+                await dash.http.get(dash.url("counts")),
+                await dash.http.get(dash.url("instances/down-1")),
+                await dash.http.get(dash.url("instances/down-1/history")),
+                await dash.post("instances/down-1/terminate"),
+                await dash.http.get(dash.url("entities")),
+            ):
+                assert response.status_code == 503, (response.request.url, response.text)
+                assert response.headers["Retry-After"] == "5"
+                assert response.json()["error"].startswith("storage is unreachable: ")
+            bulk = await dash.post("bulk/terminate", {"instanceIds": ["down-1"]})
+            assert bulk.json()["results"] == [
+                {"instanceId": "down-1", "ok": False, "status": 503, "error": "storage is unreachable"}
+            ]

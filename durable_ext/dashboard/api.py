@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import Field
 from starlette.requests import Request
@@ -51,7 +51,7 @@ from durable_ext.errors import (
     ValidationError,
 )
 from durable_ext.history import HistoryEvent
-from durable_ext.host.api import SafeJSONResponse, failure_response
+from durable_ext.host.api import SafeJSONResponse, failure_response, loggable
 from durable_ext.host.df_json import error_json, json_value
 from durable_ext.host.guard import MAX_BODY_BYTES, presents_key, read_body
 from durable_ext.host.routes import Query
@@ -71,9 +71,11 @@ HISTORY_PAGE = 100
 """Default ``top`` of a history page."""
 HEAD_EVENTS = 4
 """History rows read for an instance's detail: ExecutionStarted is among the first few."""
-_BULK_IN_FLIGHT = 10
+IN_FLIGHT = 10
+"""Storage operations one request runs at a time over many instances (bulk actions, children)."""
 
 Json = Any
+T = TypeVar("T")
 HubHandler = Callable[[Request, DashboardHub], Awaitable[Json]]
 
 
@@ -84,6 +86,8 @@ class DashboardOptions:
     hubs: HubSet
     system_key: str | None = None
     read_only: bool = False
+    static_dir: Path = STATIC_DIR
+    """Where the page (``index.html``) and its assets are."""
 
 
 def dashboard_routes(options: DashboardOptions) -> list[BaseRoute]:
@@ -112,8 +116,10 @@ class _Dashboard:
         instance = f"{hub}/instances/{{instanceId}}"
         entity = f"{hub}/entities/{{entityName}}/{{entityKey}}"
         return [
-            Route("/", _index, methods=["GET"]),
-            Mount("/static", app=StaticFiles(directory=STATIC_DIR, check_dir=False), name="static"),
+            Route("/", self._index, methods=["GET"]),
+            Mount(
+                "/static", app=StaticFiles(directory=self.options.static_dir, check_dir=False), name="static"
+            ),
             Route("/api/hubs", self._guarded(self._hubs), methods=["GET"]),
             Route(f"{hub}/instances", self._on_hub(_list), methods=["GET"]),
             Route(f"{hub}/counts", self._on_hub(_counts), methods=["GET"]),
@@ -129,6 +135,13 @@ class _Dashboard:
             Route(f"{instance}/{{action}}", self._on_hub(_act, acts=True), methods=["POST"]),
             Route("/api/{rest:path}", self._guarded(_no_route), methods=["GET", "POST", "PUT", "DELETE"]),
         ]
+
+    async def _index(self, request: Request) -> Response:
+        """The page; it holds no data, so it needs no key (the page asks for one)."""
+        page = self.options.static_dir / "index.html"
+        if not page.is_file():
+            return PlainTextResponse("The dashboard page is not installed.", status_code=404)
+        return FileResponse(page, headers={"Cache-Control": "no-cache"})
 
     async def _hubs(self, request: Request) -> Json:
         hubs = [{"id": hub.id, "hub": hub.hub, "account": hub.account} for hub in self.options.hubs.all()]
@@ -148,7 +161,7 @@ class _Dashboard:
         """``handler`` behind the key check, its answer as JSON and its errors as the API's."""
 
         async def guarded(request: Request) -> Response:
-            line = f"{request.method} {_loggable(request.url.path)}"
+            line = f"{request.method} {loggable(request.url.path)}"
             key = self.options.system_key
             if key is not None and not presents_key(request, key):
                 logger.warning("%s refused: missing or wrong system key", line)
@@ -178,15 +191,8 @@ class _ReadOnlyError(Exception):
     """An action asked of a read-only dashboard."""
 
 
-async def _index(request: Request) -> Response:
-    page = STATIC_DIR / "index.html"
-    if not page.is_file():
-        return PlainTextResponse("The dashboard page is not installed.", status_code=404)
-    return FileResponse(page, headers={"Cache-Control": "no-cache"})
-
-
 async def _no_route(request: Request) -> Json:
-    raise InstanceNotFoundError(f"no dashboard API route {request.method} {_loggable(request.url.path)}")
+    raise InstanceNotFoundError(f"no dashboard API route {request.method} {loggable(request.url.path)}")
 
 
 # ---- instances ----------------------------------------------------------------------------------------
@@ -272,7 +278,7 @@ async def _children(request: Request, hub: DashboardHub) -> Json:
     row = await _row(hub, request)
     tracking = hub.client.hub.tracking
     ids = child_instance_ids((await tracking.load_history(row.instance_id)).events)
-    rows = await asyncio.gather(*(tracking.get_instance(child, fetch_large_values=False) for child in ids))
+    rows = await in_batches(ids, lambda child: tracking.get_instance(child, fetch_large_values=False))
     return {
         "children": [
             {
@@ -285,6 +291,14 @@ async def _children(request: Request, hub: DashboardHub) -> Json:
             for child, found in zip(ids, rows, strict=True)
         ]
     }
+
+
+async def in_batches(items: list[str], work: Callable[[str], Awaitable[T]]) -> list[T]:
+    """``work`` on every item, :data:`IN_FLIGHT` at a time; the results in the items' order."""
+    results: list[T] = []
+    for first in range(0, len(items), IN_FLIGHT):
+        results += await asyncio.gather(*(work(item) for item in items[first : first + IN_FLIGHT]))
+    return results
 
 
 # ---- actions ------------------------------------------------------------------------------------------
@@ -390,10 +404,7 @@ async def _bulk(request: Request, hub: DashboardHub) -> Json:
     action = _action(request)
     body = await read_json_object(request)
     ids = await _bulk_targets(hub, body)
-    outcomes: list[dict[str, Any]] = []
-    for first in range(0, len(ids), _BULK_IN_FLIGHT):
-        batch = ids[first : first + _BULK_IN_FLIGHT]
-        outcomes += await asyncio.gather(*(_outcome(hub, action, instance_id, body) for instance_id in batch))
+    outcomes = await in_batches(ids, lambda instance_id: _outcome(hub, action, instance_id, body))
     return {"results": outcomes}
 
 
@@ -421,11 +432,11 @@ async def _outcome(
     """One instance's outcome of a bulk action, as the single action's status would be."""
     try:
         await action(hub.client, instance_id, body)
-    except DurableExtError as exc:
-        return {"instanceId": instance_id, "ok": False, "status": exc.http_status, "error": str(exc)}
     except Exception as exc:
         if is_outage(exc):
             return {"instanceId": instance_id, "ok": False, "status": 503, "error": "storage is unreachable"}
+        if isinstance(exc, DurableExtError):
+            return {"instanceId": instance_id, "ok": False, "status": exc.http_status, "error": str(exc)}
         logger.error("bulk action on %s failed", instance_id, exc_info=exc)
         return {"instanceId": instance_id, "ok": False, "status": 500, "error": "failed unexpectedly"}
     return {"instanceId": instance_id, "ok": True, "status": 200}
@@ -455,10 +466,6 @@ async def _delete_entity(request: Request, hub: DashboardHub) -> Json:
 
 
 # ---- answers ------------------------------------------------------------------------------------------
-
-
-def _loggable(text: str) -> str:
-    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 def _error(status: int, message: str) -> Response:

@@ -286,7 +286,7 @@ async def not_found_answer(request: Request, exc: Exception) -> Response:
     catch-all, yet is still the API's to answer; elsewhere the answer stays a plain 404.
     """
     if request.url.path.startswith(f"{MANAGEMENT_PREFIX}/"):
-        return _error(404, f"no management API route {request.method} {_loggable(request.url.path)}")
+        return _error(404, f"no management API route {request.method} {loggable(request.url.path)}")
     return PlainTextResponse("Not Found", status_code=404)
 
 
@@ -578,8 +578,8 @@ class _ManagementApi:
 
     async def run(self, endpoint: Endpoint, request: Request) -> Response:
         """Answer ``request`` with ``endpoint``: the key check, the query, the hub check, errors → status."""
-        log = self._log.instance(_loggable(request.path_params.get("instanceId", "-")))
-        line = f"{request.method} {_loggable(_public_path(request))}"
+        log = self._log.instance(loggable(request.path_params.get("instanceId", "-")))
+        line = f"{request.method} {loggable(_public_path(request))}"
         if not endpoint.public and not self._authorized(request):
             log.warning("%s refused: missing or wrong system key", line)
             return _error(401, "a valid system key is required as ?code= or the x-functions-key header")
@@ -838,7 +838,7 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
-def _loggable(text: str) -> str:
+def loggable(text: str) -> str:
     """``text`` with control characters escaped: request paths are untrusted and end up in log lines."""
     return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 

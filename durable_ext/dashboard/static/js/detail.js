@@ -198,11 +198,13 @@ function drawTimeline(context, container, items) {
       id: item.id,
       group: item.kind,
       content: label,
-      title: `${item.kind} ${item.name || ""}: ${item.status}`,
+      title: `${item.kind} ${item.name || ""}: ${item.canceled ? "Canceled" : item.terminated ? "Terminated" : item.status}`,
       start: item.start,
       end: instant ? undefined : item.end || now,
       type: instant ? "point" : "range",
-      className: `tl-${item.kind} tl-${String(item.status).toLowerCase()}`,
+      className: [`tl-${item.kind}`, `tl-${String(item.status).toLowerCase()}`, item.canceled && "tl-canceled", item.terminated && "tl-terminated"]
+        .filter(Boolean)
+        .join(" "),
       instanceId: item.instanceId,
     };
   });

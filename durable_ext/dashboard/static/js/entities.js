@@ -12,7 +12,7 @@ export async function renderEntities(context) {
   const prefix = context.params.get("prefix") || "";
   const page = { context, prefix, tokens: [null], body: h("tbody"), pager: h("div", { className: "pager" }) };
   const search = h("input", { name: "prefix", type: "search", value: prefix, "data-testid": "entity-search", "aria-label": "Entity name prefix" });
-  const form = h("form", { className: "filters" }, h("label", {}, "Name prefix", search), h("button", { type: "submit", "data-testid": "apply-entity-filter" }, "Apply"));
+  const form = h("form", { className: "filters" }, h("label", {}, "Entity name prefix, or name@key prefix", search), h("button", { type: "submit", "data-testid": "apply-entity-filter" }, "Apply"));
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const value = search.value.trim();

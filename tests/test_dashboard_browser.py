@@ -150,12 +150,13 @@ def confirm(page: Page, **fields: str) -> None:
 
 
 def until(page: Page, refresh: Callable[[], None], check: Callable[[], bool], what: str) -> None:
-    """Click ``refresh`` until ``check()`` holds (for state no auto-refresh shows)."""
+    """Click ``refresh`` until ``check()`` holds (for state no auto-refresh shows), each time waiting
+    for the page's next API answer, so the server is asked at the pace it answers."""
     deadline = time.monotonic() + TIMEOUT_S
     while not check():
         assert time.monotonic() < deadline, f"never true: {what}"
-        refresh()
-        page.wait_for_load_state()
+        with page.expect_response(lambda response: "/dashboard/api/" in response.url):
+            refresh()
 
 
 # ---- access -----------------------------------------------------------------------------------------

@@ -48,15 +48,15 @@ from durable_ext.worker.entity_episode import EntityPlanner
 from durable_ext.worker.episode import EpisodePlanner
 from durable_ext.worker.holds import HeldMessages, message_hold
 from durable_ext.worker.scheduled import ScheduledMessages
-from durable_ext.worker.session import Execution, Session, SessionCache, first_execution
-from durable_ext.worker.triage import NO_HISTORY_DEQUEUE_LIMIT, triage
+from durable_ext.worker.session import Checkpoint, Execution, Session, SessionCache, first_execution
+from durable_ext.worker.triage import NO_HISTORY_DEQUEUE_LIMIT, Decisions, triage
 
 logger = logging.getLogger(__name__)
 
-SMALL_EPISODE_MESSAGES = 4
-"""Episodes with at most this many messages make the instance's next episode wait for their deletes."""
 DIRECT_RESULTS_BUFFER_FACTOR = 4
 """How many times controlQueueBufferThreshold messages may be buffered once results arrive in memory."""
+INLINE_REPLAY_EVENTS = 100
+"""Episodes of at most this many events (past and new) replay on the event loop, not the replay thread."""
 SESSION_CACHE_INSTANCES = 1000
 SESSION_CACHE_EVENTS = 100_000
 """Bounds of the histories kept in memory between episodes (a few tens of MB at most)."""
@@ -438,13 +438,7 @@ class OrchestrationDispatcher:
                 hub_name=self._hub_name,
                 versioning=self._options.versioning,
             )
-            checkpoint = (
-                await asyncio.get_running_loop().run_in_executor(
-                    self._replays, self._episodes.plan, execution, decisions
-                )
-                if decisions.consume
-                else None
-            )
+            checkpoint = await self._plan(execution, decisions) if decisions.consume else None
         status_write: asyncio.Task[bool] | None = None
         if checkpoint is not None:
             status_write = await self._checkpoints.commit(checkpoint)
@@ -459,14 +453,22 @@ class OrchestrationDispatcher:
         # episode need not wait for it.
         done = [*decisions.consume, *decisions.discard, *decisions.rehop]
         if done or decisions.abandon:
-            finishing = self._checkpoints.finish(status_write, done, decisions.abandon)
-            finish = self._in_background(instance_id, finishing)
-            # The next episode waits for the deletes of a small episode, so that messages arriving one
-            # by one pile up into fewer episodes; a large one's deletes take longer than that saves.
-            small = len(done) + len(decisions.abandon) <= SMALL_EPISODE_MESSAGES
-            waited = finish if small or status_write is None else status_write
-            session.finishing = waited
+            self._in_background(instance_id, self._checkpoints.finish(status_write, done, decisions.abandon))
+        if status_write is not None:
+            # Nor for the Instances write: the instance's writes are chained in episode order, and a
+            # row left behind by a crash is repaired from history when the messages come back
+            # (triage.py). The episode after the next waits for it, so writes do not pile up.
+            session.finishing, session.status_write = session.status_write, status_write
         return decisions.later
+
+    async def _plan(self, execution: Execution, decisions: Decisions) -> Checkpoint:
+        """Replay and plan the episode: on the replay thread when the history is long, else right here,
+        as handing a short replay to the thread and back costs more than the replay (each hop waits
+        for the interpreter lock, up to its 5 ms switch interval when the other thread is busy)."""
+        if len(execution.events) + len(decisions.consume) <= INLINE_REPLAY_EVENTS:
+            return self._episodes.plan(execution, decisions)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._replays, self._episodes.plan, execution, decisions)
 
     async def _terminate_pending(self, instance_id: str, event: ExecutionTerminatedEvent) -> None:
         """Mark a never-started instance Terminated; its start message, if it comes, will not run."""

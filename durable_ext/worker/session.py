@@ -101,7 +101,9 @@ class Session:
     pending: list[ReceivedMessage] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
     finishing: asyncio.Task[Any] | None = None
-    """What the next episode waits for: the previous one's message deletes or Instances write."""
+    """What the next episode waits for: the Instances write of the episode before the last one."""
+    status_write: asyncio.Task[bool] | None = None
+    """The last episode's Instances write, which the episode after the next one waits for."""
 
     def add(self, message: ReceivedMessage) -> int:
         """Hold ``message`` for the next episode; a redelivered copy (new pop receipt) replaces the

@@ -7,8 +7,11 @@ key steps: hand-overs, episodes, the replay, the checkpoint's steps, the activit
 poll back-offs, the client's status reads. For each run it prints the timeline and then the
 critical-path summary:
 
-- **storage phases**: maximal groups of storage requests in flight together; consecutive phases ran
-  one after the other, so their count is the number of sequential round trips of the run;
+- **critical chain**: the storage requests the run waited for one after the other (from the final
+  status read back, each time the request that ended last before the current one began): the
+  sequential round trips of the run;
+- **storage phases**: maximal groups of storage requests in flight together (background requests,
+  e.g. message deletes, merge phases, so this undercounts on a busy run);
 - **gaps**: stretches where no storage request is in flight, each with the step spans open meanwhile
   (a replay, a poll back-off, an event-loop hand-off...): time not spent waiting for storage.
 
@@ -191,6 +194,21 @@ def gaps(groups: list[list[Span]], start: float, end: float) -> list[tuple[float
     return found
 
 
+def critical_chain(spans: list[Span], start: float, end: float) -> list[Span]:
+    """The storage requests the run waited for, one after the other: from the last request before
+    ``end`` back to ``start``, each time the request that ended last before the current one began
+    (what it was waiting for, as far as timing tells)."""
+    requests = [s for s in spans if s.category == STORAGE and s.start >= start and s.end <= end]
+    if not requests:
+        return []
+    chain = [max(requests, key=lambda s: s.end)]
+    while True:
+        before = [s for s in requests if s.end <= chain[-1].start]
+        if not before:
+            return chain[::-1]
+        chain.append(max(before, key=lambda s: s.end))
+
+
 @dataclass
 class RunSummary:
     """What one run's trace adds up to."""
@@ -200,6 +218,7 @@ class RunSummary:
     phases: int
     requests: int
     gap_ms: float
+    chain: int
 
 
 def report(spans: list[Span], verbose: bool) -> RunSummary:
@@ -232,10 +251,18 @@ def report(spans: list[Span], verbose: bool) -> RunSummary:
                 f"    {(low - start) * 1000:7.2f}-{(high - start) * 1000:7.2f} "
                 f"{(high - low) * 1000:6.2f} ms  {'; '.join(busy)}"
             )
+    chain = critical_chain(spans, start, end)
+    if verbose:
+        print("  critical chain (each request began after the one before it ended):")
+        for index, request in enumerate(chain, 1):
+            print(
+                f"    {index:2d}. {(request.start - start) * 1000:7.2f}-{(request.end - start) * 1000:7.2f}"
+                f"  {request.label}"
+            )
     total = (end - start) * 1000
     gap = sum(high - low for low, high in holes) * 1000
     requests = sum(len(g) for g in groups)
-    return RunSummary(total, total - gap, len(groups), requests, gap)
+    return RunSummary(total, total - gap, len(groups), requests, gap, len(chain))
 
 
 async def _traced(connection_string: str, runs: int, verbose: int) -> None:
@@ -266,7 +293,8 @@ async def _traced(connection_string: str, runs: int, verbose: int) -> None:
                 summaries.append(summary)
                 print(
                     f"run {i}: {summary.total_ms:6.2f} ms = {summary.total_ms / rtt:5.1f} RTT; "
-                    f"{summary.phases} sequential storage phases ({summary.requests} requests), "
+                    f"critical chain {summary.chain} requests; "
+                    f"{summary.phases} storage phases ({summary.requests} requests), "
                     f"{summary.storage_ms:.2f} ms in storage, {summary.gap_ms:.2f} ms with none in flight"
                 )
             _print_medians(summaries, rtt)
@@ -281,6 +309,7 @@ def _print_medians(summaries: list[RunSummary], rtt: float) -> None:
     total = median([s.total_ms for s in summaries])
     print(
         f"median of {len(summaries)} runs: {total:.2f} ms = {total / rtt:.1f} RTT; "
+        f"critical chain {median([s.chain for s in summaries]):g} requests, "
         f"phases {median([s.phases for s in summaries]):g}, "
         f"requests {median([s.requests for s in summaries]):g}, "
         f"in storage {median([s.storage_ms for s in summaries]):.2f} ms, "

@@ -52,6 +52,7 @@ from durable_ext.history import (
 )
 from durable_ext.logs import hub_log
 from durable_ext.messages import MAX_QUEUE_PAYLOAD_BYTES, MessageData, TaskMessage
+from durable_ext.storage.instances import INSTANCE_ENDS
 from durable_ext.storage.queues import MAX_VISIBILITY_DELAY, Handoff
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.storage.tracking import (
@@ -513,27 +514,37 @@ class TaskHubClient:
         ContinuedAsNew is not an end: the next generation runs under the same ID. Raises TimeoutError,
         naming the last status seen, when ``timeout`` seconds pass first. Polls at most every
         :data:`MIN_POLL_INTERVAL` seconds whatever ``poll_interval`` asks: each poll is a storage read.
+        An end that an engine of this process writes is read at once, without waiting for the next poll.
         """
         validate_instance_id(instance_id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            state = await self.get_status(instance_id)
-            if state is not None and state.runtime_status is not None and state.runtime_status.is_terminal:
-                return state
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                if state is None:
-                    seen = "the instance does not exist"
-                elif state.runtime_status is None:
-                    seen = "its status is unknown"
-                else:
-                    seen = f"it is {state.runtime_status.name}"
-                raise TimeoutError(
-                    f"hub {self._hub_name} instance {instance_id!r} did not complete within {timeout:g} s; "
-                    f"{seen}"
-                )
-            await asyncio.sleep(min(max(poll_interval, MIN_POLL_INTERVAL), remaining))
+            # Watched from before the read, so that an end written by an engine of this process while
+            # the read is under way ends the pause that follows at once.
+            with INSTANCE_ENDS.watching(self._hub_name, instance_id) as ended:
+                state = await self.get_status(instance_id)
+                if (
+                    state is not None
+                    and state.runtime_status is not None
+                    and state.runtime_status.is_terminal
+                ):
+                    return state
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise TimeoutError(self._not_completed(instance_id, timeout, state))
+                pause = min(max(poll_interval, MIN_POLL_INTERVAL), remaining)
+                await asyncio.wait([ended], timeout=pause)
+
+    def _not_completed(self, instance_id: str, timeout: float, state: OrchestrationState | None) -> str:
+        """Why :meth:`wait_for_completion` gave up, naming the last status seen."""
+        if state is None:
+            seen = "the instance does not exist"
+        elif state.runtime_status is None:
+            seen = "its status is unknown"
+        else:
+            seen = f"it is {state.runtime_status.name}"
+        return f"hub {self._hub_name} instance {instance_id!r} did not complete within {timeout:g} s; {seen}"
 
     async def query_instances(
         self,

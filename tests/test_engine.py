@@ -14,6 +14,7 @@ from durable_ext.app_loader import FunctionRegistry
 from durable_ext.client import OrchestrationState, TaskHubClient
 from durable_ext.config import DurableTaskOptions
 from durable_ext.history import EventType, HistoryEvent, OrchestrationStatus, OrchestratorStartedEvent
+from durable_ext.storage.instances import InstanceEnds
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.worker.engine import Engine
 from durable_ext.worker.session import Execution, SessionCache
@@ -267,3 +268,23 @@ async def _wait_for_event(hub: TaskHub, instance_id: str, event_type: EventType)
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"{instance_id} never recorded {event_type.name}")
+
+
+async def test_a_client_of_the_engines_process_sees_the_end_without_waiting_for_its_next_poll(
+    client: TaskHubClient,
+) -> None:
+    started = await client.start_new("chain", "ends-notice", json.dumps(1))
+    # A poll interval far beyond the deadline: only the engine's notice of the end can finish the wait.
+    waiting = client.wait_for_completion(started, timeout=600, poll_interval=600)
+    state = await asyncio.wait_for(waiting, timeout=TIMEOUT)
+    assert state.runtime_status is OrchestrationStatus.Completed
+
+
+async def test_instance_ends_wake_only_the_watchers_of_that_hub_and_instance() -> None:
+    ends = InstanceEnds()
+    with ends.watching("hub", "a") as a, ends.watching("hub", "b") as b, ends.watching("other", "a") as c:
+        ends.ended("hub", "a")
+        assert a.done() and not b.done() and not c.done()
+    ends.ended("hub", "b")
+    assert not b.done(), "a watch ends with its block"
+    assert not ends._waiters, "nothing is kept once no one watches"

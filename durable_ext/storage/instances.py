@@ -9,9 +9,11 @@ other columns as they are (the Azure Storage provider's InsertOrMerge).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -46,6 +48,58 @@ class RowUpdate:
     def without(self, column: str) -> RowUpdate:
         """The same update leaving ``column`` as the row has it."""
         return RowUpdate(self.state, tuple(c for c in self.columns if c != column))
+
+
+class InstanceEnds:
+    """In-process notices that an engine wrote an instance's row in a terminal status.
+
+    A client in the engine's process waits on them (``TaskHubClient.wait_for_completion``) instead of
+    finding the end only at its next status poll. It still reads the row from storage, and still
+    polls for ends written elsewhere (another process, a repair, ``doctor``). Watches are keyed by
+    task hub and instance; a notice from a same-named hub of another account only costs one read.
+    """
+
+    def __init__(self) -> None:
+        self._waiters: dict[tuple[str, str], set[asyncio.Future[None]]] = {}
+
+    def ended(self, hub_name: str, instance_id: str) -> None:
+        """The instance's row was just written with a terminal status."""
+        for waiter in self._waiters.get((hub_name, instance_id), ()):
+            loop = waiter.get_loop()
+            if loop is _running_loop():
+                _settle(waiter)
+            else:
+                loop.call_soon_threadsafe(_settle, waiter)
+
+    @contextlib.contextmanager
+    def watching(self, hub_name: str, instance_id: str) -> Iterator[asyncio.Future[None]]:
+        """A future done at the next end of the instance notified within the ``with`` block."""
+        key = (hub_name, instance_id)
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters = self._waiters.setdefault(key, set())
+        waiters.add(waiter)
+        try:
+            yield waiter
+        finally:
+            waiters.discard(waiter)
+            if not waiters:
+                del self._waiters[key]
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _settle(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+INSTANCE_ENDS = InstanceEnds()
+"""This process's notices of instance ends (engines notify, clients watch)."""
 
 
 def update_from_history(

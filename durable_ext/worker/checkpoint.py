@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from durable_ext.entities import request_from_event
 from durable_ext.history import EventRaisedEvent, HistoryEvent, TimerFiredEvent, utc_now
 from durable_ext.logs import hub_log
+from durable_ext.storage.instances import INSTANCE_ENDS
 from durable_ext.storage.outage import storage_health
 from durable_ext.storage.queues import Handoff, ReceivedMessage
 from durable_ext.storage.taskhub import TaskHub
@@ -116,6 +117,9 @@ class Checkpointer:
             await previous
         try:
             await self._hub.instances.checkpointed(checkpoint.update)
+            status = checkpoint.update.state.runtime_status
+            if status is not None and status.is_terminal and "RuntimeStatus" in checkpoint.update.columns:
+                INSTANCE_ENDS.ended(self._hub_name, instance_id)
             if checkpoint.replaced_blobs:
                 await asyncio.gather(*(self._hub.large_messages.delete(b) for b in checkpoint.replaced_blobs))
         except Exception as exc:

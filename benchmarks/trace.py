@@ -8,8 +8,8 @@ poll back-offs, the client's status reads. For each run it prints the timeline a
 critical-path summary:
 
 - **critical chain**: the storage requests the run waited for one after the other (from the final
-  status read back, each time the request that ended last before the current one began): the
-  sequential round trips of the run;
+  status read back, each time the request that ended last before the current one began, leaving
+  out the client's earlier status reads): the sequential round trips of the run;
 - **storage phases**: maximal groups of storage requests in flight together (background requests,
   e.g. message deletes, merge phases, so this undercounts on a busy run);
 - **gaps**: stretches where no storage request is in flight, each with the step spans open meanwhile
@@ -198,7 +198,17 @@ def critical_chain(spans: list[Span], start: float, end: float) -> list[Span]:
     """The storage requests the run waited for, one after the other: from the last request before
     ``end`` back to ``start``, each time the request that ended last before the current one began
     (what it was waiting for, as far as timing tells)."""
-    requests = [s for s in spans if s.category == STORAGE and s.start >= start and s.end <= end]
+    reads = [s for s in spans if s.label == "client get_status"]
+    # The client's earlier status reads found the instance still running: nothing waited for them.
+    early = [r for r in reads if r.end < end]
+    requests = [
+        s
+        for s in spans
+        if s.category == STORAGE
+        and s.start >= start
+        and s.end <= end
+        and not any(r.start <= s.start and s.end <= r.end for r in early)
+    ]
     if not requests:
         return []
     chain = [max(requests, key=lambda s: s.end)]

@@ -348,6 +348,10 @@ class TaskHubClient:
             )
             try:
                 await self._write_pending_row(row, existing)
+                if held is not None and held.due is None:
+                    # The row this start won, handed over with the message: the engine's first episode
+                    # needs it and is spared reading it back (a delayed start reads it when due).
+                    held.start_row = row
             finally:
                 # Hand over only now, whether this start won or lost: the worker's de-dupe reads this
                 # row to tell a start that won from one that lost a race, and would otherwise find no

@@ -14,11 +14,12 @@ from durable_ext.app_loader import FunctionRegistry
 from durable_ext.client import OrchestrationState, TaskHubClient
 from durable_ext.config import DurableTaskOptions
 from durable_ext.history import EventType, HistoryEvent, OrchestrationStatus, OrchestratorStartedEvent
+from durable_ext.storage.account import StorageAccount
 from durable_ext.storage.instances import InstanceEnds
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.worker.engine import Engine
 from durable_ext.worker.session import Execution, SessionCache
-from tests.engine_support import FAST_LEASES
+from tests.engine_support import FAST_LEASES, poll
 
 TIMEOUT = 60.0
 
@@ -288,3 +289,23 @@ async def test_instance_ends_wake_only_the_watchers_of_that_hub_and_instance() -
     ends.ended("hub", "b")
     assert not b.done(), "a watch ends with its block"
     assert not ends._waiters, "nothing is kept once no one watches"
+
+
+async def test_a_start_handed_over_with_its_row_is_not_read_back_by_the_engine(
+    hub: TaskHub, engine: Engine, storage_account: StorageAccount
+) -> None:
+    async def owns_all() -> bool:
+        return len(engine.orchestrations.owned) == hub.names.partition_count
+
+    await poll(owns_all, "the engine to own every partition")
+    # The client's own hub object: its requests are not in the engine hub's tally.
+    async with TaskHub(storage_account, hub.names.hub, partition_count=4) as client_hub:
+        client = TaskHubClient(client_hub, handoff=engine)
+        before = _row_reads(hub)
+        state = await _run(client, "chain", 1, "handed-row")
+    assert state.runtime_status is OrchestrationStatus.Completed
+    assert _row_reads(hub) == before, "the engine took the row the client wrote with its start"
+
+
+def _row_reads(hub: TaskHub) -> int:
+    return sum(n for (kind, _), n in hub.requests.snapshot().items() if kind == "table GET Instances(key)")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from azure.core.exceptions import ResourceNotFoundError
 
@@ -17,6 +17,9 @@ from durable_ext.history import utc_now
 from durable_ext.messages import MAX_QUEUE_PAYLOAD_BYTES, MessageData
 from durable_ext.storage.blobs import LargeMessageStore
 from durable_ext.storage.rest import QueueRestClient
+
+if TYPE_CHECKING:
+    from durable_ext.storage.tracking import InstanceState
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +69,9 @@ class ReceivedMessage:
     due: datetime | None = None
     """For a delayed message this process just sent: the instant it is due (its visibility in the
     queue is that rounded up to whole seconds, plus SCHEDULED_MARGIN when its sender takes it)."""
+    start_row: InstanceState | None = None
+    """For a client's start handed over in this process: the Pending Instances row the client has just
+    written for it (and won), which the first episode takes instead of reading the row back."""
 
 
 class Handoff(Protocol):

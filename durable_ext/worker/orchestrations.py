@@ -482,13 +482,21 @@ class OrchestrationDispatcher:
     async def _start_row(self, instance_id: str, messages: list[ReceivedMessage]) -> InstanceState | None:
         """The Instances row, when the batch holds a client's start that must be checked against it, or
         a message that triage would drop if the instance had no history and no accepted start."""
-        if any(
-            (isinstance(m.data.event, ExecutionStartedEvent) and m.data.event.parent_instance is None)
-            or m.dequeue_count > NO_HISTORY_DEQUEUE_LIMIT
+        needing = [
+            m
             for m in messages
-        ):
-            return await self._hub.tracking.get_instance(instance_id, fetch_large_values=False)
-        return None
+            if (isinstance(m.data.event, ExecutionStartedEvent) and m.data.event.parent_instance is None)
+            or m.dequeue_count > NO_HISTORY_DEQUEUE_LIMIT
+        ]
+        if not needing:
+            return None
+        if len(needing) == 1 and needing[0].start_row is not None:
+            # A start handed over by a client of this process with the row it has just written. Later
+            # changes to that row come from this instance's episodes, which run one at a time, or from
+            # a start that replaces it (overridable states "any"): that start's own episode follows
+            # this one and restarts the instance, as if it had come a moment later.
+            return needing[0].start_row
+        return await self._hub.tracking.get_instance(instance_id, fetch_large_values=False)
 
 
 def _poll_when_visible(backoff: BackoffPolling, message: ReceivedMessage) -> None:

@@ -14,9 +14,11 @@ import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from azure.core.exceptions import HttpResponseError
 
 from durable_ext import tracing
 from durable_ext.config import OverridableStates
@@ -53,7 +55,7 @@ from durable_ext.history import (
 from durable_ext.logs import hub_log
 from durable_ext.messages import MAX_QUEUE_PAYLOAD_BYTES, MessageData, TaskMessage
 from durable_ext.storage.instances import INSTANCE_ENDS
-from durable_ext.storage.queues import MAX_VISIBILITY_DELAY, Handoff
+from durable_ext.storage.queues import MAX_VISIBILITY_DELAY, Handoff, MessageQueue, ReceivedMessage
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.storage.tracking import (
     MAX_PROPERTY_BYTES,
@@ -299,33 +301,21 @@ class TaskHubClient:
                 "days away; Azure Queues cannot delay a message that long"
             )
 
-        tracking = self.hub.tracking
-        existing = await tracking.get_instance(instance_id, fetch_large_values=False)
-        if existing is not None and existing.runtime_status in self._dedupe_statuses:
-            self._log.instance(instance_id).info(
-                "start refused, instance is %s", existing.runtime_status.name
-            )
-            raise _exists_error(existing.runtime_status)
-        generation = existing.generation + 1 if existing is not None else 0
-        execution_id = uuid.uuid4().hex
-        version = self.default_version if version is None else version
-
         started = ExecutionStartedEvent(
-            orchestration_instance=OrchestrationInstance(instance_id, execution_id),
+            orchestration_instance=OrchestrationInstance(instance_id, uuid.uuid4().hex),
             name=name,
-            version=version,
+            version=self.default_version if version is None else version,
             input=input,
             tags=tags,
             scheduled_start_time=scheduled,
-            generation=generation,
         )
         with tracing.create_orchestration(started):
-            message = client_message(instance_id, execution_id, started)
             delay = scheduled - utc_now() if scheduled is not None else None
-            # Message first, as DT.AS: a crash before the row leaves a message the worker's de-dupe
-            # eventually drops, whereas a row without a message would stay Pending forever.
             queue = self.hub.control_queue_for(instance_id)
-            held = await queue.put(message, delay, self._handoff)
+            existing, started, sent = await self._enqueue_start(instance_id, queue, started, delay)
+            execution_id = _execution_id(started)
+            generation = started.generation
+            message = client_message(instance_id, execution_id, started)
 
             row_input = input
             if len(message.encode().encode("utf-8")) > MAX_QUEUE_PAYLOAD_BYTES:
@@ -336,7 +326,7 @@ class TaskHubClient:
                 instance_id=instance_id,
                 execution_id=execution_id,
                 name=name,
-                version=version,
+                version=started.version,
                 input=row_input,
                 runtime_status=OrchestrationStatus.Pending,
                 created_time=started.timestamp,
@@ -348,20 +338,67 @@ class TaskHubClient:
             )
             try:
                 await self._write_pending_row(row, existing)
-                if held is not None and held.due is None:
+                if sent.held and sent.due is None:
                     # The row this start won, handed over with the message: the engine's first episode
                     # needs it and is spared reading it back (a delayed start reads it when due).
-                    held.start_row = row
+                    sent.start_row = row
             finally:
                 # Hand over only now, whether this start won or lost: the worker's de-dupe reads this
                 # row to tell a start that won from one that lost a race, and would otherwise find no
                 # row yet and back off.
                 if self._handoff is not None:
-                    queue.hand_over(self._handoff, held)
+                    queue.hand_over(self._handoff, sent)
         self._log.instance(instance_id).info(
             "scheduled %s (execution %s, generation %d)", name, execution_id, generation
         )
         return instance_id
+
+    async def _enqueue_start(
+        self, instance_id: str, queue: MessageQueue, started: ExecutionStartedEvent, delay: timedelta | None
+    ) -> tuple[InstanceState | None, ExecutionStartedEvent, ReceivedMessage]:
+        """De-dupe against the instance's row and enqueue its start message: the row as read, the
+        start as sent, and the message as enqueued. Raises InstanceExistsError when the row refuses.
+
+        The message goes first, as in DT.AS: a crash before the row leaves a message that the
+        worker's de-dupe drops, whereas a row without a message would stay Pending forever. An
+        undelayed start that fits a queue message is enqueued while the row is read, guessing that the
+        ID is new (generation 0, the common case). When the ID has a row after all, that message is
+        taken back and the start sent again for the next generation under a new execution ID, so that
+        a copy the take-back missed names an execution that no row names: the worker drops it.
+        """
+        read = self.hub.tracking.get_instance(instance_id, fetch_large_values=False)
+        guess = client_message(instance_id, _execution_id(started), started)
+        if delay is None and len(guess.encode().encode("utf-8")) <= MAX_QUEUE_PAYLOAD_BYTES:
+            existing, sent = await asyncio.gather(read, queue.put(guess, None, self._handoff))
+            if existing is None:
+                return None, started, sent
+            await self._take_back(queue, sent)
+        else:
+            existing = await read
+        if existing is not None and existing.runtime_status in self._dedupe_statuses:
+            self._log.instance(instance_id).info(
+                "start refused, instance is %s", existing.runtime_status.name
+            )
+            raise _exists_error(existing.runtime_status)
+        if existing is not None:
+            started = replace(
+                started,
+                orchestration_instance=OrchestrationInstance(instance_id, uuid.uuid4().hex),
+                generation=existing.generation + 1,
+            )
+        message = client_message(instance_id, _execution_id(started), started)
+        return existing, started, await queue.put(message, delay, self._handoff)
+
+    async def _take_back(self, queue: MessageQueue, sent: ReceivedMessage) -> None:
+        """Delete a start message enqueued for a generation that turned out wrong."""
+        if sent.held and self._handoff is not None:
+            self._handoff.release(queue.name)
+        try:
+            await queue.delete(sent)
+        except HttpResponseError as exc:
+            self._log.instance(sent.data.instance_id).info(
+                "start message for a wrong generation left to the worker's de-dupe: %s", exc
+            )
 
     async def _write_pending_row(self, row: InstanceState, existing: InstanceState | None) -> None:
         """Insert or conditionally replace the Pending row; raise InstanceExistsError if another start won.
@@ -890,6 +927,12 @@ def _within(moment: datetime | None, low: datetime | None, high: datetime | None
     if low is None and high is None:
         return True
     return moment is not None and (low is None or moment >= low) and (high is None or moment <= high)
+
+
+def _execution_id(started: ExecutionStartedEvent) -> str:
+    instance = started.orchestration_instance
+    assert instance is not None and instance.execution_id is not None, "a start names its execution"
+    return instance.execution_id
 
 
 def client_message(instance_id: str, execution_id: str | None, event: HistoryEvent) -> MessageData:

@@ -69,6 +69,8 @@ class ReceivedMessage:
     due: datetime | None = None
     """For a delayed message this process just sent: the instant it is due (its visibility in the
     queue is that rounded up to whole seconds, plus SCHEDULED_MARGIN when its sender takes it)."""
+    held: bool = False
+    """Just enqueued invisible under a :class:`Handoff`'s claim, for the sender to hand over."""
     start_row: InstanceState | None = None
     """For a client's start handed over in this process: the Pending Instances row the client has just
     written for it (and won), which the first episode takes instead of reading the row back."""
@@ -135,11 +137,11 @@ class MessageQueue:
 
     async def put(
         self, message: MessageData, delay: timedelta | None = None, handoff: Handoff | None = None
-    ) -> ReceivedMessage | None:
+    ) -> ReceivedMessage:
         """Enqueue like :meth:`send`, but leave the hand-over to the caller (:meth:`hand_over`).
 
-        Returns the received form of a message enqueued under the ``handoff``'s claim, or of a
-        delayed message (with its ``due`` time) for the ``handoff`` to schedule, else None.
+        Returns the message as enqueued, with the receipt that deletes it: ``held`` when it was
+        enqueued under the ``handoff``'s claim, with its ``due`` time when it is delayed.
         """
         if handoff is not None and delay is not None and delay > timedelta(0):
             # Due counts from before the request, as the sender meant it; the queue's visibility
@@ -152,23 +154,24 @@ class MessageQueue:
             return received
         hold = None if handoff is None or delay else handoff.claim(self.name)
         if handoff is None or hold is None:
-            await self._put(message, delay)
-            return None
+            return await self._put(message, delay)
         try:
-            return await self._put(message, hold)
+            received = await self._put(message, hold)
         except BaseException:
             handoff.release(self.name)
             raise
+        received.held = True
+        return received
 
-    def hand_over(self, handoff: Handoff, received: ReceivedMessage | None) -> None:
+    def hand_over(self, handoff: Handoff, received: ReceivedMessage) -> None:
         """Finish a :meth:`put`: give the held message to the consumer, schedule a delayed one with
         it, or wake its poller."""
-        if received is None:
-            handoff.enqueued(self.name)
-        elif received.due is not None:
+        if received.due is not None:
             handoff.scheduled(received, received.due)
-        else:
+        elif received.held:
             handoff.deliver(received)
+        else:
+            handoff.enqueued(self.name)
 
     async def _put(self, message: MessageData, delay: timedelta | None) -> ReceivedMessage:
         body = message.encode()

@@ -275,7 +275,7 @@ def report(spans: list[Span], verbose: bool) -> RunSummary:
     return RunSummary(total, total - gap, len(groups), requests, gap, len(chain))
 
 
-async def _traced(connection_string: str, runs: int, verbose: int) -> None:
+async def _traced(connection_string: str, runs: int, verbose: int, steps: int) -> None:
     registry = load_bench_app()
     recorder = Recorder()
     instrument(recorder)
@@ -288,9 +288,9 @@ async def _traced(connection_string: str, runs: int, verbose: int) -> None:
             for i in range(runs):
                 with recorder.recording() as spans:
                     await env.run(
-                        "one_activity",
-                        None,
-                        expected=1,
+                        "sequential" if steps else "one_activity",
+                        steps or None,
+                        expected=steps or 1,
                         instance_id=f"trace-{i:04d}",
                         timeout=60,
                         poll_interval=LATENCY_POLL,
@@ -332,10 +332,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.trace", description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=20, help="runs to trace (default 20)")
     parser.add_argument("--show", type=int, default=2, help="runs whose whole timeline is printed")
+    parser.add_argument(
+        "--steps", type=int, default=0, help="trace the sequential orchestration of this many activities"
+    )
     args = parser.parse_args(argv)
     configure_logging()
     with Azurite() as azurite:
-        asyncio.run(_traced(azurite.connection_string, args.runs, args.show))
+        asyncio.run(_traced(azurite.connection_string, args.runs, args.show, args.steps))
 
 
 if __name__ == "__main__":

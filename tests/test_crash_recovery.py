@@ -87,3 +87,43 @@ async def test_instances_held_by_a_dead_worker_resume_soon_after_its_lease_expir
         await poll(lambda: _completed(TaskHubClient(hub, handoff=living)), "every instance", RECOVERY)
     for instance_id in INSTANCES:
         _assert_exactly_once((await hub.tracking.load_history(instance_id)).events)
+
+
+async def test_a_row_left_behind_by_pipelined_episodes_is_repaired_after_a_crash(
+    hub: TaskHub, registry: FunctionRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An instance's next episode commits before the previous one's Instances write: with those writes
+    # hanging, a two-episode orchestration ends in history while its row still says Pending.
+    monkeypatch.setattr(holds, "MESSAGE_HOLD", timedelta(seconds=3))
+    before = asyncio.all_tasks()
+    dying = engine_for(hub, registry, "worker-dies")
+    await dying.start()
+    hung = asyncio.Event()
+
+    async def never_written(*_: Any) -> None:
+        await hung.wait()
+
+    monkeypatch.setattr(hub.instances, "checkpointed", never_written)
+    await TaskHubClient(hub, handoff=dying).start_new("fan_out", "ahead", "1")
+
+    async def ended_in_history() -> bool:
+        events = (await hub.tracking.load_history("ahead")).events
+        return any(e.event_type is EventType.ExecutionCompleted for e in events)
+
+    await poll(ended_in_history, "the history to record the end")
+    row = await hub.tracking.get_instance("ahead")
+    assert row is not None and row.runtime_status is OrchestrationStatus.Pending
+    await _crash(dying, asyncio.all_tasks() - before - {asyncio.current_task()})  # type: ignore[operator]
+    monkeypatch.delattr(hub.instances, "checkpointed")
+
+    async def repaired() -> bool:
+        state = await TaskHubClient(hub).get_status("ahead")
+        return state is not None and state.runtime_status is OrchestrationStatus.Completed
+
+    async with engine_for(hub, registry, "worker-lives"):
+        await poll(repaired, "the row to be repaired from history", RECOVERY)
+    events = (await hub.tracking.load_history("ahead")).events
+    kinds = [e.event_type for e in events]
+    assert kinds.count(EventType.ExecutionCompleted) == 1 and kinds.count(EventType.TaskCompleted) == 1
+    state = await TaskHubClient(hub).get_status("ahead")
+    assert state is not None and state.output == "0"

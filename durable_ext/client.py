@@ -362,13 +362,16 @@ class TaskHubClient:
         The message goes first, as in DT.AS: a crash before the row leaves a message that the
         worker's de-dupe drops, whereas a row without a message would stay Pending forever. An
         undelayed start that fits a queue message is enqueued while the row is read, guessing that the
-        ID is new (generation 0, the common case). When the ID has a row after all, that message is
-        taken back and the start sent again for the next generation under a new execution ID, so that
-        a copy the take-back missed names an execution that no row names: the worker drops it.
+        ID is new (generation 0, the common case), when an engine of this process may take it over: its
+        message is then invisible until handed over, so no worker polls it before its row exists and
+        puts it back for a while. When the ID has a row after all, that message is taken back and the
+        start sent again for the next generation under a new execution ID, so that a copy the
+        take-back missed names an execution that no row names: the worker drops it.
         """
         read = self.hub.tracking.get_instance(instance_id, fetch_large_values=False)
         guess = client_message(instance_id, _execution_id(started), started)
-        if delay is None and len(guess.encode().encode("utf-8")) <= MAX_QUEUE_PAYLOAD_BYTES:
+        small = len(guess.encode().encode("utf-8")) <= MAX_QUEUE_PAYLOAD_BYTES
+        if self._handoff is not None and delay is None and small:
             existing, sent = await asyncio.gather(read, queue.put(guess, None, self._handoff))
             if existing is None:
                 return None, started, sent

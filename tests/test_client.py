@@ -439,3 +439,54 @@ async def test_wait_for_completion(hub: TaskHub) -> None:
     state = await client.wait_for_completion("w", timeout=5)
     await finisher
     assert (state.runtime_status, state.output) == (OrchestrationStatus.Completed, '"result"')
+
+
+class _Taker:
+    """A Handoff that claims every undelayed message (a minute's invisibility) and records the hand-overs."""
+
+    def __init__(self) -> None:
+        self.delivered: list[ReceivedMessage] = []
+        self.released = 0
+
+    def claim(self, queue_name: str) -> timedelta | None:
+        return timedelta(minutes=1)
+
+    def deliver(self, message: ReceivedMessage) -> None:
+        self.delivered.append(message)
+
+    def release(self, queue_name: str) -> None:
+        self.released += 1
+
+    def enqueued(self, queue_name: str) -> None:
+        raise AssertionError("every undelayed message is claimed")
+
+    def schedules(self, queue_name: str) -> bool:
+        return False
+
+    def scheduled(self, message: ReceivedMessage, due: datetime) -> None:
+        raise AssertionError("no delayed message here")
+
+
+async def test_a_start_that_guessed_a_new_id_takes_its_message_back_when_the_id_has_a_row(
+    hub: TaskHub,
+) -> None:
+    taker = _Taker()
+    client = TaskHubClient(hub, handoff=taker)
+    await client.start_new("Orch", "guess", '"one"')
+    first = await raw_row(hub, "guess")
+    await set_status(hub, "guess", OrchestrationStatus.Completed)
+    await client.start_new("Orch", "guess", '"two"')
+    row = await raw_row(hub, "guess")
+    assert (row["Generation"], row["Input"]) == (1, '"two"')
+    starts = [m.data.event for m in taker.delivered]
+    assert [e.generation for e in starts if isinstance(e, ExecutionStartedEvent)] == [0, 1]
+    second = starts[1]
+    assert isinstance(second, ExecutionStartedEvent) and second.orchestration_instance is not None
+    assert second.orchestration_instance.execution_id == row["ExecutionId"] != first["ExecutionId"]
+    assert taker.delivered[1].start_row is not None and taker.delivered[1].start_row.generation == 1
+    await set_status(hub, "guess", OrchestrationStatus.Running)
+    with pytest.raises(InstanceExistsError):
+        await client.start_new("Orch", "guess", '"three"')
+    assert taker.released == 2, "each wrong guess gave its claim back"
+    queue = hub.control_queue_for("guess")
+    assert await queue.approximate_count() == 2, "only the two starts handed over are left in the queue"

@@ -284,7 +284,10 @@ def _configure_hub(parser: argparse.ArgumentParser) -> None:
 def _open_hub(config: HostConfig, connection_string: str | None = None) -> TaskHub:
     """A TaskHub for the app's hub (on ``connection_string`` rather than the app's connection, when
     given); call inside the event loop (the SDK clients bind to it)."""
-    account = StorageAccount.from_connection_string(connection_string or config.connection_string())
+    if connection_string is not None:
+        account = StorageAccount.from_connection_string(connection_string)
+    else:
+        account = StorageAccount.from_connection(config.storage_connection())
     options = config.durable_task
     return TaskHub(account, options.hub_name, options.storage_provider.partition_count)
 
@@ -327,7 +330,7 @@ def _hub_delete(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return EXIT_USAGE
-        account = StorageAccount.from_connection_string(config.connection_string())
+        account = StorageAccount.from_connection(config.storage_connection())
         if not _confirm(
             f"Delete task hub {hub_name!r} in {account.describe()}, with all its orchestration history, "
             "instances and queued messages? [y/N] "

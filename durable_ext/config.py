@@ -170,22 +170,49 @@ class HostConfig:
     # A read-only view; excluded from hashing because mapping proxies are unhashable.
     settings: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
 
-    def connection_string(self) -> str:
-        """Return the storage connection string named by ``storage_provider.connection_name``.
+    def storage_connection(self) -> StorageConnection:
+        """The storage connection named by ``storage_provider.connection_name``, as the host resolves it.
 
-        Raises :class:`ConfigError` naming the setting when it is missing or empty.
+        Like the WebJobs SDK, the name is looked up as ``AzureWebJobs<name>`` first, then as ``<name>``;
+        under each, a non-empty setting of that name is a connection string and settings under
+        ``<name>__`` (or ``<name>:``) are an identity-based connection. Raises :class:`ConfigError`
+        naming the setting when neither exists.
         """
         name = self.durable_task.storage_provider.connection_name
-        value = _lookup_setting(self.settings, name)
-        if value:
-            return value
-        message = f"App setting {name!r} (the storage connection string) is missing or empty"
-        prefix = f"{name}__".lower()
-        if any(key.lower().startswith(prefix) for key in self.settings):
-            # Identity-based connections ("<name>__accountName" etc.) look configured to the user, so say
-            # explicitly why they do not count.
-            message += f"; identity-based connections ({name}__*) are not supported, set a connection string"
+        for candidate in (f"AzureWebJobs{name}", name):
+            value = _lookup_setting(self.settings, candidate)
+            if value:
+                return StorageConnection(candidate, connection_string=value)
+            identity = _setting_section(self.settings, candidate)
+            if identity:
+                return StorageConnection(candidate, identity=MappingProxyType(identity))
+        message = (
+            f"App setting {name!r} (the storage connection string, or {name}__accountName and the other "
+            "settings of an identity-based connection) is missing or empty"
+        )
         raise ConfigError(message + _connection_hint(self.app_dir, name))
+
+
+@dataclass(frozen=True)
+class StorageConnection:
+    """A storage connection as app settings define it: a connection string or an identity's settings."""
+
+    name: str
+    """The setting (or prefix of settings) it was found under."""
+    connection_string: str | None = None
+    identity: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    """For an identity-based connection: its settings under ``<name>__``, keys lower-cased
+    (``accountname``, ``queueserviceuri``, ``credential``, ``clientid``, ...)."""
+
+
+def _setting_section(settings: Mapping[str, str], name: str) -> dict[str, str]:
+    """The settings under ``name__`` or ``name:`` (the host's configuration section), keys lower-cased."""
+    section = {}
+    for key, value in settings.items():
+        parts = _OVERRIDE_SEPARATOR_RE.split(key, maxsplit=1)
+        if len(parts) == 2 and parts[0].lower() == name.lower() and value:
+            section[parts[1].lower()] = value
+    return section
 
 
 def _connection_hint(app_dir: Path, name: str) -> str:

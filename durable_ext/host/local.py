@@ -164,7 +164,7 @@ class LocalHost:
                 logger.info("app setting %s points at Azurite on ports %d-%d", name, ports.blob, ports.table)
 
     def _storage_account(self) -> StorageAccount:
-        account = StorageAccount.from_connection_string(self.config.connection_string())
+        account = StorageAccount.from_connection(self.config.storage_connection())
         ports = self.options.azurite_ports
         if not account.development_storage or ports == DEFAULT_PORTS:
             return account

@@ -717,6 +717,15 @@ def test_connection_missing(tmp_path: Path, environ: dict[str, str]) -> None:
         config.storage_connection()
 
 
+def test_identity_connection_under_a_custom_connection_name(tmp_path: Path) -> None:
+    app = write_app(tmp_path, host=storage_host({"connectionName": "Orders"}), local=local_values({}))
+    own = load_config(app, environ={"Orders__accountName": "orders"}).storage_connection()
+    assert (own.name, dict(own.identity)) == ("Orders", {"accountname": "orders"})
+    prefixed = {"Orders__accountName": "orders", "AzureWebJobsOrders__accountName": "webjobs"}
+    found = load_config(app, environ=prefixed).storage_connection()
+    assert (found.name, dict(found.identity)) == ("AzureWebJobsOrders", {"accountname": "webjobs"})
+
+
 def test_host_json_functions_is_the_allow_list(tmp_path: Path) -> None:
     assert load_config(tmp_path, environ={}).functions is None
     (tmp_path / "host.json").write_text(json.dumps({"version": "2.0", "Functions": ["a", "B"]}))

@@ -39,6 +39,7 @@ from durable_ext.config import (
     load_host_start_settings,
     load_log_levels,
 )
+from durable_ext.deploy_check import check_deploy
 from durable_ext.doctor import Finding, diagnose, repair
 from durable_ext.errors import AppLoadError, ConfigError, DurableExtError, ReplayMismatchError
 from durable_ext.history_file import export_history, read_history_file
@@ -911,6 +912,28 @@ def _history_export(args: argparse.Namespace) -> int:
         raise ConfigError(f"cannot write {args.output}: {exc.strerror}") from None
     print(f"Wrote the history of instance {args.instance_id!r} to {args.output}", file=sys.stderr)
     return EXIT_OK
+
+
+@command("check-deploy", "check that the app, deployed to Azure Functions as it is, continues this task hub")
+def _configure_check_deploy(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "app_dir",
+        nargs="?",
+        type=Path,
+        default=Path(),
+        metavar="APP_DIR",
+        help="the Functions app directory (default: the current one)",
+    )
+    parser.set_defaults(handler=_run_check_deploy)
+
+
+def _run_check_deploy(args: argparse.Namespace) -> int:
+    directory: Path = args.app_dir
+    if not directory.is_dir():
+        raise ConfigError(f"app directory {directory} does not exist or is not a directory")
+    report = check_deploy(directory)
+    print("\n".join(report.lines()))
+    return EXIT_OK if report.deployable else EXIT_ERROR
 
 
 @command("replay", "replay recorded histories against the app's orchestrators; exit 1 on any difference")

@@ -335,17 +335,20 @@ def read_host_json(app_dir: Path) -> dict[str, Any] | None:
     return _read_json_object(app_dir / HOST_JSON, allow_bom=False)
 
 
-def load_config(app_dir: Path, environ: Mapping[str, str] | None = None) -> HostConfig:
+def load_config(
+    app_dir: Path, environ: Mapping[str, str] | None = None, *, local_settings: bool = True
+) -> HostConfig:
     """Load the configuration of the Functions app in ``app_dir``.
 
-    Precedence, lowest first: defaults, ``host.json``, ``local.settings.json`` ``Values``, ``environ``
+    Precedence, lowest first: defaults, ``host.json``, ``local.settings.json`` ``Values`` (unless
+    ``local_settings`` is false: what a deployed app sees, as the file is not published), ``environ``
     (``os.environ`` when None).  Raises :class:`ConfigError` naming the key and the file or setting for
     any invalid value.
     """
     environ = os.environ if environ is None else environ
     host_path = app_dir / HOST_JSON
     local_path = app_dir / LOCAL_SETTINGS_JSON
-    local_values = load_local_settings(app_dir)
+    local_values = load_local_settings(app_dir) if local_settings else {}
     settings = MappingProxyType({**local_values, **environ})
 
     host = read_host_json(app_dir) or {}

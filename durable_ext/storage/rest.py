@@ -2,9 +2,9 @@
 
 The azure-storage-queue SDK spends about a millisecond of CPU on each request (pipeline policies,
 generated (de)serializers); the benchmarks showed it to be the largest cost of an orchestration step.
-This client sends the same REST requests (same API version, headers and XML bodies, Shared Key or SAS
-authentication) straight through aiohttp at about a fifth of that cost. Queue creation, deletion and
-the other management calls stay on the SDK.
+This client sends the same REST requests (same API version, headers and XML bodies, Shared Key, SAS or
+bearer token authentication) straight through aiohttp at about a fifth of that cost. Queue creation,
+deletion and the other management calls stay on the SDK.
 """
 
 from __future__ import annotations

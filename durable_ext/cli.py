@@ -39,6 +39,7 @@ from durable_ext.config import (
     load_host_start_settings,
     load_log_levels,
 )
+from durable_ext.dashboard.command import DashboardCommandOptions, DashboardServer
 from durable_ext.deploy_check import check_deploy
 from durable_ext.doctor import Finding, diagnose, repair
 from durable_ext.errors import AppLoadError, ConfigError, DurableExtError, ReplayMismatchError
@@ -617,7 +618,8 @@ def _configure_start(parser: argparse.ArgumentParser) -> None:
         "--admin-port",
         type=_port_base,
         metavar="N",
-        help="also serve the probes (/healthz, /readyz) on port N (default: only on the HTTP port)",
+        help="also serve the probes (/healthz, /readyz), /metrics and /scale on port N "
+        "(default: only on the HTTP port)",
     )
     add_grace_period_argument(parser)
     parser.set_defaults(handler=_run_start)
@@ -705,7 +707,8 @@ def _configure_worker(parser: argparse.ArgumentParser) -> None:
         type=_port_base,
         default=DEFAULT_WORKER_ADMIN_PORT,
         metavar="N",
-        help=f"port of the probes /healthz and /readyz (default: {DEFAULT_WORKER_ADMIN_PORT})",
+        help="port of the probes /healthz and /readyz, /metrics and /scale "
+        f"(default: {DEFAULT_WORKER_ADMIN_PORT})",
     )
     parser.add_argument(
         "--host",
@@ -731,6 +734,75 @@ def _run_worker(args: argparse.Namespace) -> int:
         grace_period=grace_period,
     )
     return _run_host(options, "Worker")
+
+
+# --- dashboard ------------------------------------------------------------------------------------------
+
+
+@command("dashboard", "serve the dashboard for task hubs without running an app")
+def _configure_dashboard(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--hub",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a task hub to show (repeatable; default: every hub found on the accounts)",
+    )
+    parser.add_argument(
+        "--connection",
+        action="append",
+        default=[],
+        metavar="STR",
+        help="a storage connection string, or the name of the setting holding one (repeatable; default: "
+        f"{DEFAULT_CONNECTION_NAME}); settings are the environment and ./local.settings.json",
+    )
+    parser.add_argument(
+        "-p",
+        "--port",
+        type=_port_base,
+        default=DEFAULT_HTTP_PORT,
+        metavar="PORT",
+        help=f"HTTP port (default: {DEFAULT_HTTP_PORT})",
+    )
+    parser.add_argument(
+        "--host",
+        default=DEFAULT_HTTP_ADDRESS,
+        metavar="ADDRESS",
+        help=f"address to listen on (default: {DEFAULT_HTTP_ADDRESS}); anything but loopback requires a "
+        "DURABLE_EXT_SYSTEM_KEY of 16+ characters",
+    )
+    parser.add_argument(
+        "--azurite-port",
+        type=_port_base,
+        default=DEFAULT_PORTS.blob,
+        metavar="N",
+        help="blob port of the Azurite that UseDevelopmentStorage=true means (started when nothing "
+        f"answers there); queue and table use N+1 and N+2 (default: {DEFAULT_PORTS.blob})",
+    )
+    parser.set_defaults(handler=_run_dashboard)
+
+
+def _run_dashboard(args: argparse.Namespace) -> int:
+    options = DashboardCommandOptions(
+        hubs=tuple(args.hub),
+        connections=tuple(args.connection) or (DEFAULT_CONNECTION_NAME,),
+        port=args.port,
+        host=args.host,
+        azurite_ports=_ports_from(args.azurite_port),
+        output=lambda line: print(line, flush=True),
+    )
+    server = DashboardServer(options)
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await server.run(stop)
+
+    asyncio.run(serve())
+    print("Dashboard stopped.", flush=True)
+    return EXIT_OK
 
 
 def _cors(args: argparse.Namespace, defaults: HostStartSettings) -> CorsPolicy | None:
@@ -914,28 +986,6 @@ def _history_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-@command("check-deploy", "check that the app, deployed to Azure Functions as it is, continues this task hub")
-def _configure_check_deploy(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "app_dir",
-        nargs="?",
-        type=Path,
-        default=Path(),
-        metavar="APP_DIR",
-        help="the Functions app directory (default: the current one)",
-    )
-    parser.set_defaults(handler=_run_check_deploy)
-
-
-def _run_check_deploy(args: argparse.Namespace) -> int:
-    directory: Path = args.app_dir
-    if not directory.is_dir():
-        raise ConfigError(f"app directory {directory} does not exist or is not a directory")
-    report = check_deploy(directory)
-    print("\n".join(report.lines()))
-    return EXIT_OK if report.deployable else EXIT_ERROR
-
-
 @command("replay", "replay recorded histories against the app's orchestrators; exit 1 on any difference")
 def _configure_replay(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -964,3 +1014,25 @@ def _run_replay(args: argparse.Namespace) -> int:
     total = len(args.files)
     print(f"{total - failed} of {total} histories replay cleanly.")
     return EXIT_ERROR if failed else EXIT_OK
+
+
+@command("check-deploy", "check that the app, deployed to Azure Functions as it is, continues this task hub")
+def _configure_check_deploy(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "app_dir",
+        nargs="?",
+        type=Path,
+        default=Path(),
+        metavar="APP_DIR",
+        help="the Functions app directory (default: the current one)",
+    )
+    parser.set_defaults(handler=_run_check_deploy)
+
+
+def _run_check_deploy(args: argparse.Namespace) -> int:
+    directory: Path = args.app_dir
+    if not directory.is_dir():
+        raise ConfigError(f"app directory {directory} does not exist or is not a directory")
+    report = check_deploy(directory)
+    print("\n".join(report.lines()))
+    return EXIT_OK if report.deployable else EXIT_ERROR

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
@@ -17,6 +18,7 @@ from azure.storage.queue.aio import QueueServiceClient
 
 from durable_ext.errors import ConfigError
 from durable_ext.storage.identity import IdentityConnection, StorageTokenCredential
+from durable_ext.storage.requests import ObservingTransport, RequestObserver, observing_trace_configs
 
 if TYPE_CHECKING:
     from durable_ext.config import StorageConnection
@@ -55,6 +57,8 @@ class StorageAccount:
     """True for ``UseDevelopmentStorage=true``: Azurite on its default local ports."""
     identity: IdentityConnection | None = None
     """An identity-based connection: requests carry bearer tokens of the credential it names."""
+    observers: tuple[RequestObserver, ...] = field(default=(), compare=False, repr=False)
+    """Told about every request the clients built from this account send (``storage.requests``)."""
 
     @classmethod
     def from_connection(cls, connection: StorageConnection) -> StorageAccount:
@@ -157,16 +161,24 @@ class StorageAccount:
         )
 
     def sdk_transport(self) -> AioHttpTransport:
-        """The SDK clients' transport: aiohttp, reading proxy settings only when some are set.
+        """The SDK clients' transport: aiohttp, reading proxy settings only when some are set, and
+        reporting each request to the :attr:`observers`.
 
         With environment settings on, aiohttp looks for proxies and a .netrc file on a worker thread
         before every request, which cost the engine a sixth of its CPU under load.
         """
+        if self.observers:
+            return ObservingTransport(self.observers, use_env_settings=use_environment_settings())
         return AioHttpTransport(use_env_settings=use_environment_settings())
 
     def http_trace_configs(self) -> list[aiohttp.TraceConfig]:
-        """aiohttp hooks for the requests that bypass the SDKs (see ``storage.rest``); none here."""
-        return []
+        """aiohttp hooks for the requests that bypass the SDKs (see ``storage.rest``): they report
+        each request to the :attr:`observers`."""
+        return observing_trace_configs(self.observers)
+
+    def observed_by(self, observer: RequestObserver) -> StorageAccount:
+        """This account, with ``observer`` told about its requests too."""
+        return dataclasses.replace(self, observers=(*self.observers, observer))
 
     def blob_url(self, container: str, blob_name: str) -> str:
         """The absolute URL of a blob, each path segment escaped like ``Uri.EscapeDataString``."""

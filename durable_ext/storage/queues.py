@@ -260,3 +260,9 @@ class MessageQueue:
     async def approximate_count(self) -> int:
         """The service's approximate number of messages in the queue."""
         return await self._client.approximate_count()
+
+    async def oldest_inserted_on(self) -> datetime | None:
+        """When the first visible message was enqueued (a peek, which takes nothing); None: none is
+        visible (delayed messages, timers among them, and messages a worker holds are not)."""
+        first = await self._client.peek()
+        return None if first is None else first.inserted_on

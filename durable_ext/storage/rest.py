@@ -174,6 +174,12 @@ class QueueRestClient:
         response.expect(204, f"update a message in queue {self.queue_name}")
         return response.headers.get("x-ms-popreceipt", "")
 
+    async def peek(self) -> QueueMessageInfo | None:
+        """Peek Messages: the first visible message, left as it is (no pop receipt), or None."""
+        response = await self._session.request("GET", f"{self._url}/messages?peekonly=true&numofmessages=1")
+        response.expect(200, f"peek at queue {self.queue_name}")
+        return next(iter(_parse_messages(response.text)), None)
+
     async def approximate_count(self) -> int:
         """Get Queue Metadata's approximate message count."""
         response = await self._session.request("GET", f"{self._url}?comp=metadata")

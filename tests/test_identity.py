@@ -223,6 +223,7 @@ def run_start(env: dict[str, str], app: Path) -> subprocess.CompletedProcess[str
     ("case", "detail"),
     [
         ("unknown credential", "AzureWebJobsStorage__credential 'cli' is not supported"),
+        ("no table service", "set AzureWebJobsStorage__accountName, or AzureWebJobsStorage__tableServiceUri"),
         ("plain http", "AzureWebJobsStorage__queueServiceUri 'http://"),
         (
             "wrong identity header",
@@ -251,6 +252,8 @@ def test_bad_identity_settings_fail_at_start_with_a_clear_error(
             )
         elif case == "wrong identity header":
             env["IDENTITY_HEADER"] = "not-the-secret"
+        elif case == "no table service":
+            del env["AzureWebJobsStorage__tableServiceUri"]
         result = run_start(env, app)
     assert result.returncode == 1, result.stdout + result.stderr
     assert detail in result.stderr and "Traceback" not in result.stdout + result.stderr, result.stderr

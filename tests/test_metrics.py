@@ -26,8 +26,8 @@ from durable_ext.storage.queues import partition_index
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.worker.engine import Engine
 from tests.engine_support import FAST_LEASES, poll
-from tests.host_support import distinct_free_ports, free_port, host_env, sample_app_dir, start_command
-from tests.test_worker_mode import spawn, wait_for, worker_command
+from tests.host_support import free_port, sample_app_dir
+from tests.test_worker_mode import start_and_worker, wait_for
 
 TIMEOUT = 60.0
 
@@ -265,22 +265,12 @@ def test_start_and_worker_serve_them_beside_the_probes(
     hub = "Metrics" + uuid.uuid4().hex[:8]
     app = sample_app_dir(tmp_path, hub)
     key = "metrics-test-system-key-0123456789"
-    start_port, admin_port, worker_port = distinct_free_ports(3)
     with (
-        spawn(
-            [*start_command(app, start_port), "--admin-port", str(admin_port)],
-            host_env(azurite_connection_string, {"DURABLE_EXT_SYSTEM_KEY": key}),
-            f"http://127.0.0.1:{start_port}",
-            tmp_path / "start.log",
-            "Host ready",
-        ) as start,
-        spawn(
-            worker_command(app, worker_port),
-            host_env(azurite_connection_string),
-            f"http://127.0.0.1:{worker_port}",
-            tmp_path / "worker.log",
-            "Worker ready",
-        ) as worker,
+        start_and_worker(app, tmp_path, azurite_connection_string, {"DURABLE_EXT_SYSTEM_KEY": key}) as (
+            start,
+            worker,
+            admin_port,
+        ),
         httpx.Client(timeout=30) as http,
     ):
         # With the system key set, both of start's listeners want it; the probes do not.

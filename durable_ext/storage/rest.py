@@ -158,6 +158,13 @@ class QueueRestClient:
         response.expect(200, f"get messages from queue {self.queue_name}")
         return _parse_messages(response.text)
 
+    async def peek(self, count: int) -> list[QueueMessageInfo]:
+        """Peek Messages: up to ``count`` (1-32) visible messages, left as they are (no pop receipts)."""
+        url = f"{self._url}/messages?peekonly=true&numofmessages={count}"
+        response = await self._session.request("GET", url)
+        response.expect(200, f"peek at messages of queue {self.queue_name}")
+        return _parse_messages(response.text)
+
     async def delete(self, message_id: str, pop_receipt: str) -> None:
         """Delete Message; ResourceNotFoundError when it is gone (or the receipt is stale)."""
         response = await self._session.request("DELETE", self._message_url(message_id, pop_receipt))

@@ -17,6 +17,7 @@ from types import TracebackType
 
 from durable_ext.app_loader import FunctionRegistry
 from durable_ext.client import TaskHubClient
+from durable_ext.clock import SYSTEM_CLOCK, Clock
 from durable_ext.config import DurableTaskOptions
 from durable_ext.logs import hub_log
 from durable_ext.storage.queues import ReceivedMessage
@@ -51,11 +52,16 @@ class Engine:
         *,
         worker_id: str | None = None,
         partition_options: PartitionManagerOptions | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        """``clock`` gives orchestration time: history timestamps and when timers are due (the wall
+        clock unless a test host skips time)."""
         self.hub = hub
         self.worker_id = worker_id or default_worker_id()
+        self.clock = clock
+        """Where the engine reads orchestration time."""
         provider = options.storage_provider
-        self.orchestrations = OrchestrationDispatcher(hub, registry, options, handoff=self)
+        self.orchestrations = OrchestrationDispatcher(hub, registry, options, handoff=self, clock=clock)
         self.activities = ActivityDispatcher(
             hub,
             registry,
@@ -110,6 +116,10 @@ class Engine:
         else:
             self.orchestrations.wake(queue_name)
 
+    def now(self) -> datetime:
+        """The engine's orchestration time (its :attr:`clock`)."""
+        return self.clock.now()
+
     def schedules(self, queue_name: str) -> bool:
         """Whether this engine takes a delayed message for ``queue_name`` in memory at its time."""
         return self.orchestrations.schedules(queue_name)
@@ -117,6 +127,11 @@ class Engine:
     def scheduled(self, message: ReceivedMessage, due: datetime) -> None:
         """A delayed message was sent in this process: take it at ``due`` if its queue is ours."""
         self.orchestrations.schedule(message, due)
+
+    @property
+    def idle(self) -> bool:
+        """Whether nothing runs in this engine: no episode, no activity, no message held."""
+        return self.orchestrations.idle and self.activities.idle
 
     async def start(self) -> None:
         """Start taking partitions and work."""

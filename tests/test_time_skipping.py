@@ -9,7 +9,7 @@ import pytest
 
 from durable_ext.clock import SkippingClock
 from durable_ext.history import OrchestrationStatus, OrchestratorStartedEvent, TimerFiredEvent, utc_now
-from durable_ext.testing import HostClient, InstanceStatus
+from durable_ext.testing import AsyncHostClient, HostClient, InstanceStatus
 from durable_ext.worker.scheduled import ScheduledMessages
 
 pytestmark = pytest.mark.durable_app("tests/apps/timer_app")
@@ -96,6 +96,17 @@ def test_a_timer_left_to_its_queue_is_made_visible_when_its_time_comes(
     status = durable_host.wait(durable_host.start("hourly_monitor", 2))
     first, second = _times(status)
     assert second - first >= timedelta(hours=1)
+
+
+@pytest.mark.durable_time_skipping
+async def test_a_start_scheduled_hours_ahead_runs_at_its_time_at_once(
+    durable_host_async: AsyncHostClient,
+) -> None:
+    at = utc_now() + timedelta(hours=2)
+    client = durable_host_async.client
+    instance_id = await client.start_new("hourly_monitor", input="1", scheduled_start_time=at)
+    (checked,) = _times(await durable_host_async.wait(instance_id))
+    assert checked >= at
 
 
 def test_without_the_marker_timers_wait_for_the_wall_clock(durable_host: HostClient) -> None:

@@ -49,23 +49,42 @@ class DrainRecord:
     """The partitions the process held just before, with their lease expiry."""
     exit_code: int | None = None
     """None: it did not exit within the stop timeout and was killed."""
+    finished_in_drain: int = 0
+    """Ledger activities the process finished between its SIGTERM and its exit: work the drain let
+    complete rather than leave to run again elsewhere."""
     replacement_pid: int | None = None
     problems: list[str] = field(default_factory=list)
 
 
-async def rolling_restarts(cluster: Cluster, hub: TaskHub, rounds: int) -> list[DrainRecord]:
-    """SIGTERM every worker in turn, ``rounds`` times, each replaced and ready before the next."""
+@dataclass(frozen=True)
+class _Scene:
+    """What every drain of a run works on."""
+
+    cluster: Cluster
+    hub: TaskHub
+    http: httpx.AsyncClient
+    ledger: Path
+
+
+async def rolling_restarts(cluster: Cluster, hub: TaskHub, rounds: int, ledger: Path) -> list[DrainRecord]:
+    """SIGTERM every worker in turn, ``rounds`` times, each replaced and ready before the next;
+    ``ledger`` is the directory the ``record`` activity writes to."""
     records: list[DrainRecord] = []
     async with httpx.AsyncClient(timeout=5.0) as http:
+        scene = _Scene(cluster, hub, http, ledger)
         for _ in range(rounds):
             for worker in cluster.workers:
-                records.append(await _drain(len(records) + 1, worker, cluster, hub, http))
+                records.append(await _drain(len(records) + 1, worker, scene))
     return records
 
 
-async def _drain(
-    number: int, worker: Worker, cluster: Cluster, hub: TaskHub, http: httpx.AsyncClient
-) -> DrainRecord:
+def _ledger_lines(ledger: Path, pid: int) -> int:
+    path = ledger / f"ledger-{pid}.txt"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+async def _drain(number: int, worker: Worker, scene: _Scene) -> DrainRecord:
+    cluster, hub = scene.cluster, scene.hub
     pid = worker.pid
     assert pid is not None, "worker was never launched"
     await poll_until(lambda: _owns_nothing(hub, pid), BALANCE_TIMEOUT, TAKEOVER_POLL)
@@ -76,7 +95,9 @@ async def _drain(
     }
     record = DrainRecord(number, datetime.now(UTC), worker.index, pid, held)
     logger.info("drain %d: worker %d (pid %d) holding %s", number, worker.index, pid, sorted(held) or "none")
+    before = _ledger_lines(scene.ledger, pid)
     record.exit_code = await asyncio.to_thread(worker.stop)
+    record.finished_in_drain = _ledger_lines(scene.ledger, pid) - before
     if record.exit_code != 0:
         record.problems.append(f"exited with {record.exit_code} after SIGTERM (0 is a complete drain)")
     kept = [lease.partition_id for lease in await read_leases(hub) if owner_pid(lease.current_owner) == pid]
@@ -84,7 +105,7 @@ async def _drain(
         record.problems.append(f"still named owner of {kept} after it exited: leases not released")
     worker.launch()
     record.replacement_pid = worker.pid
-    await worker.wait_readyz(http)
+    await worker.wait_readyz(scene.http)
     record.problems += await _takeover(hub, cluster, held)
     return record
 

@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 PREFIX = "chaos-"
 EVENT_DELAY = (0.5, 3.0)
 """Seconds between an ``event`` instance's start and its event: before or while it waits, both valid."""
-DRAIN_ESTIMATE = 12.0
+DRAIN_ESTIMATE = 6.0
 """Seconds a drain and the replacement's start take on two busy cores: the load is paced to last
 about as long as the rolling restarts, so that every drain finds work in flight."""
 
@@ -137,7 +137,7 @@ async def _run_in(config: RunConfig, root: Path) -> RunResult:
         await cluster.start()
         async with TaskHub(account, options.hub_name, options.storage_provider.partition_count) as hub:
             workload = build_workload(config.instances, rng, DRAIN_KINDS if config.drains else KINDS)
-            chaos_run = _ChaosRun(config, workload, cluster, api, hub, azurite, rng)
+            chaos_run = _ChaosRun(config, workload, cluster, api, hub, azurite, rng, ledger)
             await chaos_run.faults(result)
             await chaos_run.check(result)
             result.side_effects = side_effect_findings(ledger_counts(ledger), workload.ledger_keys())
@@ -162,6 +162,8 @@ class _ChaosRun:
     hub: TaskHub
     azurite: Azurite
     rng: random.Random
+    ledger: Path
+    """Where the ``record`` activity writes down each run."""
     raised: dict[str, int] = field(default_factory=dict)
     """Instance → how often its event may have been raised."""
 
@@ -176,7 +178,8 @@ class _ChaosRun:
         load = asyncio.create_task(self._load(duration / max(1, config.instances)))
         try:
             if config.drains:
-                result.drains = await rolling_restarts(self.cluster, self.hub, config.drain_rounds)
+                rounds = config.drain_rounds
+                result.drains = await rolling_restarts(self.cluster, self.hub, rounds, self.ledger)
             else:
                 await self._kill_loop(result)
             await load

@@ -90,6 +90,8 @@ def _drain_lines(result: RunResult) -> list[str]:
         f"  drains            {len(result.drains)}, {len(failed)} with problems (exit code, leases kept,"
         " partitions waiting a lease period)",
         f"  side effects      {len(result.side_effects)} ledger task(s) not run exactly once",
+        f"  finished in drain {sum(d.finished_in_drain for d in result.drains)} ledger activities, run to"
+        " completion by a draining worker (informational)",
     ]
 
 
@@ -101,6 +103,7 @@ def _drain_json(drain: DrainRecord) -> dict[str, Any]:
         "pid": drain.pid,
         "partitions": sorted(drain.leases),
         "exit_code": drain.exit_code,
+        "finished_in_drain": drain.finished_in_drain,
         "replacement_pid": drain.replacement_pid,
         "problems": drain.problems,
     }

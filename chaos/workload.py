@@ -14,8 +14,20 @@ from typing import Any
 
 KINDS = ("chain", "fanout", "parent", "timer", "event", "entity")
 """The orchestrator functions of chaos/app, one per shape of work, that the kill scenario runs."""
-DRAIN_KINDS = (*KINDS, "ledger")
-"""What the drain scenario runs: also ``ledger``, whose activities write down each time they run."""
+DRAIN_KINDS = (
+    "ledger",
+    "chain",
+    "ledger",
+    "fanout",
+    "ledger",
+    "parent",
+    "ledger",
+    "timer",
+    "event",
+    "entity",
+)
+"""What the drain scenario runs: every kind, and ``ledger`` (whose activities write down each run and
+take a while, so that drains find them running) for four in ten."""
 MODULUS = 1_000_003
 SHARED_COUNTERS = 4
 """Counters every ``entity`` instance signals; each ends with the sum of its signallers' seeds."""
@@ -109,7 +121,7 @@ def _spec(index: int, kind: str, rng: random.Random) -> InstanceSpec:
         seconds = rng.randint(2, 5)
         return InstanceSpec(instance_id, kind, {"seed": seed, "seconds": seconds}, step(seed))
     if kind == "ledger":
-        width, length, pause = rng.randint(2, 6), rng.randint(2, 4), round(rng.uniform(0.2, 1.0), 2)
+        width, length, pause = rng.randint(2, 6), rng.randint(2, 4), round(rng.uniform(0.5, 2.0), 2)
         expected = chain_output(sum(step(seed + i) for i in range(width)), length)
         sizes = {"seed": seed, "width": width, "length": length, "pause": pause}
         return InstanceSpec(instance_id, kind, sizes, expected)

@@ -132,9 +132,9 @@ def test_each_ledger_task_must_have_run_exactly_once(tmp_path: Path) -> None:
 
 
 def test_the_drain_workload_names_a_ledger_key_per_activity_task() -> None:
-    workload = build_workload(14, random.Random(5), DRAIN_KINDS)
+    workload = build_workload(10, random.Random(5), DRAIN_KINDS)
     ledgers = [spec for spec in workload.instances if spec.kind == "ledger"]
-    assert len(ledgers) == 2
+    assert len(ledgers) == 4
     keys = workload.ledger_keys()
     assert len(keys) == len(set(keys)) == sum(s.payload["width"] + s.payload["length"] for s in ledgers)
     first = ledgers[0]

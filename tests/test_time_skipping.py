@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import itertools
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from durable_ext.clock import SkippingClock
 from durable_ext.history import OrchestrationStatus, OrchestratorStartedEvent, TimerFiredEvent, utc_now
-from durable_ext.testing import AsyncHostClient, HostClient, InstanceStatus
+from durable_ext.testing import AsyncHostClient, DurableTestHost, HostClient, InstanceStatus
 from durable_ext.worker.scheduled import ScheduledMessages
 
 pytestmark = pytest.mark.durable_app("tests/apps/timer_app")
+
+SAMPLE_APP = Path(__file__).resolve().parents[1]
 
 
 def _times(status: InstanceStatus) -> list[datetime]:
@@ -107,6 +110,14 @@ async def test_a_start_scheduled_hours_ahead_runs_at_its_time_at_once(
     instance_id = await client.start_new("hourly_monitor", input="1", scheduled_start_time=at)
     (checked,) = _times(await durable_host_async.wait(instance_id))
     assert checked >= at
+
+
+async def test_a_host_made_by_hand_skips_time_for_the_sample_approval(azurite_connection_string: str) -> None:
+    host = DurableTestHost(SAMPLE_APP, connection_string=azurite_connection_string, time_skipping=True)
+    async with host as client:
+        instance_id = await client.start("approval_workflow", {"timeout_seconds": 30 * 86400})
+        status = await client.wait(instance_id)
+    assert status.output == "timed out"
 
 
 def test_without_the_marker_timers_wait_for_the_wall_clock(durable_host: HostClient) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from benchmarks.counting import CountingAccount, RequestCounter
+from benchmarks.counting import RequestCounter
 from benchmarks.probe import ProbeResult, probe_storage
 from durable_ext.app_loader import FunctionRegistry, load_app
 from durable_ext.client import OrchestrationState, TaskHubClient
@@ -121,7 +121,7 @@ class BenchEnv:
         try:
             self.probe = await probe_storage(self.account, self.probe_iterations)
             self._engine_hub = TaskHub(
-                CountingAccount.wrap(self.account, self.counter), self.hub_name, self.partition_count
+                self.account.observed_by(self.counter), self.hub_name, self.partition_count
             )
             self._client_hub = TaskHub(self.account, self.hub_name, self.partition_count)
             await self._client_hub.create()

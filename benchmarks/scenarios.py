@@ -15,13 +15,19 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import httpx
+from starlette.applications import Starlette
 
 from benchmarks import MANY_STEPS
 from benchmarks.harness import BenchEnv, BenchmarkError, check_output
 from benchmarks.stats import percentile
+from durable_ext.client import TaskHubClient
+from durable_ext.dashboard.api import DashboardOptions, dashboard_mount
+from durable_ext.dashboard.hubs import DashboardHub, HubSet
 from durable_ext.history import (
     EventType,
     OrchestrationStatus,
@@ -29,6 +35,7 @@ from durable_ext.history import (
     OrchestratorStartedEvent,
     TimerFiredEvent,
 )
+from durable_ext.storage.tracking import InstanceState
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,10 @@ class Sizes:
     probe_iterations: int
     timeout: float
     """Seconds one scenario's workload may take before it counts as hung."""
+    dashboard_rows: int = 10_000
+    """Instances rows in the hub the dashboard scenario lists."""
+    dashboard_activities: int = 500
+    """Activities of the orchestration whose history (4 events per activity) the dashboard shows."""
 
 
 FULL = Sizes(
@@ -78,6 +89,8 @@ QUICK = Sizes(
     timer_idle_seconds=5.0,
     probe_iterations=50,
     timeout=120.0,
+    dashboard_rows=500,
+    dashboard_activities=50,
 )
 
 
@@ -471,6 +484,110 @@ async def _timer_facts(env: BenchEnv, instance_id: str) -> _TimerFacts:
     raise BenchmarkError(f"hub {env.hub_name} instance {instance_id}: no TimerFired in its history")
 
 
+DASHBOARD_SAMPLES = 20
+"""Requests timed per dashboard route."""
+_ROWS_IN_FLIGHT = 64
+
+
+async def dashboard(env: BenchEnv, sizes: Sizes) -> Measurement:
+    """Dashboard server time: the first page of ``sizes.dashboard_rows`` instances, and the history and
+    timeline of an orchestration of ``sizes.dashboard_activities`` activities.
+
+    The rows are written through the tracking store as starts write them (fast, no orchestration
+    runs); the history comes from a real run. Requests go through httpx's ASGI transport to the real
+    dashboard app, so each time is the server's work without a network. The dashboard reads through
+    the engine's counted hub object: the requests figure is the dashboard's storage requests (plus
+    the idle engine's polls).
+    """
+    await _insert_dashboard_rows(env, sizes.dashboard_rows)
+    steps = sizes.dashboard_activities
+    await env.run("sequential", steps, expected=steps, instance_id="dashboard-history", timeout=sizes.timeout)
+    hub = DashboardHub.of(TaskHubClient(env.engine.hub))
+    app = Starlette(routes=[dashboard_mount(DashboardOptions(HubSet([hub])))])
+    base = f"http://bench/dashboard/api/hubs/{hub.id}"
+    span = _Span(env)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), timeout=sizes.timeout) as http:
+        with span.measure():
+            first_page = [await _timed(http, f"{base}/instances") for _ in range(DASHBOARD_SAMPLES)]
+            history = [await _history_ms(http, f"{base}/instances/dashboard-history/history")]
+            timeline = [await _timed(http, f"{base}/instances/dashboard-history/timeline")]
+            named = [await _timed(http, f"{base}/instances?name=nothing-by-this-name") for _ in range(3)]
+            counts = [await _timed(http, f"{base}/counts") for _ in range(3)]
+        events = len(
+            (await http.get(f"{base}/instances/dashboard-history/history?top=1000")).json()["events"]
+        )
+    p50 = percentile(first_page, 50)
+    return span.result(
+        p50,
+        "ms",
+        f"rows={sizes.dashboard_rows} history={steps}x4",
+        DASHBOARD_SAMPLES,
+        p50_ms=p50,
+        p99_ms=percentile(first_page, 99),
+        higher_is_better=False,
+        extra={
+            "history_ms": history[0],
+            "timeline_ms": timeline[0],
+            "history_and_timeline_ms": history[0] + timeline[0],
+            "history_events_first_1000": events,
+            "name_filter_page_p50_ms": percentile(named, 50),
+            "counts_p50_ms": percentile(counts, 50),
+        },
+    )
+
+
+async def _insert_dashboard_rows(env: BenchEnv, count: int) -> None:
+    """``count`` Instances rows of finished orchestrations, written as the client writes a start."""
+    created = datetime(2026, 1, 1, tzinfo=UTC)
+    statuses = [OrchestrationStatus.Completed, OrchestrationStatus.Running, OrchestrationStatus.Failed]
+    rows = [
+        InstanceState(
+            instance_id=f"row-{index:06d}",
+            execution_id=f"{index:032x}",
+            name="sequential",
+            input=str(index),
+            custom_status=json.dumps({"step": index % 7}),
+            runtime_status=statuses[index % len(statuses)],
+            created_time=created + timedelta(seconds=index),
+            last_updated_time=created + timedelta(seconds=index + 1),
+        )
+        for index in range(count)
+    ]
+    tracking = env.client.hub.tracking
+    for first in range(0, count, _ROWS_IN_FLIGHT):
+        written = await asyncio.gather(
+            *(tracking.insert_instance(row) for row in rows[first : first + _ROWS_IN_FLIGHT])
+        )
+        if not all(written):
+            raise BenchmarkError(f"hub {env.hub_name}: an Instances row already existed")
+
+
+async def _timed(http: httpx.AsyncClient, url: str) -> float:
+    """Milliseconds the dashboard took to answer ``url`` (which must succeed)."""
+    started = time.perf_counter()
+    response = await http.get(url)
+    elapsed = (time.perf_counter() - started) * 1000
+    if response.status_code != 200:
+        raise BenchmarkError(f"GET {url} answered {response.status_code}: {response.text[:200]}")
+    return elapsed
+
+
+async def _history_ms(http: httpx.AsyncClient, url: str) -> float:
+    """Milliseconds to read a whole history, 1000 events a page."""
+    total = 0.0
+    token: str | None = None
+    while True:
+        query = "?top=1000" + (f"&continuation={token}" if token else "")
+        started = time.perf_counter()
+        response = await http.get(url + query)
+        total += (time.perf_counter() - started) * 1000
+        if response.status_code != 200:
+            raise BenchmarkError(f"GET {url} answered {response.status_code}: {response.text[:200]}")
+        token = response.json()["continuation"]
+        if token is None:
+            return total
+
+
 Scenario = Callable[[BenchEnv, Sizes], Awaitable[Measurement]]
 SCENARIOS: dict[str, Scenario] = {
     "sequential": sequential,
@@ -482,6 +599,7 @@ SCENARIOS: dict[str, Scenario] = {
     "latency": latency,
     "idle": idle,
     "timers": timers,
+    "dashboard": dashboard,
 }
 """The scenarios that run on the engine, in the default order."""
 

@@ -39,6 +39,7 @@ from durable_ext.config import (
     load_host_start_settings,
     load_log_levels,
 )
+from durable_ext.dashboard.command import DashboardCommandOptions, DashboardServer
 from durable_ext.doctor import Finding, diagnose, repair
 from durable_ext.errors import AppLoadError, ConfigError, DurableExtError, ReplayMismatchError
 from durable_ext.history_file import export_history, read_history_file
@@ -617,7 +618,8 @@ def _configure_start(parser: argparse.ArgumentParser) -> None:
         "--admin-port",
         type=_port_base,
         metavar="N",
-        help="also serve the probes (/healthz, /readyz) on port N (default: only on the HTTP port)",
+        help="also serve the probes (/healthz, /readyz), /metrics and /scale on port N "
+        "(default: only on the HTTP port)",
     )
     add_grace_period_argument(parser)
     parser.set_defaults(handler=_run_start)
@@ -716,7 +718,8 @@ def _configure_worker(parser: argparse.ArgumentParser) -> None:
         type=_port_base,
         default=DEFAULT_WORKER_ADMIN_PORT,
         metavar="N",
-        help=f"port of the probes /healthz and /readyz (default: {DEFAULT_WORKER_ADMIN_PORT})",
+        help="port of the probes /healthz and /readyz, /metrics and /scale "
+        f"(default: {DEFAULT_WORKER_ADMIN_PORT})",
     )
     parser.add_argument(
         "--host",
@@ -742,6 +745,75 @@ def _run_worker(args: argparse.Namespace) -> int:
         grace_period=grace_period,
     )
     return _run_host(options, "Worker")
+
+
+# --- dashboard ------------------------------------------------------------------------------------------
+
+
+@command("dashboard", "serve the dashboard for task hubs without running an app")
+def _configure_dashboard(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--hub",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a task hub to show (repeatable; default: every hub found on the accounts)",
+    )
+    parser.add_argument(
+        "--connection",
+        action="append",
+        default=[],
+        metavar="STR",
+        help="a storage connection string, or the name of the setting holding one (repeatable; default: "
+        f"{DEFAULT_CONNECTION_NAME}); settings are the environment and ./local.settings.json",
+    )
+    parser.add_argument(
+        "-p",
+        "--port",
+        type=_port_base,
+        default=DEFAULT_HTTP_PORT,
+        metavar="PORT",
+        help=f"HTTP port (default: {DEFAULT_HTTP_PORT})",
+    )
+    parser.add_argument(
+        "--host",
+        default=DEFAULT_HTTP_ADDRESS,
+        metavar="ADDRESS",
+        help=f"address to listen on (default: {DEFAULT_HTTP_ADDRESS}); anything but loopback requires a "
+        "DURABLE_EXT_SYSTEM_KEY of 16+ characters",
+    )
+    parser.add_argument(
+        "--azurite-port",
+        type=_port_base,
+        default=DEFAULT_PORTS.blob,
+        metavar="N",
+        help="blob port of the Azurite that UseDevelopmentStorage=true means (started when nothing "
+        f"answers there); queue and table use N+1 and N+2 (default: {DEFAULT_PORTS.blob})",
+    )
+    parser.set_defaults(handler=_run_dashboard)
+
+
+def _run_dashboard(args: argparse.Namespace) -> int:
+    options = DashboardCommandOptions(
+        hubs=tuple(args.hub),
+        connections=tuple(args.connection) or (DEFAULT_CONNECTION_NAME,),
+        port=args.port,
+        host=args.host,
+        azurite_ports=_ports_from(args.azurite_port),
+        output=lambda line: print(line, flush=True),
+    )
+    server = DashboardServer(options)
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await server.run(stop)
+
+    asyncio.run(serve())
+    print("Dashboard stopped.", flush=True)
+    return EXIT_OK
 
 
 def _cors(args: argparse.Namespace, defaults: HostStartSettings) -> CorsPolicy | None:

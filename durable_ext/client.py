@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from durable_ext import tracing
 from durable_ext.config import OverridableStates
 from durable_ext.entities import (
     MAX_SIGNAL_DELAY,
@@ -320,40 +321,41 @@ class TaskHubClient:
             scheduled_start_time=scheduled,
             generation=generation,
         )
-        message = client_message(instance_id, execution_id, started)
-        delay = scheduled - self._now() if scheduled is not None else None
-        # Message first, as DT.AS: a crash before the row leaves a message the worker's de-dupe
-        # eventually drops, whereas a row without a message would stay Pending forever.
-        queue = self.hub.control_queue_for(instance_id)
-        held = await queue.put(message, delay, self._handoff)
+        with tracing.create_orchestration(started):
+            message = client_message(instance_id, execution_id, started)
+            delay = scheduled - self._now() if scheduled is not None else None
+            # Message first, as DT.AS: a crash before the row leaves a message the worker's de-dupe
+            # eventually drops, whereas a row without a message would stay Pending forever.
+            queue = self.hub.control_queue_for(instance_id)
+            held = await queue.put(message, delay, self._handoff)
 
-        row_input = input
-        if len(message.encode().encode("utf-8")) > MAX_QUEUE_PAYLOAD_BYTES:
-            # The queue layer put the message in a blob; like DT.AS the row points at that blob, and
-            # readers take the input out of the ExecutionStarted message stored there.
-            row_input = self.hub.large_messages.url(message.large_message_blob_name())
-        row = InstanceState(
-            instance_id=instance_id,
-            execution_id=execution_id,
-            name=name,
-            version=version,
-            input=row_input,
-            runtime_status=OrchestrationStatus.Pending,
-            created_time=started.timestamp,
-            last_updated_time=utc_now(),
-            scheduled_start_time=scheduled,
-            generation=generation,
-            tags=tags,
-            task_hub_name=self._hub_name,
-        )
-        try:
-            await self._write_pending_row(row, existing)
-        finally:
-            # Hand over only now, whether this start won or lost: the worker's de-dupe reads this
-            # row to tell a start that won from one that lost a race, and would otherwise find no
-            # row yet and back off.
-            if self._handoff is not None:
-                queue.hand_over(self._handoff, held)
+            row_input = input
+            if len(message.encode().encode("utf-8")) > MAX_QUEUE_PAYLOAD_BYTES:
+                # The queue layer put the message in a blob; like DT.AS the row points at that blob, and
+                # readers take the input out of the ExecutionStarted message stored there.
+                row_input = self.hub.large_messages.url(message.large_message_blob_name())
+            row = InstanceState(
+                instance_id=instance_id,
+                execution_id=execution_id,
+                name=name,
+                version=version,
+                input=row_input,
+                runtime_status=OrchestrationStatus.Pending,
+                created_time=started.timestamp,
+                last_updated_time=utc_now(),
+                scheduled_start_time=scheduled,
+                generation=generation,
+                tags=tags,
+                task_hub_name=self._hub_name,
+            )
+            try:
+                await self._write_pending_row(row, existing)
+            finally:
+                # Hand over only now, whether this start won or lost: the worker's de-dupe reads this
+                # row to tell a start that won from one that lost a race, and would otherwise find no
+                # row yet and back off.
+                if self._handoff is not None:
+                    queue.hand_over(self._handoff, held)
         self._log.instance(instance_id).info(
             "scheduled %s (execution %s, generation %d)", name, execution_id, generation
         )
@@ -691,21 +693,24 @@ class TaskHubClient:
         if not operation:
             raise ValidationError("an entity operation needs a non-empty name")
         self._check_payload("entity operation input", input)
-        event = request_event(
-            entity_id,
-            operation,
-            input,
-            request_id=str(uuid.uuid4()),
-            is_signal=True,
-            parent_instance_id=None,
-            parent_execution_id=None,
-            scheduled_time=scheduled_time,
-        )
         delay = None
         if scheduled_time is not None:
             # The entity re-queues a signal that arrives early; the queue caps one delay at 6 days.
             delay = min(as_utc(scheduled_time) - self._now(), MAX_SIGNAL_DELAY)  # type: ignore[operator]
-        await self._send(entity_id, client_message(entity_id, None, event), delay)
+        entity_name, _ = parse_entity_instance_id(entity_id)
+        with tracing.signal_entity(entity_id, entity_name, operation) as trace:
+            event = request_event(
+                entity_id,
+                operation,
+                input,
+                request_id=str(uuid.uuid4()),
+                is_signal=True,
+                parent_instance_id=None,
+                parent_execution_id=None,
+                scheduled_time=scheduled_time,
+                trace=trace,
+            )
+            await self._send(entity_id, client_message(entity_id, None, event), delay)
         self._log.instance(entity_id).info("signalled %s", operation)
 
     async def read_entity_state(self, entity_id: str) -> EntitySnapshot:

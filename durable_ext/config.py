@@ -412,7 +412,9 @@ def _check_unimplemented_sections(
     Functions default (:class:`_OnlyDefault`).
     """
     tracing = _subsection(durable_json, "tracing", _TRACING_PATH, origin)
-    _read_section(tracing, origin, overrides, _TRACING_PATH, _TRACING_FIELDS, warn_unknown=True)
+    _check_distributed_tracing(
+        _read_section(tracing, origin, overrides, _TRACING_PATH, _TRACING_FIELDS, warn_unknown=True)
+    )
     lease = _subsection(durable_json, "appLeaseOptions", _APP_LEASE_PATH, origin)
     _read_section(lease, origin, overrides, _APP_LEASE_PATH, _APP_LEASE_FIELDS, warn_unknown=True)
     notifications = _subsection(durable_json, "notifications", _NOTIFICATIONS_PATH, origin)
@@ -421,20 +423,56 @@ def _check_unimplemented_sections(
     _read_section(event_grid, origin, overrides, _EVENT_GRID_PATH, _EVENT_GRID_FIELDS, warn_unknown=True)
 
 
+_TRACING_PROTOCOLS = ("HttpCorrelationProtocol", "W3CTraceContext")
+
+
+def _check_distributed_tracing(values: Mapping[str, _Value]) -> None:
+    """Accept ``tracing.distributedTracingEnabled`` with ``version`` V2 only.
+
+    V2 is DurableTask.Core's W3C trace context in the history events and queue messages, which
+    durable_ext carries and exports through OpenTelemetry. V1 (Durable Functions' default) is the older
+    correlation protocol of the Application Insights SDK, which it does not implement. As in Durable
+    Functions, ``version`` and ``distributedTracingProtocol`` are read only when tracing is enabled,
+    and V2 always speaks W3C trace context, whatever the protocol says.
+    """
+    enabled = values.get("distributedTracingEnabled")
+    if enabled is None or not enabled.value:
+        return
+    protocol = values.get("distributedTracingProtocol")
+    if protocol is not None and protocol.value not in _TRACING_PROTOCOLS:
+        raise ConfigError(
+            f"Invalid {protocol.dotted} in {protocol.origin}: {protocol.value!r} is not one of "
+            f"{', '.join(_TRACING_PROTOCOLS)}"
+        )
+    version = values.get("version")
+    if version is None or str(version.value).upper() != "V2":
+        written = (
+            f"{version.dotted} = {json.dumps(version.value)} in {version.origin}"
+            if version is not None
+            else f"{enabled.dotted} = true in {enabled.origin} without tracing.version"
+        )
+        raise ConfigError(
+            f"Unsupported {written}: durable_ext implements distributed tracing V2 (W3C trace context, "
+            'exported through OpenTelemetry, see README "Tracing"), not V1, the Application Insights '
+            'correlation protocol Durable Functions uses by default; set tracing.version to "V2"'
+        )
+
+
 TELEMETRY_SETTINGS = ("APPLICATIONINSIGHTS_CONNECTION_STRING", "APPINSIGHTS_INSTRUMENTATIONKEY")
 """App settings that turn on telemetry to Application Insights under the Functions host."""
 
 
 def _check_telemetry(local_values: Mapping[str, str], environ: Mapping[str, str], local_path: Path) -> None:
     """Refuse the app settings that would send telemetry to Application Insights, which durable_ext
-    cannot do yet; the host.json ``logging.applicationInsights`` section only tunes that telemetry
+    cannot do; the host.json ``logging.applicationInsights`` section only tunes that telemetry
     (sampling, live metrics), so it is accepted as it is."""
     for name in TELEMETRY_SETTINGS:
         for values, origin in ((environ, "environment variable"), (local_values, f"setting in {local_path}")):
             if _lookup_setting(values, name):
                 raise ConfigError(
                     f"App setting {name} ({origin}) is set, but durable_ext cannot send telemetry to "
-                    "Application Insights yet (OpenTelemetry export is planned): remove it to run here"
+                    "Application Insights: remove it to run here, and export OpenTelemetry traces with "
+                    "OTEL_TRACES_EXPORTER instead (README, Tracing)"
                 )
 
 
@@ -666,15 +704,9 @@ _TRACING_FIELDS = (
         bool,
         only_default=_OnlyDefault(_equals(False), "false", _NO_TRACKING_EVENTS),
     ),
-    _Field(
-        "distributedTracingEnabled",
-        "",
-        bool,
-        only_default=_OnlyDefault(
-            _equals(False), "false", "distributed tracing is not supported yet (OpenTelemetry is planned)"
-        ),
-    ),
-    # Read only when distributedTracingEnabled is true, in Durable Functions too.
+    # Distributed tracing is checked as a whole (_check_distributed_tracing); spans are exported when
+    # the OTEL_* variables name an exporter (durable_ext/tracing.py).
+    _Field("distributedTracingEnabled", "", bool),
     _Field("distributedTracingProtocol", "", str),
     _Field("version", "", str),
 )

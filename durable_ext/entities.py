@@ -37,7 +37,7 @@ from typing import Any
 
 from durable_ext.errors import MessageFormatError, ValidationError
 from durable_ext.executor import ActionKind, ScheduledAction
-from durable_ext.history import EventRaisedEvent, EventSentEvent, FailureDetails, utc_now
+from durable_ext.history import EventRaisedEvent, EventSentEvent, FailureDetails, TraceContext, utc_now
 from durable_ext.wire import format_datetime, from_json_object, parse_datetime, to_json_object
 
 logger = logging.getLogger(__name__)
@@ -60,8 +60,11 @@ _DOTNET_MIN_DATETIME = "0001-01-01T00:00:00"
 _DELAYED_PREFIX = REQUEST_EVENT_NAME + "@"
 # RequestMessage members this module models; any other member is kept verbatim in `extra`.
 _REQUEST_MEMBERS = frozenset(
-    {"op", "signal", "input", "id", "parent", "parentExecution", "due", "Timestamp", "Predecessor"}
-)
+    {
+        "op", "signal", "input", "id", "parent", "parentExecution", "due", "Timestamp", "Predecessor",
+        "parentTraceContext", "requestTime",
+    }
+)  # fmt: skip
 
 
 def _dumps(value: Any) -> str:
@@ -93,6 +96,14 @@ def _dotnet_datetime(value: datetime | None) -> str:
 def _optional_datetime(data: Mapping[str, Any], key: str, what: str) -> datetime | None:
     raw = _optional_str(data, key, what)
     return None if raw is None or raw.startswith(_DOTNET_MIN_DATETIME) else parse_datetime(raw)
+
+
+def _trace_context(value: Any, what: str) -> TraceContext | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise MessageFormatError(f"{what}: member 'parentTraceContext' must be an object, not {value!r}")
+    return from_json_object(TraceContext, value)
 
 
 def _round_trip_o(value: datetime) -> str:
@@ -138,8 +149,8 @@ class EntityRequest:
     """An operation sent to an entity: the .NET ``RequestMessage``.
 
     ``input`` is the wire ``input`` member verbatim (double-encoded JSON for df apps, see the module
-    docstring); ``extra`` keeps members this module does not model (``lockset``, ``pos``,
-    ``parentTraceContext``, ...) so that a request read from storage is written back unchanged.
+    docstring); ``extra`` keeps members this module does not model (``lockset``, ``pos``, ...) so that
+    a request read from storage is written back unchanged.
     """
 
     id: str
@@ -156,6 +167,10 @@ class EntityRequest:
     """Sender's time, for the .NET message sorter; None is written as DateTime.MinValue, as a client does."""
     predecessor: datetime | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    parent_trace_context: TraceContext | None = None
+    """The W3C trace context of the caller's span (``parentTraceContext``, durable_ext/tracing.py)."""
+    request_time: datetime | None = None
+    """When the caller sent it (``requestTime``), the start of a call's client span."""
 
     @property
     def event_name(self) -> str:
@@ -181,6 +196,10 @@ class EntityRequest:
         data["Timestamp"] = _dotnet_datetime(self.timestamp)
         data["Predecessor"] = _dotnet_datetime(self.predecessor)
         data.update(self.extra)
+        if self.parent_trace_context is not None:
+            data["parentTraceContext"] = to_json_object(self.parent_trace_context, typed=False)
+        if self.request_time is not None:
+            data["requestTime"] = format_datetime(self.request_time)
         return data
 
     def to_json_text(self) -> str:
@@ -206,6 +225,8 @@ class EntityRequest:
             timestamp=_optional_datetime(data, "Timestamp", what),
             predecessor=_optional_datetime(data, "Predecessor", what),
             extra={k: v for k, v in data.items() if k not in _REQUEST_MEMBERS},
+            parent_trace_context=_trace_context(data.get("parentTraceContext"), what),
+            request_time=_optional_datetime(data, "requestTime", what),
         )
 
     @classmethod
@@ -349,6 +370,8 @@ class OperationOutcome:
     error: str | None
     """The error message, decoded, when ``is_error``."""
     duration_ms: float
+    started_ms: float | None = None
+    """When it started, in milliseconds since the epoch, as df reports it (``startTime``)."""
 
 
 @dataclass
@@ -491,12 +514,14 @@ def _outcome(request: EntityRequest, result: Mapping[str, Any]) -> OperationOutc
     value = _optional_str(result, "result", "entity operation result")
     is_error = result.get("isError") is True
     duration = result.get("duration")
+    started = result.get("startTime")
     return OperationOutcome(
         request=request,
         result=value,
         is_error=is_error,
         error=_error_text(value) if is_error else None,
         duration_ms=float(duration) if isinstance(duration, int | float) else 0.0,
+        started_ms=float(started) if isinstance(started, int | float) else None,
     )
 
 
@@ -563,12 +588,14 @@ def request_event(
     parent_execution_id: str | None,
     scheduled_time: datetime | None,
     now: datetime | None = None,
+    trace: TraceContext | None = None,
 ) -> EventRaisedEvent:
     """The event an orchestration or client sends to entity ``target_instance_id``.
 
     ``input_json`` is the JSON text of the operation input (None for none). A delayed signal is named
     ``op@{time}``: the due time, or ``now`` + :data:`SIGNAL_DELAY_HOP` when it is more than
     :data:`MAX_SIGNAL_DELAY` away (queue messages cannot wait longer); ``due`` keeps the real time.
+    ``trace`` is the sender's span, which the request carries with its send time.
     """
     parse_entity_instance_id(target_instance_id)
     if not operation:
@@ -585,6 +612,8 @@ def request_event(
         parent_instance_id=parent_instance_id,
         parent_execution_id=parent_execution_id,
         scheduled_time=scheduled_time,
+        parent_trace_context=trace,
+        request_time=(now or utc_now()) if trace is not None else None,
     )
     event = request.to_event()
     if scheduled_time is not None:
@@ -606,13 +635,19 @@ def call_request_id(instance_id: str, execution_id: str, event_id: int) -> str:
 
 
 def event_sent_for_call(
-    action: ScheduledAction, *, instance_id: str, execution_id: str, timestamp: datetime
+    action: ScheduledAction,
+    *,
+    instance_id: str,
+    execution_id: str,
+    timestamp: datetime,
+    trace: TraceContext | None = None,
 ) -> EventSentEvent:
     """The history event recording an orchestration's CallEntity or SignalEntity action.
 
     ``EventSent`` with the entity's instance ID, name ``op`` and the ``RequestMessage`` JSON as input;
     df's replay reads the call's response name from its ``id``. ``timestamp`` is the episode's
-    orchestrator time (also the request's sorter timestamp). Deliver it with :func:`delivery_event`.
+    orchestrator time (also the request's sorter timestamp and, with the orchestration's span
+    ``trace``, its request time). Deliver it with :func:`delivery_event`.
     """
     if action.kind not in (ActionKind.CALL_ENTITY, ActionKind.SIGNAL_ENTITY):
         raise ValidationError(f"action {action.event_id} is a {action.kind.value}, not an entity action")
@@ -627,6 +662,8 @@ def event_sent_for_call(
         parent_instance_id=instance_id,
         parent_execution_id=execution_id,
         timestamp=timestamp,
+        parent_trace_context=trace,
+        request_time=timestamp if trace is not None else None,
     )
     return EventSentEvent(
         event_id=action.event_id,

@@ -446,7 +446,7 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_command_registry() -> None:
     assert list(COMMANDS) == [
-        *("init", "hub", "azurite", "start", "worker", "doctor", "lint", "history", "replay")
+        *("init", "hub", "azurite", "start", "worker", "dashboard", "doctor", "lint", "history", "replay")
     ]
 
 

@@ -505,7 +505,6 @@ def test_unimplemented_settings_at_their_defaults_are_quiet(
     [
         ({"tracing": {"traceInputsAndOutputs": True}}, "tracing.traceInputsAndOutputs"),
         ({"tracing": {"traceReplayEvents": True}}, "tracing.traceReplayEvents"),
-        ({"tracing": {"distributedTracingEnabled": True}}, "tracing.distributedTracingEnabled"),
         ({"notifications": {"eventGrid": {"topicEndpoint": "https://t"}}}, "eventGrid.topicEndpoint"),
         ({"localRpcEndpointEnabled": False}, "localRpcEndpointEnabled"),
         ({"appLeaseOptions": {"acquireInterval": "00:01:00"}}, "appLeaseOptions.acquireInterval"),
@@ -534,6 +533,37 @@ def test_unimplemented_settings_off_their_defaults_are_refused(
     assert "\n" not in message
     assert f"{key} = " in message and str(app / "host.json") in message
     assert message.startswith("Unsupported ") and "the Durable Functions default" in message
+
+
+@pytest.mark.parametrize(
+    ("tracing", "message"),
+    [
+        ({"distributedTracingEnabled": True}, "tracing.distributedTracingEnabled = true in .* without"),
+        ({"distributedTracingEnabled": True, "version": "V1"}, 'tracing.version = "V1" in'),
+        (
+            {"distributedTracingEnabled": True, "version": "V2", "distributedTracingProtocol": "Zipkin"},
+            "'Zipkin' is not one of HttpCorrelationProtocol, W3CTraceContext",
+        ),
+    ],
+)
+def test_distributed_tracing_other_than_v2_is_refused(
+    tmp_path: Path, tracing: dict[str, Any], message: str
+) -> None:
+    app = write_app(tmp_path, host=durable_host({"tracing": tracing}))
+    with pytest.raises(ConfigError, match=message):
+        load_config(app, environ={})
+
+
+def test_distributed_tracing_v2_is_accepted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tracing = {
+        "distributedTracingEnabled": True,
+        "version": "V2",
+        "distributedTracingProtocol": "W3CTraceContext",
+    }
+    app = write_app(tmp_path, host=durable_host({"tracing": tracing}))
+    with caplog.at_level(logging.WARNING, logger="durable_ext.config"):
+        load_config(app, environ={})
+    assert caplog.records == []
 
 
 def test_unimplemented_setting_refused_from_an_override(tmp_path: Path) -> None:

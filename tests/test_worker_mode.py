@@ -68,6 +68,32 @@ def worker_command(app: Path, admin_port: int, grace_seconds: float = GRACE_SECO
     return [*command, "--admin-port", str(admin_port), "--grace-period", str(grace_seconds)]
 
 
+@contextmanager
+def start_and_worker(
+    app: Path, tmp_path: Path, connection_string: str, start_settings: dict[str, str]
+) -> Iterator[tuple[Process, Process, int]]:
+    """``start`` (with ``start_settings`` and an admin port) and a ``worker`` on ``app``, both ready;
+    yields them and the admin port."""
+    start_port, admin_port, worker_port = distinct_free_ports(3)
+    with (
+        spawn(
+            [*start_command(app, start_port), "--admin-port", str(admin_port)],
+            host_env(connection_string, start_settings),
+            f"http://127.0.0.1:{start_port}",
+            tmp_path / "start.log",
+            "Host ready",
+        ) as start,
+        spawn(
+            worker_command(app, worker_port),
+            host_env(connection_string),
+            f"http://127.0.0.1:{worker_port}",
+            tmp_path / "worker.log",
+            "Worker ready",
+        ) as worker,
+    ):
+        yield start, worker, admin_port
+
+
 def wait_for(condition: Callable[[], object], what: str, timeout: float = TIMEOUT) -> Any:
     """Poll ``condition`` until it answers something true (returned), failing after ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -106,23 +132,10 @@ def test_worker_runs_beside_start_and_drains_on_sigterm(
     app = sample_app_dir(tmp_path, hub, extra_blueprints=[REPO / "tests" / "apps" / "slow_step.py"])
     marks = tmp_path / "marks"
     marks.mkdir()
-    start_port, admin_port, worker_port = distinct_free_ports(3)
-    start_env = host_env(azurite_connection_string, {"DURABLE_EXT_SYSTEM_KEY": SYSTEM_KEY})
     with (
-        spawn(
-            [*start_command(app, start_port), "--admin-port", str(admin_port)],
-            start_env,
-            f"http://127.0.0.1:{start_port}",
-            tmp_path / "start.log",
-            "Host ready",
-        ) as start,
-        spawn(
-            worker_command(app, worker_port),
-            host_env(azurite_connection_string),
-            f"http://127.0.0.1:{worker_port}",
-            tmp_path / "worker.log",
-            "Worker ready",
-        ) as worker,
+        start_and_worker(
+            app, tmp_path, azurite_connection_string, {"DURABLE_EXT_SYSTEM_KEY": SYSTEM_KEY}
+        ) as (start, worker, admin_port),
         httpx.Client(timeout=30) as http,
     ):
         # The probes need no key, even where the management API does; the worker serves nothing else.

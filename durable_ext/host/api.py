@@ -286,7 +286,7 @@ async def not_found_answer(request: Request, exc: Exception) -> Response:
     catch-all, yet is still the API's to answer; elsewhere the answer stays a plain 404.
     """
     if request.url.path.startswith(f"{MANAGEMENT_PREFIX}/"):
-        return _error(404, f"no management API route {request.method} {_loggable(request.url.path)}")
+        return _error(404, f"no management API route {request.method} {loggable(request.url.path)}")
     return PlainTextResponse("Not Found", status_code=404)
 
 
@@ -578,8 +578,8 @@ class _ManagementApi:
 
     async def run(self, endpoint: Endpoint, request: Request) -> Response:
         """Answer ``request`` with ``endpoint``: the key check, the query, the hub check, errors → status."""
-        log = self._log.instance(_loggable(request.path_params.get("instanceId", "-")))
-        line = f"{request.method} {_loggable(_public_path(request))}"
+        log = self._log.instance(loggable(request.path_params.get("instanceId", "-")))
+        line = f"{request.method} {loggable(_public_path(request))}"
         if not endpoint.public and not self._authorized(request):
             log.warning("%s refused: missing or wrong system key", line)
             return _error(401, "a valid system key is required as ?code= or the x-functions-key header")
@@ -594,21 +594,7 @@ class _ManagementApi:
 
     def _failure(self, log: ContextLog, line: str, exc: Exception) -> Response:
         """The answer to a handler that raised: 503 for a storage outage, the error's status, or 500."""
-        if storage_health.failed(self.storage, exc):
-            # The outage itself is logged once by storage_health; each refused request only at INFO.
-            log.info("%s -> 503: storage unreachable", line)
-            return _error(
-                503,
-                f"storage is unreachable: {describe_outage(exc)}",
-                headers={"Retry-After": _OUTAGE_RETRY_AFTER},
-            )
-        if isinstance(exc, DurableExtError):
-            status = exc.http_status
-            # Only a failure of ours is an error; the rest answers what the caller asked for.
-            (log.info if exc.caller_mistake else log.error)("%s -> %d: %s", line, status, exc)
-            return _error(status, str(exc))
-        log.error("%s failed", line, exc_info=exc)
-        return _error(500, "the management API failed unexpectedly; see the host log")
+        return failure_response(self.storage, log, line, exc, "the management API")
 
     def _authorized(self, request: Request) -> bool:
         return self.system_key is None or presents_key(request, self.system_key)
@@ -634,7 +620,7 @@ class _ManagementApi:
         urls = ManagementUrls(base, common_query(self.hub_name, self.connection_name, self.system_key))
         body = urls.for_instance(instance_id, quote(instance_id, safe=""))
         headers = {"Location": body["statusQueryGetUri"], "Retry-After": _CHECK_STATUS_RETRY_AFTER}
-        return _JSONResponse(body, status_code=202, headers=headers)
+        return SafeJSONResponse(body, status_code=202, headers=headers)
 
     async def _read_body(self, request: Request) -> str:
         body = await read_body(request, self.max_body_bytes)
@@ -687,7 +673,7 @@ class _ManagementApi:
         except TimeoutError:
             return self._check_status_response(request, instance_id)
         if state.runtime_status is OrchestrationStatus.Completed:
-            return _JSONResponse(json_value(state.output))
+            return SafeJSONResponse(json_value(state.output))
         return self._status_response(request, status_json(state, show_input=query.show_input), query)
 
     async def _get_status(self, request: Request, query: StatusFlags) -> Response:
@@ -709,9 +695,9 @@ class _ManagementApi:
         if status is None or OrchestrationStatus[status] in _RUNNING:
             location = str(request.url.replace(path=quote(_public_path(request))))
             headers = {"Location": location, "Retry-After": _STATUS_RETRY_AFTER}
-            return _JSONResponse(body, status_code=202, headers=headers)
+            return SafeJSONResponse(body, status_code=202, headers=headers)
         failed = status == OrchestrationStatus.Failed.name
-        return _JSONResponse(
+        return SafeJSONResponse(
             body, status_code=500 if failed and query.return_internal_server_error_on_failure else 200
         )
 
@@ -735,7 +721,7 @@ class _ManagementApi:
         if await self.client.purge_instance(instance_id) == 0:
             raise self._missing(f"instance with ID {instance_id!r}")
         purged: PurgedJson = {"instancesDeleted": 1}
-        return _JSONResponse(purged)
+        return SafeJSONResponse(purged)
 
     async def _purge_instances(self, request: Request, query: PurgeQuery) -> Response:
         deleted = await self.client.purge_instances(
@@ -744,7 +730,7 @@ class _ManagementApi:
         if deleted == 0:
             raise InstanceNotFoundError("no ended instances matched the filter")
         purged: PurgedJson = {"instancesDeleted": deleted}
-        return _JSONResponse(purged)
+        return SafeJSONResponse(purged)
 
     async def _terminate(self, request: Request, query: ReasonQuery) -> Response:
         await self.client.terminate(request.path_params["instanceId"], query.reason)
@@ -799,7 +785,7 @@ class _ManagementApi:
         if not snapshot.exists:
             raise self._missing(f"entity {entity_id!r}")
         # Parsed and written again rather than passed on: the stored text may not be valid JSON.
-        return _JSONResponse(json_value(snapshot.state))
+        return SafeJSONResponse(json_value(snapshot.state))
 
     async def _list_entities(self, request: Request, query: EntityListQuery) -> Response:
         result = await self.client.query_entities(
@@ -819,11 +805,11 @@ class _ManagementApi:
             min_idle=ENTITY_CLEAN_MIN_IDLE if idle is None else timedelta(seconds=idle)
         )
         cleaned: CleanedJson = {"numberOfEmptyEntitiesRemoved": removed}
-        return _JSONResponse(cleaned)
+        return SafeJSONResponse(cleaned)
 
     async def _openapi(self, request: Request, query: HubQuery) -> Response:
         """The API's OpenAPI document; public, as it holds no instance data."""
-        return _JSONResponse(self.document)
+        return SafeJSONResponse(self.document)
 
     async def _not_found(self, request: Request, query: HubQuery) -> Response:
         raise InstanceNotFoundError(f"no management API route {request.method} {_public_path(request)}")
@@ -852,7 +838,7 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
-def _loggable(text: str) -> str:
+def loggable(text: str) -> str:
     """``text`` with control characters escaped: request paths are untrusted and end up in log lines."""
     return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
@@ -871,7 +857,7 @@ def _public_path(request: Request) -> str:
     return path
 
 
-class _JSONResponse(JSONResponse):
+class SafeJSONResponse(JSONResponse):
     """Starlette's JSONResponse, but a str holding a lone surrogate (stored by another tool) is escaped
     as ``\\udXXX`` instead of failing the UTF-8 encoding."""
 
@@ -884,8 +870,28 @@ class _JSONResponse(JSONResponse):
 
 def _page_response(body: list[StatusJson] | list[EntityJson], continuation_token: str | None) -> JSONResponse:
     headers = {CONTINUATION_HEADER: continuation_token} if continuation_token else None
-    return _JSONResponse(body, headers=headers)
+    return SafeJSONResponse(body, headers=headers)
+
+
+def failure_response(storage: str, log: ContextLog, line: str, exc: Exception, what: str) -> JSONResponse:
+    """The JSON answer to a request ``what`` failed with ``exc``: 503 while the storage account
+    ``storage`` is unreachable, the status of a DurableExtError, else 500 (logged with its traceback)."""
+    if storage_health.failed(storage, exc):
+        # The outage itself is logged once by storage_health; each refused request only at INFO.
+        log.info("%s -> 503: storage unreachable", line)
+        return _error(
+            503,
+            f"storage is unreachable: {describe_outage(exc)}",
+            headers={"Retry-After": _OUTAGE_RETRY_AFTER},
+        )
+    if isinstance(exc, DurableExtError):
+        status = exc.http_status
+        # Only a failure of ours is an error; the rest answers what the caller asked for.
+        (log.info if exc.caller_mistake else log.error)("%s -> %d: %s", line, status, exc)
+        return _error(status, str(exc))
+    log.error("%s failed", line, exc_info=exc)
+    return _error(500, f"{what} failed unexpectedly; see the host log")
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return _JSONResponse(error_json(message), status_code=status, headers=headers)
+    return SafeJSONResponse(error_json(message), status_code=status, headers=headers)

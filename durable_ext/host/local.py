@@ -3,7 +3,7 @@
 It does what the Functions host and the Durable Task extension do on a developer machine: apply the
 app settings, start Azurite when the app uses ``UseDevelopmentStorage=true`` and nothing answers on
 Azurite's ports, create the task hub, import the app, run the engine, and serve the HTTP-triggered
-functions and the Durable Functions management API over HTTP, with the health probes.
+functions, the Durable Functions management API and the dashboard over HTTP, with the health probes.
 
 As a worker (``worker``) it runs the engine only: its listener serves the probes and nothing else, and
 it never starts Azurite. On SIGTERM or SIGINT both drain the engine (:meth:`Engine.drain`).
@@ -29,6 +29,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 
+from durable_ext import tracing
 from durable_ext.app_loader import (
     FunctionKind,
     FunctionRegistry,
@@ -38,6 +39,8 @@ from durable_ext.app_loader import (
 )
 from durable_ext.client import TaskHubClient
 from durable_ext.config import HOST_JSON, HostConfig, load_config
+from durable_ext.dashboard.api import DASHBOARD_PREFIX, DashboardOptions, dashboard_mount
+from durable_ext.dashboard.hubs import DashboardHub, HubSet, read_only_from
 from durable_ext.errors import ConfigError
 from durable_ext.host.admin import AdminContext, admin_routes
 from durable_ext.host.api import management_mounts, new_rpc_path, not_found_answer
@@ -53,8 +56,10 @@ from durable_ext.host.cors import CorsMiddleware, CorsPolicy
 from durable_ext.host.df_json import client_binding_json
 from durable_ext.host.guard import check_system_key, presents_key
 from durable_ext.host.http import http_trigger_routes
+from durable_ext.host.metrics import metrics_routes
 from durable_ext.host.probes import probe_routes, probes_app
 from durable_ext.host.supervisor import supervise
+from durable_ext.host.traces import TracingMiddleware
 from durable_ext.storage.account import DEV_HOST, StorageAccount
 from durable_ext.storage.outage import storage_health
 from durable_ext.storage.taskhub import TaskHub
@@ -102,12 +107,14 @@ class LocalHostOptions:
     worker: bool = False
     """Run the engine only (``worker``): ``port`` serves the probes alone, Azurite is never started."""
     admin_port: int | None = None
-    """A second listener, on ``host``, serving only the probes (``--admin-port``); None: none."""
+    """A second listener, on ``host``, serving only the probes, ``/metrics`` and ``/scale``
+    (``--admin-port``); None: none."""
     grace_period: timedelta = DEFAULT_GRACE_PERIOD
     """How long a stop waits for in-flight episodes and activities before the process exits anyway."""
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a listening address) is reachable from this machine only."""
     if host == "localhost":
         return True
     try:
@@ -139,6 +146,29 @@ def self_address(host: str) -> str:
     return f"[{address}]" if address.version == 6 else str(address)
 
 
+def ensure_azurite(
+    account: StorageAccount, ports: AzuritePorts, location: Path | None, output: Callable[[str], None]
+) -> Azurite | None:
+    """Start Azurite on ``ports`` when ``account`` is ``UseDevelopmentStorage=true`` and nothing answers
+    there; returns it (the caller stops it), or None when nothing was started.
+
+    ``location`` keeps its data (None: in memory).
+    """
+    if not account.development_storage or ports_answer(DEV_HOST, ports):
+        return None
+    if location is not None:
+        location.mkdir(parents=True, exist_ok=True)
+    # Found (or installed, which says so and reports progress) before "Starting Azurite" is printed.
+    executable = find_azurite(progress=output)
+    output(
+        f"Starting Azurite on ports {ports.blob}-{ports.table} "
+        f"({'in memory' if location is None else location})..."
+    )
+    azurite = Azurite(ports=ports, location=location, executable=executable)
+    azurite.start()
+    return azurite
+
+
 class LocalHost:
     """Runs one Functions app locally: settings, storage, task hub, engine, HTTP."""
 
@@ -148,7 +178,7 @@ class LocalHost:
         self.config: HostConfig = load_config(self.app_dir)
         self.system_key = self.config.settings.get(SYSTEM_KEY_SETTING) or None
         # A worker's listener serves only the probes, which need no key and give nothing away.
-        exposed = not _is_loopback(options.host) and not options.worker
+        exposed = not is_loopback(options.host) and not options.worker
         if exposed and not self.system_key:
             raise ConfigError(
                 f"listening on {options.host} exposes the management API beyond this machine: set the "
@@ -156,6 +186,15 @@ class LocalHost:
             )
         if self.system_key is not None:
             check_system_key(self.system_key, setting=SYSTEM_KEY_SETTING, exposed=exposed)
+        elif not is_loopback(options.host):
+            logger.warning(
+                "without %s, /metrics and /scale on %s answer anyone who reaches the port: they name the "
+                "task hub's queues and its load",
+                SYSTEM_KEY_SETTING,
+                options.host,
+            )
+        # A wrong exporter name stops the host before anything starts.
+        tracing.exporter_names(self.config.settings)
         self.azurite: Azurite | None = None
         self.registry: FunctionRegistry | None = None
         """The functions this host loads and serves (the app's, less those an allow list leaves out)."""
@@ -184,20 +223,8 @@ class LocalHost:
         return dataclasses.replace(moved, development_storage=True)
 
     def _ensure_azurite(self, account: StorageAccount) -> None:
-        ports = self.options.azurite_ports
-        if not account.development_storage or ports_answer(DEV_HOST, ports):
-            return
         location = None if self.options.azurite_in_memory else self.app_dir / AZURITE_DATA_DIR
-        if location is not None:
-            location.mkdir(parents=True, exist_ok=True)
-        # Found (or installed, which says so and reports progress) before "Starting Azurite" is printed.
-        executable = find_azurite(progress=self.options.output)
-        self.options.output(
-            f"Starting Azurite on ports {ports.blob}-{ports.table} "
-            f"({'in memory' if location is None else location})..."
-        )
-        self.azurite = Azurite(ports=ports, location=location, executable=executable)
-        self.azurite.start()
+        self.azurite = ensure_azurite(account, self.options.azurite_ports, location, self.options.output)
 
     def _check_ports(self) -> None:
         ports = {self.options.port: "--admin-port" if self.options.worker else "--port"}
@@ -218,6 +245,8 @@ class LocalHost:
     async def prepare(self) -> StorageAccount:
         """Load settings and the app, make sure storage answers, create the task hub."""
         self._apply_settings()
+        # After the settings: the SDK reads OTEL_SERVICE_NAME and the OTLP endpoint from the environment.
+        tracing.configure(self.config.settings)
         account = self._storage_account()
         # Import the user's code first: a broken app should fail before anything is started.
         allow_list = self._allow_list()
@@ -280,7 +309,7 @@ class LocalHost:
         return self._origin(self.options.port)
 
     def _origin(self, port: int) -> str:
-        host = "localhost" if _is_loopback(self.options.host) else self.options.host
+        host = "localhost" if is_loopback(self.options.host) else self.options.host
         return f"http://{host}:{port}"
 
     def _serves(self, function: RegisteredFunction) -> bool:
@@ -324,7 +353,7 @@ class LocalHost:
         """The ASGI app: the probes and, unless a worker, the HTTP-triggered functions, the management
         API and the df client's RPC mount."""
         if self.options.worker:
-            return probes_app(engine)
+            return probes_app(engine, self.system_key)
         assert self.registry is not None
         registry = self.registry
         hub_name = hub.names.hub
@@ -351,10 +380,18 @@ class LocalHost:
         )
         routes = [
             *probe_routes(engine),
+            *metrics_routes(engine, self.system_key),
             *management_mounts(
                 client, rpc_path, system_key=self.system_key, functions=registry, connection_name=connection
             ),
             *admin_routes(admin),
+            dashboard_mount(
+                DashboardOptions(
+                    HubSet([DashboardHub.of(client)]),
+                    system_key=self.system_key,
+                    read_only=read_only_from(self.config.settings),
+                )
+            ),
             *http_trigger_routes(
                 registry,
                 self.config.route_prefix,
@@ -363,11 +400,10 @@ class LocalHost:
             ),
         ]
         cors = self.options.cors
-        return Starlette(
-            routes=routes,
-            middleware=[Middleware(CorsMiddleware, policy=cors)] if cors else [],
-            exception_handlers={404: not_found_answer},
-        )
+        middleware = [Middleware(TracingMiddleware)] if tracing.enabled() else []
+        if cors:
+            middleware.append(Middleware(CorsMiddleware, policy=cors))
+        return Starlette(routes=routes, middleware=middleware, exception_handlers={404: not_found_answer})
 
     def stop(self) -> None:
         """Release what the host started (Azurite)."""
@@ -398,6 +434,7 @@ class LocalHost:
                     drained = await draining
             return drained
         finally:
+            tracing.flush()
             self.stop()
 
     async def _drain_when(self, stop: asyncio.Event, engine: Engine, account: StorageAccount) -> bool:
@@ -421,8 +458,11 @@ class LocalHost:
 
     def _ready_line(self) -> str:
         if self.options.worker:
-            return f"Worker ready; probes on {self.base_url}/healthz and /readyz. Press Ctrl+C to stop."
-        line = f"Host ready on {self.base_url}."
+            return (
+                f"Worker ready; probes on {self.base_url}/healthz and /readyz, metrics on /metrics."
+                " Press Ctrl+C to stop."
+            )
+        line = f"Host ready on {self.base_url}. Dashboard: {self.base_url}{DASHBOARD_PREFIX}/."
         if self.options.admin_port is not None:
             line += f" Probes also on {self._origin(self.options.admin_port)}."
         return f"{line} Press Ctrl+C to stop."
@@ -437,7 +477,7 @@ class LocalHost:
         )
         servers = [self._server(self.build_app(hub, client, engine), self.options.port)]
         if self.options.admin_port is not None:
-            servers.append(self._server(probes_app(engine), self.options.admin_port))
+            servers.append(self._server(probes_app(engine, self.system_key), self.options.admin_port))
         serving = {asyncio.create_task(server.serve()) for server in servers}
         # "Host ready" is what callers wait for: say it only once the sockets accept connections.
         while not all(server.started for server in servers) and not any(task.done() for task in serving):

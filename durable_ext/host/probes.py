@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from durable_ext.host.metrics import metrics_routes
 from durable_ext.worker.engine import Engine
 from durable_ext.worker.health import readiness_checks
 
@@ -54,6 +55,7 @@ def probe_routes(engine: Engine) -> list[BaseRoute]:
     ]
 
 
-def probes_app(engine: Engine) -> Starlette:
-    """An ASGI app serving the probes alone (a worker's listener, ``--admin-port``)."""
-    return Starlette(routes=probe_routes(engine))
+def probes_app(engine: Engine, system_key: str | None) -> Starlette:
+    """An ASGI app serving the probes, ``/metrics`` and ``/scale`` (a worker's listener,
+    ``--admin-port``); ``system_key`` guards the last two (:mod:`durable_ext.host.metrics`)."""
+    return Starlette(routes=[*probe_routes(engine), *metrics_routes(engine, system_key)])

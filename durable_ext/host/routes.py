@@ -52,6 +52,12 @@ class Query(BaseModel):
             values = [value for value in request.query_params.getlist(alias) if value.strip()]
             if values:
                 data[alias] = values if _is_collection(info.annotation) else values[-1]
+        return cls.from_mapping(data)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, object]) -> Self:
+        """Parse parameters given by alias (from a query string or a JSON object); ValidationError
+        naming the first bad one."""
         try:
             return cls.model_validate(data)
         except pydantic.ValidationError as exc:

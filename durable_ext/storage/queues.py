@@ -263,8 +263,14 @@ class MessageQueue:
 
     async def has_visible(self) -> bool:
         """Whether a message is visible in the queue now (one a poll would get)."""
-        return bool(await self._client.peek(1))
+        return await self._client.peek() is not None
 
     async def approximate_count(self) -> int:
         """The service's approximate number of messages in the queue."""
         return await self._client.approximate_count()
+
+    async def oldest_inserted_on(self) -> datetime | None:
+        """When the first visible message was enqueued (a peek, which takes nothing); None: none is
+        visible (delayed messages, timers among them, and messages a worker holds are not)."""
+        first = await self._client.peek()
+        return None if first is None else first.inserted_on

@@ -158,13 +158,6 @@ class QueueRestClient:
         response.expect(200, f"get messages from queue {self.queue_name}")
         return _parse_messages(response.text)
 
-    async def peek(self, count: int) -> list[QueueMessageInfo]:
-        """Peek Messages: up to ``count`` (1-32) visible messages, left as they are (no pop receipts)."""
-        url = f"{self._url}/messages?peekonly=true&numofmessages={count}"
-        response = await self._session.request("GET", url)
-        response.expect(200, f"peek at messages of queue {self.queue_name}")
-        return _parse_messages(response.text)
-
     async def delete(self, message_id: str, pop_receipt: str) -> None:
         """Delete Message; ResourceNotFoundError when it is gone (or the receipt is stale)."""
         response = await self._session.request("DELETE", self._message_url(message_id, pop_receipt))
@@ -179,6 +172,12 @@ class QueueRestClient:
         response = await self._session.request("PUT", url)
         response.expect(204, f"update a message in queue {self.queue_name}")
         return response.headers.get("x-ms-popreceipt", "")
+
+    async def peek(self) -> QueueMessageInfo | None:
+        """Peek Messages: the first visible message, left as it is (no pop receipt), or None."""
+        response = await self._session.request("GET", f"{self._url}/messages?peekonly=true&numofmessages=1")
+        response.expect(200, f"peek at queue {self.queue_name}")
+        return next(iter(_parse_messages(response.text)), None)
 
     async def approximate_count(self) -> int:
         """Get Queue Metadata's approximate message count."""

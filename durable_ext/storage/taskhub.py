@@ -33,6 +33,7 @@ from durable_ext.storage.instances import InstanceRows
 from durable_ext.storage.partitions import PartitionLease
 from durable_ext.storage.quarantine import Quarantine
 from durable_ext.storage.queues import MessageQueue, partition_index
+from durable_ext.storage.requests import RequestTally
 from durable_ext.storage.rest import HttpSession, QueueRestClient, TableRestClient
 from durable_ext.storage.tracking import TrackingStore
 
@@ -145,6 +146,9 @@ class TaskHub:
             raise ConfigError(
                 f"partitionCount must be between {MIN_PARTITIONS} and {MAX_PARTITIONS}, got {partition_count}"
             )
+        self.requests = RequestTally()
+        """Every request this hub's clients sent, by kind and answer status."""
+        account = account.observed_by(self.requests)
         self.account = account
         self.names = TaskHubNames(validate_hub_name(hub_name), partition_count)
         self._tables: TableServiceClient = account.table_service(**_RETRY_SETTINGS)
@@ -258,6 +262,17 @@ class TaskHub:
     async def _list_queue_names(self) -> AsyncIterator[str]:
         async for queue in self._queues.list_queues(name_starts_with=f"{self.names.hub.lower()}-control-"):
             yield queue.name
+
+    async def stored_partition_count(self) -> int:
+        """How many partitions the hub was created with: its control queues (0 if it has none).
+
+        A client that did not create the hub must route messages as its workers do.
+        """
+
+        async def count() -> int:
+            return sum([1 async for name in self._list_queue_names() if _is_control_queue(self.names, name)])
+
+        return await self._call("count the task hub's control queues", count)
 
     async def info(self) -> TaskHubInfo:
         """Inspect the hub: which resources exist, queue depths, partition leases."""

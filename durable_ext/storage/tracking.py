@@ -287,6 +287,16 @@ def _is_token(token: object) -> TypeGuard[dict[str, str | None]]:
     )
 
 
+def resume_token(instance_id: str) -> str:
+    """A continuation token that resumes an Instances query at ``instance_id`` (inclusive).
+
+    For callers that filter the rows of a page further and stop in the middle of it.
+    """
+    token = encode_continuation_token({_RESUME_AT: escape_partition_key(instance_id)})
+    assert token is not None
+    return token
+
+
 def listed_bytes(row: InstanceState) -> int:
     """What a row adds to a listed page: the UTF-8 size of its payloads plus a fixed allowance.
 
@@ -394,6 +404,50 @@ class TrackingStore:
             blob_names.extend(await self._restore_large_properties(entity))
             events.append(event_from_columns(entity))
         return HistoryLoad(events, execution_id, etag, completed, blob_names)
+
+    async def load_history_head(self, instance_id: str, count: int) -> list[HistoryEvent]:
+        """The first ``count`` events of the instance's current execution (rows 0 to count-1).
+
+        A new execution overwrites the rows from the first, so these rows are always the current
+        execution's, without the rest of the partition being read.
+        """
+        pk = escape_partition_key(instance_id)
+        query = "PartitionKey eq @pk and RowKey lt @end"
+        parameters = {"pk": pk, "end": history_row_key(count)}
+        events: list[HistoryEvent] = []
+        async for row in self._history.query_entities(query, parameters=parameters):
+            entity = dict(row)
+            await self._restore_large_properties(entity)
+            events.append(event_from_columns(entity))
+        return events
+
+    async def load_history_page(
+        self, instance_id: str, execution_id: str, first: int, top: int
+    ) -> tuple[list[HistoryEvent], int | None]:
+        """Events ``first`` to ``first + top - 1`` of the execution ``execution_id``, and the sequence
+        number of the next one (None when there is none), reading only those rows (and one more).
+
+        Rows of an older, longer execution carry another ExecutionId and are filtered out by the table
+        service, so the execution's rows are the contiguous run from 0.
+        """
+        query = "PartitionKey eq @pk and RowKey ge @low and RowKey lt @sentinel and ExecutionId eq @execution"
+        parameters = {
+            "pk": escape_partition_key(instance_id),
+            "low": history_row_key(first),
+            "sentinel": SENTINEL_ROW_KEY,
+            "execution": execution_id,
+        }
+        rows = self._history.query_entities(
+            query, parameters=parameters, results_per_page=min(top + 1, MAX_QUERY_PAGE)
+        )
+        events: list[HistoryEvent] = []
+        async for row in rows:
+            if len(events) == top:
+                return events, int(row["RowKey"], 16)
+            entity = dict(row)
+            await self._restore_large_properties(entity)
+            events.append(event_from_columns(entity))
+        return events, None
 
     async def append_history(
         self,
@@ -572,6 +626,7 @@ class TrackingStore:
         fetch_inputs: bool = True,
         fetch_large_values: bool = True,
         max_bytes: int | None = None,
+        columns: Sequence[str] | None = None,
     ) -> InstancePage:
         """Up to ``top`` Instances rows matching ``query``, starting where ``continuation_token`` left off.
 
@@ -580,7 +635,8 @@ class TrackingStore:
         row returned. Without ``fetch_inputs`` the Input column is not even transferred; with
         ``fetch_large_values`` Input, Output and CustomStatus kept in blobs are downloaded and inlined.
         ``max_bytes`` bounds the page's payloads (see :func:`listed_bytes`): the page ends before the
-        row that would pass it, yet always holds one row, so paging progresses.
+        row that would pass it, yet always holds one row, so paging progresses. ``columns`` transfers
+        only those columns (PartitionKey is always among them); it overrides ``fetch_inputs``.
         """
         if top < 1:
             raise ValidationError(f"page size must be at least 1, got {top}")
@@ -588,6 +644,8 @@ class TrackingStore:
         if token is not None and _RESUME_AT in token:
             query, token = replace(query, resume_at=token[_RESUME_AT]), None
         select = None if fetch_inputs else _INSTANCE_COLUMNS_WITHOUT_INPUT
+        if columns is not None:
+            select = ["PartitionKey", *(column for column in columns if column != "PartitionKey")]
         query_filter = query.to_filter()
         rows: list[InstanceState] = []
         size = 0

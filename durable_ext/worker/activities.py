@@ -14,6 +14,7 @@ import contextlib
 import contextvars
 import inspect
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any, Protocol
@@ -21,6 +22,7 @@ from typing import Any, Protocol
 from azure.functions import meta
 from azure.functions.durable_functions import ActivityTriggerConverter
 
+from durable_ext import tracing
 from durable_ext.app_loader import FunctionKind, FunctionRegistry, RegisteredFunction
 from durable_ext.durable_http import HTTP_ACTIVITY_NAME
 from durable_ext.failures import activity_failure, missing_activity_failure
@@ -28,6 +30,7 @@ from durable_ext.history import FailureDetails, TaskCompletedEvent, TaskFailedEv
 from durable_ext.invocations import InvocationKind, invocation
 from durable_ext.logs import hub_log
 from durable_ext.messages import MessageData, TaskMessage
+from durable_ext.monitoring.metrics import WorkerMetrics
 from durable_ext.storage.outage import storage_health
 from durable_ext.storage.quarantine import POISON_DEQUEUE_COUNT
 from durable_ext.storage.queues import Handoff, ReceivedMessage
@@ -91,8 +94,10 @@ class ActivityDispatcher:
         max_polling_interval: timedelta,
         handoff: Handoff,
         results: ResultConsumer,
+        metrics: WorkerMetrics,
     ) -> None:
         self._hub = hub
+        self._metrics = metrics
         self._registry = registry
         self._max = max_concurrency
         self._visibility = visibility_timeout
@@ -305,11 +310,16 @@ class ActivityDispatcher:
             )
             return None
         name = event.name or ""
-        if name == HTTP_ACTIVITY_NAME:
-            result_event = await self._http.run(event, instance.instance_id)
-        else:
-            function = self._registry.get(name, FunctionKind.ACTIVITY)
-            result_event = await self._outcome(function, name, event, instance.instance_id)
+        started = time.perf_counter()
+        with tracing.activity_execution(event, instance.instance_id) as span:
+            if name == HTTP_ACTIVITY_NAME:
+                result_event = await self._http.run(event, instance.instance_id)
+            else:
+                function = self._registry.get(name, FunctionKind.ACTIVITY)
+                result_event = await self._outcome(function, name, event, instance.instance_id)
+            if isinstance(result_event, TaskFailedEvent):
+                span.fail(result_event.reason or "activity failed")
+        self._metrics.activity(isinstance(result_event, TaskFailedEvent), time.perf_counter() - started)
         return MessageData(TaskMessage(result_event, instance), episode=data.episode, sender=instance)
 
     async def _report(self, message: ReceivedMessage, response: MessageData) -> bool:

@@ -20,6 +20,8 @@ from durable_ext.client import TaskHubClient
 from durable_ext.clock import SYSTEM_CLOCK, Clock
 from durable_ext.config import DurableTaskOptions
 from durable_ext.logs import hub_log
+from durable_ext.monitoring.metrics import EngineCollector, WorkerMetrics
+from durable_ext.monitoring.queues import SAMPLE_INTERVAL, QueueMonitor
 from durable_ext.storage.queues import ReceivedMessage
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.worker.activities import ActivityDispatcher
@@ -53,15 +55,24 @@ class Engine:
         worker_id: str | None = None,
         partition_options: PartitionManagerOptions | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        sample_interval: timedelta = SAMPLE_INTERVAL,
     ) -> None:
         """``clock`` gives orchestration time: history timestamps and when timers are due (the wall
-        clock unless a test host skips time)."""
+        clock unless a test host skips time); ``sample_interval``: how long a reading of the hub's
+        queues serves ``/metrics`` and ``/scale`` before storage is read again."""
         self.hub = hub
         self.worker_id = worker_id or default_worker_id()
         self.clock = clock
         """Where the engine reads orchestration time."""
         provider = options.storage_provider
-        self.orchestrations = OrchestrationDispatcher(hub, registry, options, handoff=self, clock=clock)
+        self.max_polling_interval = provider.max_queue_polling_interval
+        self.metrics = WorkerMetrics()
+        """This engine's Prometheus metrics (``/metrics``), in a registry of its own."""
+        self.queues = QueueMonitor(hub, interval=sample_interval)
+        """The hub's backlog as storage reports it, sampled on demand (``/metrics``, ``/scale``)."""
+        self.orchestrations = OrchestrationDispatcher(
+            hub, registry, options, handoff=self, metrics=self.metrics, clock=clock
+        )
         self.activities = ActivityDispatcher(
             hub,
             registry,
@@ -70,6 +81,7 @@ class Engine:
             max_polling_interval=provider.max_queue_polling_interval,
             handoff=self,
             results=self.orchestrations,
+            metrics=self.metrics,
         )
         self.partitions = TablePartitionManager(
             hub.partitions_table(),
@@ -81,6 +93,14 @@ class Engine:
         )
         self.draining = False
         """Set by :meth:`drain`: the engine is shutting down."""
+        self.metrics.registry.register(
+            EngineCollector(
+                hub.requests,
+                self.orchestrations.cache,
+                self.queues,
+                leases=lambda: len(self.orchestrations.owned),
+            )
+        )
         first_partition = hub.control_queues[0].name
         self.purger = InstancePurger(
             TaskHubClient(hub),

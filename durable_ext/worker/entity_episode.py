@@ -6,14 +6,16 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from durable_ext import tracing
 from durable_ext.app_loader import FunctionKind, FunctionRegistry
 from durable_ext.clock import SYSTEM_CLOCK, Clock
 from durable_ext.config import DurableTaskOptions
 from durable_ext.entities import (
     EntityBatchResult,
     EntityRequest,
+    OperationOutcome,
     SchedulerState,
     entity_status_json,
     parse_entity_instance_id,
@@ -111,6 +113,11 @@ class EntityPlanner:
                 requests,
                 self._options.max_entity_operation_batch_size,
             )
+        spans = (
+            tracing.entity_operations(execution.instance_id, name, _traced(result.outcomes, now))
+            if tracing.enabled()
+            else []
+        )
         done = [outcome.request.id for outcome in result.outcomes]
         result.state.sorter[_RECENT_REQUESTS_KEY] = [*recent, *done][-_RECENT_REQUESTS_KEPT:]
         sender = OrchestrationInstance(execution.instance_id, execution.execution_id)
@@ -130,7 +137,7 @@ class EntityPlanner:
         ]
         update = self._entity_status(execution, new_execution, result.state, now)
         current = Execution(execution.instance_id, new_execution, [], execution.etag)
-        return decisions, Checkpoint(current, events, 0, outbound, update, list(execution.blob_names))
+        return decisions, Checkpoint(current, events, 0, outbound, update, list(execution.blob_names), spans)
 
     def _disabled(self, instance_id: str) -> bool:
         name, _ = parse_entity_instance_id(instance_id)
@@ -186,6 +193,25 @@ class EntityPlanner:
             )
             out.append(Outbound(self._hub.control_queue_for(sender.instance_id), message))
         return out
+
+
+def _traced(outcomes: list[OperationOutcome], batch_started: datetime) -> list[tracing.EntityOperation]:
+    """The batch's operations as their spans need them; an operation df did not time ran at the
+    batch's start."""
+    return [
+        tracing.EntityOperation(
+            operation=outcome.request.operation or "",
+            is_signal=outcome.request.is_signal,
+            parent=outcome.request.parent_trace_context,
+            requested=outcome.request.request_time,
+            started=batch_started
+            if outcome.started_ms is None
+            else tracing.from_epoch_ms(outcome.started_ms),
+            duration=timedelta(milliseconds=outcome.duration_ms),
+            error=outcome.error if outcome.is_error else None,
+        )
+        for outcome in outcomes
+    ]
 
 
 def _missing_entity(name: str) -> Callable[[str], str]:

@@ -8,6 +8,7 @@ import logging
 import uuid
 from datetime import datetime
 
+from durable_ext import tracing
 from durable_ext.clock import SYSTEM_CLOCK, Clock
 from durable_ext.config import DurableTaskOptions
 from durable_ext.entities import delivery_event, event_sent_for_call
@@ -39,9 +40,11 @@ from durable_ext.history import (
     OrchestratorStartedEvent,
     ParentInstance,
     SubOrchestrationInstanceCompletedEvent,
+    SubOrchestrationInstanceCreatedEvent,
     SubOrchestrationInstanceFailedEvent,
     TaskScheduledEvent,
     TimerFiredEvent,
+    TraceContext,
 )
 from durable_ext.invocations import InvocationKind, invocation
 from durable_ext.logs import hub_log
@@ -96,6 +99,9 @@ class EpisodePlanner:
             replaced_blobs = list(execution.blob_names)
             current = Execution(execution.instance_id, rewound.execution_id, rewound.events, execution.etag)
             carried = rewound.events
+            started = next((e for e in carried if isinstance(e, ExecutionStartedEvent)), None)
+            if started is not None:
+                tracing.restart_span(started, decisions.rewind.parent_trace_context)
             fresh = [OrchestratorStartedEvent(timestamp=now), *others]
             first_sequence = 0
             outbound += [
@@ -122,6 +128,7 @@ class EpisodePlanner:
             fresh = [OrchestratorStartedEvent(timestamp=now), *others]
             first_sequence = len(execution.events)
         result = self._run_episode(current, fresh, outbound, now, version_mismatch=decisions.version_mismatch)
+        spans = result.spans
         generations = 0
         while result.continued_as_new:
             generations += 1
@@ -137,6 +144,7 @@ class EpisodePlanner:
                 result = EpisodeResult(new_events, self._status(current, new_events, None, now), [])
                 break
             result = self._run_episode(current, fresh, outbound, now)
+            spans += result.spans
         return Checkpoint(
             current,
             [*carried, *result.new_events],
@@ -144,6 +152,7 @@ class EpisodePlanner:
             outbound,
             result.update,
             replaced_blobs,
+            spans,
         )
 
     def _next_generation(
@@ -163,6 +172,7 @@ class EpisodePlanner:
             input=ended.result,
             tags=started.tags,
             generation=started.generation,
+            parent_trace_context=tracing.continued_trace(started),
         )
         carried = [
             EventRaisedEvent(name=e.name, input=e.input, timestamp=e.timestamp)
@@ -225,15 +235,27 @@ class EpisodePlanner:
             scheduled = [] if failure is not None or run is None else new_actions([*past, *episode], run)
             scheduled = [self._sub_orchestration_defaults(execution, a) for a in scheduled]
             completion = self._completion(run, failure, next_id=_next_event_id(run), now=now)
-        recorded = [self._scheduling_event(execution, a, now) for a in scheduled]
+        orchestration = tracing.orchestration_context(started, now)
+        recorded = [self._scheduling_event(execution, a, now, orchestration) for a in scheduled]
+        tracing.link_scheduled(orchestration, recorded)
+        spans = tracing.task_ends(orchestration, execution.instance_id, past, episode, now)
         new_events = [*episode, *recorded]
         if completion is not None:
             new_events.append(completion)
+            if isinstance(completion, ExecutionCompletedEvent):
+                spans += tracing.orchestration_end(started, completion, now)
         new_events.append(OrchestratorCompletedEvent(timestamp=now))
         sender = OrchestrationInstance(execution.instance_id, execution.execution_id)
         episode_number = sum(isinstance(e, OrchestratorStartedEvent) for e in [*past, *new_events])
         outbound.extend(
-            self._messages(sender, started, list(zip(scheduled, recorded, strict=True)), episode_number, now)
+            self._messages(
+                sender,
+                started,
+                list(zip(scheduled, recorded, strict=True)),
+                episode_number,
+                now,
+                orchestration=orchestration,
+            )
         )
         if failure is not None:
             # The app's traceback, when it raised, is on the invocation's Executed line.
@@ -241,7 +263,7 @@ class EpisodePlanner:
         if completion is not None and not isinstance(completion, ContinueAsNewEvent):
             outbound.extend(self._to_parent(started, completion, failure))
         update = self._status(execution, new_events, run, now)
-        return EpisodeResult(new_events, update, run.unconsumed_events if run is not None else [])
+        return EpisodeResult(new_events, update, run.unconsumed_events if run is not None else [], spans)
 
     def _sub_orchestration_defaults(self, execution: Execution, action: ScheduledAction) -> ScheduledAction:
         """What the host fills in of a sub-orchestration df left open: its instance ID
@@ -254,11 +276,17 @@ class EpisodePlanner:
             version=self._options.versioning.version_for_new_instance(action.version),
         )
 
-    def _scheduling_event(self, execution: Execution, action: ScheduledAction, now: datetime) -> HistoryEvent:
+    def _scheduling_event(
+        self, execution: Execution, action: ScheduledAction, now: datetime, trace: TraceContext | None
+    ) -> HistoryEvent:
         if action.kind in (ActionKind.CALL_ENTITY, ActionKind.SIGNAL_ENTITY):
             assert execution.execution_id is not None
             return event_sent_for_call(
-                action, instance_id=execution.instance_id, execution_id=execution.execution_id, timestamp=now
+                action,
+                instance_id=execution.instance_id,
+                execution_id=execution.execution_id,
+                timestamp=now,
+                trace=trace,
             )
         return scheduling_event(action, now, self._options.store_inputs_in_orchestration_history)
 
@@ -331,7 +359,10 @@ class EpisodePlanner:
         scheduled: list[tuple[ScheduledAction, HistoryEvent]],
         episode: int,
         now: datetime,
+        *,
+        orchestration: TraceContext | None,
     ) -> list[Outbound]:
+        """The messages of what the episode scheduled; ``orchestration`` is its span's trace context."""
         name = started.name or ""
         out: list[Outbound] = []
         for action, recorded in scheduled:
@@ -344,8 +375,14 @@ class EpisodePlanner:
                 out.append(Outbound(self._hub.control_queue_for(recorded.instance_id), delivered))
                 continue
             if action.kind in (ActionKind.ACTIVITY, ActionKind.CALL_HTTP):
+                assert isinstance(recorded, TaskScheduledEvent)
                 event: HistoryEvent = TaskScheduledEvent(
-                    event_id=action.event_id, timestamp=now, name=action.name, version="", input=action.input
+                    event_id=action.event_id,
+                    timestamp=now,
+                    name=action.name,
+                    version="",
+                    input=action.input,
+                    parent_trace_context=recorded.parent_trace_context,
                 )
                 out.append(
                     Outbound(
@@ -367,6 +404,7 @@ class EpisodePlanner:
                 )
             elif action.kind is ActionKind.SUB_ORCHESTRATION:
                 assert action.instance_id is not None
+                assert isinstance(recorded, SubOrchestrationInstanceCreatedEvent)
                 child_id = action.instance_id
                 child = OrchestrationInstance(child_id, uuid.uuid4().hex)
                 start = ExecutionStartedEvent(
@@ -381,6 +419,7 @@ class EpisodePlanner:
                     name=action.name,
                     version=action.version or "",
                     input=action.input,
+                    parent_trace_context=tracing.sub_orchestration_parent(orchestration, recorded),
                 )
                 queue = self._hub.control_queue_for(child_id)
                 out.append(

@@ -13,12 +13,14 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 import traceback
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
+from durable_ext import tracing
 from durable_ext.app_loader import FunctionRegistry
 from durable_ext.clock import SYSTEM_CLOCK, Clock
 from durable_ext.config import DurableTaskOptions
@@ -33,6 +35,7 @@ from durable_ext.history import (
 )
 from durable_ext.logs import hub_log
 from durable_ext.messages import MessageData
+from durable_ext.monitoring.metrics import WorkerMetrics
 from durable_ext.replay import DfOrchestrationExecutor
 from durable_ext.storage.instances import QUARANTINE_MARK
 from durable_ext.storage.outage import storage_health
@@ -73,13 +76,16 @@ class OrchestrationDispatcher:
         options: DurableTaskOptions,
         *,
         handoff: Handoff,
+        metrics: WorkerMetrics,
         executor: OrchestrationExecutor | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         """``handoff`` routes outbound messages to consumers in this process (the engine);
-        ``executor`` runs orchestrators (default: the app's Python orchestrators, in process);
-        ``clock`` is the orchestrations' time (history timestamps, when timers are due)."""
+        ``metrics`` counts the episodes; ``executor`` runs orchestrators (default: the app's Python
+        orchestrators, in process); ``clock`` is the orchestrations' time (history timestamps, when
+        timers are due)."""
         self._hub = hub
+        self._metrics = metrics
         self._clock = clock
         self._registry = registry
         provider = options.storage_provider
@@ -128,7 +134,7 @@ class OrchestrationDispatcher:
         self._scheduled = ScheduledMessages(self._take_due, clock=clock)
         """Delayed messages this process sent to owned queues, taken in memory at their due time."""
         self._left_listeners: list[Callable[[ReceivedMessage, datetime], None]] = []
-        self._cache = SessionCache(
+        self.cache = SessionCache(
             max_entries=SESSION_CACHE_INSTANCES,
             max_events=SESSION_CACHE_EVENTS,
             idle_timeout=timedelta(seconds=options.extended_session_idle_timeout_in_seconds),
@@ -289,7 +295,7 @@ class OrchestrationDispatcher:
         if running:
             await asyncio.gather(*running, return_exceptions=True)
         await self._drain_background()
-        self._cache.drop_where(
+        self.cache.drop_where(
             lambda instance_id: self._hub.control_queue_for(instance_id).name == partition_id
         )
         self._holds.forget(partition_id)
@@ -363,21 +369,30 @@ class OrchestrationDispatcher:
 
     async def _episode(self, session: Session, messages: list[ReceivedMessage]) -> list[ReceivedMessage]:
         """Process one batch for one instance; returns messages kept for the next episode."""
+        started = time.perf_counter()
+        later, outcome = await self._try_episode(session, messages)
+        self._metrics.episode(session.instance_id, outcome, time.perf_counter() - started)
+        return later
+
+    async def _try_episode(
+        self, session: Session, messages: list[ReceivedMessage]
+    ) -> tuple[list[ReceivedMessage], str]:
+        """:meth:`_episode`, and its outcome: ``succeeded``, ``conflict`` or ``failed``."""
         instance_id = session.instance_id
         try:
             row = None if instance_id.startswith("@") else await self._start_row(instance_id, messages)
-            known = self._cache.take(instance_id) or first_execution(instance_id, messages, row)
+            known = self.cache.take(instance_id) or first_execution(instance_id, messages, row)
             if known is not None:
                 try:
-                    return await self._attempt(session, known, messages, row)
+                    return await self._attempt(session, known, messages, row), "succeeded"
                 except OwnershipLostError:
                     # The history changed behind the cache (a purge, another worker) or was not empty
                     # after all: once more from storage.
                     self._log.instance(instance_id).info("history in memory was stale; reloading")
-            return await self._attempt(session, await self._load(instance_id), messages, row)
+            return await self._attempt(session, await self._load(instance_id), messages, row), "succeeded"
         except OwnershipLostError:
             await asyncio.gather(*(self._abandon(m) for m in messages), return_exceptions=True)
-            return []
+            return [], "conflict"
         except Exception as exc:
             poison: list[ReceivedMessage] = []
             if not storage_health.failed(self._storage, exc):
@@ -387,7 +402,7 @@ class OrchestrationDispatcher:
                 await self._quarantine(instance_id, poison, exc)
             rest = [m for m in messages if m not in poison]
             await asyncio.gather(*(self._abandon(m) for m in rest), return_exceptions=True)
-            return []
+            return [], "failed"
 
     async def _quarantine(self, instance_id: str, poison: list[ReceivedMessage], exc: Exception) -> None:
         """Take messages that keep failing their episode out of the queue; the row says why.
@@ -457,7 +472,8 @@ class OrchestrationDispatcher:
         status_write: asyncio.Task[bool] | None = None
         if checkpoint is not None:
             status_write = await self._checkpoints.commit(checkpoint)
-            self._cache.put(checkpoint.execution)
+            tracing.emit(checkpoint.spans)
+            self.cache.put(checkpoint.execution)
         elif decisions.terminated_before_start is not None:
             await self._terminate_pending(instance_id, decisions.terminated_before_start)
         elif decisions.repair:

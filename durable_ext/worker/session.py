@@ -22,6 +22,7 @@ from durable_ext.messages import MessageData
 from durable_ext.storage.instances import RowUpdate
 from durable_ext.storage.queues import MessageQueue, ReceivedMessage
 from durable_ext.storage.tracking import InstanceState
+from durable_ext.tracing import PlannedSpan
 
 
 @dataclass
@@ -64,6 +65,8 @@ class EpisodeResult:
     update: RowUpdate
     unconsumed_events: list[int]
     """Indexes into the execution's events (past, then this episode's) of external events no task took."""
+    spans: list[PlannedSpan] = field(default_factory=list)
+    """Spans to emit once the episode is committed (durable_ext/tracing.py)."""
 
     @property
     def continued_as_new(self) -> bool:
@@ -81,6 +84,8 @@ class Checkpoint:
     outbound: list[Outbound]
     update: RowUpdate
     replaced_blobs: list[str]
+    spans: list[PlannedSpan] = field(default_factory=list)
+    """Spans the episode ended, emitted once it is committed."""
 
 
 @dataclass
@@ -121,14 +126,21 @@ class SessionCache:
         self._max_events = max_events
         self._events = 0
         self._idle = idle_timeout.total_seconds()
+        self.hits = 0
+        """Takes that found the instance's execution."""
+        self.misses = 0
+        """Takes that found none, or one idle too long."""
 
     def take(self, instance_id: str) -> Execution | None:
         """Remove and return the instance's execution if it has not been idle too long."""
         entry = self._entries.pop(instance_id, None)
-        if entry is None:
+        if entry is not None:
+            self._events -= len(entry[1].events)
+        if entry is None or time.monotonic() - entry[0] > self._idle:
+            self.misses += 1
             return None
-        self._events -= len(entry[1].events)
-        return entry[1] if time.monotonic() - entry[0] <= self._idle else None
+        self.hits += 1
+        return entry[1]
 
     def put(self, execution: Execution) -> None:
         """Keep ``execution``, evicting the least recently used entries beyond the bounds."""

@@ -67,6 +67,10 @@ EXIT_DRAIN_TIMEOUT = 3
 """``start`` or ``worker`` stopped before in-flight work finished: the grace period ran out."""
 EXIT_INTERRUPTED = 130
 """Interrupted with Ctrl-C (128 + SIGINT) while doing something other than running Azurite."""
+EXIT_SIGNAL_BASE = 128
+"""``start`` or ``worker`` got a second SIGINT or SIGTERM while draining and stopped at once: the exit
+code is this plus the signal's number (130 for SIGINT, 143 for SIGTERM), as for a process that signal
+ended."""
 
 Handler = Callable[[argparse.Namespace], int]
 """Runs one subcommand with the parsed arguments and returns the exit code."""
@@ -676,9 +680,20 @@ def _run_host(options: LocalHostOptions, role: str) -> int:
 
     async def serve() -> None:
         stop = asyncio.Event()
+        signalled: list[signal.Signals] = []
+
+        def on_signal(signum: signal.Signals) -> None:
+            # The first signal drains; one more means the operator will not wait for the drain.
+            if signalled:
+                host.stop()  # the Azurite it started, if any, which os._exit would leave running
+                line = f"{role} stopped at once ({signum.name} during the drain): in-flight work cut short."
+                _exit_now(line, EXIT_SIGNAL_BASE + signum)
+            signalled.append(signum)
+            stop.set()
+
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signum, on_signal, signum)
         if not await host.run(stop):
             _exit_now(f"{role} stopped before in-flight work finished.", EXIT_DRAIN_TIMEOUT)
 

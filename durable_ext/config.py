@@ -179,18 +179,35 @@ class HostConfig:
         naming the setting when neither exists.
         """
         name = self.durable_task.storage_provider.connection_name
-        for candidate in (f"AzureWebJobs{name}", name):
-            value = _lookup_setting(self.settings, candidate)
-            if value:
-                return StorageConnection(candidate, connection_string=value)
-            identity = _setting_section(self.settings, candidate)
-            if identity:
-                return StorageConnection(candidate, identity=MappingProxyType(identity))
-        message = (
-            f"App setting {name!r} (the storage connection string, or {name}__accountName and the other "
-            "settings of an identity-based connection) is missing or empty"
-        )
-        raise ConfigError(message + _connection_hint(self.app_dir, name))
+        connection = find_storage_connection(self.settings, name)
+        if connection is None:
+            raise ConfigError(missing_connection_message(name) + _connection_hint(self.app_dir, name))
+        return connection
+
+
+def find_storage_connection(settings: Mapping[str, str], name: str) -> StorageConnection | None:
+    """The storage connection app setting ``name`` defines, as the host resolves it, or None.
+
+    Like the WebJobs SDK, the name is looked up as ``AzureWebJobs<name>`` first, then as ``<name>``;
+    under each, a non-empty setting of that name is a connection string and settings under
+    ``<name>__`` (or ``<name>:``) are an identity-based connection.
+    """
+    for candidate in (f"AzureWebJobs{name}", name):
+        value = _lookup_setting(settings, candidate)
+        if value:
+            return StorageConnection(candidate, connection_string=value)
+        identity = _setting_section(settings, candidate)
+        if identity:
+            return StorageConnection(candidate, identity=MappingProxyType(identity))
+    return None
+
+
+def missing_connection_message(name: str) -> str:
+    """The error for a storage connection that no app setting defines."""
+    return (
+        f"App setting {name!r} (the storage connection string, or {name}__accountName and the other "
+        "settings of an identity-based connection) is missing or empty"
+    )
 
 
 @dataclass(frozen=True)

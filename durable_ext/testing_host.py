@@ -19,7 +19,7 @@ import os
 import threading
 import uuid
 import warnings
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -75,6 +75,26 @@ def default_connection_string() -> str:
     if configured and not StorageAccount.from_connection_string(configured).development_storage:
         return configured
     return shared_azurite().connection_string
+
+
+@contextlib.contextmanager
+def app_settings_environment(settings: Mapping[str, str], connections: Mapping[str, str]) -> Iterator[None]:
+    """The app's settings as environment variables while a test host runs, as Functions exposes them
+    to user code; the real environment keeps precedence, except that each storage connection in
+    ``connections`` (setting name → connection string) is the one the test host runs on, so the app's
+    own storage clients reach the same Azurite. Everything is put back on exit."""
+    wanted = {name: value for name, value in settings.items() if name not in os.environ}
+    wanted.update(connections)
+    previous = {name: os.environ.get(name) for name in wanted}
+    os.environ.update(wanted)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @dataclass(frozen=True)
@@ -251,19 +271,21 @@ class DurableTestHost:
 
     async def __aenter__(self) -> AsyncHostClient:
         config = load_config(self.app_dir)
-        with warnings.catch_warnings():
-            # Apps written for older SDKs may import deprecated names; that is no failure of theirs here.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            registry = load_app(self.app_dir, settings=config.settings)
-        mocks: dict[str, Any] = {}
-        functions = tuple(
-            _mockable(f, mocks) if f.kind is FunctionKind.ACTIVITY else f for f in registry.functions
-        )
-        mockable = FunctionRegistry(functions, registry.programming_model)
-        options = dataclasses.replace(config.durable_task, hub_name="DurableTest" + uuid.uuid4().hex[:12])
         connection = self.connection_string or default_connection_string()
-        account = StorageAccount.from_connection_string(connection)
         async with contextlib.AsyncExitStack() as stack:
+            connection_name = config.durable_task.storage_provider.connection_name
+            stack.enter_context(app_settings_environment(config.settings, {connection_name: connection}))
+            with warnings.catch_warnings():
+                # Apps written for older SDKs may import deprecated names; no failure of theirs here.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                registry = load_app(self.app_dir, settings=config.settings)
+            mocks: dict[str, Any] = {}
+            functions = tuple(
+                _mockable(f, mocks) if f.kind is FunctionKind.ACTIVITY else f for f in registry.functions
+            )
+            mockable = FunctionRegistry(functions, registry.programming_model)
+            options = dataclasses.replace(config.durable_task, hub_name="DurableTest" + uuid.uuid4().hex[:12])
+            account = StorageAccount.from_connection_string(connection)
             hub = await stack.enter_async_context(
                 TaskHub(account, options.hub_name, options.storage_provider.partition_count)
             )

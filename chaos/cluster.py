@@ -18,8 +18,11 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import httpx
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +30,8 @@ REPO_DIR = Path(__file__).resolve().parent.parent
 APP_DIR = Path(__file__).resolve().parent / "app"
 READY_MARKER = "Host ready"
 READY_TIMEOUT = 120.0
-STOP_TIMEOUT = 30.0
+STOP_TIMEOUT = 40.0
+"""How long a SIGTERMed worker may take to exit: its drain's grace period (30 s) and some."""
 POLL_INTERVAL = 0.1
 
 
@@ -50,6 +54,8 @@ class Worker:
     port: int
     log: Path
     connection_string: str
+    settings: Mapping[str, str] = field(default_factory=dict)
+    """More environment variables (app settings) for its processes."""
     process: subprocess.Popen[bytes] | None = None
     launches: int = 0
     ready: bool = False
@@ -75,6 +81,7 @@ class Worker:
         """Start a fresh process; its output goes to the end of the slot's log."""
         env = {
             **os.environ,
+            **self.settings,
             "AzureWebJobsStorage": self.connection_string,
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_DIR), os.environ.get("PYTHONPATH")])),
         }
@@ -95,15 +102,33 @@ class Worker:
 
         A worker started while storage is down exits with an error; it is launched again until ready.
         """
+        await self._wait_until(self._printed_ready, "ready", timeout)
+
+    async def wait_readyz(self, http: httpx.AsyncClient, timeout: float = READY_TIMEOUT) -> None:
+        """Return once the current process answers 200 on ``/readyz`` (storage reachable, leases
+        renewed, dispatchers running, not draining); relaunch it if it exits first."""
+        await self._wait_until(lambda: self._answers_ready(http), "answering 200 on /readyz", timeout)
+
+    async def _wait_until(self, ready: Callable[[], Awaitable[bool]], what: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while self._ready_lines() < self.launches:
+        while not await ready():
             if time.monotonic() > deadline:
-                raise ClusterError(f"worker {self.index} not ready after {timeout:g} s; see {self.log}")
+                raise ClusterError(f"worker {self.index} not {what} after {timeout:g} s; see {self.log}")
             if not self.alive:
                 logger.info("worker %d exited before it was ready; launching it again", self.index)
                 self.launch()
             await asyncio.sleep(POLL_INTERVAL)
         self.ready = True
+
+    async def _printed_ready(self) -> bool:
+        return self._ready_lines() >= self.launches
+
+    async def _answers_ready(self, http: httpx.AsyncClient) -> bool:
+        try:
+            response = await http.get(f"{self.base_url}/readyz")
+        except httpx.TransportError:
+            return False  # not listening yet
+        return response.status_code == 200
 
     def _ready_lines(self) -> int:
         return self.log.read_text(errors="replace").count(READY_MARKER)
@@ -117,25 +142,32 @@ class Worker:
         process.wait()
         return process.pid
 
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it does not exit in time."""
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL if it does not exit in time; the exit code of the SIGTERM (None when
+        it had to be killed, or had already exited)."""
         process = self.process
         if process is None or process.poll() is not None:
-            return
+            return None
+        self.ready = False
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(timeout=STOP_TIMEOUT)
+            return process.wait(timeout=STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             logger.warning("worker %d ignored SIGTERM for %g s; killing it", self.index, STOP_TIMEOUT)
             self.kill()
+            return None
 
 
 class Cluster:
     """``count`` worker slots on one connection string, their logs in ``log_dir``."""
 
-    def __init__(self, count: int, connection_string: str, log_dir: Path) -> None:
+    def __init__(
+        self, count: int, connection_string: str, log_dir: Path, settings: Mapping[str, str] | None = None
+    ) -> None:
+        """``settings``: more environment variables (app settings) for every worker."""
+        extra = dict(settings or {})
         self.workers = [
-            Worker(index, free_port(), log_dir / f"worker-{index}.log", connection_string)
+            Worker(index, free_port(), log_dir / f"worker-{index}.log", connection_string, extra)
             for index in range(count)
         ]
 

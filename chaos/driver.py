@@ -1,4 +1,5 @@
-"""One fault-suite run: Azurite on disk, the workers, the load, the kills, the outage, the checks."""
+"""One fault-suite run: Azurite on disk, the workers, the load, the faults (kills and an outage, or
+rolling drains), the checks."""
 
 from __future__ import annotations
 
@@ -26,8 +27,9 @@ from chaos.checks import (
     wait_for_instances,
 )
 from chaos.cluster import Cluster, Worker
+from chaos.drain import LEDGER_SETTING, DrainRecord, ledger_counts, rolling_restarts, side_effect_findings
 from chaos.recovery import InstanceTimeline, KillRecord, RecoverySummary, recoveries
-from chaos.workload import EVENT_NAME, InstanceSpec, Workload, build_workload
+from chaos.workload import DRAIN_KINDS, EVENT_NAME, KINDS, InstanceSpec, Workload, build_workload
 from durable_ext.config import load_config
 from durable_ext.history import EventType
 from durable_ext.host.azurite import Azurite
@@ -41,6 +43,9 @@ logger = logging.getLogger(__name__)
 PREFIX = "chaos-"
 EVENT_DELAY = (0.5, 3.0)
 """Seconds between an ``event`` instance's start and its event: before or while it waits, both valid."""
+DRAIN_ESTIMATE = 6.0
+"""Seconds a drain and the replacement's start take on two busy cores: the load is paced to last
+about as long as the rolling restarts, so that every drain finds work in flight."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,14 @@ class RunConfig:
     """How long instances, queues and leases get to settle after the last fault."""
     keep: Path | None = None
     """Keep Azurite's data and the worker logs here instead of a temporary directory."""
+    drain_rounds: int = 0
+    """Rounds of rolling SIGTERM restarts of every worker: the drain scenario, instead of kills and an
+    outage (0: the kill scenario)."""
+
+    @property
+    def drains(self) -> bool:
+        """Whether this is a drain scenario run."""
+        return self.drain_rounds > 0
 
 
 @dataclass
@@ -75,6 +88,9 @@ class RunResult:
     recovery: RecoverySummary = field(default_factory=lambda: RecoverySummary([]))
     kills: list[KillRecord] = field(default_factory=list)
     outages: list[tuple[datetime, datetime]] = field(default_factory=list)
+    drains: list[DrainRecord] = field(default_factory=list)
+    side_effects: list[str] = field(default_factory=list)
+    """Ledger tasks whose activity did not run exactly once (drain scenario)."""
     restarts: int = 0
     tracebacks: int = 0
     log_dir: Path | None = None
@@ -91,6 +107,8 @@ class RunResult:
             or self.leftovers
             or self.ownership
             or self.recovery.violations()
+            or self.side_effects
+            or any(drain.problems for drain in self.drains)
         )
 
 
@@ -108,7 +126,9 @@ async def _run_in(config: RunConfig, root: Path) -> RunResult:
     result = RunResult(config, log_dir=root)
     azurite = Azurite(location=root / "azurite")
     await asyncio.to_thread(azurite.start)
-    cluster = Cluster(config.workers, azurite.connection_string, root)
+    ledger = root / "ledger"
+    ledger.mkdir(exist_ok=True)
+    cluster = Cluster(config.workers, azurite.connection_string, root, {LEDGER_SETTING: str(ledger)})
     rng = random.Random(config.seed)
     api = ManagementApi(cluster, rng)
     options = load_config(Path(__file__).parent / "app").durable_task
@@ -116,10 +136,11 @@ async def _run_in(config: RunConfig, root: Path) -> RunResult:
     try:
         await cluster.start()
         async with TaskHub(account, options.hub_name, options.storage_provider.partition_count) as hub:
-            workload = build_workload(config.instances, rng)
-            chaos_run = _ChaosRun(config, workload, cluster, api, hub, azurite, rng)
+            workload = build_workload(config.instances, rng, DRAIN_KINDS if config.drains else KINDS)
+            chaos_run = _ChaosRun(config, workload, cluster, api, hub, azurite, rng, ledger)
             await chaos_run.faults(result)
             await chaos_run.check(result)
+            result.side_effects = side_effect_findings(ledger_counts(ledger), workload.ledger_keys())
     finally:
         await api.close()
         await asyncio.to_thread(cluster.stop)
@@ -141,18 +162,26 @@ class _ChaosRun:
     hub: TaskHub
     azurite: Azurite
     rng: random.Random
+    ledger: Path
+    """Where the ``record`` activity writes down each run."""
     raised: dict[str, int] = field(default_factory=dict)
     """Instance → how often its event may have been raised."""
 
     async def faults(self, result: RunResult) -> None:
-        """Start the load and the kills together and wait for both."""
+        """Start the load and the faults (kills, or rolling drains) together and wait for both."""
         began = time.monotonic()
         config = self.config
-        mean_interval = sum(config.kill_interval) / 2
-        pace = (config.kills * mean_interval + config.outage) / max(1, config.instances)
-        load = asyncio.create_task(self._load(pace))
+        if config.drains:
+            duration = config.drain_rounds * config.workers * DRAIN_ESTIMATE
+        else:
+            duration = config.kills * sum(config.kill_interval) / 2 + config.outage
+        load = asyncio.create_task(self._load(duration / max(1, config.instances)))
         try:
-            await self._kill_loop(result)
+            if config.drains:
+                rounds = config.drain_rounds
+                result.drains = await rolling_restarts(self.cluster, self.hub, rounds, self.ledger)
+            else:
+                await self._kill_loop(result)
             await load
         finally:
             load.cancel()

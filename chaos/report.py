@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from benchmarks.stats import percentile
+from chaos.drain import DrainRecord
 from chaos.driver import RunResult
 from chaos.recovery import KillRecovery, RecoverySummary
 
@@ -17,10 +18,15 @@ def summary(result: RunResult) -> str:
     """The readable report of ``result``."""
     config = result.config
     outcome = result.outcome
+    faults = (
+        f"{len(result.drains)} drains ({sum(1 for d in result.drains if d.leases)} of a partition owner;"
+        f" {config.drain_rounds} round(s) of rolling SIGTERM restarts)"
+        if config.drains
+        else f"{len(result.kills)} kills ({result.restarts} restarts), outage {_outage(result)}"
+    )
     lines = [
         f"chaos: {result.expected_instances} instances ({config.instances} started, the rest"
-        f" sub-orchestrations), {config.workers} workers, {len(result.kills)} kills"
-        f" ({result.restarts} restarts), outage {_outage(result)}, seed {config.seed}",
+        f" sub-orchestrations), {config.workers} workers, {faults}, seed {config.seed}",
         f"  duration          {result.seconds:.0f} s ({result.chaos_seconds:.0f} s of faults)",
         f"  lost              {len(outcome.lost)}",
         f"  stuck             {len(outcome.stuck)}",
@@ -29,7 +35,7 @@ def summary(result: RunResult) -> str:
         f"  entity mismatches {len(result.entity_mismatches)}",
         f"  leftover messages {len(result.leftovers)} queue(s)",
         f"  partition owners  {'ok' if not result.ownership else f'{len(result.ownership)} problem(s)'}",
-        *_recovery_lines(result.recovery),
+        *(_drain_lines(result) if config.drains else _recovery_lines(result.recovery)),
         f"  worker tracebacks {result.tracebacks} (logged by workers; informational)",
     ]
     details = [
@@ -41,6 +47,15 @@ def summary(result: RunResult) -> str:
         ("leftover messages", result.leftovers),
         ("partition owners", result.ownership),
         ("recovery", [_kill_line(k) for k in result.recovery.violations()]),
+        (
+            "drains",
+            [
+                f"drain {d.number} (worker {d.worker}, pid {d.pid}): {p}"
+                for d in result.drains
+                for p in d.problems
+            ],
+        ),
+        ("side effects", result.side_effects),
     ]
     for title, findings in details:
         lines += _details(title, findings)
@@ -67,6 +82,31 @@ def _recovery_lines(recovery: RecoverySummary) -> list[str]:
         f"  over bound        {len(recovery.violations())} violation(s),"
         f" {len(recovery.confounded())} more with other faults unresolved meanwhile",
     ]
+
+
+def _drain_lines(result: RunResult) -> list[str]:
+    failed = [drain for drain in result.drains if drain.problems]
+    return [
+        f"  drains            {len(result.drains)}, {len(failed)} with problems (exit code, leases kept,"
+        " partitions waiting a lease period)",
+        f"  side effects      {len(result.side_effects)} ledger task(s) not run exactly once",
+        f"  finished in drain {sum(d.finished_in_drain for d in result.drains)} ledger activities, run to"
+        " completion by a draining worker (informational)",
+    ]
+
+
+def _drain_json(drain: DrainRecord) -> dict[str, Any]:
+    return {
+        "number": drain.number,
+        "at": drain.at.isoformat(),
+        "worker": drain.worker,
+        "pid": drain.pid,
+        "partitions": sorted(drain.leases),
+        "exit_code": drain.exit_code,
+        "finished_in_drain": drain.finished_in_drain,
+        "replacement_pid": drain.replacement_pid,
+        "problems": drain.problems,
+    }
 
 
 def _figures(samples: list[float]) -> str:
@@ -110,7 +150,10 @@ def as_json(result: RunResult) -> dict[str, Any]:
             "entity_mismatches": result.entity_mismatches,
             "leftovers": result.leftovers,
             "ownership": result.ownership,
+            "side_effects": result.side_effects,
+            "drains": [problem for drain in result.drains for problem in drain.problems],
         },
+        "drains": [_drain_json(drain) for drain in result.drains],
         "kills": [
             {
                 "number": k.kill.number,

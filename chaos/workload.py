@@ -13,7 +13,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 KINDS = ("chain", "fanout", "parent", "timer", "event", "entity")
-"""The orchestrator functions of chaos/app, one per shape of work."""
+"""The orchestrator functions of chaos/app, one per shape of work, that the kill scenario runs."""
+DRAIN_KINDS = (
+    "ledger",
+    "chain",
+    "ledger",
+    "fanout",
+    "ledger",
+    "parent",
+    "ledger",
+    "timer",
+    "event",
+    "entity",
+)
+"""What the drain scenario runs: every kind, and ``ledger`` (whose activities write down each run and
+take a while, so that drains find them running) for four in ten."""
 MODULUS = 1_000_003
 SHARED_COUNTERS = 4
 """Counters every ``entity`` instance signals; each ends with the sum of its signallers' seeds."""
@@ -58,6 +72,16 @@ class Workload:
     entity_states: dict[str, int] = field(default_factory=dict)
     """Counter key → final value."""
 
+    def ledger_keys(self) -> list[str]:
+        """The ledger key of every activity task the ``ledger`` instances schedule."""
+        return [
+            f"{spec.instance_id}/{part}/{i}"
+            for spec in self.instances
+            if spec.kind == "ledger"
+            for part, count in (("fan", spec.payload["width"]), ("chain", spec.payload["length"]))
+            for i in range(count)
+        ]
+
     def expected_children(self) -> dict[str, Any]:
         """Sub-orchestration ID → its expected output."""
         return {
@@ -67,9 +91,9 @@ class Workload:
         }
 
 
-def build_workload(count: int, rng: random.Random) -> Workload:
-    """``count`` instances of mixed kinds with seeded sizes."""
-    instances = [_spec(index, rng) for index in range(count)]
+def build_workload(count: int, rng: random.Random, kinds: tuple[str, ...] = KINDS) -> Workload:
+    """``count`` instances of ``kinds`` in turn, with seeded sizes."""
+    instances = [_spec(index, kinds[index % len(kinds)], rng) for index in range(count)]
     states: Counter[str] = Counter()
     for spec in instances:
         if spec.kind == "entity":
@@ -79,8 +103,7 @@ def build_workload(count: int, rng: random.Random) -> Workload:
     return Workload(instances, dict(states))
 
 
-def _spec(index: int, rng: random.Random) -> InstanceSpec:
-    kind = KINDS[index % len(KINDS)]
+def _spec(index: int, kind: str, rng: random.Random) -> InstanceSpec:
     instance_id = f"chaos-{index:05d}-{kind}"
     seed = rng.randrange(1, 10_000)
     if kind == "chain":
@@ -97,6 +120,11 @@ def _spec(index: int, rng: random.Random) -> InstanceSpec:
     if kind == "timer":
         seconds = rng.randint(2, 5)
         return InstanceSpec(instance_id, kind, {"seed": seed, "seconds": seconds}, step(seed))
+    if kind == "ledger":
+        width, length, pause = rng.randint(2, 6), rng.randint(2, 4), round(rng.uniform(0.5, 2.0), 2)
+        expected = chain_output(sum(step(seed + i) for i in range(width)), length)
+        sizes = {"seed": seed, "width": width, "length": length, "pause": pause}
+        return InstanceSpec(instance_id, kind, sizes, expected)
     if kind == "event":
         payload = rng.randrange(1, 1000)
         return InstanceSpec(instance_id, kind, {"seed": seed}, step(seed + payload), event_payload=payload)

@@ -40,6 +40,7 @@ from durable_ext.config import (
     load_log_levels,
 )
 from durable_ext.dashboard.command import DashboardCommandOptions, DashboardServer
+from durable_ext.deploy_check import check_deploy
 from durable_ext.doctor import Finding, diagnose, repair
 from durable_ext.errors import AppLoadError, ConfigError, DurableExtError, ReplayMismatchError
 from durable_ext.history_file import export_history, read_history_file
@@ -66,6 +67,10 @@ EXIT_DRAIN_TIMEOUT = 3
 """``start`` or ``worker`` stopped before in-flight work finished: the grace period ran out."""
 EXIT_INTERRUPTED = 130
 """Interrupted with Ctrl-C (128 + SIGINT) while doing something other than running Azurite."""
+EXIT_SIGNAL_BASE = 128
+"""``start`` or ``worker`` got a second SIGINT or SIGTERM while draining and stopped at once: the exit
+code is this plus the signal's number (130 for SIGINT, 143 for SIGTERM), as for a process that signal
+ended."""
 
 Handler = Callable[[argparse.Namespace], int]
 """Runs one subcommand with the parsed arguments and returns the exit code."""
@@ -285,7 +290,10 @@ def _configure_hub(parser: argparse.ArgumentParser) -> None:
 def _open_hub(config: HostConfig, connection_string: str | None = None) -> TaskHub:
     """A TaskHub for the app's hub (on ``connection_string`` rather than the app's connection, when
     given); call inside the event loop (the SDK clients bind to it)."""
-    account = StorageAccount.from_connection_string(connection_string or config.connection_string())
+    if connection_string is not None:
+        account = StorageAccount.from_connection_string(connection_string)
+    else:
+        account = StorageAccount.from_connection(config.storage_connection())
     options = config.durable_task
     return TaskHub(account, options.hub_name, options.storage_provider.partition_count)
 
@@ -328,7 +336,7 @@ def _hub_delete(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return EXIT_USAGE
-        account = StorageAccount.from_connection_string(config.connection_string())
+        account = StorageAccount.from_connection(config.storage_connection())
         if not _confirm(
             f"Delete task hub {hub_name!r} in {account.describe()}, with all its orchestration history, "
             "instances and queued messages? [y/N] "
@@ -672,9 +680,20 @@ def _run_host(options: LocalHostOptions, role: str) -> int:
 
     async def serve() -> None:
         stop = asyncio.Event()
+        signalled: list[signal.Signals] = []
+
+        def on_signal(signum: signal.Signals) -> None:
+            # The first signal drains; one more means the operator will not wait for the drain.
+            if signalled:
+                host.stop()  # the Azurite it started, if any, which os._exit would leave running
+                line = f"{role} stopped at once ({signum.name} during the drain): in-flight work cut short."
+                _exit_now(line, EXIT_SIGNAL_BASE + signum)
+            signalled.append(signum)
+            stop.set()
+
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signum, on_signal, signum)
         if not await host.run(stop):
             _exit_now(f"{role} stopped before in-flight work finished.", EXIT_DRAIN_TIMEOUT)
 
@@ -1010,3 +1029,25 @@ def _run_replay(args: argparse.Namespace) -> int:
     total = len(args.files)
     print(f"{total - failed} of {total} histories replay cleanly.")
     return EXIT_ERROR if failed else EXIT_OK
+
+
+@command("check-deploy", "check that the app, deployed to Azure Functions as it is, continues this task hub")
+def _configure_check_deploy(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "app_dir",
+        nargs="?",
+        type=Path,
+        default=Path(),
+        metavar="APP_DIR",
+        help="the Functions app directory (default: the current one)",
+    )
+    parser.set_defaults(handler=_run_check_deploy)
+
+
+def _run_check_deploy(args: argparse.Namespace) -> int:
+    directory: Path = args.app_dir
+    if not directory.is_dir():
+        raise ConfigError(f"app directory {directory} does not exist or is not a directory")
+    report = check_deploy(directory)
+    print("\n".join(report.lines()))
+    return EXIT_OK if report.deployable else EXIT_ERROR

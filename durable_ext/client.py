@@ -247,7 +247,9 @@ class TaskHubClient:
     ) -> None:
         """``handoff`` (an engine in this process) takes the messages this client sends straight
         from it, after they are enqueued, instead of waiting for its next poll. ``default_version``
-        is host.json's ``defaultVersion``: the version of instances started without one."""
+        is host.json's ``defaultVersion``: the version of instances started without one. Scheduled
+        starts and delayed signals count from the ``handoff``'s clock (the orchestrations' time, which
+        a test host may skip ahead), else from the wall clock."""
         if max_payload_bytes <= 0:
             raise ValueError(f"max_payload_bytes must be positive, got {max_payload_bytes}")
         self.hub = hub
@@ -256,6 +258,7 @@ class TaskHubClient:
         self.max_payload_bytes = max_payload_bytes
         self._dedupe_statuses = _DEDUPE_STATUSES[overridable_states]
         self._handoff = handoff
+        self._now: Callable[[], datetime] = handoff.now if handoff is not None else utc_now
         self._log = hub_log(logger, hub.names.hub)
 
     @property
@@ -295,7 +298,7 @@ class TaskHubClient:
                 "characters a table property holds"
             )
         scheduled = as_utc(scheduled_start_time)
-        if scheduled is not None and scheduled - utc_now() > MAX_VISIBILITY_DELAY:
+        if scheduled is not None and scheduled - self._now() > MAX_VISIBILITY_DELAY:
             raise ValidationError(
                 f"scheduled start time {scheduled.isoformat()} is more than {MAX_VISIBILITY_DELAY.days} "
                 "days away; Azure Queues cannot delay a message that long"
@@ -310,7 +313,7 @@ class TaskHubClient:
             scheduled_start_time=scheduled,
         )
         with tracing.create_orchestration(started):
-            delay = scheduled - utc_now() if scheduled is not None else None
+            delay = scheduled - self._now() if scheduled is not None else None
             queue = self.hub.control_queue_for(instance_id)
             existing, started, sent = await self._enqueue_start(instance_id, queue, started, delay)
             execution_id = _execution_id(started)
@@ -748,7 +751,7 @@ class TaskHubClient:
         delay = None
         if scheduled_time is not None:
             # The entity re-queues a signal that arrives early; the queue caps one delay at 6 days.
-            delay = min(as_utc(scheduled_time) - utc_now(), MAX_SIGNAL_DELAY)  # type: ignore[operator]
+            delay = min(as_utc(scheduled_time) - self._now(), MAX_SIGNAL_DELAY)  # type: ignore[operator]
         entity_name, _ = parse_entity_instance_id(entity_id)
         with tracing.signal_entity(entity_id, entity_name, operation) as trace:
             event = request_event(

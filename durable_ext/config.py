@@ -170,22 +170,66 @@ class HostConfig:
     # A read-only view; excluded from hashing because mapping proxies are unhashable.
     settings: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
 
-    def connection_string(self) -> str:
-        """Return the storage connection string named by ``storage_provider.connection_name``.
+    def storage_connection(self) -> StorageConnection:
+        """The storage connection named by ``storage_provider.connection_name``, as the host resolves it.
 
-        Raises :class:`ConfigError` naming the setting when it is missing or empty.
+        Like the WebJobs SDK, the name is looked up as ``AzureWebJobs<name>`` first, then as ``<name>``;
+        under each, a non-empty setting of that name is a connection string and settings under
+        ``<name>__`` (or ``<name>:``) are an identity-based connection. Raises :class:`ConfigError`
+        naming the setting when neither exists.
         """
         name = self.durable_task.storage_provider.connection_name
-        value = _lookup_setting(self.settings, name)
+        connection = find_storage_connection(self.settings, name)
+        if connection is None:
+            raise ConfigError(missing_connection_message(name) + _connection_hint(self.app_dir, name))
+        return connection
+
+
+def find_storage_connection(settings: Mapping[str, str], name: str) -> StorageConnection | None:
+    """The storage connection app setting ``name`` defines, as the host resolves it, or None.
+
+    Like the WebJobs SDK, the name is looked up as ``AzureWebJobs<name>`` first, then as ``<name>``;
+    under each, a non-empty setting of that name is a connection string and settings under
+    ``<name>__`` (or ``<name>:``) are an identity-based connection.
+    """
+    for candidate in (f"AzureWebJobs{name}", name):
+        value = _lookup_setting(settings, candidate)
         if value:
-            return value
-        message = f"App setting {name!r} (the storage connection string) is missing or empty"
-        prefix = f"{name}__".lower()
-        if any(key.lower().startswith(prefix) for key in self.settings):
-            # Identity-based connections ("<name>__accountName" etc.) look configured to the user, so say
-            # explicitly why they do not count.
-            message += f"; identity-based connections ({name}__*) are not supported, set a connection string"
-        raise ConfigError(message + _connection_hint(self.app_dir, name))
+            return StorageConnection(candidate, connection_string=value)
+        identity = _setting_section(settings, candidate)
+        if identity:
+            return StorageConnection(candidate, identity=MappingProxyType(identity))
+    return None
+
+
+def missing_connection_message(name: str) -> str:
+    """The error for a storage connection that no app setting defines."""
+    return (
+        f"App setting {name!r} (the storage connection string, or {name}__accountName and the other "
+        "settings of an identity-based connection) is missing or empty"
+    )
+
+
+@dataclass(frozen=True)
+class StorageConnection:
+    """A storage connection as app settings define it: a connection string or an identity's settings."""
+
+    name: str
+    """The setting (or prefix of settings) it was found under."""
+    connection_string: str | None = None
+    identity: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    """For an identity-based connection: its settings under ``<name>__``, keys lower-cased
+    (``accountname``, ``queueserviceuri``, ``credential``, ``clientid``, ...)."""
+
+
+def _setting_section(settings: Mapping[str, str], name: str) -> dict[str, str]:
+    """The settings under ``name__`` or ``name:`` (the host's configuration section), keys lower-cased."""
+    section = {}
+    for key, value in settings.items():
+        parts = _OVERRIDE_SEPARATOR_RE.split(key, maxsplit=1)
+        if len(parts) == 2 and parts[0].lower() == name.lower() and value:
+            section[parts[1].lower()] = value
+    return section
 
 
 def _connection_hint(app_dir: Path, name: str) -> str:
@@ -308,17 +352,20 @@ def read_host_json(app_dir: Path) -> dict[str, Any] | None:
     return _read_json_object(app_dir / HOST_JSON, allow_bom=False)
 
 
-def load_config(app_dir: Path, environ: Mapping[str, str] | None = None) -> HostConfig:
+def load_config(
+    app_dir: Path, environ: Mapping[str, str] | None = None, *, local_settings: bool = True
+) -> HostConfig:
     """Load the configuration of the Functions app in ``app_dir``.
 
-    Precedence, lowest first: defaults, ``host.json``, ``local.settings.json`` ``Values``, ``environ``
+    Precedence, lowest first: defaults, ``host.json``, ``local.settings.json`` ``Values`` (unless
+    ``local_settings`` is false: what a deployed app sees, as the file is not published), ``environ``
     (``os.environ`` when None).  Raises :class:`ConfigError` naming the key and the file or setting for
     any invalid value.
     """
     environ = os.environ if environ is None else environ
     host_path = app_dir / HOST_JSON
     local_path = app_dir / LOCAL_SETTINGS_JSON
-    local_values = load_local_settings(app_dir)
+    local_values = load_local_settings(app_dir) if local_settings else {}
     settings = MappingProxyType({**local_values, **environ})
 
     host = read_host_json(app_dir) or {}

@@ -257,21 +257,18 @@ async def _is_unknown(hub: TaskHub, instance_id: str) -> bool:
 async def _peek_control_queues(hub: TaskHub) -> list[_Peeked]:
     """The visible messages at the front of every control queue, decoded (undecodable ones skipped)."""
     peeked: list[_Peeked] = []
-    async with hub.account.queue_service() as service:
-        for name in hub.names.control_queues:
-            client: QueueClient = service.get_queue_client(name)
-            for raw in await client.peek_messages(max_messages=PEEK_LIMIT):
-                try:
-                    data = MessageData.decode(raw.content)
-                    if data.compressed_blob_name:
-                        data = MessageData.decode(
-                            await hub.large_messages.download(data.compressed_blob_name)
-                        )
-                except MessageFormatError as exc:
-                    logger.warning("queue %s: undecodable message %s skipped: %s", name, raw.id, exc)
-                    continue
-                if data.task_message is not None:
-                    peeked.append(_Peeked(name, data, raw.inserted_on))
+    for name in hub.names.control_queues:
+        client: QueueClient = hub.queue_client(name)
+        for raw in await client.peek_messages(max_messages=PEEK_LIMIT):
+            try:
+                data = MessageData.decode(raw.content)
+                if data.compressed_blob_name:
+                    data = MessageData.decode(await hub.large_messages.download(data.compressed_blob_name))
+            except MessageFormatError as exc:
+                logger.warning("queue %s: undecodable message %s skipped: %s", name, raw.id, exc)
+                continue
+            if data.task_message is not None:
+                peeked.append(_Peeked(name, data, raw.inserted_on))
     return peeked
 
 

@@ -9,6 +9,9 @@ Fixtures:
   tests (needs pytest-asyncio).
 - ``durable_app_dir``: the app under test: the rootdir, or the directory named by the test's
   ``@pytest.mark.durable_app("path")`` (relative paths are relative to the rootdir).
+- ``durable_time_skipping``: whether the test host skips time: True for a test marked
+  ``@pytest.mark.durable_time_skipping`` (durable timers fire as soon as nothing else can run while
+  the client waits, see :class:`~durable_ext.testing.DurableTestHost`).
 - ``durable_connection_string`` (session): the storage of every test host: ``AzureWebJobsStorage`` or
   one Azurite shared by the session (see :func:`~durable_ext.testing.default_connection_string`).
   Override it in a ``conftest.py`` to use storage of your own.
@@ -24,13 +27,19 @@ import pytest
 from durable_ext.testing_host import AsyncHostClient, DurableTestHost, HostClient, default_connection_string
 
 MARKER = "durable_app"
+TIME_SKIPPING_MARKER = "durable_time_skipping"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Register the ``durable_app`` marker."""
+    """Register the ``durable_app`` and ``durable_time_skipping`` markers."""
     config.addinivalue_line(
         "markers",
         f"{MARKER}(path): run the durable_host fixture for the app in path (relative to the rootdir)",
+    )
+    config.addinivalue_line(
+        "markers",
+        f"{TIME_SKIPPING_MARKER}: the durable_host fixture fires durable timers as soon as nothing else "
+        "can run while it waits, skipping the time in between",
     )
 
 
@@ -53,17 +62,34 @@ def durable_app_dir(request: pytest.FixtureRequest) -> Path:
 
 
 @pytest.fixture
-def durable_host(durable_app_dir: Path, durable_connection_string: str) -> Iterator[HostClient]:
+def durable_time_skipping(request: pytest.FixtureRequest) -> bool:
+    """Whether the test's host skips time (the test is marked ``durable_time_skipping``)."""
+    marker = request.node.get_closest_marker(TIME_SKIPPING_MARKER)
+    if marker is not None and (marker.args or marker.kwargs):
+        raise pytest.UsageError(f"@pytest.mark.{TIME_SKIPPING_MARKER} takes no arguments")
+    return marker is not None
+
+
+@pytest.fixture
+def durable_host(
+    durable_app_dir: Path, durable_connection_string: str, durable_time_skipping: bool
+) -> Iterator[HostClient]:
     """A test host for the app under test, with blocking client methods."""
-    with DurableTestHost(durable_app_dir, connection_string=durable_connection_string) as client:
+    host = DurableTestHost(
+        durable_app_dir, connection_string=durable_connection_string, time_skipping=durable_time_skipping
+    )
+    with host as client:
         yield client
 
 
 async def _durable_host_async(
-    durable_app_dir: Path, durable_connection_string: str
+    durable_app_dir: Path, durable_connection_string: str, durable_time_skipping: bool
 ) -> AsyncIterator[AsyncHostClient]:
     """A test host for the app under test on the test's event loop, with ``async`` client methods."""
-    async with DurableTestHost(durable_app_dir, connection_string=durable_connection_string) as client:
+    host = DurableTestHost(
+        durable_app_dir, connection_string=durable_connection_string, time_skipping=durable_time_skipping
+    )
+    async with host as client:
         yield client
 
 

@@ -2,8 +2,10 @@
 
 :class:`DurableTestHost` runs an app's orchestrators, activities and entities on the real engine in
 this process, on a fresh task hub in a shared Azurite, with a client to start instances, wait for them,
-raise events, signal and read entities and mock activities. The pytest plugin
-(:mod:`durable_ext.pytest_plugin`) offers it as the ``durable_host`` fixture.
+raise events, signal and read entities and mock activities; with ``time_skipping=True`` durable timers
+fire as soon as nothing else can run while the client waits. The pytest plugin
+(:mod:`durable_ext.pytest_plugin`) offers it as the ``durable_host`` fixture (time skipping with the
+``durable_time_skipping`` marker).
 
 ``replay(app_dir, file)`` fails with :class:`ReplayMismatchError` when a change to an orchestrator
 would break instances already running it: the error names the history event, what the code does

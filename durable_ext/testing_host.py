@@ -19,7 +19,7 @@ import os
 import threading
 import uuid
 import warnings
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 from durable_ext.app_loader import FunctionKind, FunctionRegistry, RegisteredFunction, load_app
 from durable_ext.client import TaskHubClient
+from durable_ext.clock import SYSTEM_CLOCK, SkippingClock
 from durable_ext.config import load_config
 from durable_ext.history import HistoryEvent, OrchestrationStatus
 from durable_ext.host.azurite import Azurite
@@ -35,6 +36,7 @@ from durable_ext.storage.account import StorageAccount
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.worker.engine import Engine
 from durable_ext.worker.partitions import PartitionManagerOptions
+from durable_ext.worker.time_skipping import TimeSkipper
 
 STORAGE_SETTING = "AzureWebJobsStorage"
 """The environment variable naming the storage a test host uses when given no connection string."""
@@ -73,6 +75,26 @@ def default_connection_string() -> str:
     if configured and not StorageAccount.from_connection_string(configured).development_storage:
         return configured
     return shared_azurite().connection_string
+
+
+@contextlib.contextmanager
+def app_settings_environment(settings: Mapping[str, str], connections: Mapping[str, str]) -> Iterator[None]:
+    """The app's settings as environment variables while a test host runs, as Functions exposes them
+    to user code; the real environment keeps precedence, except that each storage connection in
+    ``connections`` (setting name → connection string) is the one the test host runs on, so the app's
+    own storage clients reach the same Azurite. Everything is put back on exit."""
+    wanted = {name: value for name, value in settings.items() if name not in os.environ}
+    wanted.update(connections)
+    previous = {name: os.environ.get(name) for name in wanted}
+    os.environ.update(wanted)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @dataclass(frozen=True)
@@ -130,15 +152,22 @@ class AsyncHostClient:
     """The client of a running test host; its methods run on the host's event loop."""
 
     def __init__(
-        self, hub: TaskHub, client: TaskHubClient, registry: FunctionRegistry, mocks: dict[str, Any]
+        self,
+        hub: TaskHub,
+        client: TaskHubClient,
+        registry: FunctionRegistry,
+        mocks: dict[str, Any],
+        skipper: TimeSkipper | None = None,
     ) -> None:
-        """``mocks`` is the table the host's activities look their replacements up in, by lower-cased name."""
+        """``mocks`` is the table the host's activities look their replacements up in, by lower-cased
+        name; ``skipper`` skips time while :meth:`wait` waits (a host with time skipping)."""
         self.hub = hub
         """The host's task hub (a fresh one, deleted when the host exits)."""
         self.client = client
         """The storage-level client, for what this small one does not cover."""
         self._registry = registry
         self._mocks = mocks
+        self._skipper = skipper
 
     def mock_activity(self, name: str, fn_or_value: Any) -> None:
         """Replace the activity ``name`` for this host: a callable gets the activity's input and its
@@ -153,8 +182,13 @@ class AsyncHostClient:
         return await self.client.start_new(name, instance_id, _encoded(input))
 
     async def wait(self, instance_id: str, timeout: float = 30) -> InstanceStatus:
-        """Wait until the instance completes, fails or is terminated; TimeoutError after ``timeout`` s."""
-        state = await self.client.wait_for_completion(instance_id, timeout)
+        """Wait until the instance completes, fails or is terminated; TimeoutError after ``timeout`` s.
+
+        On a host with time skipping, durable timers fire meanwhile as soon as nothing else can run.
+        """
+        skipping = self._skipper.skipping() if self._skipper is not None else contextlib.nullcontext()
+        async with skipping:
+            state = await self.client.wait_for_completion(instance_id, timeout)
         load = await self.hub.tracking.load_history(instance_id)
         return InstanceStatus(
             instance_id=state.instance_id,
@@ -220,38 +254,50 @@ class DurableTestHost:
 
     ``connection_string`` names the storage; None: :func:`default_connection_string`. ``async with`` gives
     an :class:`AsyncHostClient`, ``with`` a :class:`HostClient`. The task hub is deleted on exit.
+    ``time_skipping``: while the client waits for an orchestration, durable timers fire as soon as
+    nothing else can run, the orchestrations' clock jumping forward to them (see
+    :mod:`durable_ext.worker.time_skipping`).
     """
 
-    def __init__(self, app_dir: str | Path, *, connection_string: str | None = None) -> None:
+    def __init__(
+        self, app_dir: str | Path, *, connection_string: str | None = None, time_skipping: bool = False
+    ) -> None:
         self.app_dir = Path(app_dir).resolve()
         self.connection_string = connection_string
+        self.time_skipping = time_skipping
         self._stack: contextlib.AsyncExitStack | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
     async def __aenter__(self) -> AsyncHostClient:
         config = load_config(self.app_dir)
-        with warnings.catch_warnings():
-            # Apps written for older SDKs may import deprecated names; that is no failure of theirs here.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            registry = load_app(self.app_dir, settings=config.settings)
-        mocks: dict[str, Any] = {}
-        functions = tuple(
-            _mockable(f, mocks) if f.kind is FunctionKind.ACTIVITY else f for f in registry.functions
-        )
-        mockable = FunctionRegistry(functions, registry.programming_model)
-        options = dataclasses.replace(config.durable_task, hub_name="DurableTest" + uuid.uuid4().hex[:12])
         connection = self.connection_string or default_connection_string()
-        account = StorageAccount.from_connection_string(connection)
         async with contextlib.AsyncExitStack() as stack:
+            connection_name = config.durable_task.storage_provider.connection_name
+            stack.enter_context(app_settings_environment(config.settings, {connection_name: connection}))
+            with warnings.catch_warnings():
+                # Apps written for older SDKs may import deprecated names; no failure of theirs here.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                registry = load_app(self.app_dir, settings=config.settings)
+            mocks: dict[str, Any] = {}
+            functions = tuple(
+                _mockable(f, mocks) if f.kind is FunctionKind.ACTIVITY else f for f in registry.functions
+            )
+            mockable = FunctionRegistry(functions, registry.programming_model)
+            options = dataclasses.replace(config.durable_task, hub_name="DurableTest" + uuid.uuid4().hex[:12])
+            account = StorageAccount.from_connection_string(connection)
             hub = await stack.enter_async_context(
                 TaskHub(account, options.hub_name, options.storage_provider.partition_count)
             )
             await hub.create()
             stack.push_async_callback(hub.delete)
-            engine = Engine(hub, mockable, options, partition_options=FAST_LEASES)
+            clock = SkippingClock() if self.time_skipping else SYSTEM_CLOCK
+            engine = Engine(hub, mockable, options, partition_options=FAST_LEASES, clock=clock)
             await stack.enter_async_context(engine)
-            client = AsyncHostClient(hub, TaskHubClient(hub, handoff=engine), mockable, mocks)
+            skipper = None
+            if isinstance(clock, SkippingClock):
+                skipper = await stack.enter_async_context(TimeSkipper(engine, clock))
+            client = AsyncHostClient(hub, TaskHubClient(hub, handoff=engine), mockable, mocks, skipper)
             self._stack = stack.pop_all()
         return client
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from chaos.checks import duplicate_events, owner_pid, ownership_problems
+from chaos.drain import ledger_counts, side_effect_findings
 from chaos.recovery import InstanceTimeline, KillRecord, recoveries
-from chaos.workload import build_workload, chain_output, step
+from chaos.workload import DRAIN_KINDS, build_workload, chain_output, step
 from durable_ext.history import (
     EventRaisedEvent,
     ExecutionCompletedEvent,
@@ -113,3 +116,28 @@ def test_the_workload_oracle() -> None:
     entity_specs = [spec for spec in workload.instances if spec.kind == "entity"]
     assert sum(workload.entity_states.values()) == 3 * sum(spec.payload["seed"] for spec in entity_specs)
     assert set(workload.expected_children()) == {"chaos-00002-parent-child", "chaos-00008-parent-child"}
+
+
+def test_each_ledger_task_must_have_run_exactly_once(tmp_path: Path) -> None:
+    (tmp_path / "ledger-1.txt").write_text("i/fan/0\ni/fan/1\n")
+    (tmp_path / "ledger-2.txt").write_text("i/fan/1\nstray/chain/0\n")
+    counts = ledger_counts(tmp_path)
+    assert counts == Counter({"i/fan/0": 1, "i/fan/1": 2, "stray/chain/0": 1})
+    assert side_effect_findings(counts, ["i/fan/0", "i/fan/1", "i/chain/0"]) == [
+        "i/chain/0: ran 0 times",
+        "i/fan/1: ran 2 times",
+        "stray/chain/0: ran 1 times, never scheduled",
+    ]
+    assert side_effect_findings(Counter({"i/fan/0": 1}), ["i/fan/0"]) == []
+
+
+def test_the_drain_workload_names_a_ledger_key_per_activity_task() -> None:
+    workload = build_workload(10, random.Random(5), DRAIN_KINDS)
+    ledgers = [spec for spec in workload.instances if spec.kind == "ledger"]
+    assert len(ledgers) == 4
+    keys = workload.ledger_keys()
+    assert len(keys) == len(set(keys)) == sum(s.payload["width"] + s.payload["length"] for s in ledgers)
+    first = ledgers[0]
+    assert f"{first.instance_id}/fan/0" in keys and f"{first.instance_id}/chain/0" in keys
+    # The kill scenario's workloads stay as they were: no ledger instances.
+    assert all(spec.kind != "ledger" for spec in build_workload(14, random.Random(5)).instances)

@@ -2,6 +2,8 @@
 
 20 SIGKILLs of three ``start`` workers on one hub, 40 instances of every shape, a 10 s storage outage;
 then nothing lost, stuck, duplicated or left in the queues, exact entities, one live owner per partition.
+The drain scenario (issue 20), ``python -m chaos --drain --quick``, must pass too: each of the three
+workers drained with SIGTERM and replaced in turn, every drain clean and every activity run once.
 """
 
 from __future__ import annotations
@@ -32,4 +34,25 @@ def test_quick_fault_suite_passes(tmp_path: Path) -> None:
     assert len(report["kills"]) == 20, report
     assert report["restarts"] == 20, report
     assert len(report["outages"]) == 1, report
+    assert not any(report["findings"].values()), report["findings"]
+
+
+def test_quick_drain_scenario_passes(tmp_path: Path) -> None:
+    out = tmp_path / "drain.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "chaos", "--drain", "--quick", "--seed", "13", "--json", str(out)],
+        cwd=REPO_DIR,
+        capture_output=True,
+        text=True,
+        timeout=HANG_LIMIT,
+        check=False,
+    )
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr[-4000:]}"
+    assert "PASSED" in done.stdout, done.stdout
+    report = json.loads(out.read_text())
+    drains = report["drains"]
+    assert [drain["worker"] for drain in drains] == [0, 1, 2], report
+    assert all(drain["exit_code"] == 0 and drain["replacement_pid"] for drain in drains), report
+    assert any(drain["partitions"] for drain in drains), report
+    assert report["kills"] == [] and report["restarts"] == 3, report
     assert not any(report["findings"].values()), report["findings"]

@@ -385,7 +385,9 @@ def test_missing_connection_setting(
         monkeypatch.delenv(variable)
     app_dir = write_app(tmp_path, unique_hub())
     missing = (
-        f"error: App setting {CONNECTION_SETTING!r} (the storage connection string) is missing or empty; "
+        f"error: App setting {CONNECTION_SETTING!r} (the storage connection string, or "
+        f"{CONNECTION_SETTING}__accountName and the other settings of an identity-based connection) is "
+        "missing or empty; "
     )
 
     code, out, err = run_cli(capsys, "hub", "info", "--app-dir", str(app_dir))
@@ -446,7 +448,8 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_command_registry() -> None:
     assert list(COMMANDS) == [
-        *("init", "hub", "azurite", "start", "worker", "dashboard", "doctor", "lint", "history", "replay")
+        *("init", "hub", "azurite", "start", "worker", "dashboard", "doctor", "lint", "history", "replay"),
+        "check-deploy",
     ]
 
 
@@ -564,7 +567,10 @@ def test_init_writes_what_func_init_writes_and_never_overwrites(tmp_path: Path) 
         "Values": {"FUNCTIONS_WORKER_RUNTIME": "python", "AzureWebJobsStorage": "UseDevelopmentStorage=true"},
     }
     # What init wrote is a configuration durable_ext loads, pointing at Azurite.
-    assert load_config(app_dir, environ={}).connection_string() == "UseDevelopmentStorage=true"
+    assert (
+        load_config(app_dir, environ={}).storage_connection().connection_string
+        == "UseDevelopmentStorage=true"
+    )
 
     (app_dir / "host.json").write_text('{"version": "2.0"}')
     result = run_module(app_dir, "init")

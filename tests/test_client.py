@@ -460,6 +460,9 @@ class _Taker:
     def enqueued(self, queue_name: str) -> None:
         raise AssertionError("every undelayed message is claimed")
 
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
     def schedules(self, queue_name: str) -> bool:
         return False
 

@@ -16,6 +16,7 @@ from durable_ext.config import (
     HostConfig,
     HostStartSettings,
     OverridableStates,
+    StorageConnection,
     StorageProviderOptions,
     load_config,
     load_host_start_settings,
@@ -710,25 +711,49 @@ def test_host_json_that_df_cannot_import_with_is_refused(tmp_path: Path, content
 
 def test_connection_string(tmp_path: Path) -> None:
     config = load_config(tmp_path, environ={"AzureWebJobsStorage": "UseDevelopmentStorage=true"})
-    assert config.connection_string() == "UseDevelopmentStorage=true"
+    assert config.storage_connection() == StorageConnection(
+        "AzureWebJobsStorage", connection_string="UseDevelopmentStorage=true"
+    )
     app = write_app(
         tmp_path, host=storage_host({"connectionName": "MyConn"}), local=local_values({"MyConn": "X=1"})
     )
-    assert load_config(app, environ={}).connection_string() == "X=1"
+    assert load_config(app, environ={}).storage_connection().connection_string == "X=1"
+    # As the WebJobs SDK: AzureWebJobs<name> before <name>.
+    both = load_config(app, environ={"AzureWebJobsMyConn": "Y=2"}).storage_connection()
+    assert (both.name, both.connection_string) == ("AzureWebJobsMyConn", "Y=2")
+
+
+def test_identity_connection_settings(tmp_path: Path) -> None:
+    environ = {
+        "AzureWebJobsStorage__accountName": "acct",
+        "azurewebjobsstorage:Credential": "managedidentity",
+        "AzureWebJobsStorage__clientId": "",
+        "AzureWebJobsStorageOther": "ignored",
+    }
+    connection = load_config(tmp_path, environ=environ).storage_connection()
+    assert connection.name == "AzureWebJobsStorage" and connection.connection_string is None
+    assert dict(connection.identity) == {"accountname": "acct", "credential": "managedidentity"}
+    # A connection string under the same name wins over the identity settings, as in the host.
+    environ["AzureWebJobsStorage"] = "UseDevelopmentStorage=true"
+    assert load_config(tmp_path, environ=environ).storage_connection().connection_string is not None
 
 
 @pytest.mark.parametrize(
-    ("environ", "detail"),
-    [
-        ({}, "'AzureWebJobsStorage'"),
-        ({"AzureWebJobsStorage": ""}, "'AzureWebJobsStorage'"),
-        ({"AzureWebJobsStorage__accountName": "acct"}, "identity-based"),
-    ],
+    "environ", [{}, {"AzureWebJobsStorage": ""}, {"AzureWebJobsStorage__accountName": ""}]
 )
-def test_connection_string_missing(tmp_path: Path, environ: dict[str, str], detail: str) -> None:
+def test_connection_missing(tmp_path: Path, environ: dict[str, str]) -> None:
     config = load_config(tmp_path, environ=environ)
-    with pytest.raises(ConfigError, match=detail):
-        config.connection_string()
+    with pytest.raises(ConfigError, match=r"'AzureWebJobsStorage' .*AzureWebJobsStorage__accountName"):
+        config.storage_connection()
+
+
+def test_identity_connection_under_a_custom_connection_name(tmp_path: Path) -> None:
+    app = write_app(tmp_path, host=storage_host({"connectionName": "Orders"}), local=local_values({}))
+    own = load_config(app, environ={"Orders__accountName": "orders"}).storage_connection()
+    assert (own.name, dict(own.identity)) == ("Orders", {"accountname": "orders"})
+    prefixed = {"Orders__accountName": "orders", "AzureWebJobsOrders__accountName": "webjobs"}
+    found = load_config(app, environ=prefixed).storage_connection()
+    assert (found.name, dict(found.identity)) == ("AzureWebJobsOrders", {"accountname": "webjobs"})
 
 
 def test_host_json_functions_is_the_allow_list(tmp_path: Path) -> None:

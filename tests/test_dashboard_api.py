@@ -28,8 +28,10 @@ from starlette.applications import Starlette
 
 from durable_ext.client import TaskHubClient
 from durable_ext.dashboard.api import DashboardOptions, dashboard_mount
+from durable_ext.dashboard.command import storage_connection
 from durable_ext.dashboard.hubs import DashboardHub, HubSet
 from durable_ext.entities import entity_instance_id
+from durable_ext.errors import ConfigError
 from durable_ext.history import (
     ExecutionStartedEvent,
     OrchestrationStatus,
@@ -800,3 +802,21 @@ async def test_unreachable_storage_is_503_with_retry_after(serve_dash: ServeDash
             assert bulk.json()["results"] == [
                 {"instanceId": "down-1", "ok": False, "status": 503, "error": "storage is unreachable"}
             ]
+
+
+def test_the_dashboard_command_takes_identity_connections_as_start_does() -> None:
+    settings = {
+        "Orders__accountName": "ordersacct",
+        "Orders__credential": "managedidentity",
+        "Orders__clientId": "00000000-0000-0000-0000-000000000001",
+        "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+    }
+    account = StorageAccount.from_connection(storage_connection("Orders", settings))
+    assert account.account_name == "ordersacct"
+    assert account.queue_endpoint == "https://ordersacct.queue.core.windows.net"
+    assert account.identity is not None
+    # As start resolves AzureWebJobsStorage: the AzureWebJobs prefix is tried first.
+    assert storage_connection("Storage", settings).connection_string == "UseDevelopmentStorage=true"
+    assert storage_connection("Acct=1;AccountKey=x", settings).connection_string == "Acct=1;AccountKey=x"
+    with pytest.raises(ConfigError, match="--connection Missing: App setting 'Missing'"):
+        storage_connection("Missing", settings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from durable_ext.testing import (
     default_connection_string,
     shared_azurite,
 )
+from durable_ext.testing_host import STORAGE_SETTING
 
 pytest_plugins = ["pytester"]
 
@@ -219,3 +221,57 @@ def test_a_users_test_file_passes_with_the_plugin(
     pytester.makepyfile(function_app=USER_APP, test_user=USER_TESTS)
     result = pytester.runpytest_subprocess(*_plugin_arguments(), "-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)
+
+
+SETTINGS_APP = """
+import json
+import os
+
+import azure.durable_functions as df
+
+app = df.DFApp()
+PREFIX_AT_IMPORT = os.environ["KIT_GREETING"]
+
+
+@app.orchestration_trigger(context_name="context")
+def greet(context: df.DurableOrchestrationContext):
+    return (yield context.call_activity("read_settings", None))
+
+
+@app.activity_trigger(input_name="unused")
+def read_settings(unused: None) -> dict:
+    return {
+        "import": PREFIX_AT_IMPORT,
+        "run": os.environ["KIT_GREETING"],
+        "kept": os.environ["KIT_FROM_ENVIRONMENT"],
+        "storage": os.environ["AzureWebJobsStorage"],
+    }
+"""
+
+
+def test_app_settings_reach_the_app_as_environment_variables_while_the_host_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, azurite_connection_string: str
+) -> None:
+    (tmp_path / "function_app.py").write_text(SETTINGS_APP)
+    (tmp_path / "host.json").write_text('{"version": "2.0"}')
+    values = {
+        "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+        "KIT_GREETING": "Hola",
+        "KIT_FROM_ENVIRONMENT": "from local.settings.json",
+    }
+    (tmp_path / "local.settings.json").write_text(json.dumps({"IsEncrypted": False, "Values": values}))
+    monkeypatch.delenv("KIT_GREETING", raising=False)
+    monkeypatch.setenv("KIT_FROM_ENVIRONMENT", "from the environment")
+    monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
+    with DurableTestHost(tmp_path, connection_string=azurite_connection_string) as client:
+        status = client.wait(client.start("greet"))
+    assert status.output == {
+        "import": "Hola",
+        "run": "Hola",
+        "kept": "from the environment",
+        # The app's own storage clients reach the storage the test host runs on.
+        "storage": azurite_connection_string,
+    }
+    assert "KIT_GREETING" not in os.environ
+    assert os.environ["KIT_FROM_ENVIRONMENT"] == "from the environment"
+    assert os.environ[STORAGE_SETTING] == "UseDevelopmentStorage=true"

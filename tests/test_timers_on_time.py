@@ -230,6 +230,9 @@ class _NoConsumer:
     def enqueued(self, queue_name: str) -> None:
         pass
 
+    def now(self) -> datetime:
+        return utc_now()
+
     def schedules(self, queue_name: str) -> bool:
         return False
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from azure.data.tables import TableClient
 
 from durable_ext.client import TaskHubClient
@@ -252,6 +253,33 @@ async def test_a_drain_past_the_grace_period_exits_3(
         assert worker.process.wait(timeout=30) == 3, worker.output()[-4000:]
         assert "Worker stopped before in-flight work finished." in worker.output()
         assert not (tmp_path / "late.finished").exists()
+
+
+@pytest.mark.parametrize(("second", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+async def test_a_second_signal_during_the_drain_exits_at_once(
+    tmp_path: Path,
+    azurite_connection_string: str,
+    storage_account: StorageAccount,
+    second: signal.Signals,
+    code: int,
+) -> None:
+    hub = "Twice" + uuid.uuid4().hex[:8]
+    app = sample_app_dir(tmp_path, hub, extra_blueprints=[REPO / "tests" / "apps" / "slow_step.py"])
+    (port,) = distinct_free_ports(1)
+    command = worker_command(app, port, grace_seconds=600)
+    env = host_env(azurite_connection_string)
+    with spawn(command, env, f"http://127.0.0.1:{port}", tmp_path / "worker.log", "Worker ready") as worker:
+        async with TaskHub(storage_account, hub, partition_count=2) as task_hub:
+            job = {"dir": str(tmp_path), "tag": "twice", "seconds": 600}
+            await TaskHubClient(task_hub).start_new("slow_once", "twice", json.dumps(job))
+        wait_for((tmp_path / f"twice.started.{worker.process.pid}").exists, "the slow activity to start")
+        worker.process.send_signal(signal.SIGTERM)
+        wait_for(lambda: "draining" in worker.output(), "the drain to start")
+        worker.process.send_signal(second)
+        # Long before the grace period or the activity would end.
+        assert worker.process.wait(timeout=30) == code, worker.output()[-4000:]
+        assert f"Worker stopped at once ({second.name} during the drain)" in worker.output()
+        assert not (tmp_path / "twice.finished").exists()
 
 
 def test_listener_ports_are_checked_before_anything_starts(

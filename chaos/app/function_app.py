@@ -5,8 +5,11 @@ counter entities end with states it can compute exactly, so lost, repeated or re
 as a wrong output or a wrong count instead of going unnoticed.
 """
 
+import os
+import time
 from collections.abc import Generator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import azure.durable_functions as df
@@ -14,6 +17,8 @@ import azure.durable_functions as df
 app = df.DFApp()
 
 MODULUS = 1_000_003
+LEDGER_SETTING = "CHAOS_LEDGER_DIR"
+"""The directory ``record`` writes its side effects to (one file per process)."""
 
 
 @app.activity_trigger(input_name="value")
@@ -29,6 +34,37 @@ def chain(context: df.DurableOrchestrationContext) -> Generator[Any, Any, int]:
     value = spec["seed"]
     for _ in range(spec["length"]):
         value = yield context.call_activity("step", value)
+    return value
+
+
+@app.activity_trigger(input_name="entry")
+def record(entry: dict[str, Any]) -> int:
+    """``step`` on ``entry["value"]`` with a side effect: a line with ``entry["key"]`` appended to this
+    process's file in the ledger directory, so that the suite can count how often each task ran.
+    It takes ``entry["pause"]`` seconds first, so that drains find it running."""
+    time.sleep(entry["pause"])
+    ledger = Path(os.environ[LEDGER_SETTING]) / f"ledger-{os.getpid()}.txt"
+    with ledger.open("a") as lines:
+        lines.write(f"{entry['key']}\n")
+    return step(entry["value"])
+
+
+@app.orchestration_trigger(context_name="context")
+def ledger(context: df.DurableOrchestrationContext) -> Generator[Any, Any, int]:
+    """``record`` on ``seed``, ``seed + 1``, ... in parallel (``width`` of them), then ``length`` times in
+    a row on the sum; each task's ledger key is ``<instance>/fan/<i>`` or ``<instance>/chain/<i>``."""
+    spec = context.get_input()
+    pause = spec["pause"]
+    tasks = [
+        context.call_activity(
+            "record", {"key": f"{context.instance_id}/fan/{i}", "value": spec["seed"] + i, "pause": pause}
+        )
+        for i in range(spec["width"])
+    ]
+    value = sum((yield context.task_all(tasks)))
+    for i in range(spec["length"]):
+        entry = {"key": f"{context.instance_id}/chain/{i}", "value": value, "pause": pause}
+        value = yield context.call_activity("record", entry)
     return value
 
 

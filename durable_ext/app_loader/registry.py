@@ -76,6 +76,16 @@ class HttpRoute:
 
 
 @dataclass(frozen=True)
+class BindingInfo:
+    """One binding of a function as the Functions host reads it (function.json or the v2 indexing)."""
+
+    type: str
+    direction: str
+    """``in`` or ``out``."""
+    name: str
+
+
+@dataclass(frozen=True)
 class RegisteredFunction:
     """One function of the app, with what is needed to invoke it."""
 
@@ -101,6 +111,8 @@ class RegisteredFunction:
     """The Azure Functions function name: Python name or ``@app.function_name`` (v2), folder name (v1)."""
     disabled: bool = False
     """Disabled by the ``AzureWebJobs.<function_name>.Disabled`` app setting (see durable_ext.config)."""
+    bindings: tuple[BindingInfo, ...] = ()
+    """Every binding, the trigger first, as the host registers them."""
 
 
 @dataclass(frozen=True)

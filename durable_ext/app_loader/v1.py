@@ -43,6 +43,7 @@ import azure.functions as func
 from durable_ext.app_loader.importing import first_line, import_error, tracked_import
 from durable_ext.app_loader.registry import (
     ALL_HTTP_METHODS,
+    BindingInfo,
     FunctionKind,
     FunctionRegistry,
     HttpRoute,
@@ -263,6 +264,10 @@ def _register(spec: _FunctionSpec, entry: Callable[..., Any]) -> RegisteredFunct
         http=_http_route(spec, client) if kind is FunctionKind.HTTP else None,
         trigger_type=spec.trigger.type,
         function_name=spec.name,
+        bindings=tuple(
+            BindingInfo(b.type, b.direction, b.name)
+            for b in sorted(spec.bindings, key=lambda b: not b.is_trigger)
+        ),
     )
 
 

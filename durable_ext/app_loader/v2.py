@@ -37,12 +37,13 @@ from types import ModuleType
 from typing import Any
 
 import azure.functions as func
-from azure.functions.decorators.core import Binding
+from azure.functions.decorators.core import Binding, BindingDirection
 
 from durable_ext.app_loader.importing import first_line, import_error, module_paths, tracked_import
 from durable_ext.app_loader.registry import (
     ALL_HTTP_METHODS,
     DURABLE_KINDS,
+    BindingInfo,
     FunctionKind,
     FunctionRegistry,
     HttpRoute,
@@ -121,7 +122,14 @@ def _register(function: func.Function) -> RegisteredFunction:
         http=http if kind is FunctionKind.HTTP else None,
         trigger_type=trigger_type,
         function_name=function_name,
+        bindings=tuple(_binding_info(binding) for binding in function.get_bindings()),
     )
+
+
+def _binding_info(binding: Binding) -> BindingInfo:
+    # The direction property is BindingDirection's value (IN = 0); its name is function.json's word.
+    direction = BindingDirection(binding.direction).name.lower()
+    return BindingInfo(str(binding.type), direction, binding.name)
 
 
 def _http_route(

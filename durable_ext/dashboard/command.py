@@ -24,7 +24,13 @@ from starlette.responses import RedirectResponse
 from starlette.routing import Route
 
 from durable_ext.client import TaskHubClient
-from durable_ext.config import DEFAULT_CONNECTION_NAME, load_local_settings
+from durable_ext.config import (
+    DEFAULT_CONNECTION_NAME,
+    StorageConnection,
+    find_storage_connection,
+    load_local_settings,
+    missing_connection_message,
+)
 from durable_ext.dashboard.api import DASHBOARD_PREFIX, DashboardOptions, dashboard_mount
 from durable_ext.dashboard.hubs import DashboardHub, HubSet, read_only_from
 from durable_ext.errors import ConfigError
@@ -67,13 +73,14 @@ def command_settings(work_dir: Path, environ: Mapping[str, str] | None = None) -
     return {**load_local_settings(work_dir), **(os.environ if environ is None else environ)}
 
 
-def connection_string(value: str, settings: Mapping[str, str]) -> str:
-    """A ``--connection`` value: a connection string as given, or the setting it names."""
+def storage_connection(value: str, settings: Mapping[str, str]) -> StorageConnection:
+    """A ``--connection`` value: a connection string as given, or the connection the setting it names
+    defines, as ``start`` resolves its own (a connection string, or an identity-based connection)."""
     if "=" in value:
-        return value
-    found = settings.get(value)
-    if not found:
-        raise ConfigError(f"--connection {value}: no setting {value!r} holds a connection string")
+        return StorageConnection("--connection", connection_string=value)
+    found = find_storage_connection(settings, value)
+    if found is None:
+        raise ConfigError(f"--connection {value}: {missing_connection_message(value)}")
     return found
 
 
@@ -126,7 +133,7 @@ class DashboardServer:
         """The storage accounts of ``--connection``, starting Azurite for the development one."""
         accounts = []
         for value in self.options.connections:
-            account = StorageAccount.from_connection_string(connection_string(value, self.settings))
+            account = StorageAccount.from_connection(storage_connection(value, self.settings))
             ports = self.options.azurite_ports
             if account.development_storage and ports != DEFAULT_PORTS:
                 # As for start: UseDevelopmentStorage=true means the Azurite of --azurite-port.

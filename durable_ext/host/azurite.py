@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -49,6 +50,19 @@ class AzuritePorts:
     table: int
 
 
+@dataclass(frozen=True)
+class AzuriteTls:
+    """Azurite over HTTPS with this PEM certificate and key, accepting bearer tokens when ``oauth``.
+
+    Azurite's basic OAuth checks a token's lifetime, issuer (``https://sts.windows.net/...``) and
+    audience (``https://storage.azure.com``), not its signature: enough to exercise a real token flow.
+    """
+
+    cert: Path
+    key: Path
+    oauth: bool = True
+
+
 DEFAULT_PORTS = AzuritePorts(blob=10000, queue=10001, table=10002)
 """The ports Azurite and the Azure tools use when nobody says otherwise."""
 
@@ -73,11 +87,13 @@ def _client_host(host: str) -> str:
     return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
 
 
-def dev_connection_string(host: str = "127.0.0.1", ports: AzuritePorts = DEFAULT_PORTS) -> str:
+def dev_connection_string(
+    host: str = "127.0.0.1", ports: AzuritePorts = DEFAULT_PORTS, scheme: str = "http"
+) -> str:
     """Return the connection string of the Azurite development account on ``host`` and ``ports``."""
-    base = f"http://{_url_host(host)}"
+    base = f"{scheme}://{_url_host(host)}"
     return (
-        "DefaultEndpointsProtocol=http;"
+        f"DefaultEndpointsProtocol={scheme};"
         f"AccountName={DEV_ACCOUNT_NAME};"
         f"AccountKey={DEV_ACCOUNT_KEY};"
         f"BlobEndpoint={base}:{ports.blob}/{DEV_ACCOUNT_NAME};"
@@ -314,9 +330,15 @@ def _port_in_use(host: str, port: int) -> bool:
         return exc.errno == errno.EADDRINUSE
 
 
-def _http_answers(host: str, port: int, timeout: float) -> bool:
-    """Whether an HTTP server answers on ``host``:``port`` (any status code counts)."""
-    connection = http.client.HTTPConnection(host, port, timeout=timeout)
+def _http_answers(host: str, port: int, timeout: float, https: bool = False) -> bool:
+    """Whether an HTTP(S) server answers on ``host``:``port`` (any status code counts)."""
+    connection: http.client.HTTPConnection
+    if https:
+        # Only whether it answers matters here; the clients check the certificate.
+        unverified = ssl._create_unverified_context()
+        connection = http.client.HTTPSConnection(host, port, timeout=timeout, context=unverified)
+    else:
+        connection = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         connection.request("GET", "/")
         connection.getresponse().read()
@@ -327,9 +349,9 @@ def _http_answers(host: str, port: int, timeout: float) -> bool:
     return True
 
 
-def ports_answer(host: str, ports: AzuritePorts, timeout: float = 0.5) -> bool:
-    """Return whether HTTP servers answer on all three of ``ports`` (any status code counts)."""
-    return all(_http_answers(host, port, timeout) for port in (ports.blob, ports.queue, ports.table))
+def ports_answer(host: str, ports: AzuritePorts, timeout: float = 0.5, *, https: bool = False) -> bool:
+    """Return whether HTTP(S) servers answer on all three of ``ports`` (any status code counts)."""
+    return all(_http_answers(host, port, timeout, https) for port in (ports.blob, ports.queue, ports.table))
 
 
 # --- the process ---------------------------------------------------------------------------------------
@@ -369,6 +391,7 @@ class Azurite:
         location: Path | None = None,
         executable: Path | None = None,
         debug_log: Path | None = None,
+        tls: AzuriteTls | None = None,
     ) -> None:
         """Describe an Azurite instance; nothing runs until :meth:`start`.
 
@@ -379,6 +402,7 @@ class Azurite:
             location: directory for on-disk persistence; None keeps all data in memory.
             executable: the azurite executable; None uses :func:`find_azurite` (which may install it).
             debug_log: file for Azurite's debug log; None disables it.
+            tls: serve HTTPS (and accept bearer tokens) with this certificate; None: plain HTTP.
         """
         self._host = host
         self._auto_ports = ports is None
@@ -386,6 +410,7 @@ class Azurite:
         self._location = location
         self._executable = executable
         self._debug_log = debug_log
+        self._tls = tls
         self._process: subprocess.Popen[bytes] | None = None
         self._log_path: Path | None = None
 
@@ -397,7 +422,8 @@ class Azurite:
     @property
     def connection_string(self) -> str:
         """A connection string for this instance's development account."""
-        return dev_connection_string(_client_host(self._host), self._ports)
+        scheme = "https" if self._tls is not None else "http"
+        return dev_connection_string(_client_host(self._host), self._ports, scheme)
 
     @property
     def running(self) -> bool:
@@ -462,6 +488,10 @@ class Azurite:
             command += ["--location", str(self._location)]
         if self._debug_log is not None:
             command += ["--debug", str(self._debug_log)]
+        if self._tls is not None:
+            command += ["--cert", str(self._tls.cert), "--key", str(self._tls.key)]
+            if self._tls.oauth:
+                command += ["--oauth", "basic"]
         return command
 
     def _launch_and_wait(self, executable: Path, deadline: float, timeout: float) -> None:
@@ -511,7 +541,7 @@ class Azurite:
                 if "EADDRINUSE" in tail:
                     raise _PortInUseError(f"A port is already in use. {message}")
                 raise AzuriteError(message)
-            if ports_answer(probe_host, self._ports):
+            if ports_answer(probe_host, self._ports, https=self._tls is not None):
                 logger.info("Azurite is listening on %s (%s)", self._host, self._ports)
                 return
             remaining = deadline - time.monotonic()

@@ -18,7 +18,7 @@ import ipaddress
 import logging
 import os
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -75,6 +75,17 @@ SHUTDOWN_GRACE_SECONDS = 10
 """How long Ctrl+C waits for requests in progress (a long-polling wait, say) before cancelling them."""
 DEFAULT_GRACE_PERIOD = timedelta(seconds=30)
 """How long a stop lets the engine drain (Kubernetes' default terminationGracePeriodSeconds)."""
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves SIGINT and SIGTERM to whoever runs the host: uvicorn's own handlers,
+    installed while it serves, would take the first signal from the host's drain and, once restored,
+    leave a second one to a handler that no longer sees it."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """Capture nothing: the host's caller handles the signals (see ``cli._run_host``)."""
+        yield
 
 
 @dataclass
@@ -203,7 +214,7 @@ class LocalHost:
                 logger.info("app setting %s points at Azurite on ports %d-%d", name, ports.blob, ports.table)
 
     def _storage_account(self) -> StorageAccount:
-        account = StorageAccount.from_connection_string(self.config.connection_string())
+        account = StorageAccount.from_connection(self.config.storage_connection())
         ports = self.options.azurite_ports
         if not account.development_storage or ports == DEFAULT_PORTS:
             return account
@@ -443,7 +454,7 @@ class LocalHost:
             lifespan="off",
             timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
         )
-        return uvicorn.Server(config)
+        return _Server(config)
 
     def _ready_line(self) -> str:
         if self.options.worker:

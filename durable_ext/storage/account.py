@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 import aiohttp
@@ -17,7 +17,11 @@ from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue.aio import QueueServiceClient
 
 from durable_ext.errors import ConfigError
+from durable_ext.storage.identity import IdentityConnection, StorageTokenCredential
 from durable_ext.storage.requests import ObservingTransport, RequestObserver, observing_trace_configs
+
+if TYPE_CHECKING:
+    from durable_ext.config import StorageConnection
 
 logger = logging.getLogger(__name__)
 
@@ -30,12 +34,17 @@ DEV_PORTS = (10000, 10001, 10002)
 """Azurite's default blob, queue and table ports (``UseDevelopmentStorage=true``)."""
 
 
+StorageCredential = AzureNamedKeyCredential | AzureSasCredential | StorageTokenCredential
+"""What the SDK clients authenticate with: an account key, a SAS, or an identity's token credential."""
+
+
 @dataclass(frozen=True)
 class StorageAccount:
-    """The endpoints and credential of one storage account, parsed from a connection string.
+    """The endpoints and credential of one storage account: a connection string's or an identity's.
 
-    Credentials are an account key or a SAS token; endpoints come from ``*Endpoint`` keys, from
-    ``UseDevelopmentStorage=true`` (Azurite's default ports) or from the account name and suffix.
+    Credentials are an account key, a SAS token or an identity (:attr:`identity`); endpoints come from
+    ``*Endpoint`` keys, from ``UseDevelopmentStorage=true`` (Azurite's default ports), from the
+    account name and suffix, or from an identity-based connection's settings.
     """
 
     account_name: str
@@ -46,8 +55,24 @@ class StorageAccount:
     sas_token: str | None = None
     development_storage: bool = False
     """True for ``UseDevelopmentStorage=true``: Azurite on its default local ports."""
+    identity: IdentityConnection | None = None
+    """An identity-based connection: requests carry bearer tokens of the credential it names."""
     observers: tuple[RequestObserver, ...] = field(default=(), compare=False, repr=False)
     """Told about every request the clients built from this account send (``storage.requests``)."""
+
+    @classmethod
+    def from_connection(cls, connection: StorageConnection) -> StorageAccount:
+        """The account of a connection string or of an identity-based connection's settings."""
+        if connection.connection_string is not None:
+            return cls.from_connection_string(connection.connection_string)
+        identity = IdentityConnection.from_settings(connection.name, connection.identity)
+        return cls(
+            identity.account_name,
+            identity.blob_endpoint,
+            identity.queue_endpoint,
+            identity.table_endpoint,
+            identity=identity,
+        )
 
     @classmethod
     def from_connection_string(cls, connection_string: str) -> StorageAccount:
@@ -66,8 +91,8 @@ class StorageAccount:
         sas = parts.get("sharedaccesssignature")
         if not key and not sas:
             raise ConfigError(
-                "storage connection string has neither AccountKey nor SharedAccessSignature "
-                "(identity-based connections are not supported yet)"
+                "storage connection string has neither AccountKey nor SharedAccessSignature (for an "
+                "identity, use settings such as <connection>__accountName instead of a connection string)"
             )
         protocol = parts.get("defaultendpointsprotocol", "https")
         suffix = parts.get("endpointsuffix", "core.windows.net")
@@ -95,28 +120,45 @@ class StorageAccount:
 
     def describe(self) -> str:
         """Where the account lives, for messages (never includes secrets)."""
-        return f"{self.account_name} ({self.queue_endpoint}, {self.table_endpoint}, {self.blob_endpoint})"
+        where = f"{self.account_name} ({self.queue_endpoint}, {self.table_endpoint}, {self.blob_endpoint})"
+        if self.identity is not None:
+            return f"{where} with {self.identity.describe_credential()}"
+        return where
 
-    def _credential(self) -> AzureNamedKeyCredential | AzureSasCredential:
+    def credential(self) -> StorageCredential:
+        """The SDK credential: the key or SAS, or for an identity a new token credential that the
+        caller closes (``await credential.close()``) when it is done with the clients using it."""
+        if self.identity is not None:
+            return self.identity.new_credential()
         if self.account_key:
             return AzureNamedKeyCredential(self.account_name, self.account_key)
         assert self.sas_token is not None
         return AzureSasCredential(self.sas_token)
 
-    def table_service(self, **options: Any) -> TableServiceClient:
-        """An async Table service client; the caller closes it."""
+    def table_service(
+        self, credential: StorageCredential | None = None, **options: Any
+    ) -> TableServiceClient:
+        """An async Table service client (with :meth:`credential` unless given); the caller closes it."""
         options.setdefault("transport", self.sdk_transport())
-        return TableServiceClient(endpoint=self.table_endpoint, credential=self._credential(), **options)
+        return TableServiceClient(
+            endpoint=self.table_endpoint, credential=credential or self.credential(), **options
+        )
 
-    def queue_service(self, **options: Any) -> QueueServiceClient:
+    def queue_service(
+        self, credential: StorageCredential | None = None, **options: Any
+    ) -> QueueServiceClient:
         """An async Queue service client (bodies sent as plain text); the caller closes it."""
         options.setdefault("transport", self.sdk_transport())
-        return QueueServiceClient(account_url=self.queue_endpoint, credential=self._credential(), **options)
+        return QueueServiceClient(
+            account_url=self.queue_endpoint, credential=credential or self.credential(), **options
+        )
 
-    def blob_service(self, **options: Any) -> BlobServiceClient:
+    def blob_service(self, credential: StorageCredential | None = None, **options: Any) -> BlobServiceClient:
         """An async Blob service client; the caller closes it."""
         options.setdefault("transport", self.sdk_transport())
-        return BlobServiceClient(account_url=self.blob_endpoint, credential=self._credential(), **options)
+        return BlobServiceClient(
+            account_url=self.blob_endpoint, credential=credential or self.credential(), **options
+        )
 
     def sdk_transport(self) -> AioHttpTransport:
         """The SDK clients' transport: aiohttp, reading proxy settings only when some are set, and

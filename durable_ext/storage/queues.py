@@ -101,6 +101,10 @@ class Handoff(Protocol):
         """A visible message was just enqueued to ``queue_name``: poll it now rather than later."""
         ...
 
+    def now(self) -> datetime:
+        """The consumer's current time, that due times of delayed messages count from."""
+        ...
+
     def schedules(self, queue_name: str) -> bool:
         """Whether a delayed message for ``queue_name`` would be taken in memory at its due time."""
         ...
@@ -146,7 +150,7 @@ class MessageQueue:
         if handoff is not None and delay is not None and delay > timedelta(0):
             # Due counts from before the request, as the sender meant it; the queue's visibility
             # counts from the service's receipt, so the message never shows before it is due.
-            due = utc_now() + delay
+            due = handoff.now() + delay
             if handoff.schedules(self.name):
                 delay = min(delay + SCHEDULED_MARGIN, MAX_VISIBILITY_DELAY)
             received = await self._put(message, delay)
@@ -265,6 +269,10 @@ class MessageQueue:
             logger.info("queue %s: message %s was already gone", self.name, message_id)
             return None
         return receipt or None
+
+    async def has_visible(self) -> bool:
+        """Whether a message is visible in the queue now (one a poll would get)."""
+        return await self._client.peek() is not None
 
     async def approximate_count(self) -> int:
         """The service's approximate number of messages in the queue."""

@@ -2,9 +2,9 @@
 
 The azure-storage-queue SDK spends about a millisecond of CPU on each request (pipeline policies,
 generated (de)serializers); the benchmarks showed it to be the largest cost of an orchestration step.
-This client sends the same REST requests (same API version, headers and XML bodies, Shared Key or SAS
-authentication) straight through aiohttp at about a fifth of that cost. Queue creation, deletion and
-the other management calls stay on the SDK.
+This client sends the same REST requests (same API version, headers and XML bodies, Shared Key, SAS or
+bearer token authentication) straight through aiohttp at about a fifth of that cost. Queue creation,
+deletion and the other management calls stay on the SDK.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ from azure.data.tables import TableEntity
 from azure.data.tables._deserialize import _convert_to_entity
 from azure.data.tables._serialize import _add_entity_properties
 
-from durable_ext.storage.account import StorageAccount, use_environment_settings
+from durable_ext.storage.account import StorageAccount, StorageCredential, use_environment_settings
+from durable_ext.storage.identity import BearerToken, StorageTokenCredential
 from durable_ext.storage.outage import OUTAGE_STATUSES, storage_health
 
 logger = logging.getLogger(__name__)
@@ -362,15 +363,26 @@ class RestResponse:
 class HttpSession:
     """One aiohttp session per task hub: authentication, retries, and the hook that counts requests.
 
-    The session is opened on first use (it needs the running event loop) and closed by :meth:`close`.
+    Requests are signed with the account key, carry the SAS, or carry a bearer token of ``credential``
+    (an identity-based connection's; required for one). The session is opened on first use (it needs
+    the running event loop) and closed by :meth:`close`.
     """
 
     def __init__(
-        self, account: StorageAccount, trace_configs: list[aiohttp.TraceConfig] | None = None
+        self,
+        account: StorageAccount,
+        trace_configs: list[aiohttp.TraceConfig] | None = None,
+        *,
+        credential: StorageCredential | None = None,
     ) -> None:
         self._signer = (
             SharedKeySigner(account.account_name, account.account_key) if account.account_key else None
         )
+        self._bearer: BearerToken | None = None
+        if account.identity is not None:
+            if not isinstance(credential, StorageTokenCredential):
+                raise TypeError("an identity-based account needs its token credential")
+            self._bearer = BearerToken(credential)
         self._sas = account.sas_token
         self._storage = account.describe()
         self._trace_configs = trace_configs or []
@@ -386,6 +398,12 @@ class HttpSession:
                 trust_env=use_environment_settings(),
             )
         return self._session
+
+    async def authenticate(self) -> None:
+        """Get the bearer token now, if requests carry one: a credential that cannot get one fails at
+        once with TokenUnavailableError (the storage SDKs would retry it for a minute first)."""
+        if self._bearer is not None:
+            await self._bearer.header()
 
     async def close(self) -> None:
         """Close the connection pool."""
@@ -422,6 +440,8 @@ class HttpSession:
             if self._signer is not None:
                 sign = self._signer.table_authorization if table else self._signer.authorization
                 sent["Authorization"] = sign(method, url, sent)
+            elif self._bearer is not None:
+                sent["Authorization"] = await self._bearer.header()
             try:
                 async with self._client().request(method, target, data=body or None, headers=sent) as answer:
                     text = await answer.text()

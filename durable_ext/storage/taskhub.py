@@ -22,13 +22,14 @@ from azure.core.exceptions import (
 )
 from azure.data.tables.aio import TableClient, TableServiceClient
 from azure.storage.blob.aio import BlobServiceClient
-from azure.storage.queue.aio import QueueServiceClient
+from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
 from durable_ext.config import validate_hub_name
 from durable_ext.errors import ConfigError, StorageError, StorageUnreachableError, TaskHubNotFoundError
 from durable_ext.logs import hub_log
 from durable_ext.storage.account import StorageAccount
 from durable_ext.storage.blobs import LargeMessageStore
+from durable_ext.storage.identity import StorageTokenCredential, TokenUnavailableError
 from durable_ext.storage.instances import InstanceRows
 from durable_ext.storage.partitions import PartitionLease
 from durable_ext.storage.quarantine import Quarantine
@@ -151,11 +152,13 @@ class TaskHub:
         account = account.observed_by(self.requests)
         self.account = account
         self.names = TaskHubNames(validate_hub_name(hub_name), partition_count)
-        self._tables: TableServiceClient = account.table_service(**_RETRY_SETTINGS)
-        self._queues: QueueServiceClient = account.queue_service(**_RETRY_SETTINGS)
-        self._blobs: BlobServiceClient = account.blob_service(**_RETRY_SETTINGS)
+        # One credential for all the hub's clients: an identity's fetches one token for them all.
+        self._credential = account.credential()
+        self._tables: TableServiceClient = account.table_service(self._credential, **_RETRY_SETTINGS)
+        self._queues: QueueServiceClient = account.queue_service(self._credential, **_RETRY_SETTINGS)
+        self._blobs: BlobServiceClient = account.blob_service(self._credential, **_RETRY_SETTINGS)
         self.large_messages = LargeMessageStore(account, self._blobs, self.names.large_messages_container)
-        self._http = HttpSession(account, account.http_trace_configs())
+        self._http = HttpSession(account, account.http_trace_configs(), credential=self._credential)
         self.tracking = TrackingStore(
             self.names.hub,
             self._tables.get_table_client(self.names.history_table),
@@ -184,14 +187,21 @@ class TaskHub:
         await self.close()
 
     async def close(self) -> None:
-        """Close the service clients."""
+        """Close the service clients (and an identity's credential)."""
         await asyncio.gather(
             self._tables.close(), self._queues.close(), self._blobs.close(), self._http.close()
         )
+        if isinstance(self._credential, StorageTokenCredential):
+            await self._credential.close()
 
     def partitions_table(self) -> TableClient:
         """A client for ``{Hub}Partitions`` (the partition leases); closed with the hub."""
         return self._tables.get_table_client(self.names.partitions_table)
+
+    def queue_client(self, name: str) -> QueueClient:
+        """An SDK client for one of the hub's queues (for what the REST client does not do, such as
+        peeking); closed with the hub."""
+        return self._queues.get_queue_client(name)
 
     def control_queue_for(self, instance_id: str) -> MessageQueue:
         """The control queue that owns ``instance_id`` (FNV-1a of the raw ID)."""
@@ -199,19 +209,34 @@ class TaskHub:
 
     async def _call(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
         try:
+            await self._http.authenticate()
             return await operation()
         except ServiceRequestError as exc:
             raise StorageUnreachableError(
                 f"cannot reach Azure Storage at {self.account.describe()} while trying to {what}: "
                 "is Azurite running?"
             ) from exc
+        except TokenUnavailableError as exc:
+            raise StorageError(
+                f"cannot get a token for Azure Storage while trying to {what}: {exc.message}"
+            ) from exc
         except HttpResponseError as exc:
             if exc.status_code not in (401, 403):
                 raise
-            raise StorageError(
-                f"Azure Storage at {self.account.describe()} refused the credentials while trying to {what} "
-                f"(HTTP {exc.status_code}): check the account key or SAS token in the connection string"
-            ) from exc
+            raise self._refused(what, exc) from exc
+
+    def _refused(self, what: str, exc: HttpResponseError) -> StorageError:
+        if self.account.identity is not None:
+            check = (
+                "check that the identity has the Storage Blob, Queue and Table Data Contributor roles "
+                "on the account"
+            )
+        else:
+            check = "check the account key or SAS token in the connection string"
+        return StorageError(
+            f"Azure Storage at {self.account.describe()} refused the credentials while trying to {what} "
+            f"(HTTP {exc.status_code}): {check}"
+        )
 
     async def create(self) -> None:
         """Create every resource of the hub; existing ones are kept (idempotent).

@@ -140,6 +140,11 @@ class ActivityDispatcher:
         self._claimed -= 1
         self._start(message)
 
+    @property
+    def idle(self) -> bool:
+        """Whether no activity runs and no work item is on its way to this dispatcher."""
+        return not self._tasks and not self._claimed
+
     def _free(self) -> int:
         return self._max - len(self._tasks) - self._claimed
 

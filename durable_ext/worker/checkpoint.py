@@ -16,8 +16,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
+from durable_ext.clock import SYSTEM_CLOCK, Clock
 from durable_ext.entities import request_from_event
-from durable_ext.history import EventRaisedEvent, HistoryEvent, TimerFiredEvent, utc_now
+from durable_ext.history import EventRaisedEvent, HistoryEvent, TimerFiredEvent
 from durable_ext.logs import hub_log
 from durable_ext.storage.instances import INSTANCE_ENDS
 from durable_ext.storage.outage import storage_health
@@ -41,9 +42,12 @@ class Checkpointer:
         delete: MessageAction,
         abandon: MessageAction,
         max_timer_delay: timedelta,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        """``max_timer_delay`` is the longest a message may wait in the queue before it is due."""
+        """``max_timer_delay`` is the longest a message may wait in the queue before it is due;
+        ``clock`` is the engine's, that due times are in."""
         self._hub = hub
+        self._clock = clock
         self._max_delay = max_timer_delay
         self._handoff = handoff
         self._delete = delete
@@ -94,7 +98,7 @@ class Checkpointer:
     async def rehop(self, instance_id: str, messages: list[ReceivedMessage]) -> None:
         """Send early timers and delayed signals round the queue again, towards their due time."""
         queue = self._hub.control_queue_for(instance_id)
-        now = utc_now()
+        now = self._clock.now()
         for message in messages:
             delay = min(_due(message.data.event) - now, self._max_delay)
             await queue.send(message.data, delay, handoff=self._handoff)

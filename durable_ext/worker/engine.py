@@ -17,6 +17,7 @@ from types import TracebackType
 
 from durable_ext.app_loader import FunctionRegistry
 from durable_ext.client import TaskHubClient
+from durable_ext.clock import SYSTEM_CLOCK, Clock
 from durable_ext.config import DurableTaskOptions
 from durable_ext.logs import hub_log
 from durable_ext.monitoring.metrics import EngineCollector, WorkerMetrics
@@ -53,12 +54,16 @@ class Engine:
         *,
         worker_id: str | None = None,
         partition_options: PartitionManagerOptions | None = None,
+        clock: Clock = SYSTEM_CLOCK,
         sample_interval: timedelta = SAMPLE_INTERVAL,
     ) -> None:
-        """``sample_interval``: how long a reading of the hub's queues serves ``/metrics`` and
-        ``/scale`` before storage is read again."""
+        """``clock`` gives orchestration time: history timestamps and when timers are due (the wall
+        clock unless a test host skips time); ``sample_interval``: how long a reading of the hub's
+        queues serves ``/metrics`` and ``/scale`` before storage is read again."""
         self.hub = hub
         self.worker_id = worker_id or default_worker_id()
+        self.clock = clock
+        """Where the engine reads orchestration time."""
         provider = options.storage_provider
         self.max_polling_interval = provider.max_queue_polling_interval
         self.metrics = WorkerMetrics()
@@ -66,7 +71,7 @@ class Engine:
         self.queues = QueueMonitor(hub, interval=sample_interval)
         """The hub's backlog as storage reports it, sampled on demand (``/metrics``, ``/scale``)."""
         self.orchestrations = OrchestrationDispatcher(
-            hub, registry, options, handoff=self, metrics=self.metrics
+            hub, registry, options, handoff=self, metrics=self.metrics, clock=clock
         )
         self.activities = ActivityDispatcher(
             hub,
@@ -131,6 +136,10 @@ class Engine:
         else:
             self.orchestrations.wake(queue_name)
 
+    def now(self) -> datetime:
+        """The engine's orchestration time (its :attr:`clock`)."""
+        return self.clock.now()
+
     def schedules(self, queue_name: str) -> bool:
         """Whether this engine takes a delayed message for ``queue_name`` in memory at its time."""
         return self.orchestrations.schedules(queue_name)
@@ -138,6 +147,11 @@ class Engine:
     def scheduled(self, message: ReceivedMessage, due: datetime) -> None:
         """A delayed message was sent in this process: take it at ``due`` if its queue is ours."""
         self.orchestrations.schedule(message, due)
+
+    @property
+    def idle(self) -> bool:
+        """Whether nothing runs in this engine: no episode, no activity, no message held."""
+        return self.orchestrations.idle and self.activities.idle
 
     async def start(self) -> None:
         """Start taking partitions and work."""

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 from durable_ext import tracing
 from durable_ext.app_loader import FunctionKind, FunctionRegistry
+from durable_ext.clock import SYSTEM_CLOCK, Clock
 from durable_ext.config import DurableTaskOptions
 from durable_ext.entities import (
     EntityBatchResult,
@@ -28,7 +29,6 @@ from durable_ext.history import (
     OrchestrationInstance,
     OrchestratorCompletedEvent,
     OrchestratorStartedEvent,
-    utc_now,
 )
 from durable_ext.invocations import InvocationKind, invocation
 from durable_ext.logs import hub_log
@@ -50,8 +50,16 @@ _RECENT_REQUESTS_KEPT = 1000
 class EntityPlanner:
     """Plans entity episodes for one task hub."""
 
-    def __init__(self, hub: TaskHub, registry: FunctionRegistry, options: DurableTaskOptions) -> None:
+    def __init__(
+        self,
+        hub: TaskHub,
+        registry: FunctionRegistry,
+        options: DurableTaskOptions,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        """``clock`` gives the episodes' time (history timestamps, when delayed signals are due)."""
         self._hub = hub
+        self._clock = clock
         self._registry = registry
         self._options = options
         self._hub_name = hub.names.hub
@@ -69,7 +77,7 @@ class EntityPlanner:
         if self._disabled(execution.instance_id):
             # As under the Durable Functions extension, a disabled entity's messages stay queued.
             return Decisions(abandon=list(messages)), None
-        now = utc_now()
+        now = self._clock.now()
         decisions = Decisions()
         started = execution.started
         state = SchedulerState.from_json_text(started.input if started is not None else None)

@@ -9,6 +9,7 @@ import uuid
 from datetime import datetime
 
 from durable_ext import tracing
+from durable_ext.clock import SYSTEM_CLOCK, Clock
 from durable_ext.config import DurableTaskOptions
 from durable_ext.entities import delivery_event, event_sent_for_call
 from durable_ext.executor import (
@@ -44,7 +45,6 @@ from durable_ext.history import (
     TaskScheduledEvent,
     TimerFiredEvent,
     TraceContext,
-    utc_now,
 )
 from durable_ext.invocations import InvocationKind, invocation
 from durable_ext.logs import hub_log
@@ -65,8 +65,16 @@ MAX_GENERATIONS_PER_WORK_ITEM = 20
 class EpisodePlanner:
     """Plans orchestration episodes for one task hub with one executor."""
 
-    def __init__(self, hub: TaskHub, executor: OrchestrationExecutor, options: DurableTaskOptions) -> None:
+    def __init__(
+        self,
+        hub: TaskHub,
+        executor: OrchestrationExecutor,
+        options: DurableTaskOptions,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        """``clock`` gives the episodes' time: their history timestamps and timers' delays count from it."""
         self._hub = hub
+        self._clock = clock
         self._executor = executor
         self._options = options
         self._hub_name = hub.names.hub
@@ -75,7 +83,7 @@ class EpisodePlanner:
     def plan(self, execution: Execution, decisions: Decisions) -> Checkpoint:
         """The checkpoint of an orchestration episode: the consumed messages' events run through the
         orchestrator (continue-as-new generations back to back, a rewind first)."""
-        now = utc_now()
+        now = self._clock.now()
         incoming = [m.data.event for m in decisions.consume]
         start = next((e for e in incoming if isinstance(e, ExecutionStartedEvent)), None)
         others = [e for e in incoming if not isinstance(e, ExecutionStartedEvent)]

@@ -15,13 +15,14 @@ import dataclasses
 import logging
 import time
 import traceback
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
 from durable_ext import tracing
 from durable_ext.app_loader import FunctionRegistry
+from durable_ext.clock import SYSTEM_CLOCK, Clock
 from durable_ext.config import DurableTaskOptions
 from durable_ext.errors import OwnershipLostError
 from durable_ext.executor import (
@@ -77,24 +78,28 @@ class OrchestrationDispatcher:
         handoff: Handoff,
         metrics: WorkerMetrics,
         executor: OrchestrationExecutor | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         """``handoff`` routes outbound messages to consumers in this process (the engine);
         ``metrics`` counts the episodes; ``executor`` runs orchestrators (default: the app's Python
-        orchestrators, in process)."""
+        orchestrators, in process); ``clock`` is the orchestrations' time (history timestamps, when
+        timers are due)."""
         self._hub = hub
         self._metrics = metrics
+        self._clock = clock
         self._registry = registry
         provider = options.storage_provider
         self._episodes = EpisodePlanner(
-            hub, executor or DfOrchestrationExecutor.for_options(registry, options), options
+            hub, executor or DfOrchestrationExecutor.for_options(registry, options), options, clock
         )
-        self._entities = EntityPlanner(hub, registry, options)
+        self._entities = EntityPlanner(hub, registry, options, clock)
         self._checkpoints = Checkpointer(
             hub,
             handoff,
             delete=self._delete,
             abandon=self._abandon,
             max_timer_delay=provider.max_timer_delay,
+            clock=clock,
         )
         self._options = options
         self._provider = options.storage_provider
@@ -126,8 +131,9 @@ class OrchestrationDispatcher:
             hub_name=hub.names.hub,
             storage=hub.account.describe(),
         )
-        self._scheduled = ScheduledMessages(self._take_due)
+        self._scheduled = ScheduledMessages(self._take_due, clock=clock)
         """Delayed messages this process sent to owned queues, taken in memory at their due time."""
+        self._left_listeners: list[Callable[[ReceivedMessage, datetime], None]] = []
         self.cache = SessionCache(
             max_entries=SESSION_CACHE_INSTANCES,
             max_events=SESSION_CACHE_EVENTS,
@@ -138,6 +144,11 @@ class OrchestrationDispatcher:
     def owned(self) -> frozenset[str]:
         """Control queues being polled."""
         return frozenset(self._loops)
+
+    @property
+    def idle(self) -> bool:
+        """Whether no message is held, no episode runs and no clean-up after one is in flight."""
+        return not self._sessions and not self._buffered and not self._background
 
     @property
     def stalled(self) -> frozenset[str]:
@@ -202,10 +213,21 @@ class OrchestrationDispatcher:
         Past the in-memory bound, the queue's poller is woken when the message becomes visible.
         """
         backoff = self._backoffs.get(message.queue_name)
-        if backoff is None:
-            return  # not ours: the owner's poller finds the message once it is visible
-        if not self._scheduled.add(message, due):
+        if backoff is not None and self._scheduled.add(message, due):
+            return
+        if backoff is not None:
             _poll_when_visible(backoff, message)
+        # else not ours: the owner's poller finds the message once it is visible
+        self._left_to_queue(message, due)
+
+    def on_left_to_queue(self, listener: Callable[[ReceivedMessage, datetime], None]) -> None:
+        """Call ``listener(message, due)`` for each delayed message sent in this process that is not
+        (or no longer) kept in memory for its due time, but left to become visible in its queue."""
+        self._left_listeners.append(listener)
+
+    def _left_to_queue(self, message: ReceivedMessage, due: datetime) -> None:
+        for listener in self._left_listeners:
+            listener(message, due)
 
     @property
     def scheduled(self) -> ScheduledMessages:
@@ -220,6 +242,7 @@ class OrchestrationDispatcher:
             return
         if not self._has_room(message.queue_name, self._provider.control_queue_buffer_threshold):
             _poll_when_visible(backoff, message)
+            self._left_to_queue(message, message.due or self._clock.now())
             return
         self._dispatch(message.queue_name, [message])
         # It turns visible within two seconds: unless its episode is done by then, hide it for a hold
@@ -262,7 +285,8 @@ class OrchestrationDispatcher:
         # Scheduled wakes and in-memory deliveries end with the ownership; the messages themselves
         # become visible in the queue at their time, for the next owner.
         self._backoffs.pop(partition_id, None)
-        self._scheduled.drop(partition_id)
+        for message, due in self._scheduled.drop(partition_id):
+            self._left_to_queue(message, due)
         if loop is not None:
             loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -433,7 +457,7 @@ class OrchestrationDispatcher:
                 execution,
                 messages,
                 row,
-                now=utc_now(),
+                now=self._clock.now(),
                 replay_terminal=self._provider.allow_replaying_terminal_instances,
                 hub_name=self._hub_name,
                 versioning=self._options.versioning,

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from durable_ext.history import utc_now
+from durable_ext.clock import SYSTEM_CLOCK, Clock
 from durable_ext.storage.queues import ReceivedMessage
 
 SCHEDULED_LIMIT = 10_000
@@ -35,11 +35,18 @@ class _Entry:
 
 
 class ScheduledMessages:
-    """Delayed messages of owned queues, each handed to ``take`` once its due time has come."""
+    """Delayed messages of owned queues, each handed to ``take`` once its due time has come by
+    ``clock`` (the engine's: due times are in orchestration time)."""
 
-    def __init__(self, take: Callable[[ReceivedMessage], None], limit: int = SCHEDULED_LIMIT) -> None:
+    def __init__(
+        self,
+        take: Callable[[ReceivedMessage], None],
+        limit: int = SCHEDULED_LIMIT,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         self._take = take
         self._limit = limit
+        self._clock = clock
         self._entries: dict[tuple[str, str], _Entry] = {}
 
     def __len__(self) -> int:
@@ -53,6 +60,16 @@ class ScheduledMessages:
     def pending(self, queue_name: str) -> int:
         """How many messages of ``queue_name`` wait for their time."""
         return sum(1 for queue, _ in self._entries if queue == queue_name)
+
+    def earliest(self) -> datetime | None:
+        """The earliest due time of the messages kept, None when there are none."""
+        return min((entry.due for entry in self._entries.values()), default=None)
+
+    def rearm(self) -> None:
+        """The clock jumped forward (time skipping): hand over what is due now, re-time the rest."""
+        for key, entry in list(self._entries.items()):
+            entry.handle.cancel()
+            entry.handle = self._arm(key, entry.due)
 
     def add(self, message: ReceivedMessage, due: datetime) -> bool:
         """Hand ``message`` over at ``due``; False (and nothing kept) when the bound is reached."""
@@ -69,22 +86,25 @@ class ScheduledMessages:
         if entry is not None:
             entry.handle.cancel()
 
-    def drop(self, queue_name: str) -> None:
-        """Forget every message of a queue this worker no longer owns: its next owner polls them."""
-        for key in [k for k in self._entries if k[0] == queue_name]:
-            self.discard(key)
+    def drop(self, queue_name: str) -> list[tuple[ReceivedMessage, datetime]]:
+        """Forget every message of a queue this worker no longer owns (its next owner polls them);
+        returns them with their due times."""
+        dropped = [(e.message, e.due) for k, e in self._entries.items() if k[0] == queue_name]
+        for message, _ in dropped:
+            self.discard((queue_name, message.message_id))
+        return dropped
 
     def _arm(self, key: tuple[str, str], due: datetime) -> asyncio.TimerHandle:
-        delay = max(0.0, (due - utc_now()).total_seconds())
+        delay = max(0.0, (due - self._clock.now()).total_seconds())
         return asyncio.get_running_loop().call_later(delay, self._fire, key)
 
     def _fire(self, key: tuple[str, str]) -> None:
         entry = self._entries.get(key)
         if entry is None:
             return
-        if utc_now() < entry.due:
-            # The event loop's clock ran ahead of the wall clock that due times (and triage's check
-            # of a timer's fire_at) are in: wait for the rest rather than deliver early.
+        if self._clock.now() < entry.due:
+            # The event loop's clock ran ahead of the engine's clock that due times (and triage's
+            # check of a timer's fire_at) are in: wait for the rest rather than deliver early.
             entry.handle = self._arm(key, entry.due)
             return
         del self._entries[key]

@@ -27,10 +27,12 @@ const ACTIONS = [
 /** Render the detail page of `instanceId` for `context` (see app.js). */
 export async function renderDetail(context, instanceId) {
   const base = hubPath(context.hubId, "instances", instanceId);
-  const [instance, children, timeline] = await Promise.all([
+  // The first history page is asked for with the rest, not after the timeline is drawn.
+  const [instance, children, timeline, firstHistory] = await Promise.all([
     api.get(base),
     api.get(`${base}/children`),
     api.get(`${base}/timeline`),
+    historyPage(base, null),
   ]);
   if (!context.isCurrent()) return;
   const history = h("tbody");
@@ -58,7 +60,7 @@ export async function renderDetail(context, instanceId) {
     historyMore,
   );
   drawTimeline(context, timelineBox, timeline.items);
-  await loadHistory(base, history, historyMore, null);
+  showHistory(base, history, historyMore, firstHistory);
   refreshWhileActive(context, instance);
 }
 
@@ -240,8 +242,12 @@ function itemsWindow(data) {
   return { start: new Date(first - margin), end: new Date(last + margin) };
 }
 
-async function loadHistory(base, body, more, continuation) {
-  const answer = await api.get(`${base}/history`, { continuation, top: HISTORY_PAGE });
+function historyPage(base, continuation) {
+  return api.get(`${base}/history`, { continuation, top: HISTORY_PAGE });
+}
+
+/** Append a history page's rows to `body`, and a "Load more history" button while there are more. */
+function showHistory(base, body, more, answer) {
   const start = body.rows.length;
   body.append(...answer.events.map((event, index) => historyRow(event, start + index)));
   replaceChildren(
@@ -250,7 +256,15 @@ async function loadHistory(base, body, more, continuation) {
       ? h("button", {
           type: "button",
           "data-testid": "history-more",
-          onclick: () => loadHistory(base, body, more, answer.continuation),
+          onclick: async (event) => {
+            // Disabled while the page loads: a second click would append the same rows twice.
+            event.target.disabled = true;
+            try {
+              showHistory(base, body, more, await historyPage(base, answer.continuation));
+            } finally {
+              event.target.disabled = false;
+            }
+          },
         }, "Load more history")
       : null,
   );

@@ -310,24 +310,29 @@ def test_detail_shows_history_timeline_payloads_and_relatives(
     expect(page.get_by_test_id("detail-instance-id")).to_have_text(child_id)
 
 
+@pytest.mark.parametrize(
+    ("orchestration", "activities"),
+    # Short activities next to a long timer; an activity that ends just before its orchestration.
+    [("short_and_long", 2), ("retry_example", 3)],
+)
 def test_timeline_labels_are_shown_whole(
-    host: RunningHost, http: httpx.Client, hub_id: str, page: Page
+    host: RunningHost, http: httpx.Client, hub_id: str, page: Page, *, orchestration: str, activities: int
 ) -> None:
     instance_id = f"labels-{uuid.uuid4().hex[:8]}"
-    start(http, "short_and_long", instance_id)
+    start(http, orchestration, instance_id)
     wait_for_status(http, instance_id, "Completed")
 
     page.goto(detail_url(host, hub_id, instance_id))
     timeline = page.get_by_test_id("timeline")
     expect(timeline).to_have_attribute("data-fitted", "true")
-    expect(timeline.locator(".vis-item.tl-activity")).to_have_count(2)
-    # A label is cut when a box between it and the timeline's items layer hides what overflows it
-    # and the label reaches past that box.
+    expect(timeline.locator(".vis-item.tl-activity")).to_have_count(activities)
+    # A label is cut when a box between it and the timeline's outer frame hides what overflows it and
+    # the label reaches past that box (its bar's, or the panel's at the window's edges).
     clipped = timeline.evaluate(
         """(box) => [...box.querySelectorAll('.vis-item-content')].filter((label) => {
           const shown = label.getBoundingClientRect();
           let outer = label.parentElement;
-          for (; !outer.classList.contains('vis-itemset'); outer = outer.parentElement) {
+          for (; !outer.classList.contains('vis-timeline'); outer = outer.parentElement) {
             const bounds = outer.getBoundingClientRect();
             const hides = getComputedStyle(outer).overflowX !== 'visible';
             if (hides && (shown.left < bounds.left - 1 || shown.right > bounds.right + 1)) return true;

@@ -9,6 +9,8 @@ import { autoRefreshOn, autoRefreshToggle, REFRESH_MS } from "./refresh.js";
 const ACTIVE = ["Running", "Pending", "Suspended"];
 const FINISHED = ["Completed", "Failed", "Terminated", "Canceled", "ContinuedAsNew"];
 const HISTORY_PAGE = 500;
+// What a timeline item adds around its label: vis-timeline's padding and border, both sides.
+const LABEL_PADDING_PX = 12;
 
 /**
  * The actions: when each applies, whether it asks for a reason, and what follows it. `raiseEvent`
@@ -222,7 +224,7 @@ function drawTimeline(context, container, items) {
   timeline.on("changed", () => {
     if (fitted) return;
     fitted = true;
-    const { start, end } = itemsWindow(data);
+    const { start, end } = itemsWindow(container, data);
     timeline.setWindow(start, end, { animation: false });
     container.dataset.fitted = "true";
   });
@@ -233,13 +235,32 @@ function drawTimeline(context, container, items) {
   context.onLeave(() => timeline.destroy());
 }
 
-/** A window showing every item, with a 5% margin on both sides. */
-function itemsWindow(data) {
+/**
+ * A window showing every item with a 5% margin on both sides, widened on the right so that a label
+ * running past its bar (app.css) still ends inside the window: an item starting at `start` whose label
+ * takes the share `s` of the panel's width needs start + s × (window length) ≤ window end.
+ */
+function itemsWindow(container, data) {
   const times = data.flatMap((item) => [item.start, item.end ?? item.start]).map((time) => new Date(time).getTime());
   const first = Math.min(...times);
   const last = Math.max(...times);
   const margin = Math.max((last - first) * 0.05, 5);
-  return { start: new Date(first - margin), end: new Date(last + margin) };
+  const panel = container.querySelector(".vis-panel.vis-center")?.clientWidth || container.clientWidth;
+  const labelWidth = textWidth(container.querySelector(".vis-item-content") ?? container);
+  let right = margin;
+  for (const item of data) {
+    const share = Math.min((labelWidth(item.content.textContent) + LABEL_PADDING_PX) / panel, 0.5);
+    const start = new Date(item.start).getTime();
+    right = Math.max(right, (start - last + share * (last - first + margin)) / (1 - share));
+  }
+  return { start: new Date(first - margin), end: new Date(last + right) };
+}
+
+/** A function giving the width in pixels of a text in `element`'s font. */
+function textWidth(element) {
+  const canvas = document.createElement("canvas").getContext("2d");
+  canvas.font = getComputedStyle(element).font;
+  return (text) => canvas.measureText(text).width;
 }
 
 function historyPage(base, continuation) {

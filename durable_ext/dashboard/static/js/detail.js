@@ -214,10 +214,14 @@ function drawTimeline(context, container, items) {
   });
   const timeline = new window.vis.Timeline(
     container,
-    data,
+    null,
     kinds.map((kind) => ({ id: kind, content: kind })),
     { stack: true, zoomKey: "ctrlKey", maxHeight: 480, orientation: "top", tooltip: { followMouse: true }, zoomMin: 5 },
   );
+  // vis-timeline draws an item added inside the window at once, each forcing a layout (a second for
+  // 500 items); added outside it, the items are drawn and measured together by the next redraw.
+  timeline.setWindow(0, 1000, { animation: false });
+  timeline.setItems(data);
   // Passing start/end as options keeps vis-timeline 8 hidden for good, and its own initial fit leaves
   // a window days wide: the window is set once the first draw is done.
   let fitted = false;

@@ -557,10 +557,10 @@ async def _history_length(http: httpx.AsyncClient, url: str) -> int:
 
 
 async def _browser_figures(app: Starlette, hub_id: str, events: int, sizes: Sizes) -> dict[str, Any]:
-    """The dashboard's rendering times in chromium (benchmarks/browser.py); without a browser, why not."""
+    """The dashboard's rendering times in chromium (benchmarks/browser.py); without a browser, why not
+    (the report line says it)."""
     reason = browser_unavailable()
     if reason is not None:
-        print(f"dashboard browser rendering skipped: {reason}", flush=True)
         return {"browser_skipped": reason}
     target = RenderTarget(
         hub_id=hub_id,

@@ -9,6 +9,7 @@ import { autoRefreshOn, autoRefreshToggle, REFRESH_MS } from "./refresh.js";
 const ACTIVE = ["Running", "Pending", "Suspended"];
 const FINISHED = ["Completed", "Failed", "Terminated", "Canceled", "ContinuedAsNew"];
 const HISTORY_PAGE = 500;
+const VIS_TIMELINE = new URL("../vendor/vis-timeline/vis-timeline-graph2d.min.js", import.meta.url);
 // What a timeline item adds around its label: vis-timeline's padding and border, both sides.
 const LABEL_PADDING_PX = 12;
 
@@ -35,6 +36,7 @@ export async function renderDetail(context, instanceId) {
     api.get(`${base}/children`),
     api.get(`${base}/timeline`),
     historyPage(base, null),
+    loadVisTimeline(),
   ]);
   if (!context.isCurrent()) return;
   const history = h("tbody");
@@ -186,6 +188,25 @@ function actionBody(action, values) {
   if (action.name !== "raiseEvent") return action.reason ? { reason: values.reason } : {};
   if (!values.eventName.trim()) throw new Error("Enter the event's name.");
   return { eventName: values.eventName.trim(), eventData: parseJsonField(values.eventData, "Event data") };
+}
+
+let visTimeline = null;
+
+/**
+ * Load vis-timeline's standalone build (it defines window.vis) the first time a detail page opens:
+ * only this page draws a timeline, and evaluating the script held every page's first draw back.
+ */
+function loadVisTimeline() {
+  visTimeline ??= new Promise((resolve, reject) => {
+    const script = h("script", { src: VIS_TIMELINE.href, onload: resolve });
+    script.onerror = () => {
+      visTimeline = null;
+      script.remove();
+      reject(new Error("Could not load the timeline library (vis-timeline)."));
+    };
+    document.head.append(script);
+  });
+  return visTimeline;
 }
 
 function drawTimeline(context, container, items) {

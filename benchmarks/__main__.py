@@ -262,7 +262,21 @@ def _details(r: dict[str, Any]) -> list[str]:
         parts.append(f"second half {r['second_half_per_partition']:.2f} req/s/partition")
     if "peak_rss_mb" in r:
         parts.append(f"peak RSS {r['peak_rss_mb']:.0f} MB")
+    parts += _browser_details(r)
     return parts
+
+
+def _browser_details(r: dict[str, Any]) -> list[str]:
+    """The dashboard's browser figures (benchmarks/browser.py), or why there are none."""
+    if "browser_skipped" in r:
+        return [f"browser figures skipped: {r['browser_skipped']}"]
+    if "browser_detail_p50_ms" not in r:
+        return []
+    return [
+        f"chromium: instance list drawn p50 {r['browser_instances_p50_ms']:.0f} ms,"
+        f" detail page (first history page + timeline) p50 {r['browser_detail_p50_ms']:.0f} ms"
+        f" (max {r['browser_detail_max_ms']:.0f}), rest of the history {r['browser_history_rest_ms']:.0f} ms"
+    ]
 
 
 def format_dbos(r: dict[str, Any]) -> str:

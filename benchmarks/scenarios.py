@@ -23,6 +23,7 @@ import httpx
 from starlette.applications import Starlette
 
 from benchmarks import MANY_STEPS
+from benchmarks.browser import RenderTarget, browser_unavailable, render_times
 from benchmarks.harness import BenchEnv, BenchmarkError, check_output
 from benchmarks.stats import percentile
 from durable_ext.client import TaskHubClient
@@ -486,6 +487,10 @@ async def _timer_facts(env: BenchEnv, instance_id: str) -> _TimerFacts:
 
 DASHBOARD_SAMPLES = 20
 """Requests timed per dashboard route."""
+DASHBOARD_LIST_PAGE = 50
+"""Rows of the instance list's first page (the page's default page size)."""
+DASHBOARD_HISTORY_PAGE = 500
+"""History events the detail page shows before "Load more history" (static/js/detail.js)."""
 _ROWS_IN_FLIGHT = 64
 
 
@@ -497,7 +502,8 @@ async def dashboard(env: BenchEnv, sizes: Sizes) -> Measurement:
     runs); the history comes from a real run. Requests go through httpx's ASGI transport to the real
     dashboard app, so each time is the server's work without a network. The dashboard reads through
     the engine's counted hub object: the requests figure is the dashboard's storage requests (plus
-    the idle engine's polls).
+    the idle engine's polls). Then the same app is served over HTTP to Debian's chromium, which times
+    the instance list and the detail page until they are drawn (benchmarks/browser.py).
     """
     await _insert_dashboard_rows(env, sizes.dashboard_rows)
     steps = sizes.dashboard_activities
@@ -513,9 +519,8 @@ async def dashboard(env: BenchEnv, sizes: Sizes) -> Measurement:
             timeline = [await _timed(http, f"{base}/instances/dashboard-history/timeline")]
             named = [await _timed(http, f"{base}/instances?name=nothing-by-this-name") for _ in range(3)]
             counts = [await _timed(http, f"{base}/counts") for _ in range(3)]
-        events = len(
-            (await http.get(f"{base}/instances/dashboard-history/history?top=1000")).json()["events"]
-        )
+        events = await _history_length(http, f"{base}/instances/dashboard-history/history")
+    browser = await _browser_figures(app, hub.id, events, sizes)
     p50 = percentile(first_page, 50)
     return span.result(
         p50,
@@ -529,11 +534,44 @@ async def dashboard(env: BenchEnv, sizes: Sizes) -> Measurement:
             "history_ms": history[0],
             "timeline_ms": timeline[0],
             "history_and_timeline_ms": history[0] + timeline[0],
-            "history_events_first_1000": events,
+            "history_events": events,
             "name_filter_page_p50_ms": percentile(named, 50),
             "counts_p50_ms": percentile(counts, 50),
+            **browser,
         },
     )
+
+
+async def _history_length(http: httpx.AsyncClient, url: str) -> int:
+    """How many events the whole history holds, read 1000 a page."""
+    count = 0
+    token: str | None = None
+    while True:
+        answer = (
+            await http.get(url, params={"top": 1000, "continuation": token} if token else {"top": 1000})
+        ).json()
+        count += len(answer["events"])
+        token = answer["continuation"]
+        if token is None:
+            return count
+
+
+async def _browser_figures(app: Starlette, hub_id: str, events: int, sizes: Sizes) -> dict[str, Any]:
+    """The dashboard's rendering times in chromium (benchmarks/browser.py); without a browser, why not
+    (the report line says it)."""
+    reason = browser_unavailable()
+    if reason is not None:
+        return {"browser_skipped": reason}
+    target = RenderTarget(
+        hub_id=hub_id,
+        instance_id="dashboard-history",
+        list_rows=min(DASHBOARD_LIST_PAGE, sizes.dashboard_rows),
+        first_history_rows=min(DASHBOARD_HISTORY_PAGE, events),
+        history_events=events,
+        # One item per activity (the run is sequential); the fitted window shows them all.
+        timeline_items=sizes.dashboard_activities,
+    )
+    return await render_times(app, target, sizes.timeout)
 
 
 async def _insert_dashboard_rows(env: BenchEnv, count: int) -> None:

@@ -43,3 +43,9 @@ def test_quick_benchmarks_run_and_report(tmp_path: Path) -> None:
     for name in ("latency", "timers", "dashboard"):
         result = document["scenarios"][name]
         assert 0 < result["p50_ms"] <= result["p99_ms"], result
+    # The browser figures (chromium is required here, as by the browser tests).
+    dashboard = document["scenarios"]["dashboard"]
+    assert "browser_skipped" not in dashboard, dashboard
+    for figure in ("instances", "detail"):
+        assert 0 < dashboard[f"browser_{figure}_p50_ms"] <= dashboard[f"browser_{figure}_max_ms"], dashboard
+    assert dashboard["browser_history_rest_ms"] >= 0, dashboard

@@ -42,6 +42,7 @@ from tests.host_support import (
 TIMEOUT_S = 90.0
 API = "/runtime/webhooks/durabletask"
 KEY = secrets.token_urlsafe(24)
+EXTRA_APPS = ("dashboard_rewind.py", "dashboard_timeline.py")
 
 expect.set_options(timeout=TIMEOUT_S * 1000)
 
@@ -56,9 +57,11 @@ def hub_name() -> str:
 def host(
     tmp_path_factory: pytest.TempPathFactory, azurite_connection_string: str, hub_name: str
 ) -> Iterator[RunningHost]:
-    """One keyed host for the module: the sample app plus an orchestration that fails until rewound."""
+    """One keyed host for the module: the sample app plus an orchestration that fails until rewound and
+    one whose activities are short next to its timer."""
     root = tmp_path_factory.mktemp("dashboard")
-    app = sample_app_dir(root, hub_name, extra_blueprints=[REPO / "tests" / "apps" / "dashboard_rewind.py"])
+    extra = [REPO / "tests" / "apps" / name for name in EXTRA_APPS]
+    app = sample_app_dir(root, hub_name, extra_blueprints=extra)
     (app / "local.settings.json").write_text(json.dumps({"Values": {"DURABLE_EXT_SYSTEM_KEY": KEY}}))
     with running_host(app, azurite_connection_string, root / "host.log") as running:
         yield running
@@ -305,6 +308,52 @@ def test_detail_shows_history_timeline_payloads_and_relatives(
     # A sub-orchestration's bar in the timeline leads to the child too.
     page.get_by_test_id("timeline").locator(".vis-item.tl-suborchestration").click()
     expect(page.get_by_test_id("detail-instance-id")).to_have_text(child_id)
+
+
+@pytest.mark.parametrize(
+    ("orchestration", "activities"),
+    # Short activities next to a long timer; an activity that ends just before its orchestration.
+    [("short_and_long", 2), ("retry_example", 3)],
+)
+def test_timeline_labels_are_shown_whole(
+    host: RunningHost, http: httpx.Client, hub_id: str, page: Page, *, orchestration: str, activities: int
+) -> None:
+    instance_id = f"labels-{uuid.uuid4().hex[:8]}"
+    start(http, orchestration, instance_id)
+    wait_for_status(http, instance_id, "Completed")
+
+    page.goto(detail_url(host, hub_id, instance_id))
+    timeline = page.get_by_test_id("timeline")
+    expect(timeline).to_have_attribute("data-fitted", "true")
+    expect(timeline.locator(".vis-item.tl-activity")).to_have_count(activities)
+    # A label is cut when a box between it and the timeline's outer frame hides what overflows it and
+    # the label reaches past that box (its bar's, or the panel's at the window's edges).
+    clipped = timeline.evaluate(
+        """(box) => [...box.querySelectorAll('.vis-item-content')].filter((label) => {
+          const shown = label.getBoundingClientRect();
+          let outer = label.parentElement;
+          for (; !outer.classList.contains('vis-timeline'); outer = outer.parentElement) {
+            const bounds = outer.getBoundingClientRect();
+            const hides = getComputedStyle(outer).overflowX !== 'visible';
+            if (hides && (shown.left < bounds.left - 1 || shown.right > bounds.right + 1)) return true;
+          }
+          return false;
+        }).map((label) => label.textContent)"""
+    )
+    assert clipped == [], f"timeline labels cut by their boxes: {clipped}"
+
+
+def test_the_page_icon_loads(host: RunningHost, hub_id: str, page: Page) -> None:
+    # Without an icon of its own the browser asks the host for /favicon.ico, a 404 logged as an error
+    # in the console of every dashboard tab.
+    page.goto(list_url(host, hub_id))
+    expect(page.get_by_test_id("instance-table")).to_be_visible()
+    icon = page.evaluate(
+        "document.querySelector('link[rel~=icon]')?.href ?? new URL('/favicon.ico', location.href).href"
+    )
+    response = httpx.get(icon)
+    assert response.status_code == 200, f"{icon}: {response.status_code}"
+    assert response.headers["content-type"].startswith("image/"), response.headers["content-type"]
 
 
 def test_a_large_input_is_fetched_on_demand(

@@ -38,7 +38,6 @@ from durable_ext.dashboard.queries import (
 )
 from durable_ext.dashboard.views import (
     PAYLOADS,
-    child_instance_ids,
     history_event,
     instance_detail,
     list_item,
@@ -277,7 +276,7 @@ async def _timeline(request: Request, hub: DashboardHub) -> Json:
 async def _children(request: Request, hub: DashboardHub) -> Json:
     row = await _row(hub, request)
     tracking = hub.client.hub.tracking
-    ids = child_instance_ids((await tracking.load_history(row.instance_id)).events)
+    ids = await tracking.sub_orchestration_ids(row.instance_id, row.execution_id) if row.execution_id else []
     rows = await in_batches(ids, lambda child: tracking.get_instance(child, fetch_large_values=False))
     return {
         "children": [

@@ -274,12 +274,3 @@ def timeline(events: list[HistoryEvent]) -> list[dict[str, Any]]:
     for event in events:
         builder.add(event)
     return builder.finish()
-
-
-def child_instance_ids(events: list[HistoryEvent]) -> list[str]:
-    """The sub-orchestrations a history started, in order, without repeats."""
-    seen: dict[str, None] = {}
-    for event in events:
-        if isinstance(event, SubOrchestrationInstanceCreatedEvent) and event.instance_id:
-            seen[event.instance_id] = None
-    return list(seen)

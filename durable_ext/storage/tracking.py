@@ -26,7 +26,13 @@ from azure.data.tables import TableEntity, TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient
 
 from durable_ext.errors import OwnershipLostError, ValidationError
-from durable_ext.history import HistoryEvent, OrchestrationStatus, event_from_columns, event_to_columns
+from durable_ext.history import (
+    EventType,
+    HistoryEvent,
+    OrchestrationStatus,
+    event_from_columns,
+    event_to_columns,
+)
 from durable_ext.logs import hub_log
 from durable_ext.messages import MessageData, message_blob_stem
 from durable_ext.storage.blobs import LargeMessageStore
@@ -448,6 +454,20 @@ class TrackingStore:
             await self._restore_large_properties(entity)
             events.append(event_from_columns(entity))
         return events, None
+
+    async def sub_orchestration_ids(self, instance_id: str, execution_id: str) -> list[str]:
+        """The instance IDs of the sub-orchestrations the execution ``execution_id`` started, in order,
+        without repeats. The table service picks the SubOrchestrationInstanceCreated rows, so a long
+        history is neither sent nor parsed."""
+        query = "PartitionKey eq @pk and ExecutionId eq @execution and EventType eq @type"
+        parameters = {
+            "pk": escape_partition_key(instance_id),
+            "execution": execution_id,
+            "type": EventType.SubOrchestrationInstanceCreated.name,
+        }
+        rows = self._history.query_entities(query, parameters=parameters, select=["RowKey", "InstanceId"])
+        created = sorted([(row["RowKey"], row.get("InstanceId")) async for row in rows])
+        return list(dict.fromkeys(child for _, child in created if child))
 
     async def append_history(
         self,

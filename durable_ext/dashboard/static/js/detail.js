@@ -9,6 +9,9 @@ import { autoRefreshOn, autoRefreshToggle, REFRESH_MS } from "./refresh.js";
 const ACTIVE = ["Running", "Pending", "Suspended"];
 const FINISHED = ["Completed", "Failed", "Terminated", "Canceled", "ContinuedAsNew"];
 const HISTORY_PAGE = 500;
+const VIS_TIMELINE = new URL("../vendor/vis-timeline/vis-timeline-graph2d.min.js", import.meta.url);
+// What a timeline item adds around its label: vis-timeline's padding and border, both sides.
+const LABEL_PADDING_PX = 12;
 
 /**
  * The actions: when each applies, whether it asks for a reason, and what follows it. `raiseEvent`
@@ -27,10 +30,13 @@ const ACTIONS = [
 /** Render the detail page of `instanceId` for `context` (see app.js). */
 export async function renderDetail(context, instanceId) {
   const base = hubPath(context.hubId, "instances", instanceId);
-  const [instance, children, timeline] = await Promise.all([
+  // The first history page is asked for with the rest, not after the timeline is drawn.
+  const [instance, children, timeline, firstHistory] = await Promise.all([
     api.get(base),
     api.get(`${base}/children`),
     api.get(`${base}/timeline`),
+    historyPage(base, null),
+    loadVisTimeline(),
   ]);
   if (!context.isCurrent()) return;
   const history = h("tbody");
@@ -58,7 +64,7 @@ export async function renderDetail(context, instanceId) {
     historyMore,
   );
   drawTimeline(context, timelineBox, timeline.items);
-  await loadHistory(base, history, historyMore, null);
+  showHistory(base, history, historyMore, firstHistory);
   refreshWhileActive(context, instance);
 }
 
@@ -184,6 +190,25 @@ function actionBody(action, values) {
   return { eventName: values.eventName.trim(), eventData: parseJsonField(values.eventData, "Event data") };
 }
 
+let visTimeline = null;
+
+/**
+ * Load vis-timeline's standalone build (it defines window.vis) the first time a detail page opens:
+ * only this page draws a timeline, and evaluating the script held every page's first draw back.
+ */
+function loadVisTimeline() {
+  visTimeline ??= new Promise((resolve, reject) => {
+    const script = h("script", { src: VIS_TIMELINE.href, onload: resolve });
+    script.onerror = () => {
+      visTimeline = null;
+      script.remove();
+      reject(new Error("Could not load the timeline library (vis-timeline)."));
+    };
+    document.head.append(script);
+  });
+  return visTimeline;
+}
+
 function drawTimeline(context, container, items) {
   if (!items.length) {
     container.append(h("p", { className: "muted" }, "Nothing scheduled yet."));
@@ -210,17 +235,21 @@ function drawTimeline(context, container, items) {
   });
   const timeline = new window.vis.Timeline(
     container,
-    data,
+    null,
     kinds.map((kind) => ({ id: kind, content: kind })),
     { stack: true, zoomKey: "ctrlKey", maxHeight: 480, orientation: "top", tooltip: { followMouse: true }, zoomMin: 5 },
   );
+  // vis-timeline draws an item added inside the window at once, each forcing a layout (a second for
+  // 500 items); added outside it, the items are drawn and measured together by the next redraw.
+  timeline.setWindow(0, 1000, { animation: false });
+  timeline.setItems(data);
   // Passing start/end as options keeps vis-timeline 8 hidden for good, and its own initial fit leaves
   // a window days wide: the window is set once the first draw is done.
   let fitted = false;
   timeline.on("changed", () => {
     if (fitted) return;
     fitted = true;
-    const { start, end } = itemsWindow(data);
+    const { start, end } = itemsWindow(container, data);
     timeline.setWindow(start, end, { animation: false });
     container.dataset.fitted = "true";
   });
@@ -231,17 +260,40 @@ function drawTimeline(context, container, items) {
   context.onLeave(() => timeline.destroy());
 }
 
-/** A window showing every item, with a 5% margin on both sides. */
-function itemsWindow(data) {
+/**
+ * A window showing every item with a 5% margin on both sides, widened on the right so that a label
+ * running past its bar (app.css) still ends inside the window: an item starting at `start` whose label
+ * takes the share `s` of the panel's width needs start + s × (window length) ≤ window end.
+ */
+function itemsWindow(container, data) {
   const times = data.flatMap((item) => [item.start, item.end ?? item.start]).map((time) => new Date(time).getTime());
   const first = Math.min(...times);
   const last = Math.max(...times);
   const margin = Math.max((last - first) * 0.05, 5);
-  return { start: new Date(first - margin), end: new Date(last + margin) };
+  const panel = container.querySelector(".vis-panel.vis-center")?.clientWidth || container.clientWidth;
+  const labelWidth = textWidth(container.querySelector(".vis-item-content") ?? container);
+  let right = margin;
+  for (const item of data) {
+    const share = Math.min((labelWidth(item.content.textContent) + LABEL_PADDING_PX) / panel, 0.5);
+    const start = new Date(item.start).getTime();
+    right = Math.max(right, (start - last + share * (last - first + margin)) / (1 - share));
+  }
+  return { start: new Date(first - margin), end: new Date(last + right) };
 }
 
-async function loadHistory(base, body, more, continuation) {
-  const answer = await api.get(`${base}/history`, { continuation, top: HISTORY_PAGE });
+/** A function giving the width in pixels of a text in `element`'s font. */
+function textWidth(element) {
+  const canvas = document.createElement("canvas").getContext("2d");
+  canvas.font = getComputedStyle(element).font;
+  return (text) => canvas.measureText(text).width;
+}
+
+function historyPage(base, continuation) {
+  return api.get(`${base}/history`, { continuation, top: HISTORY_PAGE });
+}
+
+/** Append a history page's rows to `body`, and a "Load more history" button while there are more. */
+function showHistory(base, body, more, answer) {
   const start = body.rows.length;
   body.append(...answer.events.map((event, index) => historyRow(event, start + index)));
   replaceChildren(
@@ -250,7 +302,15 @@ async function loadHistory(base, body, more, continuation) {
       ? h("button", {
           type: "button",
           "data-testid": "history-more",
-          onclick: () => loadHistory(base, body, more, answer.continuation),
+          onclick: async (event) => {
+            // Disabled while the page loads: a second click would append the same rows twice.
+            event.target.disabled = true;
+            try {
+              showHistory(base, body, more, await historyPage(base, answer.continuation));
+            } finally {
+              event.target.disabled = false;
+            }
+          },
         }, "Load more history")
       : null,
   );

@@ -60,7 +60,7 @@ function entityRow(page, entity) {
     h("td", { className: "time" }, formatTime(entity.lastOperationTime)),
     h("td", { className: "mono", "data-testid": "entity-locked-by" }, entity.lockedBy ?? "—"),
     h("td", { "data-testid": "entity-queued" }, String(entity.queuedOperations ?? 0)),
-    page.context.readOnly ? null : h("td", {}, entityActions(page, entity)),
+    page.context.readOnly ? null : h("td", {}, h("div", { className: "row-actions" }, entityActions(page, entity))),
   );
 }
 

@@ -11,7 +11,7 @@ an executor speaking the durabletask gRPC protocol to a remote worker can implem
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -157,11 +157,12 @@ def scheduled_event_ids(events: Sequence[HistoryEvent]) -> dict[int, HistoryEven
 
 
 def check_determinism(
-    name: str, events: Sequence[HistoryEvent], allocations: dict[int, ScheduledAction]
+    name: str, scheduled: Mapping[int, HistoryEvent], allocations: dict[int, ScheduledAction]
 ) -> None:
     """Raise :class:`NonDeterminismError` when an action's kind or name contradicts the scheduling event
-    history records under its event ID."""
-    for event_id, event in scheduled_event_ids(events).items():
+    history records under its event ID; ``scheduled`` are the scheduling events to compare, by EventId
+    (:func:`scheduled_event_ids`)."""
+    for event_id, event in scheduled.items():
         action = allocations.get(event_id)
         if action is None:
             continue  # df stopped before reaching it (e.g. it failed or completed earlier this time)

@@ -85,9 +85,9 @@ class OrchestrationDispatcher:
         self._metrics = metrics
         self._registry = registry
         provider = options.storage_provider
-        self._episodes = EpisodePlanner(
-            hub, executor or DfOrchestrationExecutor.for_options(registry, options), options
-        )
+        self.executor = executor or DfOrchestrationExecutor.for_options(registry, options)
+        """What runs the orchestrators."""
+        self._episodes = EpisodePlanner(hub, self.executor, options)
         self._entities = EntityPlanner(hub, registry, options)
         self._checkpoints = Checkpointer(
             hub,

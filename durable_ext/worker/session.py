@@ -165,6 +165,9 @@ class SessionCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __contains__(self, instance_id: object) -> bool:
+        return instance_id in self._entries
+
 
 def first_execution(
     instance_id: str, messages: Sequence[ReceivedMessage], row: InstanceState | None

@@ -18,6 +18,7 @@ from types import TracebackType
 from durable_ext.app_loader import FunctionRegistry
 from durable_ext.client import TaskHubClient
 from durable_ext.config import DurableTaskOptions
+from durable_ext.executor import OrchestrationExecutor
 from durable_ext.logs import hub_log
 from durable_ext.monitoring.metrics import EngineCollector, WorkerMetrics
 from durable_ext.monitoring.queues import SAMPLE_INTERVAL, QueueMonitor
@@ -54,9 +55,11 @@ class Engine:
         worker_id: str | None = None,
         partition_options: PartitionManagerOptions | None = None,
         sample_interval: timedelta = SAMPLE_INTERVAL,
+        executor: OrchestrationExecutor | None = None,
     ) -> None:
         """``sample_interval``: how long a reading of the hub's queues serves ``/metrics`` and
-        ``/scale`` before storage is read again."""
+        ``/scale`` before storage is read again; ``executor`` runs the orchestrators (default: the
+        app's Python orchestrators in process, durable_ext/replay.py)."""
         self.hub = hub
         self.worker_id = worker_id or default_worker_id()
         provider = options.storage_provider
@@ -66,7 +69,7 @@ class Engine:
         self.queues = QueueMonitor(hub, interval=sample_interval)
         """The hub's backlog as storage reports it, sampled on demand (``/metrics``, ``/scale``)."""
         self.orchestrations = OrchestrationDispatcher(
-            hub, registry, options, handoff=self, metrics=self.metrics
+            hub, registry, options, handoff=self, metrics=self.metrics, executor=executor
         )
         self.activities = ActivityDispatcher(
             hub,

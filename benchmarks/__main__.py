@@ -249,6 +249,10 @@ def _details(r: dict[str, Any]) -> list[str]:
         parts.append(f"CPU python {r['python_cpu_pct']:.0f}% azurite {r['azurite_cpu_pct']:.0f}%")
     if r.get("start_pickup_p50_ms") is not None:
         parts.append(f"start message waited p50 {r['start_pickup_p50_ms']:.0f} ms in the control queue")
+    if "long_vs_short" in r:
+        parts.append(
+            f"{r['long_vs_short']:.2f}x the rate of a {r['short_n']}-step chain ({r['short_per_s']:.1f}/s)"
+        )
     if "raise_per_s" in r:
         parts.append(f"client raised {r['raise_per_s']:.0f} events/s")
     if "idle_before_s" in r:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -182,13 +183,14 @@ def check_determinism(
             )
 
 
-def new_actions(events: Sequence[HistoryEvent], run: OrchestratorRun) -> list[ScheduledAction]:
-    """Actions df numbered in this run that have no scheduling event in history yet, in ID order."""
-    known = scheduled_event_ids(events)
+def new_actions(known: AbstractSet[int], run: OrchestratorRun) -> list[ScheduledAction]:
+    """Actions df numbered in this run that have no scheduling event in history yet (``known``: the
+    EventIds of those history has, :func:`scheduled_event_ids`), in ID order."""
+    allocations = run.allocations
     return [
-        action
-        for event_id, action in sorted(run.allocations.items())
-        if event_id not in known and action.kind is not ActionKind.CONTINUE_AS_NEW
+        allocations[event_id]
+        for event_id in sorted(allocations.keys() - known)
+        if allocations[event_id].kind is not ActionKind.CONTINUE_AS_NEW
     ]
 
 

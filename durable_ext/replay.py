@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from importlib.metadata import PackageNotFoundError, version
+from itertools import islice
 from types import GeneratorType
 from typing import Any
 
@@ -481,7 +482,11 @@ class _LiveOrchestration:
         self.raised: list[int] = []
         """Indexes of the external events among :attr:`seen`."""
         self.actions: dict[int, ScheduledAction] = {}
-        """Sequence numbers already made into actions that cannot change (all but retry steps)."""
+        """Every sequence number df handed out, as an action."""
+        self.allocated_count = 0
+        """How many of the context's sequence numbers :attr:`actions` holds."""
+        self.retry_steps: set[int] = set()
+        """Sequence numbers of retry steps, whose actions are made again at every run."""
         self.suspended = False
         """Whether :attr:`seen` holds a suspension or resumption, which df reads out of order."""
         self.run = OrchestratorRun(done=False, allocations={})
@@ -588,8 +593,9 @@ class _LiveOrchestration:
             None if self.context.custom_status is None else json.dumps(self.context.custom_status)
         )
         run.unconsumed_events = [i for i in self.raised if i not in self.executor.consumed]
+        # Continuing as new ends the execution, so its action is one of this run's.
         continue_as_new = next(
-            (a for a in allocations.values() if a.kind is ActionKind.CONTINUE_AS_NEW), None
+            (allocations[i] for i in changed if allocations[i].kind is ActionKind.CONTINUE_AS_NEW), None
         )
         if failure is None and continue_as_new is not None:
             run.continue_as_new = True
@@ -599,19 +605,21 @@ class _LiveOrchestration:
         self.run = run
 
     def _allocations(self) -> tuple[dict[int, ScheduledAction], set[int]]:
-        """Every sequence number df handed out, as actions; and those made now rather than reused."""
-        allocations: dict[int, ScheduledAction] = {}
-        changed: set[int] = set()
-        for event_id, (action, task) in sorted(self.context.allocated.items()):
-            known = self.actions.get(event_id)
-            if known is None:
-                # A retry step's action reads its retry's state, so it is made again every time.
-                known = _scheduled_action(event_id, action, task, self.context)
-                changed.add(event_id)
-                if not isinstance(action, NoOpAction):
-                    self.actions[event_id] = known
-            allocations[event_id] = known
-        return allocations, changed
+        """Every sequence number df handed out, as actions; and those made now rather than reused.
+
+        df hands numbers out in order and never takes one back, so only the numbers handed out since
+        the last run are new; a retry step's action reads its retry's state, so it is made again.
+        """
+        allocated = self.context.allocated
+        changed = set(self.retry_steps)
+        changed.update(islice(allocated, self.allocated_count, None))
+        self.allocated_count = len(allocated)
+        for event_id in changed:
+            action, task = allocated[event_id]
+            self.actions[event_id] = _scheduled_action(event_id, action, task, self.context)
+            if isinstance(action, NoOpAction):
+                self.retry_steps.add(event_id)
+        return dict(self.actions), changed
 
 
 def _failed_state(name: str, exc: Exception) -> tuple[dict[str, Any], FailureDetails]:

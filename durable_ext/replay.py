@@ -546,7 +546,7 @@ class _LiveOrchestration:
             and not any(e.event_type in _SUSPENSION_EVENTS for e in request.events[seen:])
         )
 
-    def resume(self, request: ExecutionRequest, forms: DfEventForms | None) -> OrchestratorRun:
+    def resume(self, request: ExecutionRequest) -> OrchestratorRun:
         """Hand df the events of ``request`` not seen yet (check :meth:`accepts` first)."""
         events = request.events
         executor = self.executor
@@ -555,7 +555,7 @@ class _LiveOrchestration:
         for index in range(len(self.seen), len(events)):
             event = events[index]
             df_event = df_history_event(
-                _df_form(event, index, request.new_events_start, forms), event.timestamp, tz
+                _df_form(event, index, request.new_events_start, None), event.timestamp, tz
             )
             self.context._histories.append(df_event)
             if not executor.has_execution_completed:
@@ -734,7 +734,7 @@ class DfExecutionMemo:
     forms of its events, and the orchestrator still running when warm continuation is on."""
 
     def __init__(self) -> None:
-        self.forms = DfEventForms()
+        self.forms: DfEventForms | None = None
         self.live: _LiveOrchestration | None = None
 
 
@@ -792,17 +792,15 @@ class DfOrchestrationExecutor:
         function = self._registry.runnable(request.name, FunctionKind.ORCHESTRATOR)
         if function is None:
             raise KeyError(request.name)
-        kept = memo if isinstance(memo, DfExecutionMemo) else None
-        forms = kept.forms if kept is not None else None
+        kept = memo if isinstance(memo, DfExecutionMemo) else DfExecutionMemo()
         # Taken out before it runs: an orchestrator that raises half-way is never continued.
-        live = kept.live if kept is not None else None
-        if kept is not None:
-            kept.live = None
+        live, kept.live = kept.live, None
         if live is not None and live.accepts(function.callable, request):
             self.runs["continued"] += 1
-            live.resume(request, forms)
+            live.resume(request)
         else:
             self.runs["replayed"] += 1
+            forms = kept.forms or DfEventForms()
             live = _LiveOrchestration.start(
                 function.callable,
                 request,
@@ -810,6 +808,10 @@ class DfOrchestrationExecutor:
                 timer_split=self._timer_split,
                 http_poll_interval=self._http_poll_interval,
             )
-        if kept is not None and self._warm and live.resumable:
+            kept.forms = forms
+        if self._warm and live.resumable:
             kept.live = live
+            # The live orchestrator holds its events in df's form already; should a replay be needed
+            # after all, it converts them once more rather than every execution keeping two copies.
+            kept.forms = None
         return live.run

@@ -16,6 +16,7 @@ import uuid
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,18 @@ from durable_ext.executor import ExecutionRequest, OrchestratorRun
 from durable_ext.history import (
     EventRaisedEvent,
     EventType,
+    ExecutionResumedEvent,
+    ExecutionStartedEvent,
+    ExecutionSuspendedEvent,
+    HistoryEvent,
+    OrchestrationInstance,
     OrchestrationStatus,
     OrchestratorCompletedEvent,
     OrchestratorStartedEvent,
+    TaskCompletedEvent,
+    TaskScheduledEvent,
 )
-from durable_ext.replay import DfOrchestrationExecutor
+from durable_ext.replay import DfExecutionMemo, DfOrchestrationExecutor
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.worker.engine import Engine
 from tests.engine_support import ENGINE_APP_DIR, FAST_LEASES, poll
@@ -330,3 +338,117 @@ async def test_a_suspended_instance_is_replayed_and_the_switch_turns_continuatio
             hub, client, Scenario("fan_in_then_race"), "off-2"
         )
     assert off.runs["continued"] == 0 and off.runs["replayed"] >= 3
+
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class _Chain:
+    """The history of an engine_app orchestrator that calls ``double`` in a loop (``chain``,
+    ``raises``), episode by episode, as an engine would write it."""
+
+    def __init__(self, name: str = "chain", instance_id: str = "chain-1") -> None:
+        self.name = name
+        self.instance_id = instance_id
+        instance = OrchestrationInstance(instance_id, "e1")
+        self.events: list[HistoryEvent] = [
+            OrchestratorStartedEvent(timestamp=T0),
+            ExecutionStartedEvent(timestamp=T0, orchestration_instance=instance, name=name, input="1"),
+        ]
+        self.new_events_start = 0
+
+    def request(self) -> ExecutionRequest:
+        return ExecutionRequest(self.name, self.instance_id, list(self.events), self.new_events_start)
+
+    def next_episode(self, run: OrchestratorRun, *extra: HistoryEvent) -> None:
+        """Record what ``run`` scheduled, then the next episode: its result and ``extra`` events."""
+        (event_id,) = [
+            i for i in run.allocations if i >= sum(isinstance(e, TaskScheduledEvent) for e in self.events)
+        ]
+        at = T0 + timedelta(seconds=len(self.events))
+        self.events += [
+            TaskScheduledEvent(event_id=event_id, timestamp=at, name="double"),
+            OrchestratorCompletedEvent(timestamp=at),
+        ]
+        self.new_events_start = len(self.events)
+        result = json.loads(run.allocations[event_id].input or "null") * 2
+        self.events += [
+            OrchestratorStartedEvent(timestamp=at),
+            *extra,
+            TaskCompletedEvent(task_scheduled_id=event_id, result=json.dumps(result), timestamp=at),
+        ]
+
+
+def _full_replay(registry: FunctionRegistry, request: ExecutionRequest) -> OrchestratorRun:
+    executor = DfOrchestrationExecutor(registry, warm=False)
+    return executor.execute(request, executor.new_memo())
+
+
+def test_each_episode_continues_the_live_orchestrator_and_matches_a_full_replay(
+    registry: FunctionRegistry,
+) -> None:
+    executor = DfOrchestrationExecutor(registry)
+    memo = executor.new_memo()
+    chain = _Chain()
+    run = executor.execute(chain.request(), memo)
+    for _ in range(5):
+        chain.next_episode(run)
+        run = executor.execute(chain.request(), memo)
+        assert run == _full_replay(registry, chain.request())
+    assert run.done and run.output == "32"
+    assert executor.runs == {"replayed": 1, "continued": 5}
+
+
+def test_events_other_than_those_seen_are_replayed(registry: FunctionRegistry) -> None:
+    executor = DfOrchestrationExecutor(registry)
+    memo = executor.new_memo()
+    chain = _Chain()
+    chain.next_episode(executor.execute(chain.request(), memo))
+    chain.next_episode(executor.execute(chain.request(), memo))
+    # Storage now holds another first result than the one the live orchestrator took.
+    index, first = next((i, e) for i, e in enumerate(chain.events) if isinstance(e, TaskCompletedEvent))
+    chain.events[index] = TaskCompletedEvent(task_scheduled_id=0, result="3", timestamp=first.timestamp)
+    run = executor.execute(chain.request(), memo)
+    assert executor.runs == {"replayed": 2, "continued": 1}
+    assert run == _full_replay(registry, chain.request())
+    assert run.allocations[1].input == "3"
+
+
+def test_a_suspension_in_history_replays_every_episode_after_it(registry: FunctionRegistry) -> None:
+    executor = DfOrchestrationExecutor(registry)
+    memo = executor.new_memo()
+    chain = _Chain()
+    run = executor.execute(chain.request(), memo)
+    chain.next_episode(run, ExecutionSuspendedEvent(timestamp=T0), ExecutionResumedEvent(timestamp=T0))
+    run = executor.execute(chain.request(), memo)
+    chain.next_episode(run)
+    run = executor.execute(chain.request(), memo)
+    assert executor.runs == {"replayed": 3}
+    assert run == _full_replay(registry, chain.request())
+
+
+def test_another_orchestrator_function_or_a_failed_run_is_not_continued(registry: FunctionRegistry) -> None:
+    executor = DfOrchestrationExecutor(registry)
+    memo = executor.new_memo()
+    chain = _Chain()
+    run = executor.execute(chain.request(), memo)
+    chain.next_episode(run)
+    reloaded = DfOrchestrationExecutor(_load(ENGINE_APP_DIR))  # the app imported again: new functions
+    reloaded.execute(chain.request(), memo)
+    assert reloaded.runs == {"replayed": 1}
+    failing = _Chain("raises", "raises-1")
+    run = executor.execute(failing.request(), memo := executor.new_memo())
+    failing.next_episode(run)
+    run = executor.execute(failing.request(), memo)
+    assert run.failure is not None and "orchestrator gave up" in run.failure.error_message
+    assert isinstance(memo, DfExecutionMemo) and memo.live is None, "a failed orchestrator is not kept"
+
+
+def test_warm_continuation_off_replays_every_episode(registry: FunctionRegistry) -> None:
+    executor = DfOrchestrationExecutor(registry, warm=False)
+    memo = executor.new_memo()
+    chain = _Chain()
+    run = executor.execute(chain.request(), memo)
+    chain.next_episode(run)
+    executor.execute(chain.request(), memo)
+    assert executor.runs == {"replayed": 2}

@@ -532,22 +532,25 @@ class _LiveOrchestration:
             and isinstance(getattr(self.executor, "generator", None), GeneratorType)
         )
 
-    def accepts(self, user_function: Callable[..., Any], request: ExecutionRequest) -> bool:
-        """Whether feeding df the rest of ``request.events`` gives what a full replay would: the same
-        orchestrator of the same instance, and events that extend, unchanged, those already seen."""
+    def doubt(self, user_function: Callable[..., Any], request: ExecutionRequest) -> str | None:
+        """Why feeding df the rest of ``request.events`` might not give what a full replay would, or
+        None: it is the same orchestrator of the same instance, and the events extend, unchanged,
+        those already seen, with no suspension among the new ones."""
         seen = len(self.seen)
-        return (
-            self.resumable
-            and user_function is self.user_function
-            and request.name == self.name
-            and request.instance_id == self.instance_id
-            and seen <= request.new_events_start
-            and request.events[:seen] == self.seen
-            and not any(e.event_type in _SUSPENSION_EVENTS for e in request.events[seen:])
-        )
+        if (
+            user_function is not self.user_function
+            or request.name != self.name
+            or request.instance_id != self.instance_id
+        ):
+            return "another orchestrator function"
+        if seen > request.new_events_start or request.events[:seen] != self.seen:
+            return "the history is not the one the live orchestrator saw"
+        if any(e.event_type in _SUSPENSION_EVENTS for e in request.events[seen:]):
+            return "the instance was suspended or resumed"
+        return None
 
     def resume(self, request: ExecutionRequest) -> OrchestratorRun:
-        """Hand df the events of ``request`` not seen yet (check :meth:`accepts` first)."""
+        """Hand df the events of ``request`` not seen yet (when :meth:`doubt` has none)."""
         events = request.events
         executor = self.executor
         # The time zone object of the context's own timestamps (see _RecordingContext.for_history).
@@ -743,7 +746,7 @@ class DfOrchestrationExecutor:
 
     With ``warm`` (the default), an execution's orchestrator stays alive in its memo between episodes
     and the next episode continues it with the new events only, when nothing casts doubt on it (see
-    :meth:`_LiveOrchestration.accepts`); otherwise, and always with ``warm`` off, every episode
+    :meth:`_LiveOrchestration.doubt`); otherwise, and always with ``warm`` off, every episode
     replays the whole history through a new generator. Both give the same run.
     """
 
@@ -795,10 +798,12 @@ class DfOrchestrationExecutor:
         kept = memo if isinstance(memo, DfExecutionMemo) else DfExecutionMemo()
         # Taken out before it runs: an orchestrator that raises half-way is never continued.
         live, kept.live = kept.live, None
-        if live is not None and live.accepts(function.callable, request):
+        doubt = live.doubt(function.callable, request) if live is not None else "no live orchestrator"
+        if live is not None and doubt is None:
             self.runs["continued"] += 1
             live.resume(request)
         else:
+            logger.debug("instance %s: replaying its history (%s)", request.instance_id, doubt)
             self.runs["replayed"] += 1
             forms = kept.forms or DfEventForms()
             live = _LiveOrchestration.start(

@@ -53,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results to FILE")
     parser.add_argument("--quick", action="store_true", help="reduced sizes (for smoke tests)")
     parser.add_argument("--no-dbos", action="store_true", help="skip the DBOS comparison")
+    parser.add_argument(
+        "--replay-every-episode",
+        action="store_true",
+        help='run the engine with "warmContinuation": false (every episode replays its history)',
+    )
     args = parser.parse_args(argv)
     unknown = [name for name in args.scenarios if name not in ALL_SCENARIOS]
     if unknown:
@@ -64,10 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     registry = load_bench_app()
     meta = machine_facts(quick=args.quick, dbos=dbos)
+    meta["warm_continuation"] = not args.replay_every_episode
     print(
         f"durable_ext benchmarks {meta['date']} · {meta['cpus']} CPUs · {meta['memory']} · "
         f"Python {meta['python']} · Azurite {meta['azurite']} · df {meta['azure_functions_durable']}"
-        f" · engine {meta['engine_source']} · {'quick' if args.quick else 'full'} sizes",
+        f" · engine {meta['engine_source']} · {'quick' if args.quick else 'full'} sizes"
+        f"{' · every episode replays' if args.replay_every_episode else ''}",
         flush=True,
     )
     if not dbos:
@@ -89,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         scenario = "many" if name == "rss" else name
         try:
-            measurement, env = run_scenario(scenario, registry, sizes)
+            measurement, env = run_scenario(scenario, registry, sizes, warm=not args.replay_every_episode)
         except BenchmarkError as exc:
             failed = True
             results[name] = {"failed": str(exc)}
@@ -114,16 +121,19 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-def run_scenario(name: str, registry: FunctionRegistry, sizes: Sizes) -> tuple[Measurement, BenchEnv]:
-    """Run one scenario on its own fresh Azurite, stopped again afterwards."""
+def run_scenario(
+    name: str, registry: FunctionRegistry, sizes: Sizes, *, warm: bool = True
+) -> tuple[Measurement, BenchEnv]:
+    """Run one scenario on its own fresh Azurite, stopped again afterwards (``warm``: the engine's
+    ``warmContinuation``)."""
     with Azurite() as azurite:
-        return asyncio.run(_run_in_env(name, azurite.connection_string, registry, sizes))
+        return asyncio.run(_run_in_env(name, azurite.connection_string, registry, sizes, warm))
 
 
 async def _run_in_env(
-    name: str, connection_string: str, registry: FunctionRegistry, sizes: Sizes
+    name: str, connection_string: str, registry: FunctionRegistry, sizes: Sizes, warm: bool
 ) -> tuple[Measurement, BenchEnv]:
-    env = BenchEnv(connection_string, registry, sizes.probe_iterations)
+    env = BenchEnv(connection_string, registry, sizes.probe_iterations, warm=warm)
     async with env:
         measurement = await SCENARIOS[name](env, sizes)
     return measurement, env
@@ -249,6 +259,10 @@ def _details(r: dict[str, Any]) -> list[str]:
         parts.append(f"CPU python {r['python_cpu_pct']:.0f}% azurite {r['azurite_cpu_pct']:.0f}%")
     if r.get("start_pickup_p50_ms") is not None:
         parts.append(f"start message waited p50 {r['start_pickup_p50_ms']:.0f} ms in the control queue")
+    if "long_vs_short" in r:
+        parts.append(
+            f"{r['long_vs_short']:.2f}x the rate of a {r['short_n']}-step chain ({r['short_per_s']:.1f}/s)"
+        )
     if "raise_per_s" in r:
         parts.append(f"client raised {r['raise_per_s']:.0f} events/s")
     if "idle_before_s" in r:

@@ -90,8 +90,12 @@ class LogWatch(logging.Handler):
 class BenchEnv:
     """A fresh hub with a running engine and a client; ``async with BenchEnv(...) as env``."""
 
-    def __init__(self, connection_string: str, registry: FunctionRegistry, probe_iterations: int) -> None:
+    def __init__(
+        self, connection_string: str, registry: FunctionRegistry, probe_iterations: int, *, warm: bool = True
+    ) -> None:
+        """``warm``: the engine's ``warmContinuation`` (off replays every episode, to compare)."""
         self.account = StorageAccount.from_connection_string(connection_string)
+        self.warm = warm
         self.registry = registry
         self.probe_iterations = probe_iterations
         self.counter = RequestCounter()
@@ -125,7 +129,7 @@ class BenchEnv:
             )
             self._client_hub = TaskHub(self.account, self.hub_name, self.partition_count)
             await self._client_hub.create()
-            options = DurableTaskOptions(hub_name=self.hub_name)
+            options = DurableTaskOptions(hub_name=self.hub_name, warm_continuation=self.warm)
             self._engine = Engine(self._engine_hub, self.registry, options, partition_options=BENCH_LEASES)
             await self._engine.start()
             # Wired as the local host wires it: the engine takes what the client sends directly.

@@ -44,6 +44,8 @@ class Sizes:
     """How big each workload is."""
 
     sequential: int
+    longchain: int
+    """Steps of the long chain, measured against a chain of ``sequential`` steps in the same run."""
     fanout100: int
     fanout1000: int
     many: int
@@ -65,6 +67,7 @@ class Sizes:
 
 FULL = Sizes(
     sequential=100,
+    longchain=2000,
     fanout100=100,
     fanout1000=1000,
     many=500,
@@ -79,6 +82,7 @@ FULL = Sizes(
 )
 QUICK = Sizes(
     sequential=20,
+    longchain=200,
     fanout100=100,
     fanout1000=100,
     many=50,
@@ -190,6 +194,34 @@ async def sequential(env: BenchEnv, sizes: Sizes) -> Measurement:
     with span.measure():
         await env.run("sequential", count, expected=count, instance_id="sequential", timeout=sizes.timeout)
     return span.result(count / span.seconds, "activities/s", f"n={count}", count)
+
+
+async def longchain(env: BenchEnv, sizes: Sizes) -> Measurement:
+    """(i) A chain of ``sizes.longchain`` activities, and one of ``sizes.sequential`` in the same run.
+
+    Each episode of a chain adds to its history; when an episode costs the same however long the
+    history is (warm continuation, durable_ext/replay.py), the long chain runs at the short one's rate.
+    The figure is the long chain's rate; ``long_vs_short`` the ratio of the two.
+    """
+    short_count, long_count = sizes.sequential, sizes.longchain
+    short = _Span(env)
+    with short.measure():
+        await env.run(
+            "sequential", short_count, expected=short_count, instance_id="chain-short", timeout=sizes.timeout
+        )
+    span = _Span(env)
+    with span.measure():
+        await env.run(
+            "sequential", long_count, expected=long_count, instance_id="chain-long", timeout=sizes.timeout
+        )
+    short_rate, rate = short_count / short.seconds, long_count / span.seconds
+    return span.result(
+        rate,
+        "activities/s",
+        f"n={long_count}",
+        long_count,
+        extra={"short_n": short_count, "short_per_s": short_rate, "long_vs_short": rate / short_rate},
+    )
 
 
 async def _fanout(env: BenchEnv, count: int, timeout: float) -> Measurement:
@@ -629,6 +661,7 @@ async def _history_ms(http: httpx.AsyncClient, url: str) -> float:
 Scenario = Callable[[BenchEnv, Sizes], Awaitable[Measurement]]
 SCENARIOS: dict[str, Scenario] = {
     "sequential": sequential,
+    "longchain": longchain,
     "fanout100": fanout100,
     "fanout1000": fanout1000,
     "many": many,

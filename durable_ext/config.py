@@ -142,6 +142,9 @@ class DurableTaskOptions:
     extended_sessions_enabled: bool = False
     extended_session_idle_timeout_in_seconds: int = 30
     store_inputs_in_orchestration_history: bool = False
+    warm_continuation: bool = True
+    """durable_ext's own ``warmContinuation``: an episode of an instance kept in memory continues its
+    running orchestrator with the new events instead of replaying the whole history (replay.py)."""
     overridable_existing_instance_states: OverridableStates = OverridableStates.NON_RUNNING_STATES
     max_entity_operation_batch_size: int = 5000
     max_orchestration_actions: int = 100000
@@ -602,6 +605,7 @@ _DURABLE_FIELDS = (
     _Field("extendedSessionsEnabled", "extended_sessions_enabled", bool),
     _Field("extendedSessionIdleTimeoutInSeconds", "extended_session_idle_timeout_in_seconds", int, 0),
     _Field("storeInputsInOrchestrationHistory", "store_inputs_in_orchestration_history", bool),
+    _Field("warmContinuation", "warm_continuation", bool),
     _Field("overridableExistingInstanceStates", "overridable_existing_instance_states", OverridableStates),
     _Field("maxEntityOperationBatchSize", "max_entity_operation_batch_size", int, 1),
     _Field("maxOrchestrationActions", "max_orchestration_actions", int, 1),

@@ -11,7 +11,8 @@ an executor speaking the durabletask gRPC protocol to a remote worker can implem
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -54,6 +55,12 @@ class OrchestrationExecutor(Protocol):
     def new_memo(self) -> object:
         """Per-execution state the executor keeps between episodes of one execution (e.g. events
         already converted to its runtime's form); the engine stores it with the cached history."""
+        ...
+
+    def events_to_run(self, memo: object, past: int, new: int) -> int:
+        """How many events the next :meth:`execute` over ``past`` seen and ``new`` unseen events is
+        expected to process with ``memo`` (all of them for a replay from event 0): the engine's
+        estimate of its cost, to decide where it runs."""
         ...
 
     def execute(self, request: ExecutionRequest, memo: object) -> OrchestratorRun:
@@ -157,11 +164,12 @@ def scheduled_event_ids(events: Sequence[HistoryEvent]) -> dict[int, HistoryEven
 
 
 def check_determinism(
-    name: str, events: Sequence[HistoryEvent], allocations: dict[int, ScheduledAction]
+    name: str, scheduled: Mapping[int, HistoryEvent], allocations: dict[int, ScheduledAction]
 ) -> None:
     """Raise :class:`NonDeterminismError` when an action's kind or name contradicts the scheduling event
-    history records under its event ID."""
-    for event_id, event in scheduled_event_ids(events).items():
+    history records under its event ID; ``scheduled`` are the scheduling events to compare, by EventId
+    (:func:`scheduled_event_ids`)."""
+    for event_id, event in scheduled.items():
         action = allocations.get(event_id)
         if action is None:
             continue  # df stopped before reaching it (e.g. it failed or completed earlier this time)
@@ -181,13 +189,14 @@ def check_determinism(
             )
 
 
-def new_actions(events: Sequence[HistoryEvent], run: OrchestratorRun) -> list[ScheduledAction]:
-    """Actions df numbered in this run that have no scheduling event in history yet, in ID order."""
-    known = scheduled_event_ids(events)
+def new_actions(known: AbstractSet[int], run: OrchestratorRun) -> list[ScheduledAction]:
+    """Actions df numbered in this run that have no scheduling event in history yet (``known``: the
+    EventIds of those history has, :func:`scheduled_event_ids`), in ID order."""
+    allocations = run.allocations
     return [
-        action
-        for event_id, action in sorted(run.allocations.items())
-        if event_id not in known and action.kind is not ActionKind.CONTINUE_AS_NEW
+        allocations[event_id]
+        for event_id in sorted(allocations.keys() - known)
+        if allocations[event_id].kind is not ActionKind.CONTINUE_AS_NEW
     ]
 
 

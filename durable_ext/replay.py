@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from importlib.metadata import PackageNotFoundError, version
+from itertools import islice
 from types import GeneratorType
 from typing import Any
 
@@ -83,6 +85,7 @@ from durable_ext.executor import (
     RetryPolicy,
     ScheduledAction,
     check_determinism,
+    scheduled_event_ids,
 )
 from durable_ext.failures import orchestrator_failure
 from durable_ext.history import (
@@ -203,6 +206,13 @@ class _RecordingContext(DurableOrchestrationContext):  # type: ignore[misc]
         )
         context.http_poll_interval = http_poll_interval
         return context
+
+    @property
+    def _actions(self) -> list[Any]:
+        """The actions df's state reports: none. durable_ext reads what the orchestrator scheduled from
+        the sequence numbers it recorded, and df's list holds every action of the execution, so
+        serializing it would cost each episode in proportion to the history."""
+        return []
 
     def call_http(self, *args: Any, **kwargs: Any) -> TaskBase:
         """df's ``call_http`` (same arguments), polling a 202 answer's Location as the extension does
@@ -358,14 +368,18 @@ def history_to_df_json(
             buffered.append((index, event))
         else:
             ordered.append((index, event))
-    out = []
-    for index, event in ordered:
-        data = forms.form(event) if forms is not None else _strip_types(event_to_json(event))
-        data["IsPlayed"] = index < new_events_start
-        # df keeps unknown members as attributes: this one maps its events back to ours.
-        data[_INDEX_KEY] = index
-        out.append(data)
-    return out
+    return [_df_form(event, index, new_events_start, forms) for index, event in ordered]
+
+
+def _df_form(
+    event: HistoryEvent, index: int, new_events_start: int, forms: DfEventForms | None
+) -> dict[str, Any]:
+    """The df form of ``event``, the ``index``-th of its execution's history."""
+    data = forms.form(event) if forms is not None else _strip_types(event_to_json(event))
+    data["IsPlayed"] = index < new_events_start
+    # df keeps unknown members as attributes: this one maps its events back to ours.
+    data[_INDEX_KEY] = index
+    return data
 
 
 _DF_EVENT_DEFAULTS = {
@@ -424,49 +438,191 @@ def run_orchestrator(
     df form for the next replay of the same execution.
     Raises :class:`NonDeterminismError` when df's tasks contradict the scheduling events in history.
     """
-    generator_function = getattr(user_function, "orchestrator_function", None)
-    if generator_function is None:
-        raise TypeError(f"{name!r} is not an azure-functions-durable orchestrator")
-    context = _RecordingContext.for_history(
-        instance_id,
-        events,
-        new_events_start,
-        parent_instance_id,
+    request = ExecutionRequest(name, instance_id, events, new_events_start, parent_instance_id)
+    live = _LiveOrchestration.start(
+        user_function,
+        request,
         forms,
         timer_split=timer_split,
         http_poll_interval=http_poll_interval,
     )
-    # What df's own wrapper does before handing the context to the generator.
-    context._input_expected_type = getattr(user_function, "_df_input_type", None)
-    state: dict[str, Any]
-    failure: FailureDetails | None = None
-    executor = _RecordingExecutor()
-    try:
+    return live.run
+
+
+_SUSPENSION_EVENTS = frozenset({EventType.ExecutionSuspended, EventType.ExecutionResumed})
+"""Events after which df reads history in another order than it was written (see history_to_df_json)."""
+
+
+class _LiveOrchestration:
+    """An orchestrator df is running: its context, df's replay loop and the generator inside it,
+    positioned after the events seen so far, and what was made of those events.
+
+    A full replay builds one over the whole history (:meth:`start`). Kept between the episodes of an
+    execution, the next episode hands df only the events that came since (:meth:`resume`), through
+    the same event processing df's replay loop does, so the cost of an episode no longer grows with
+    the history. Its :attr:`run` is the whole execution's, as a full replay's would be.
+    """
+
+    def __init__(
+        self,
+        user_function: Callable[..., Any],
+        request: ExecutionRequest,
+        context: _RecordingContext,
+        executor: _RecordingExecutor,
+    ) -> None:
+        self.user_function = user_function
+        self.name = request.name
+        self.instance_id = request.instance_id
+        self.context = context
+        self.executor = executor
+        self.seen: list[HistoryEvent] = []
+        """The events df has been handed, in order (the prefix of the next request's events)."""
+        self.scheduling: dict[int, HistoryEvent] = {}
+        """The scheduling events among :attr:`seen`, by EventId."""
+        self.raised: list[int] = []
+        """Indexes of the external events among :attr:`seen`."""
+        self.actions: dict[int, ScheduledAction] = {}
+        """Every sequence number df handed out, as an action."""
+        self.allocated_count = 0
+        """How many of the context's sequence numbers :attr:`actions` holds."""
+        self.retry_steps: set[int] = set()
+        """Sequence numbers of retry steps, whose actions are made again at every run."""
+        self.suspended = False
+        """Whether :attr:`seen` holds a suspension or resumption, which df reads out of order."""
+        self.run = OrchestratorRun(done=False, allocations={})
+        """What the orchestrator did over :attr:`seen`."""
+
+    @classmethod
+    def start(
+        cls,
+        user_function: Callable[..., Any],
+        request: ExecutionRequest,
+        forms: DfEventForms | None,
+        *,
+        timer_split: TimerSplit | None,
+        http_poll_interval: timedelta,
+    ) -> _LiveOrchestration:
+        """A full replay: a new generator over all of ``request.events``."""
+        generator_function = getattr(user_function, "orchestrator_function", None)
+        if generator_function is None:
+            raise TypeError(f"{request.name!r} is not an azure-functions-durable orchestrator")
+        context = _RecordingContext.for_history(
+            request.instance_id,
+            request.events,
+            request.new_events_start,
+            request.parent_instance_id,
+            forms,
+            timer_split=timer_split,
+            http_poll_interval=http_poll_interval,
+        )
+        # What df's own wrapper does before handing the context to the generator.
+        context._input_expected_type = getattr(user_function, "_df_input_type", None)
+        live = cls(user_function, request, context, _RecordingExecutor())
         orchestrator = Orchestrator(generator_function)
-        orchestrator.task_orchestration_executor = executor
-        state = json.loads(orchestrator.handle(context))
-    except Exception as exc:  # df reports a failing orchestrator by raising with its state appended
-        state, failure = _failed_state(name, exc)
-    allocations = {
-        event_id: _scheduled_action(event_id, action, task, context)
-        for event_id, (action, task) in sorted(context.allocated.items())
-    }
-    check_determinism(name, events, allocations)
-    run = OrchestratorRun(done=bool(state.get("isDone")) or failure is not None, allocations=allocations)
-    run.failure = failure
-    run.custom_status = None if context.custom_status is None else json.dumps(context.custom_status)
-    run.unconsumed_events = [
-        index
-        for index, event in enumerate(events)
-        if event.event_type is EventType.EventRaised and index not in executor.consumed
-    ]
-    continue_as_new = next((a for a in allocations.values() if a.kind is ActionKind.CONTINUE_AS_NEW), None)
-    if failure is None and continue_as_new is not None:
-        run.continue_as_new = True
-        run.continue_as_new_input = continue_as_new.input
-    elif failure is None and run.done:
-        run.output = json.dumps(state["output"]) if "output" in state else "null"
-    return run
+        orchestrator.task_orchestration_executor = live.executor
+        live._finish(request.events, lambda: orchestrator.handle(context))
+        return live
+
+    @property
+    def resumable(self) -> bool:
+        """Whether the orchestrator is waiting for events, in a generator that can take them."""
+        return (
+            not self.run.done
+            and not self.suspended
+            and isinstance(getattr(self.executor, "generator", None), GeneratorType)
+        )
+
+    def doubt(self, user_function: Callable[..., Any], request: ExecutionRequest) -> str | None:
+        """Why feeding df the rest of ``request.events`` might not give what a full replay would, or
+        None: it is the same orchestrator of the same instance, and the events extend, unchanged,
+        those already seen, with no suspension among the new ones."""
+        seen = len(self.seen)
+        if (
+            user_function is not self.user_function
+            or request.name != self.name
+            or request.instance_id != self.instance_id
+        ):
+            return "another orchestrator function"
+        if seen > request.new_events_start or request.events[:seen] != self.seen:
+            return "the history is not the one the live orchestrator saw"
+        if any(e.event_type in _SUSPENSION_EVENTS for e in request.events[seen:]):
+            return "the instance was suspended or resumed"
+        return None
+
+    def resume(self, request: ExecutionRequest) -> OrchestratorRun:
+        """Hand df the events of ``request`` not seen yet (when :meth:`doubt` has none)."""
+        events = request.events
+        executor = self.executor
+        # The time zone object of the context's own timestamps (see _RecordingContext.for_history).
+        tz = self.context.decision_started_event.timestamp.tzinfo
+        for index in range(len(self.seen), len(events)):
+            event = events[index]
+            df_event = df_history_event(
+                _df_form(event, index, request.new_events_start, None), event.timestamp, tz
+            )
+            self.context._histories.append(df_event)
+            if not executor.has_execution_completed:
+                # What df's replay loop does with each event (TaskOrchestrationExecutor.execute).
+                executor._is_processing_new_events = index >= request.new_events_start
+                executor.process_event(df_event)
+        self._finish(events, executor.get_orchestrator_state_str)
+        return self.run
+
+    def _finish(self, events: Sequence[HistoryEvent], state_of: Callable[[], str]) -> None:
+        """Make :attr:`run` of df's state once it has seen ``events``; ``state_of`` gives that state."""
+        failure: FailureDetails | None = None
+        try:
+            state: dict[str, Any] = json.loads(state_of())
+        except Exception as exc:  # df reports a failing orchestrator by raising with its state appended
+            state, failure = _failed_state(self.name, exc)
+        tail = events[len(self.seen) :]
+        self.suspended = self.suspended or any(e.event_type in _SUSPENSION_EVENTS for e in tail)
+        allocations, changed = self._allocations()
+        # Scheduling events and actions already compared, in an earlier run, need no second look.
+        scheduling = scheduled_event_ids(tail)
+        self.scheduling.update(scheduling)
+        fresh = scheduling.keys() | changed
+        check_determinism(
+            self.name, {i: self.scheduling[i] for i in fresh if i in self.scheduling}, allocations
+        )
+        first = len(self.seen)
+        self.raised += [
+            first + offset for offset, e in enumerate(tail) if e.event_type is EventType.EventRaised
+        ]
+        self.seen = list(events)
+        run = OrchestratorRun(done=bool(state.get("isDone")) or failure is not None, allocations=allocations)
+        run.failure = failure
+        run.custom_status = (
+            None if self.context.custom_status is None else json.dumps(self.context.custom_status)
+        )
+        run.unconsumed_events = [i for i in self.raised if i not in self.executor.consumed]
+        # Continuing as new ends the execution, so its action is one of this run's.
+        continue_as_new = next(
+            (allocations[i] for i in changed if allocations[i].kind is ActionKind.CONTINUE_AS_NEW), None
+        )
+        if failure is None and continue_as_new is not None:
+            run.continue_as_new = True
+            run.continue_as_new_input = continue_as_new.input
+        elif failure is None and run.done:
+            run.output = json.dumps(state["output"]) if "output" in state else "null"
+        self.run = run
+
+    def _allocations(self) -> tuple[dict[int, ScheduledAction], set[int]]:
+        """Every sequence number df handed out, as actions; and those made now rather than reused.
+
+        df hands numbers out in order and never takes one back, so only the numbers handed out since
+        the last run are new; a retry step's action reads its retry's state, so it is made again.
+        """
+        allocated = self.context.allocated
+        changed = set(self.retry_steps)
+        changed.update(islice(allocated, self.allocated_count, None))
+        self.allocated_count = len(allocated)
+        for event_id in changed:
+            action, task = allocated[event_id]
+            self.actions[event_id] = _scheduled_action(event_id, action, task, self.context)
+            if isinstance(action, NoOpAction):
+                self.retry_steps.add(event_id)
+        return dict(self.actions), changed
 
 
 def _failed_state(name: str, exc: Exception) -> tuple[dict[str, Any], FailureDetails]:
@@ -576,28 +732,49 @@ def _retry_step(
     )
 
 
+class DfExecutionMemo:
+    """What :class:`DfOrchestrationExecutor` keeps between the episodes of one execution: the df
+    forms of its events, and the orchestrator still running when warm continuation is on."""
+
+    def __init__(self) -> None:
+        self.forms: DfEventForms | None = None
+        self.live: _LiveOrchestration | None = None
+
+
 class DfOrchestrationExecutor:
-    """:class:`~durable_ext.executor.OrchestrationExecutor` for the Python orchestrators of an app."""
+    """:class:`~durable_ext.executor.OrchestrationExecutor` for the Python orchestrators of an app.
+
+    With ``warm`` (the default), an execution's orchestrator stays alive in its memo between episodes
+    and the next episode continues it with the new events only, when nothing casts doubt on it (see
+    :meth:`_LiveOrchestration.doubt`); otherwise, and always with ``warm`` off, every episode
+    replays the whole history through a new generator. Both give the same run.
+    """
 
     def __init__(
         self,
         registry: FunctionRegistry,
         timer_split: TimerSplit | None = None,
         http_poll_interval: timedelta = DEFAULT_HTTP_POLL_INTERVAL,
+        *,
+        warm: bool = True,
     ) -> None:
         self._registry = registry
         self._timer_split = timer_split
         self._http_poll_interval = http_poll_interval
+        self._warm = warm
+        self.runs: Counter[str] = Counter()
+        """Runs by how they went: ``continued`` (warm) or ``replayed`` (from event 0)."""
 
     @classmethod
     def for_options(cls, registry: FunctionRegistry, options: DurableTaskOptions) -> DfOrchestrationExecutor:
         """The executor the engine runs ``registry``'s orchestrators with under ``options``: the storage
-        provider's timer split and ``httpSettings``' polling interval."""
+        provider's timer split, ``httpSettings``' polling interval and ``warmContinuation``."""
         provider = options.storage_provider
         return cls(
             registry,
             TimerSplit(provider.max_timer_delay, provider.long_timer_interval),
             http_poll_interval=options.http_settings.default_async_request_sleep_time,
+            warm=options.warm_continuation,
         )
 
     def has_orchestrator(self, name: str) -> bool:
@@ -608,23 +785,45 @@ class DfOrchestrationExecutor:
         """Durable Functions' text for an orchestrator that does not exist or is disabled."""
         return invalid_function_message(self._registry, name, FunctionKind.ORCHESTRATOR)
 
-    def new_memo(self) -> DfEventForms:
-        """The df forms of an execution's events, kept between its episodes."""
-        return DfEventForms()
+    def new_memo(self) -> DfExecutionMemo:
+        """What an execution keeps between its episodes."""
+        return DfExecutionMemo()
+
+    def events_to_run(self, memo: object, past: int, new: int) -> int:
+        """The new events only when a live orchestrator is kept to continue (a doubt found when it runs
+        may still make it replay), else every event."""
+        if isinstance(memo, DfExecutionMemo) and memo.live is not None:
+            return new
+        return past + new
 
     def execute(self, request: ExecutionRequest, memo: object) -> OrchestratorRun:
-        """Run the orchestrator through df over ``request.events``."""
+        """Run the orchestrator through df over ``request.events``: continue the live one in ``memo``
+        when it can take them, else replay them all."""
         function = self._registry.runnable(request.name, FunctionKind.ORCHESTRATOR)
         if function is None:
             raise KeyError(request.name)
-        return run_orchestrator(
-            function.callable,
-            request.name,
-            request.instance_id,
-            request.events,
-            new_events_start=request.new_events_start,
-            parent_instance_id=request.parent_instance_id,
-            timer_split=self._timer_split,
-            http_poll_interval=self._http_poll_interval,
-            forms=memo if isinstance(memo, DfEventForms) else None,
-        )
+        kept = memo if isinstance(memo, DfExecutionMemo) else DfExecutionMemo()
+        # Taken out before it runs: an orchestrator that raises half-way is never continued.
+        live, kept.live = kept.live, None
+        doubt = live.doubt(function.callable, request) if live is not None else "no live orchestrator"
+        if live is not None and doubt is None:
+            self.runs["continued"] += 1
+            live.resume(request)
+        else:
+            logger.debug("instance %s: replaying its history (%s)", request.instance_id, doubt)
+            self.runs["replayed"] += 1
+            forms = kept.forms or DfEventForms()
+            live = _LiveOrchestration.start(
+                function.callable,
+                request,
+                forms,
+                timer_split=self._timer_split,
+                http_poll_interval=self._http_poll_interval,
+            )
+            kept.forms = forms
+        if self._warm and live.resumable:
+            kept.live = live
+            # The live orchestrator holds its events in df's form already; should a replay be needed
+            # after all, it converts them once more rather than every execution keeping two copies.
+            kept.forms = None
+        return live.run

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 REPO_DIR = Path(__file__).resolve().parent.parent
-SCENARIOS = ("sequential", "latency", "timers", "dashboard")
+SCENARIOS = ("sequential", "longchain", "latency", "timers", "dashboard")
 HANG_LIMIT = 300
 """Seconds after which the run counts as hung (a guard, not a performance check)."""
 
@@ -40,6 +40,7 @@ def test_quick_benchmarks_run_and_report(tmp_path: Path) -> None:
         assert result["probe"]["requests_per_s"] > 0, result
         assert result["round_trips_per_step"] > 0, result
         assert result["engine_requests"] > 0, result
+    assert document["scenarios"]["longchain"]["long_vs_short"] > 0
     for name in ("latency", "timers", "dashboard"):
         result = document["scenarios"][name]
         assert 0 < result["p50_ms"] <= result["p99_ms"], result

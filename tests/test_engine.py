@@ -218,7 +218,7 @@ async def test_continue_as_new_carries_unconsumed_events_over(
 
 
 async def test_non_deterministic_code_fails_the_instance_naming_the_mismatch(
-    hub: TaskHub, client: TaskHubClient, registry: FunctionRegistry
+    hub: TaskHub, client: TaskHubClient, registry: FunctionRegistry, engine: Engine
 ) -> None:
     function = registry.get("drifting")
     assert function is not None
@@ -227,6 +227,14 @@ async def test_non_deterministic_code_fails_the_instance_naming_the_mismatch(
     try:
         await _wait_for_event(hub, instance, EventType.TaskCompleted)
         switch["name"] = "flaky"
+        # New code comes with a new process, which has nothing in memory: the orchestrator replays.
+        cache = engine.orchestrations.cache
+
+        async def cached() -> bool:
+            return instance in cache
+
+        await poll(cached, "the episode to keep the instance in memory")
+        cache.drop(instance)
         await client.raise_event(instance, "go", None)
         state = await client.wait_for_completion(instance, timeout=TIMEOUT)
     finally:

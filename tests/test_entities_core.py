@@ -32,7 +32,13 @@ from durable_ext.entities import (
     run_entity_batch,
 )
 from durable_ext.errors import MessageFormatError, ValidationError
-from durable_ext.executor import ActionKind, OrchestratorRun, ScheduledAction, new_actions
+from durable_ext.executor import (
+    ActionKind,
+    OrchestratorRun,
+    ScheduledAction,
+    new_actions,
+    scheduled_event_ids,
+)
 from durable_ext.history import (
     EventRaisedEvent,
     ExecutionStartedEvent,
@@ -474,7 +480,7 @@ def _drive(
         now = T0 + timedelta(seconds=episode)
         sent = [
             event_sent_for_call(a, instance_id=instance_id, execution_id=execution_id, timestamp=now)
-            for a in new_actions(events, run)
+            for a in new_actions(scheduled_event_ids(events).keys(), run)
         ]
         events += [*sent, OrchestratorCompletedEvent(timestamp=now)]
         requests = [request_from_event(delivery_event(s)) for s in sent]

@@ -19,6 +19,7 @@ from durable_ext.app_loader import FunctionRegistry
 from durable_ext.client import TaskHubClient
 from durable_ext.clock import SYSTEM_CLOCK, Clock
 from durable_ext.config import DurableTaskOptions
+from durable_ext.executor import OrchestrationExecutor
 from durable_ext.logs import hub_log
 from durable_ext.monitoring.metrics import EngineCollector, WorkerMetrics
 from durable_ext.monitoring.queues import SAMPLE_INTERVAL, QueueMonitor
@@ -56,10 +57,12 @@ class Engine:
         partition_options: PartitionManagerOptions | None = None,
         clock: Clock = SYSTEM_CLOCK,
         sample_interval: timedelta = SAMPLE_INTERVAL,
+        executor: OrchestrationExecutor | None = None,
     ) -> None:
         """``clock`` gives orchestration time: history timestamps and when timers are due (the wall
         clock unless a test host skips time); ``sample_interval``: how long a reading of the hub's
-        queues serves ``/metrics`` and ``/scale`` before storage is read again."""
+        queues serves ``/metrics`` and ``/scale`` before storage is read again; ``executor`` runs the
+        orchestrators (default: the app's Python orchestrators in process, durable_ext/replay.py)."""
         self.hub = hub
         self.worker_id = worker_id or default_worker_id()
         self.clock = clock
@@ -71,7 +74,7 @@ class Engine:
         self.queues = QueueMonitor(hub, interval=sample_interval)
         """The hub's backlog as storage reports it, sampled on demand (``/metrics``, ``/scale``)."""
         self.orchestrations = OrchestrationDispatcher(
-            hub, registry, options, handoff=self, metrics=self.metrics, clock=clock
+            hub, registry, options, handoff=self, metrics=self.metrics, clock=clock, executor=executor
         )
         self.activities = ActivityDispatcher(
             hub,

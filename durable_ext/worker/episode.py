@@ -21,6 +21,7 @@ from durable_ext.executor import (
     ScheduledAction,
     new_actions,
     order_new_events,
+    scheduled_event_ids,
     scheduling_event,
 )
 from durable_ext.history import (
@@ -214,7 +215,7 @@ class EpisodePlanner:
         ``version_mismatch`` ends the execution as Failed without running the orchestrator (worker
         versioning's ``Fail`` strategy, versioning.py)."""
         past = execution.events
-        started = next(e for e in [*past, *fresh] if isinstance(e, ExecutionStartedEvent))
+        started = execution.started or next(e for e in fresh if isinstance(e, ExecutionStartedEvent))
         name = started.name or ""
         if execution.completed is not None:
             # allowReplayingTerminalInstances: record what arrived and rewrite the Instances row
@@ -232,7 +233,8 @@ class EpisodePlanner:
             scheduled: list[ScheduledAction] = []
         else:
             episode, run, failure = self._replay(execution, name, started, fresh)
-            scheduled = [] if failure is not None or run is None else new_actions([*past, *episode], run)
+            known = execution.index.scheduled_ids | scheduled_event_ids(episode).keys()
+            scheduled = [] if failure is not None or run is None else new_actions(known, run)
             scheduled = [self._sub_orchestration_defaults(execution, a) for a in scheduled]
             completion = self._completion(run, failure, next_id=_next_event_id(run), now=now)
         orchestration = tracing.orchestration_context(started, now)
@@ -246,7 +248,9 @@ class EpisodePlanner:
                 spans += tracing.orchestration_end(started, completion, now)
         new_events.append(OrchestratorCompletedEvent(timestamp=now))
         sender = OrchestrationInstance(execution.instance_id, execution.execution_id)
-        episode_number = sum(isinstance(e, OrchestratorStartedEvent) for e in [*past, *new_events])
+        episode_number = execution.index.episodes + sum(
+            isinstance(e, OrchestratorStartedEvent) for e in new_events
+        )
         outbound.extend(
             self._messages(
                 sender,

@@ -57,7 +57,8 @@ logger = logging.getLogger(__name__)
 DIRECT_RESULTS_BUFFER_FACTOR = 4
 """How many times controlQueueBufferThreshold messages may be buffered once results arrive in memory."""
 INLINE_REPLAY_EVENTS = 100
-"""Episodes of at most this many events (past and new) replay on the event loop, not the replay thread."""
+"""Episodes that run at most this many events (all of them for a replay, the new ones for a warm
+continuation) run on the event loop, not the replay thread."""
 SESSION_CACHE_INSTANCES = 1000
 SESSION_CACHE_EVENTS = 100_000
 """Bounds of the histories kept in memory between episodes (a few tens of MB at most)."""
@@ -89,9 +90,9 @@ class OrchestrationDispatcher:
         self._clock = clock
         self._registry = registry
         provider = options.storage_provider
-        self._episodes = EpisodePlanner(
-            hub, executor or DfOrchestrationExecutor.for_options(registry, options), options, clock
-        )
+        self.executor = executor or DfOrchestrationExecutor.for_options(registry, options)
+        """What runs the orchestrators."""
+        self._episodes = EpisodePlanner(hub, self.executor, options, clock)
         self._entities = EntityPlanner(hub, registry, options, clock)
         self._checkpoints = Checkpointer(
             hub,
@@ -486,10 +487,11 @@ class OrchestrationDispatcher:
         return decisions.later
 
     async def _plan(self, execution: Execution, decisions: Decisions) -> Checkpoint:
-        """Replay and plan the episode: on the replay thread when the history is long, else right here,
+        """Replay and plan the episode: on the replay thread when it runs many events, else right here,
         as handing a short replay to the thread and back costs more than the replay (each hop waits
         for the interpreter lock, up to its 5 ms switch interval when the other thread is busy)."""
-        if len(execution.events) + len(decisions.consume) <= INLINE_REPLAY_EVENTS:
+        cost = self.executor.events_to_run(execution.memo, len(execution.events), len(decisions.consume))
+        if cost <= INLINE_REPLAY_EVENTS:
             return self._episodes.plan(execution, decisions)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._replays, self._episodes.plan, execution, decisions)

@@ -23,6 +23,7 @@ from durable_ext.storage.instances import RowUpdate
 from durable_ext.storage.queues import MessageQueue, ReceivedMessage
 from durable_ext.storage.tracking import InstanceState
 from durable_ext.tracing import PlannedSpan
+from durable_ext.worker.history_index import HistoryIndex
 
 
 @dataclass
@@ -36,16 +37,25 @@ class Execution:
     blob_names: list[str] = field(default_factory=list)
     memo: object = field(default=None, compare=False, repr=False)
     """What the executor keeps between this execution's episodes (see ``OrchestrationExecutor``)."""
+    _index: HistoryIndex = field(default_factory=HistoryIndex, init=False, compare=False, repr=False)
+
+    @property
+    def index(self) -> HistoryIndex:
+        """What the events hold, read once: only events appended since the last look are read."""
+        if not self._index.extends(self.events):
+            self._index = HistoryIndex()
+        self._index.read(self.events)
+        return self._index
 
     @property
     def started(self) -> ExecutionStartedEvent | None:
         """The execution's start, if its history has one."""
-        return next((e for e in self.events if isinstance(e, ExecutionStartedEvent)), None)
+        return self.index.started
 
     @property
     def completed(self) -> ExecutionCompletedEvent | None:
         """The execution's end, if its history has one."""
-        return next((e for e in self.events if isinstance(e, ExecutionCompletedEvent)), None)
+        return self.index.completed
 
 
 @dataclass
@@ -166,6 +176,9 @@ class SessionCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def __contains__(self, instance_id: object) -> bool:
+        return instance_id in self._entries
 
 
 def first_execution(

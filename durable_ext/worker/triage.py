@@ -17,9 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from durable_ext.executor import scheduled_event_ids
 from durable_ext.history import (
-    EventType,
     ExecutionCompletedEvent,
     ExecutionRewoundEvent,
     ExecutionStartedEvent,
@@ -32,6 +30,7 @@ from durable_ext.logs import hub_log
 from durable_ext.storage.queues import ReceivedMessage
 from durable_ext.storage.tracking import InstanceState
 from durable_ext.versioning import VersioningPolicy, VersionVerdict
+from durable_ext.worker.history_index import COMPLETION_EVENTS, HistoryIndex
 
 logger = logging.getLogger(__name__)
 
@@ -41,15 +40,6 @@ NO_HISTORY_DEQUEUE_LIMIT = 5
 START_ROW_DEQUEUE_LIMIT = 10
 """Dequeues after which a client start whose Instances row never appeared is dropped
 (docs/storage-protocol.md §7.3)."""
-
-COMPLETION_EVENTS = {
-    EventType.TaskCompleted: "task_scheduled_id",
-    EventType.TaskFailed: "task_scheduled_id",
-    EventType.SubOrchestrationInstanceCompleted: "task_scheduled_id",
-    EventType.SubOrchestrationInstanceFailed: "task_scheduled_id",
-    EventType.TimerFired: "timer_id",
-}
-"""Result events, and the member naming the task or timer they answer."""
 
 
 class Verdict(enum.Enum):
@@ -86,6 +76,11 @@ class History(Protocol):
     @property
     def completed(self) -> ExecutionCompletedEvent | None:
         """The execution's end, if history has it."""
+        ...
+
+    @property
+    def index(self) -> HistoryIndex:
+        """What the events hold (task IDs scheduled and answered)."""
         ...
 
 
@@ -138,13 +133,6 @@ def triage(
     return batch.decisions
 
 
-def completed_ids(events: Sequence[HistoryEvent]) -> set[int]:
-    """IDs of the tasks and timers whose result history already holds."""
-    return {
-        int(getattr(e, COMPLETION_EVENTS[e.event_type])) for e in events if e.event_type in COMPLETION_EVENTS
-    }
-
-
 class _Batch:
     """Triage of one batch: what earlier messages decided (a start taken, results seen) counts."""
 
@@ -162,8 +150,8 @@ class _Batch:
         # Read the history once per batch, not once per message: it can hold thousands of events.
         self.started = history.started
         self.completed = history.completed
-        self.scheduled_ids = set(scheduled_event_ids(history.events))
-        self.completed_ids = completed_ids(history.events)
+        self.scheduled_ids = set(history.index.scheduled_ids)
+        self.completed_ids = set(history.index.completed_ids)
 
     def judge(self, message: ReceivedMessage) -> None:
         event = message.data.event

@@ -91,6 +91,7 @@ class BenchEnv:
     """A fresh hub with a running engine and a client; ``async with BenchEnv(...) as env``."""
 
     def __init__(self, connection_string: str, registry: FunctionRegistry, probe_iterations: int) -> None:
+        self.connection_string = connection_string
         self.account = StorageAccount.from_connection_string(connection_string)
         self.registry = registry
         self.probe_iterations = probe_iterations

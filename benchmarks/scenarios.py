@@ -19,8 +19,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from benchmarks import MANY_STEPS
 from benchmarks.harness import BenchEnv, BenchmarkError, check_output
+from benchmarks.host import HttpDriver, running_host
 from benchmarks.stats import percentile
 from durable_ext.history import (
     EventType,
@@ -46,6 +49,14 @@ class Sizes:
     timers: int
     timer_idle_seconds: float
     """Idle time before the timers start: the pollers back off meanwhile."""
+    scale: int
+    """Orchestrations of MANY_STEPS activities started at once in ``scale10k``."""
+    scale_fanout: int
+    """Activities of the one orchestration fanning out in ``scale10k``."""
+    host_sequential: int
+    """Activities of the sequential orchestration in ``host`` (in-process and through HTTP)."""
+    host_fanout: int
+    """Activities of the fan-out in ``host``."""
     probe_iterations: int
     timeout: float
     """Seconds one scenario's workload may take before it counts as hung."""
@@ -62,6 +73,10 @@ FULL = Sizes(
     idle_seconds=60.0,
     timers=100,
     timer_idle_seconds=40.0,
+    scale=10_000,
+    scale_fanout=10_000,
+    host_sequential=100,
+    host_fanout=300,
     probe_iterations=200,
     timeout=600.0,
 )
@@ -76,6 +91,10 @@ QUICK = Sizes(
     idle_seconds=10.0,
     timers=10,
     timer_idle_seconds=5.0,
+    scale=100,
+    scale_fanout=200,
+    host_sequential=20,
+    host_fanout=50,
     probe_iterations=50,
     timeout=120.0,
 )
@@ -203,13 +222,17 @@ async def many(env: BenchEnv, sizes: Sizes) -> Measurement:
     Also records this process's peak RSS while they run (the engine, the client and the harness all
     live in it), and each instance's CreatedTime → CompletedTime as p50/p99.
     """
-    count, steps = sizes.many, MANY_STEPS
-    ids = [f"many-{i:04d}" for i in range(count)]
+    return await _many(env, sizes.many, "many", sizes.timeout)
+
+
+async def _many(env: BenchEnv, count: int, prefix: str, timeout: float) -> Measurement:
+    steps = MANY_STEPS
+    ids = [f"{prefix}-{i:05d}" for i in range(count)]
     span = _Span(env)
     async with PeakRss() as rss:
         with span.measure():
             await asyncio.gather(*(env.client.start_new("sequential", i, json.dumps(steps)) for i in ids))
-            states = await env.wait_all(ids, sizes.timeout)
+            states = await env.wait_all(ids, timeout)
     for state in states:
         check_output(env.hub_name, state, steps)
     durations = [
@@ -226,6 +249,37 @@ async def many(env: BenchEnv, sizes: Sizes) -> Measurement:
         p99_ms=percentile(durations, 99) if durations else None,
         extra={"peak_rss_mb": rss.peak_mb, "rss_method": rss.method, "activities": count * steps},
     )
+
+
+async def scale10k(env: BenchEnv, sizes: Sizes) -> Measurement:
+    """(j) ``sizes.scale`` orchestrations of MANY_STEPS activities started at once, then one
+    orchestration fanning out ``sizes.scale_fanout`` activities, each with this process's peak RSS.
+
+    ``many``'s workload (``sizes.many`` orchestrations) runs first on the same hub and engine, so the
+    throughput is compared with it within one run (``vs_many``).
+    """
+    reference = await _many(env, sizes.many, "reference", sizes.timeout)
+    measured = await _many(env, sizes.scale, "scale", sizes.timeout)
+    fan = sizes.scale_fanout
+    async with PeakRss() as rss:
+        started = time.perf_counter()
+        await env.run(
+            "fanout", fan, expected=fan * (fan + 1) // 2, instance_id="scale-fanout", timeout=sizes.timeout
+        )
+        fan_seconds = time.perf_counter() - started
+    measured.extra.update(
+        {
+            "reference_size": reference.size,
+            "reference_per_s": reference.figure,
+            "reference_peak_rss_mb": reference.extra["peak_rss_mb"],
+            "vs_many": measured.figure / reference.figure,
+            "fanout": fan,
+            "fanout_seconds": fan_seconds,
+            "fanout_per_s": fan / fan_seconds,
+            "fanout_peak_rss_mb": rss.peak_mb,
+        }
+    )
+    return measured
 
 
 async def events(env: BenchEnv, sizes: Sizes) -> Measurement:
@@ -471,6 +525,61 @@ async def _timer_facts(env: BenchEnv, instance_id: str) -> _TimerFacts:
     raise BenchmarkError(f"hub {env.hub_name} instance {instance_id}: no TimerFired in its history")
 
 
+HOST_POLL = 0.01
+"""Seconds between status reads while waiting, through HTTP as in-process (``BenchEnv.wait``'s default)."""
+
+
+async def host(env: BenchEnv, sizes: Sizes) -> Measurement:
+    """(k) The host path: the sequential and the fan-out workloads run first by the in-process engine,
+    then through ``python -m durable_ext start`` on the same Azurite (HTTP starter, status polling);
+    the figure is the sequential rate through the host, with both ratios host / in-process and each
+    engine's storage requests per activity (the host's from its ``/metrics``).
+    """
+    seq, fan = sizes.host_sequential, sizes.host_fanout
+    workloads = {"sequential": (seq, seq), "fanout": (fan, fan * (fan + 1) // 2)}
+    in_process: dict[str, float] = {}
+    requests: dict[str, dict[str, float]] = {"in_process": {}, "host": {}}
+    for name, (count, expected) in workloads.items():
+        span = _Span(env)
+        with span.measure():
+            await env.run(name, count, expected=expected, instance_id=f"inproc-{name}", timeout=sizes.timeout)
+        in_process[name] = count / span.seconds
+        requests["in_process"][name] = span.requests / count
+    through_host: dict[str, float] = {}
+    by_kind: dict[str, dict[str, int]] = {}
+    async with running_host(env.connection_string) as base_url, aiohttp.ClientSession() as session:
+        driver = HttpDriver(session, base_url)
+        await driver.run("one_activity", None, expected=1, timeout=sizes.timeout, poll_interval=HOST_POLL)
+        for name, (count, expected) in workloads.items():
+            before = await driver.storage_requests()
+            seconds = await driver.run(
+                name, count, expected=expected, timeout=sizes.timeout, poll_interval=HOST_POLL
+            )
+            after = await driver.storage_requests()
+            through_host[name] = count / seconds
+            by_kind[name] = {k: n - before.get(k, 0) for k, n in after.items() if n != before.get(k, 0)}
+            requests["host"][name] = sum(by_kind[name].values()) / count
+    return Measurement(
+        figure=through_host["sequential"],
+        unit="activities/s",
+        size=f"{seq}+{fan}",
+        steps=seq + fan,
+        seconds=sum(count / through_host[name] for name, (count, _) in workloads.items()),
+        requests=sum(sum(kinds.values()) for kinds in by_kind.values()),
+        requests_by_kind={
+            kind: sum(kinds.get(kind, 0) for kinds in by_kind.values())
+            for kind in {kind for kinds in by_kind.values() for kind in kinds}
+        },
+        extra={
+            "host_per_s": through_host,
+            "in_process_per_s": in_process,
+            "host_ratio": {name: through_host[name] / in_process[name] for name in workloads},
+            "requests_per_activity": requests,
+            "host_requests_by_kind": by_kind,
+        },
+    )
+
+
 Scenario = Callable[[BenchEnv, Sizes], Awaitable[Measurement]]
 SCENARIOS: dict[str, Scenario] = {
     "sequential": sequential,
@@ -482,6 +591,8 @@ SCENARIOS: dict[str, Scenario] = {
     "latency": latency,
     "idle": idle,
     "timers": timers,
+    "scale10k": scale10k,
+    "host": host,
 }
 """The scenarios that run on the engine, in the default order."""
 

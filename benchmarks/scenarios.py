@@ -53,6 +53,8 @@ class Sizes:
     """Orchestrations of MANY_STEPS activities started at once in ``scale10k``."""
     scale_fanout: int
     """Activities of the one orchestration fanning out in ``scale10k``."""
+    scale_timeout: float
+    """Seconds each of ``scale10k``'s two workloads may take before it counts as hung."""
     host_sequential: int
     """Activities of the sequential orchestration in ``host`` (in-process and through HTTP)."""
     host_fanout: int
@@ -75,6 +77,7 @@ FULL = Sizes(
     timer_idle_seconds=40.0,
     scale=10_000,
     scale_fanout=10_000,
+    scale_timeout=3600.0,
     host_sequential=100,
     host_fanout=300,
     probe_iterations=200,
@@ -93,6 +96,7 @@ QUICK = Sizes(
     timer_idle_seconds=5.0,
     scale=100,
     scale_fanout=200,
+    scale_timeout=300.0,
     host_sequential=20,
     host_fanout=50,
     probe_iterations=50,
@@ -259,12 +263,16 @@ async def scale10k(env: BenchEnv, sizes: Sizes) -> Measurement:
     throughput is compared with it within one run (``vs_many``).
     """
     reference = await _many(env, sizes.many, "reference", sizes.timeout)
-    measured = await _many(env, sizes.scale, "scale", sizes.timeout)
+    measured = await _many(env, sizes.scale, "scale", sizes.scale_timeout)
     fan = sizes.scale_fanout
     async with PeakRss() as rss:
         started = time.perf_counter()
         await env.run(
-            "fanout", fan, expected=fan * (fan + 1) // 2, instance_id="scale-fanout", timeout=sizes.timeout
+            "fanout",
+            fan,
+            expected=fan * (fan + 1) // 2,
+            instance_id="scale-fanout",
+            timeout=sizes.scale_timeout,
         )
         fan_seconds = time.perf_counter() - started
     measured.extra.update(

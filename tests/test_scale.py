@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
+import aiohttp
 import pytest
 
 from durable_ext.history import utc_now
 from durable_ext.messages import MessageData
+from durable_ext.storage.account import StorageAccount
+from durable_ext.storage.connections import IDLE_CONNECTION_SECONDS
 from durable_ext.storage.queues import ReceivedMessage
+from durable_ext.storage.rest import HttpSession
 from durable_ext.worker import holds as holds_module
 from durable_ext.worker.holds import HeldMessages
 
 HOLD = timedelta(seconds=30)
+AZURITE_KEEP_ALIVE_SECONDS = 5.0
+"""Node's and Azurite's default keepAliveTimeout."""
 QUEUE = "hub-control-00"
 
 
@@ -64,3 +71,27 @@ async def test_held_messages_lag_once_the_oldest_needs_renewing(monkeypatch: pyt
     assert holds.lagging()
     holds.forget(QUEUE)
     assert not holds.lagging(), "nothing held once the queue is given up"
+
+
+async def test_storage_clients_drop_idle_connections_before_azurite_does(
+    storage_account: StorageAccount,
+) -> None:
+    # Azurite closes a connection idle for 5 s; a pool that reused it for longer races that close
+    # and, after a burst, can lose every retry of a request to "connection reset by peer".
+    assert IDLE_CONNECTION_SECONDS < AZURITE_KEEP_ALIVE_SECONDS
+    transport = storage_account.sdk_transport()
+    async with storage_account.table_service(transport=transport) as tables:
+        name = "Idle" + uuid.uuid4().hex[:8]
+        await tables.create_table(name)  # opens the pool
+        await tables.delete_table(name)
+        assert transport.session is not None
+        connector = transport.session.connector
+        assert isinstance(connector, aiohttp.TCPConnector)
+        assert connector._keepalive_timeout == IDLE_CONNECTION_SECONDS
+    session = HttpSession(storage_account)
+    try:
+        pooled = session._client().connector
+        assert isinstance(pooled, aiohttp.TCPConnector)
+        assert pooled._keepalive_timeout == IDLE_CONNECTION_SECONDS
+    finally:
+        await session.close()

@@ -36,6 +36,7 @@ from azure.data.tables._deserialize import _convert_to_entity
 from azure.data.tables._serialize import _add_entity_properties
 
 from durable_ext.storage.account import StorageAccount, use_environment_settings
+from durable_ext.storage.connections import storage_connector
 from durable_ext.storage.outage import OUTAGE_STATUSES, storage_health
 
 logger = logging.getLogger(__name__)
@@ -384,6 +385,7 @@ class HttpSession:
                 trace_configs=self._trace_configs,
                 skip_auto_headers=("Content-Type",),
                 trust_env=use_environment_settings(),
+                connector=storage_connector(),
             )
         return self._session
 

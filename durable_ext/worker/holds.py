@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -61,8 +60,6 @@ class HeldMessages:
         self._log = hub_log(logger, self._hub_name)
         self._storage = storage
         self._held: dict[tuple[str, str], ReceivedMessage] = {}
-        self._since: dict[tuple[str, str], float] = {}
-        """When each held message was taken (monotonic seconds), in that order: the first is the oldest."""
         self._renewing: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._limit = asyncio.Semaphore(_RENEWALS_IN_FLIGHT)
         self._loop: asyncio.Task[None] | None = None
@@ -73,17 +70,7 @@ class HeldMessages:
 
     def hold_message(self, message: ReceivedMessage) -> None:
         """Keep ``message`` invisible from now on (a redelivered copy replaces the one held)."""
-        key = _key(message)
-        self._held[key] = message
-        self._since.setdefault(key, time.monotonic())
-
-    def lagging(self) -> bool:
-        """Whether a message has been held for more than a third of a hold, so that renewals have
-        begun: the worker is taking messages faster than its episodes (and storage) consume them,
-        and every further message held costs a renewal request, or a second delivery if the
-        renewals fall behind too."""
-        oldest = next(iter(self._since.values()), None)
-        return oldest is not None and time.monotonic() - oldest > self.hold.total_seconds() / 3
+        self._held[_key(message)] = message
 
     def renew_before_visible(self, message: ReceivedMessage) -> None:
         """Renew a held message shortly before it turns visible, unless it is released by then.
@@ -105,7 +92,6 @@ class HeldMessages:
         """Stop renewing ``message``; on return its pop receipt is the current one."""
         key = _key(message)
         held = self._held.pop(key, None)
-        self._since.pop(key, None)
         renewal = self._renewing.get(key)
         if renewal is not None:
             await asyncio.wait([renewal])
@@ -116,7 +102,6 @@ class HeldMessages:
         """Stop renewing the messages of a queue this worker no longer owns; they reappear soon."""
         for key in [k for k in self._held if k[0] == queue_name]:
             del self._held[key]
-            self._since.pop(key, None)
 
     def start(self) -> None:
         """Begin renewing in the background."""
@@ -161,9 +146,7 @@ class HeldMessages:
         try:
             async with self._limit:
                 if key in self._held and not await self._queue_of(message).renew(message, self.hold):
-                    # Deleted meanwhile (e.g. by a purge): nothing to keep.
-                    self._held.pop(key, None)
-                    self._since.pop(key, None)
+                    self._held.pop(key, None)  # deleted meanwhile (e.g. by a purge): nothing to keep
         except Exception as exc:
             self._report_failure(exc)
         else:

@@ -183,11 +183,8 @@ class OrchestrationDispatcher:
         then the result goes through the queue.
         """
         # Results are made at the pace activities finish, so they may fill the buffer beyond what a
-        # poll would prefetch; past this bound they wait in the queue instead of in memory. So do
-        # they once held messages wait long enough to need renewing (a slow or saturated storage):
-        # a result waiting in the queue costs no renewals, and cannot be delivered twice.
-        threshold = self._provider.control_queue_buffer_threshold
-        limit = threshold if self._holds.lagging() else DIRECT_RESULTS_BUFFER_FACTOR * threshold
+        # poll would prefetch; past this bound they wait in the queue instead of in memory.
+        limit = DIRECT_RESULTS_BUFFER_FACTOR * self._provider.control_queue_buffer_threshold
         if not self._has_room(queue_name, limit):
             return False
         direct = dataclasses.replace(work_item, data=result, dequeue_count=1, inserted_on=utc_now())

@@ -42,8 +42,10 @@ PARTITION_COUNT = 4
 """The Durable Functions default."""
 BENCH_LEASES = PartitionManagerOptions(fast_interval=timedelta(milliseconds=100))
 OWNERSHIP_TIMEOUT = 30.0
-BULK_POLL_INTERVAL = 0.1
-"""Seconds between the queries of :meth:`BenchEnv.wait_all` for an unfinished instance."""
+BULK_POLL_SECONDS_PER_THOUSAND = 0.5
+"""Seconds between the queries of :meth:`BenchEnv.wait_all` for an unfinished instance, per thousand
+instances waited for (at least 0.1 s, at most 5 s): Azurite evaluates such a query over every row of
+the Instances table, so polling a large hub as often as a small one would slow the workload measured."""
 WARMUP_TIMEOUT = 60.0
 _NOISY_WARNING = "azure.functions df_loads was called without expected_type"
 
@@ -199,9 +201,7 @@ class BenchEnv:
         except TimeoutError as exc:
             raise BenchmarkError(str(exc)) from exc
 
-    async def wait_all(
-        self, instance_ids: Iterable[str], timeout: float, poll_interval: float = BULK_POLL_INTERVAL
-    ) -> list[OrchestrationState]:
+    async def wait_all(self, instance_ids: Iterable[str], timeout: float) -> list[OrchestrationState]:
         """Wait for every instance; their final states, in the order of ``instance_ids``.
 
         Polls one query for an unfinished instance among those whose ID starts with the IDs' common
@@ -211,6 +211,7 @@ class BenchEnv:
         """
         ids = list(instance_ids)
         prefix = _common_prefix(ids)
+        poll_interval = min(5.0, max(0.1, BULK_POLL_SECONDS_PER_THOUSAND * len(ids) / 1000))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         unfinished = InstanceQuery(

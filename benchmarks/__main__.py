@@ -226,7 +226,8 @@ def format_line(name: str, r: dict[str, Any]) -> str:
     if r["unit"] == "ms":
         figure = f"p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms"
     else:
-        figure = f"{r['figure']:8.1f} {r['unit']}"
+        # Idle rates are fractions of a request per second: one decimal would hide the difference.
+        figure = f"{r['figure']:8.2f} {r['unit']}" if r["figure"] < 1 else f"{r['figure']:8.1f} {r['unit']}"
         if r["p50_ms"] is not None:
             figure += f" (instance p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms)"
     probe = r["probe"]
@@ -277,6 +278,23 @@ def _details(r: dict[str, Any]) -> list[str]:
     if "peak_rss_mb" in r:
         parts.append(f"peak RSS {r['peak_rss_mb']:.0f} MB")
     parts += _browser_details(r)
+    if "host_ratio" in r:
+        parts.extend(
+            f"{name} through the host {r['host_per_s'][name]:.1f}/s,"
+            f" in-process {r['in_process_per_s'][name]:.1f}/s → {ratio:.2f}x"
+            f" ({r['requests_per_activity']['host'][name]:.1f} vs"
+            f" {r['requests_per_activity']['in_process'][name]:.1f} storage requests/activity)"
+            for name, ratio in r["host_ratio"].items()
+        )
+    if "vs_many" in r:
+        parts.append(
+            f"{r['vs_many']:.2f}x the {r['reference_size']} run before it ({r['reference_per_s']:.1f}/s,"
+            f" peak RSS {r['reference_peak_rss_mb']:.0f} MB)"
+        )
+        parts.append(
+            f"fan-out of {r['fanout']}: {r['fanout_seconds']:.1f} s ({r['fanout_per_s']:.0f} activities/s),"
+            f" peak RSS {r['fanout_peak_rss_mb']:.0f} MB"
+        )
     return parts
 
 

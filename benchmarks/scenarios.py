@@ -19,12 +19,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 from starlette.applications import Starlette
 
 from benchmarks import MANY_STEPS
 from benchmarks.browser import RenderTarget, browser_unavailable, render_times
 from benchmarks.harness import BenchEnv, BenchmarkError, check_output
+from benchmarks.host import HttpDriver, running_host
 from benchmarks.stats import percentile
 from durable_ext.client import TaskHubClient
 from durable_ext.dashboard.api import DashboardOptions, dashboard_mount
@@ -56,6 +58,16 @@ class Sizes:
     timers: int
     timer_idle_seconds: float
     """Idle time before the timers start: the pollers back off meanwhile."""
+    scale: int
+    """Orchestrations of MANY_STEPS activities started at once in ``scale10k``."""
+    scale_fanout: int
+    """Activities of the one orchestration fanning out in ``scale10k``."""
+    scale_timeout: float
+    """Seconds each of ``scale10k``'s two workloads may take before it counts as hung."""
+    host_sequential: int
+    """Activities of the sequential orchestration in ``host`` (in-process and through HTTP)."""
+    host_fanout: int
+    """Activities of the fan-out in ``host``."""
     probe_iterations: int
     timeout: float
     """Seconds one scenario's workload may take before it counts as hung."""
@@ -77,6 +89,11 @@ FULL = Sizes(
     idle_seconds=60.0,
     timers=100,
     timer_idle_seconds=40.0,
+    scale=10_000,
+    scale_fanout=10_000,
+    scale_timeout=3600.0,
+    host_sequential=100,
+    host_fanout=300,
     probe_iterations=200,
     timeout=600.0,
 )
@@ -92,6 +109,11 @@ QUICK = Sizes(
     idle_seconds=10.0,
     timers=10,
     timer_idle_seconds=5.0,
+    scale=100,
+    scale_fanout=200,
+    scale_timeout=300.0,
+    host_sequential=20,
+    host_fanout=50,
     probe_iterations=50,
     timeout=120.0,
     dashboard_rows=500,
@@ -249,13 +271,17 @@ async def many(env: BenchEnv, sizes: Sizes) -> Measurement:
     Also records this process's peak RSS while they run (the engine, the client and the harness all
     live in it), and each instance's CreatedTime → CompletedTime as p50/p99.
     """
-    count, steps = sizes.many, MANY_STEPS
-    ids = [f"many-{i:04d}" for i in range(count)]
+    return await _many(env, sizes.many, "many", sizes.timeout)
+
+
+async def _many(env: BenchEnv, count: int, prefix: str, timeout: float) -> Measurement:
+    steps = MANY_STEPS
+    ids = [f"{prefix}-{i:05d}" for i in range(count)]
     span = _Span(env)
     async with PeakRss() as rss:
         with span.measure():
             await asyncio.gather(*(env.client.start_new("sequential", i, json.dumps(steps)) for i in ids))
-            states = await env.wait_all(ids, sizes.timeout)
+            states = await env.wait_all(ids, timeout)
     for state in states:
         check_output(env.hub_name, state, steps)
     durations = [
@@ -272,6 +298,41 @@ async def many(env: BenchEnv, sizes: Sizes) -> Measurement:
         p99_ms=percentile(durations, 99) if durations else None,
         extra={"peak_rss_mb": rss.peak_mb, "rss_method": rss.method, "activities": count * steps},
     )
+
+
+async def scale10k(env: BenchEnv, sizes: Sizes) -> Measurement:
+    """(j) ``sizes.scale`` orchestrations of MANY_STEPS activities started at once, then one
+    orchestration fanning out ``sizes.scale_fanout`` activities, each with this process's peak RSS.
+
+    ``many``'s workload (``sizes.many`` orchestrations) runs first on the same hub and engine, so the
+    throughput is compared with it within one run (``vs_many``).
+    """
+    reference = await _many(env, sizes.many, "reference", sizes.timeout)
+    measured = await _many(env, sizes.scale, "scale", sizes.scale_timeout)
+    fan = sizes.scale_fanout
+    async with PeakRss() as rss:
+        started = time.perf_counter()
+        await env.run(
+            "fanout",
+            fan,
+            expected=fan * (fan + 1) // 2,
+            instance_id="scale-fanout",
+            timeout=sizes.scale_timeout,
+        )
+        fan_seconds = time.perf_counter() - started
+    measured.extra.update(
+        {
+            "reference_size": reference.size,
+            "reference_per_s": reference.figure,
+            "reference_peak_rss_mb": reference.extra["peak_rss_mb"],
+            "vs_many": measured.figure / reference.figure,
+            "fanout": fan,
+            "fanout_seconds": fan_seconds,
+            "fanout_per_s": fan / fan_seconds,
+            "fanout_peak_rss_mb": rss.peak_mb,
+        }
+    )
+    return measured
 
 
 async def events(env: BenchEnv, sizes: Sizes) -> Measurement:
@@ -574,6 +635,50 @@ async def dashboard(env: BenchEnv, sizes: Sizes) -> Measurement:
     )
 
 
+HOST_POLL = 0.01
+"""Seconds between status reads while waiting, through HTTP as in-process (``BenchEnv.wait``'s default)."""
+
+
+async def host(env: BenchEnv, sizes: Sizes) -> Measurement:
+    """(k) The host path: the sequential and the fan-out workloads run by the in-process engine, then
+    through ``python -m durable_ext start`` on the same Azurite (HTTP starter, status polling), then
+    in-process again; the figure is the sequential rate through the host, with both ratios host /
+    in-process (the mean of the runs before and after, so that a machine growing busier or quieter
+    meanwhile does not tilt the ratio) and each engine's storage requests per activity (the host's from
+    its ``/metrics``).
+    """
+    seq, fan = sizes.host_sequential, sizes.host_fanout
+    workloads = {"sequential": (seq, seq), "fanout": (fan, fan * (fan + 1) // 2)}
+    before = await _in_process_rates(env, workloads, "before", sizes.timeout)
+    through_host, by_kind = await _host_rates(env, workloads, sizes.timeout)
+    after = await _in_process_rates(env, workloads, "after", sizes.timeout)
+    in_process = {name: (before[name][0] + after[name][0]) / 2 for name in workloads}
+    requests = {
+        "in_process": {name: (before[name][1] + after[name][1]) / 2 for name in workloads},
+        "host": {name: sum(by_kind[name].values()) / count for name, (count, _) in workloads.items()},
+    }
+    return Measurement(
+        figure=through_host["sequential"],
+        unit="activities/s",
+        size=f"{seq}+{fan}",
+        steps=seq + fan,
+        seconds=sum(count / through_host[name] for name, (count, _) in workloads.items()),
+        requests=sum(sum(kinds.values()) for kinds in by_kind.values()),
+        requests_by_kind={
+            kind: sum(kinds.get(kind, 0) for kinds in by_kind.values())
+            for kind in {kind for kinds in by_kind.values() for kind in kinds}
+        },
+        extra={
+            "host_per_s": through_host,
+            "in_process_per_s": in_process,
+            "in_process_runs_per_s": {name: [before[name][0], after[name][0]] for name in workloads},
+            "host_ratio": {name: through_host[name] / in_process[name] for name in workloads},
+            "requests_per_activity": requests,
+            "host_requests_by_kind": by_kind,
+        },
+    )
+
+
 async def _history_length(http: httpx.AsyncClient, url: str) -> int:
     """How many events the whole history holds, read 1000 a page."""
     count = 0
@@ -658,6 +763,39 @@ async def _history_ms(http: httpx.AsyncClient, url: str) -> float:
             return total
 
 
+async def _in_process_rates(
+    env: BenchEnv, workloads: dict[str, tuple[int, int]], label: str, timeout: float
+) -> dict[str, tuple[float, float]]:
+    """Per workload, in-process: (activities/s, engine storage requests per activity)."""
+    rates: dict[str, tuple[float, float]] = {}
+    for name, (count, expected) in workloads.items():
+        span = _Span(env)
+        with span.measure():
+            await env.run(name, count, expected=expected, instance_id=f"{label}-{name}", timeout=timeout)
+        rates[name] = (count / span.seconds, span.requests / count)
+    return rates
+
+
+async def _host_rates(
+    env: BenchEnv, workloads: dict[str, tuple[int, int]], timeout: float
+) -> tuple[dict[str, float], dict[str, dict[str, int]]]:
+    """Per workload through the host: activities/s, and the host engine's storage requests by kind."""
+    rates: dict[str, float] = {}
+    by_kind: dict[str, dict[str, int]] = {}
+    async with running_host(env.connection_string) as base_url, aiohttp.ClientSession() as session:
+        driver = HttpDriver(session, base_url)
+        await driver.run("one_activity", None, expected=1, timeout=timeout, poll_interval=HOST_POLL)
+        for name, (count, expected) in workloads.items():
+            before = await driver.storage_requests()
+            seconds = await driver.run(
+                name, count, expected=expected, timeout=timeout, poll_interval=HOST_POLL
+            )
+            after = await driver.storage_requests()
+            rates[name] = count / seconds
+            by_kind[name] = {k: n - before.get(k, 0) for k, n in after.items() if n != before.get(k, 0)}
+    return rates, by_kind
+
+
 Scenario = Callable[[BenchEnv, Sizes], Awaitable[Measurement]]
 SCENARIOS: dict[str, Scenario] = {
     "sequential": sequential,
@@ -671,6 +809,8 @@ SCENARIOS: dict[str, Scenario] = {
     "idle": idle,
     "timers": timers,
     "dashboard": dashboard,
+    "scale10k": scale10k,
+    "host": host,
 }
 """The scenarios that run on the engine, in the default order."""
 

@@ -16,10 +16,9 @@ HANG_LIMIT = 300
 """Seconds after which the run counts as hung (a guard, not a performance check)."""
 
 
-def test_quick_benchmarks_run_and_report(tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
+def _run_quick(scenarios: tuple[str, ...], out: Path, *options: str) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", *SCENARIOS, "--quick", "--json", str(out)],
+        [sys.executable, "-m", "benchmarks", *scenarios, "--quick", *options, "--json", str(out)],
         cwd=REPO_DIR,
         capture_output=True,
         text=True,
@@ -27,6 +26,12 @@ def test_quick_benchmarks_run_and_report(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    return done
+
+
+def test_quick_benchmarks_run_and_report(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    done = _run_quick(SCENARIOS, out)
 
     lines = done.stdout.splitlines()
     for name in SCENARIOS:
@@ -50,3 +55,24 @@ def test_quick_benchmarks_run_and_report(tmp_path: Path) -> None:
     for figure in ("instances", "detail"):
         assert 0 < dashboard[f"browser_{figure}_p50_ms"] <= dashboard[f"browser_{figure}_max_ms"], dashboard
     assert dashboard["browser_history_rest_ms"] >= 0, dashboard
+
+
+def test_quick_scale_and_host_run_and_report(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    # Neither scenario has a DBOS twin; host compares with the in-process engine instead.
+    done = _run_quick(("scale10k", "host"), out, "--no-dbos")
+    lines = done.stdout.splitlines()
+    assert sum(line.startswith("scale10k ") for line in lines) == 1, done.stdout
+    assert sum(line.startswith("host ") for line in lines) == 1, done.stdout
+
+    scenarios = json.loads(out.read_text())["scenarios"]
+    scale = scenarios["scale10k"]
+    assert scale["size"] == "100x5", scale
+    assert scale["figure"] > 0 and scale["reference_per_s"] > 0 and scale["vs_many"] > 0, scale
+    assert scale["peak_rss_mb"] > 0 and scale["fanout_peak_rss_mb"] > 0, scale
+    assert scale["fanout"] == 200 and scale["fanout_per_s"] > 0, scale
+    host = scenarios["host"]
+    for name in ("sequential", "fanout"):
+        assert host["host_per_s"][name] > 0 and host["in_process_per_s"][name] > 0, host
+        assert host["host_ratio"][name] > 0, host
+        assert host["requests_per_activity"]["host"][name] > 0, host

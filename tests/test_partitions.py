@@ -350,24 +350,27 @@ async def test_a_crashed_workers_rows_are_claimed_only_after_they_expire(cluster
 
 
 async def test_a_412_aborts_the_pass_and_the_next_pass_recovers(
-    cluster: Cluster, caplog: pytest.LogCaptureFixture
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     w1 = cluster.add("w1")
-    first, second = sorted(cluster.all)[:2]
+    second = sorted(cluster.all)[1]
+    list_entities = w1.table.list_entities
 
-    async def touch_second_row(partition_id: str) -> None:
-        # Someone else writes the next row between our read and our write: its ETag changes.
-        w1.listener.on_start = None
-        entity: TableEntity = await cluster.table.get_entity("", second)
-        await cluster.table.update_entity(entity, mode=UpdateMode.MERGE)
+    async def read_then_touch(*args: Any, **kwargs: Any) -> AsyncIterator[TableEntity]:
+        async for entity in list_entities(*args, **kwargs):
+            yield entity
+        # Someone else writes one row between our read and our write: its ETag changes.
+        monkeypatch.setattr(w1.table, "list_entities", list_entities)
+        touched: TableEntity = await cluster.table.get_entity("", second)
+        await cluster.table.update_entity(touched, mode=UpdateMode.MERGE)
 
-    w1.listener.on_start = touch_second_row
+    monkeypatch.setattr(w1.table, "list_entities", read_then_touch)
     with caplog.at_level(logging.INFO, logger="durable_ext.worker.partitions"):
         await w1.run_pass()
 
-    assert w1.manager.owned == {first}
-    rows = await cluster.rows()
-    assert [p for p, row in rows.items() if row.current_owner] == [first]
+    # The pass's writes are one transaction: none of them happened.
+    assert w1.manager.owned == set()
+    assert not any(row.current_owner for row in (await cluster.rows()).values())
     conflicts = [r.getMessage() for r in caplog.records if "changed since it was read" in r.getMessage()]
     assert conflicts and second in conflicts[0]
     assert f"hub {cluster.hub.names.hub} worker w1:" in conflicts[0]
@@ -375,6 +378,33 @@ async def test_a_412_aborts_the_pass_and_the_next_pass_recovers(
     await w1.run_pass()
     assert w1.manager.owned == cluster.all
     assert all(row.current_owner == "w1" for row in (await cluster.rows()).values())
+
+
+async def test_a_pass_writes_its_rows_in_one_request(cluster: Cluster) -> None:
+    w1 = cluster.add("w1")
+    await w1.run_pass()
+    sent: list[str] = []
+    submit, update = w1.table.submit_transaction, w1.table.update_entity
+
+    async def counted_submit(*args: Any, **kwargs: Any) -> Any:
+        sent.append("transaction")
+        return await submit(*args, **kwargs)
+
+    async def counted_update(*args: Any, **kwargs: Any) -> Any:
+        sent.append("update")
+        return await update(*args, **kwargs)
+
+    w1.table.submit_transaction = counted_submit  # type: ignore[method-assign]
+    w1.table.update_entity = counted_update  # type: ignore[method-assign]
+    before = await cluster.rows()
+    await w1.run_pass()
+
+    assert sent == ["transaction"]
+    after = await cluster.rows()
+    for partition_id in cluster.all:
+        renewed, claimed = after[partition_id].last_renewal, before[partition_id].last_renewal
+        assert renewed is not None and claimed is not None and renewed > claimed
+    assert w1.manager.owned == cluster.all
 
 
 async def test_the_loop_survives_storage_errors_and_timeouts(

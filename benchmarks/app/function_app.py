@@ -5,12 +5,26 @@ fails instead of reporting a figure.
 """
 
 import datetime
+import json
 from collections.abc import Generator
 from typing import Any
 
 import azure.durable_functions as df
+import azure.functions as func
 
-app = df.DFApp()
+app = df.DFApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+
+@app.route(route="orchestrators/{functionName}", methods=["POST"])
+@app.durable_client_input(client_name="client")
+async def http_start(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """POST /api/orchestrators/{functionName} with a JSON input: the sample app's HTTP starter, for the
+    ``host`` scenario (202 and the management URLs)."""
+    body = req.get_body()
+    instance_id = await client.start_new(
+        req.route_params["functionName"], client_input=json.loads(body) if body else None
+    )
+    return client.create_check_status_response(req, instance_id)
 
 
 @app.activity_trigger(input_name="value")

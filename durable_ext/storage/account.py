@@ -17,6 +17,7 @@ from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue.aio import QueueServiceClient
 
 from durable_ext.errors import ConfigError
+from durable_ext.storage.connections import PooledTransport
 from durable_ext.storage.identity import IdentityConnection, StorageTokenCredential
 from durable_ext.storage.requests import ObservingTransport, RequestObserver, observing_trace_configs
 
@@ -169,7 +170,7 @@ class StorageAccount:
         """
         if self.observers:
             return ObservingTransport(self.observers, use_env_settings=use_environment_settings())
-        return AioHttpTransport(use_env_settings=use_environment_settings())
+        return PooledTransport(use_env_settings=use_environment_settings())
 
     def http_trace_configs(self) -> list[aiohttp.TraceConfig]:
         """aiohttp hooks for the requests that bypass the SDKs (see ``storage.rest``): they report

@@ -15,7 +15,8 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
-from azure.core.pipeline.transport import AioHttpTransport
+
+from durable_ext.storage.connections import PooledTransport
 
 _TABLE_SUFFIXES = ("History", "Instances", "Partitions", "Poison")
 
@@ -69,7 +70,7 @@ class RequestTally:
         return dict(self._counts)
 
 
-class ObservingTransport(AioHttpTransport):  # type: ignore[misc]
+class ObservingTransport(PooledTransport):
     """The SDKs' aiohttp transport, reporting each request it sends to the observers."""
 
     def __init__(self, observers: tuple[RequestObserver, ...], **kwargs: Any) -> None:

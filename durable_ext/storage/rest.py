@@ -36,6 +36,7 @@ from azure.data.tables._deserialize import _convert_to_entity
 from azure.data.tables._serialize import _add_entity_properties
 
 from durable_ext.storage.account import StorageAccount, StorageCredential, use_environment_settings
+from durable_ext.storage.connections import storage_connector
 from durable_ext.storage.identity import BearerToken, StorageTokenCredential
 from durable_ext.storage.outage import OUTAGE_STATUSES, storage_health
 
@@ -48,7 +49,10 @@ RETRIES = 3
 _RETRY_STATUSES = frozenset({408, 500, 502, 503, 504})
 _BACKOFF = 0.2
 _BACKOFF_MAX = 2.0
-_TIMEOUT = aiohttp.ClientTimeout(total=60)
+_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=60, sock_read=60)
+"""Bounds on connecting and on waiting for the answer, not on the whole request: a request may wait for
+a free connection of the pool for as long as the requests before it take (10,000 starts issued at once
+queue there for minutes on a slow storage), as the SDKs' transports let it."""
 _MINIMAL_METADATA = "application/json;odata=minimalmetadata"
 _QUEUE_HEADERS = {"x-ms-version": API_VERSION}
 TABLE_API_VERSION = "2019-02-02"
@@ -396,6 +400,7 @@ class HttpSession:
                 trace_configs=self._trace_configs,
                 skip_auto_headers=("Content-Type",),
                 trust_env=use_environment_settings(),
+                connector=storage_connector(),
             )
         return self._session
 

@@ -276,6 +276,7 @@ class TablePartitionManager:
     async def _read_and_write(self, shutting_down: bool) -> _PassResult:
         rows = [PartitionLease.from_entity(entity) async for entity in self._table.list_entities()]
         result = _PassResult()
+        changed: list[tuple[PartitionLease, _RowUpdate]] = []
         for lease in rows:
             partition_id = lease.partition_id
             if partition_id in self._listening and lease.current_owner != self.worker_id:
@@ -288,12 +289,13 @@ class TablePartitionManager:
                 )
                 self._begin_stop(partition_id)
             update = self._shut_down_row(lease, result) if shutting_down else self._manage_row(lease, result)
-            if not update.changed:
-                continue
-            await self._replace(lease)
+            if update.changed:
+                changed.append((lease, update))
+        await self._write_rows([lease for lease, _ in changed])
+        for lease, update in changed:
             self._log_update(lease, update)
             if update.listen:
-                await self._ensure_listening(partition_id)
+                await self._ensure_listening(lease.partition_id)
         if not shutting_down:
             await self._balance(len(rows), result)
         self._held = frozenset(lease.partition_id for lease in rows if lease.current_owner == self.worker_id)
@@ -381,6 +383,43 @@ class TablePartitionManager:
                     continue
                 result.waiting_for_release = True
                 self._log(logging.INFO, "asked %s to hand over %s", owner, lease.partition_id)
+
+    async def _write_rows(self, leases: list[PartitionLease]) -> None:
+        """Write the rows a pass changed: one entity-group transaction for several (all rows share one
+        PartitionKey), so renewing n leases costs one request rather than n.
+
+        Every write keeps its If-Match, and the transaction is all or nothing: if any row changed
+        since the pass read it, none is written and the 412 makes the next pass re-read the table, as
+        a single failed replace does.
+        """
+        if len(leases) <= 1:
+            for lease in leases:
+                await self._replace(lease)
+            return
+        operations: list[tuple[str, dict[str, object], dict[str, object]]] = [
+            (
+                "update",
+                lease.to_entity(),
+                {
+                    "mode": UpdateMode.REPLACE,
+                    "etag": lease.etag,
+                    "match_condition": MatchConditions.IfNotModified,
+                },
+            )
+            for lease in leases
+        ]
+        try:
+            results = await self._table.submit_transaction(operations)
+        except HttpResponseError as exc:
+            if _is_precondition_failed(exc):
+                self._log(
+                    logging.INFO,
+                    "one of %s changed since it was read: re-reading the table",
+                    ", ".join(lease.partition_id for lease in leases),
+                )
+            raise
+        for lease, metadata in zip(leases, results, strict=True):
+            lease.etag = metadata.get("etag")
 
     async def _replace(self, lease: PartitionLease) -> None:
         try:

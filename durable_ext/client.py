@@ -318,7 +318,7 @@ class TaskHubClient:
             existing, started, sent = await self._enqueue_start(instance_id, queue, started, delay)
             execution_id = _execution_id(started)
             generation = started.generation
-            message = client_message(instance_id, execution_id, started)
+            message = sent.data
 
             row_input = input
             if len(message.encode().encode("utf-8")) > MAX_QUEUE_PAYLOAD_BYTES:
@@ -373,8 +373,11 @@ class TaskHubClient:
         """
         read = self.hub.tracking.get_instance(instance_id, fetch_large_values=False)
         guess = client_message(instance_id, _execution_id(started), started)
-        small = len(guess.encode().encode("utf-8")) <= MAX_QUEUE_PAYLOAD_BYTES
-        if self._handoff is not None and delay is None and small:
+        if (
+            self._handoff is not None
+            and delay is None
+            and len(guess.encode().encode("utf-8")) <= MAX_QUEUE_PAYLOAD_BYTES
+        ):
             existing, sent = await asyncio.gather(read, queue.put(guess, None, self._handoff))
             if existing is None:
                 return None, started, sent

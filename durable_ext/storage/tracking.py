@@ -381,6 +381,12 @@ class TrackingStore:
                 names.append(blob_name)
         return names
 
+    async def _history_event(self, row: TableEntity) -> tuple[HistoryEvent, list[str]]:
+        """The event a History row holds, its large values downloaded; and the blobs they came from."""
+        entity = dict(row)
+        blob_names = await self._restore_large_properties(entity)
+        return event_from_columns(entity), blob_names
+
     async def load_history(self, instance_id: str, expected_execution_id: str | None = None) -> HistoryLoad:
         """Read the current execution's events in order (docs/storage-protocol.md §3.6).
 
@@ -406,9 +412,9 @@ class TrackingStore:
         for row in rows:
             if row.get("ExecutionId") != execution_id:
                 break
-            entity = dict(row)
-            blob_names.extend(await self._restore_large_properties(entity))
-            events.append(event_from_columns(entity))
+            event, names = await self._history_event(row)
+            events.append(event)
+            blob_names.extend(names)
         return HistoryLoad(events, execution_id, etag, completed, blob_names)
 
     async def load_history_head(self, instance_id: str, count: int) -> list[HistoryEvent]:
@@ -422,9 +428,7 @@ class TrackingStore:
         parameters = {"pk": pk, "end": history_row_key(count)}
         events: list[HistoryEvent] = []
         async for row in self._history.query_entities(query, parameters=parameters):
-            entity = dict(row)
-            await self._restore_large_properties(entity)
-            events.append(event_from_columns(entity))
+            events.append((await self._history_event(row))[0])
         return events
 
     async def load_history_page(
@@ -450,9 +454,7 @@ class TrackingStore:
         async for row in rows:
             if len(events) == top:
                 return events, int(row["RowKey"], 16)
-            entity = dict(row)
-            await self._restore_large_properties(entity)
-            events.append(event_from_columns(entity))
+            events.append((await self._history_event(row))[0])
         return events, None
 
     async def sub_orchestration_ids(self, instance_id: str, execution_id: str) -> list[str]:

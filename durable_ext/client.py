@@ -687,24 +687,14 @@ class TaskHubClient:
             deleted += await _purge_all(rows, self._purge)
         return deleted
 
-    async def _all_rows(self, query: InstanceQuery) -> AsyncIterator[list[InstanceState]]:
+    def _all_rows(self, query: InstanceQuery) -> AsyncIterator[list[InstanceState]]:
         """Every Instances row matching ``query``, a page at a time, without inputs or blob contents.
 
         The caller may delete a page's rows before it asks for the next: the token points past them.
         """
-        token: str | None = None
-        while True:
-            page = await self.hub.tracking.query_instances(
-                query,
-                top=DEFAULT_QUERY_PAGE_SIZE,
-                continuation_token=token,
-                fetch_inputs=False,
-                fetch_large_values=False,
-            )
-            yield page.rows
-            token = page.continuation_token
-            if token is None:
-                return
+        return self.hub.tracking.instance_pages(
+            query, top=DEFAULT_QUERY_PAGE_SIZE, fetch_inputs=False, fetch_large_values=False
+        )
 
     async def _purge(self, row: InstanceState) -> bool:
         """Purge the instance ``row`` describes; False if a start replaced the row meanwhile (it wins)."""

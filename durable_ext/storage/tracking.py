@@ -14,7 +14,7 @@ import json
 import logging
 import random
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeGuard, cast
@@ -694,6 +694,33 @@ class TrackingStore:
             if not token:
                 break
         return InstancePage(rows, encode_continuation_token(token))
+
+    async def instance_pages(
+        self,
+        query: InstanceQuery,
+        *,
+        top: int = MAX_QUERY_PAGE,
+        fetch_inputs: bool = True,
+        fetch_large_values: bool = True,
+        columns: Sequence[str] | None = None,
+    ) -> AsyncIterator[list[InstanceState]]:
+        """Every Instances row matching ``query``, :meth:`query_instances` pages of ``top`` at a time
+        (the same options). The caller may delete a page's rows before it asks for the next: the token
+        points past them."""
+        token: str | None = None
+        while True:
+            page = await self.query_instances(
+                query,
+                top=top,
+                continuation_token=token,
+                fetch_inputs=fetch_inputs,
+                fetch_large_values=fetch_large_values,
+                columns=columns,
+            )
+            yield page.rows
+            token = page.continuation_token
+            if token is None:
+                return
 
     async def _instance_from_query(
         self, entity: TableEntity, fetch_inputs: bool, fetch_large_values: bool

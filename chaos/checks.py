@@ -166,13 +166,6 @@ async def queue_leftovers(hub: TaskHub) -> list[str]:
     return [f"{name}: {count} message(s)" for name, count in zip(names, counts, strict=True) if count]
 
 
-async def read_leases(hub: TaskHub) -> list[PartitionLease]:
-    """The rows of ``{Hub}Partitions``, sorted by partition."""
-    table = hub.partitions_table()
-    leases = [PartitionLease.from_entity(entity) async for entity in table.list_entities()]
-    return sorted(leases, key=lambda lease: lease.partition_id)
-
-
 def owner_pid(owner: str | None) -> int | None:
     """The process ID in a lease owner name (``host:pid:suffix``, see ``default_worker_id``)."""
     if not owner:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from chaos.checks import owner_pid, poll_until, read_leases
+from chaos.checks import owner_pid, poll_until
 from chaos.cluster import Cluster, Worker
 from durable_ext.storage.taskhub import TaskHub
 
@@ -90,7 +90,7 @@ async def _drain(number: int, worker: Worker, scene: _Scene) -> DrainRecord:
     await poll_until(lambda: _owns_nothing(hub, pid), BALANCE_TIMEOUT, TAKEOVER_POLL)
     held = {
         lease.partition_id: lease.expires_at
-        for lease in await read_leases(hub)
+        for lease in await hub.leases()
         if owner_pid(lease.current_owner) == pid
     }
     record = DrainRecord(number, datetime.now(UTC), worker.index, pid, held)
@@ -100,7 +100,7 @@ async def _drain(number: int, worker: Worker, scene: _Scene) -> DrainRecord:
     record.finished_in_drain = _ledger_lines(scene.ledger, pid) - before
     if record.exit_code != 0:
         record.problems.append(f"exited with {record.exit_code} after SIGTERM (0 is a complete drain)")
-    kept = [lease.partition_id for lease in await read_leases(hub) if owner_pid(lease.current_owner) == pid]
+    kept = [lease.partition_id for lease in await hub.leases() if owner_pid(lease.current_owner) == pid]
     if kept:
         record.problems.append(f"still named owner of {kept} after it exited: leases not released")
     worker.launch()
@@ -112,7 +112,7 @@ async def _drain(number: int, worker: Worker, scene: _Scene) -> DrainRecord:
 
 async def _owns_nothing(hub: TaskHub, pid: int) -> list[str]:
     """A finding while process ``pid`` holds no partition lease (for :func:`poll_until`)."""
-    if any(owner_pid(lease.current_owner) == pid for lease in await read_leases(hub)):
+    if any(owner_pid(lease.current_owner) == pid for lease in await hub.leases()):
         return []
     return [f"pid {pid} owns no partition"]
 
@@ -125,7 +125,7 @@ async def _takeover(hub: TaskHub, cluster: Cluster, held: dict[str, datetime | N
         return []
 
     async def orphans() -> list[str]:
-        owners = {lease.partition_id: owner_pid(lease.current_owner) for lease in await read_leases(hub)}
+        owners = {lease.partition_id: owner_pid(lease.current_owner) for lease in await hub.leases()}
         live = cluster.live_pids()
         return [
             f"{partition}: no live owner before its drained lease would have expired ({held[partition]})"

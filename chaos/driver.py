@@ -23,7 +23,6 @@ from chaos.checks import (
     ownership_problems,
     poll_until,
     queue_leftovers,
-    read_leases,
     wait_for_instances,
 )
 from chaos.cluster import Cluster, Worker
@@ -237,7 +236,7 @@ class _ChaosRun:
         result.recovery = recoveries(result.kills, timelines, result.outages)
 
     async def _ownership(self) -> list[str]:
-        leases = await read_leases(self.hub)
+        leases = await self.hub.leases()
         return ownership_problems(leases, self.cluster.live_pids(), self.hub.names.partition_count)
 
 
@@ -247,7 +246,7 @@ async def _kill(number: int, victim: Worker, hub: TaskHub) -> KillRecord:
     assert pid is not None
     leases = {
         lease.partition_id: lease.expires_at
-        for lease in await read_leases(hub)
+        for lease in await hub.leases()
         if owner_pid(lease.current_owner) == pid
     }
     at = datetime.now(UTC)

@@ -318,7 +318,7 @@ class TaskHubClient:
             existing, started, sent = await self._enqueue_start(instance_id, queue, started, delay)
             execution_id = _execution_id(started)
             generation = started.generation
-            message = client_message(instance_id, execution_id, started)
+            message = sent.data
 
             row_input = input
             if len(message.encode().encode("utf-8")) > MAX_QUEUE_PAYLOAD_BYTES:
@@ -373,8 +373,11 @@ class TaskHubClient:
         """
         read = self.hub.tracking.get_instance(instance_id, fetch_large_values=False)
         guess = client_message(instance_id, _execution_id(started), started)
-        small = len(guess.encode().encode("utf-8")) <= MAX_QUEUE_PAYLOAD_BYTES
-        if self._handoff is not None and delay is None and small:
+        if (
+            self._handoff is not None
+            and delay is None
+            and len(guess.encode().encode("utf-8")) <= MAX_QUEUE_PAYLOAD_BYTES
+        ):
             existing, sent = await asyncio.gather(read, queue.put(guess, None, self._handoff))
             if existing is None:
                 return None, started, sent
@@ -684,24 +687,14 @@ class TaskHubClient:
             deleted += await _purge_all(rows, self._purge)
         return deleted
 
-    async def _all_rows(self, query: InstanceQuery) -> AsyncIterator[list[InstanceState]]:
+    def _all_rows(self, query: InstanceQuery) -> AsyncIterator[list[InstanceState]]:
         """Every Instances row matching ``query``, a page at a time, without inputs or blob contents.
 
         The caller may delete a page's rows before it asks for the next: the token points past them.
         """
-        token: str | None = None
-        while True:
-            page = await self.hub.tracking.query_instances(
-                query,
-                top=DEFAULT_QUERY_PAGE_SIZE,
-                continuation_token=token,
-                fetch_inputs=False,
-                fetch_large_values=False,
-            )
-            yield page.rows
-            token = page.continuation_token
-            if token is None:
-                return
+        return self.hub.tracking.instance_pages(
+            query, top=DEFAULT_QUERY_PAGE_SIZE, fetch_inputs=False, fetch_large_values=False
+        )
 
     async def _purge(self, row: InstanceState) -> bool:
         """Purge the instance ``row`` describes; False if a start replaced the row meanwhile (it wins)."""

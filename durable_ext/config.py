@@ -445,7 +445,7 @@ def load_config(
 
 def _function_allow_list(host: Mapping[str, Any], origin: str) -> tuple[str, ...] | None:
     """host.json's ``functions`` array (the host's allow list), or None when it has none."""
-    names = _get_ci(host, "functions")
+    names = get_ci(host, "functions")
     if names is None:
         return None
     if not isinstance(names, list) or not all(isinstance(name, str) and name for name in names):
@@ -932,7 +932,7 @@ def _read_json_object(path: Path, *, allow_bom: bool = True) -> dict[str, Any] |
     return data
 
 
-def _get_ci(obj: Mapping[str, Any], key: str) -> Any:
+def get_ci(obj: Mapping[str, Any], key: str) -> Any:
     """Look a key up case-insensitively, like the Functions host; the last spelling wins."""
     found = None
     for candidate, value in obj.items():
@@ -943,7 +943,7 @@ def _get_ci(obj: Mapping[str, Any], key: str) -> Any:
 
 def _subsection(obj: Mapping[str, Any], key: str, dotted: str, origin: str) -> dict[str, Any]:
     """Return the object under ``key`` ({} if absent or null); anything else is a ConfigError."""
-    value = _get_ci(obj, key)
+    value = get_ci(obj, key)
     if value is None:
         return {}
     if not isinstance(value, dict):

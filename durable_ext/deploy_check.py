@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from durable_ext.app_loader import FunctionKind, FunctionRegistry, RegisteredFunction, load_app
-from durable_ext.config import HOST_JSON, OVERRIDE_PREFIX, HostConfig, load_config, read_host_json
+from durable_ext.config import HOST_JSON, OVERRIDE_PREFIX, HostConfig, get_ci, load_config, read_host_json
 from durable_ext.errors import AppLoadError, ConfigError
 
 logger = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ def _describe(function: RegisteredFunction) -> str:
 
 
 def _check_extension(report: DeployReport, host: Mapping[str, object]) -> None:
-    bundle = next((value for key, value in host.items() if key.lower() == "extensionbundle"), None)
+    bundle = get_ci(host, "extensionBundle")
     if bundle is not None:
         report.add(*_bundle_verdict(bundle))
         return
@@ -268,7 +268,7 @@ def _host_hub_name(host: Mapping[str, object]) -> str:
     for key in ("extensions", "durableTask", "hubName"):
         if not isinstance(node, Mapping):
             return ""
-        node = next((value for name, value in node.items() if name.lower() == key.lower()), None)
+        node = get_ci(node, key)
     return node if isinstance(node, str) else ""
 
 

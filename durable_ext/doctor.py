@@ -173,16 +173,11 @@ async def _requeue(hub: TaskHub, finding: Finding) -> bool:
 async def _non_terminal_rows(hub: TaskHub) -> AsyncIterator[InstanceState]:
     """Orchestration Instances rows with a non-terminal RuntimeStatus (filtered by the table service)."""
     query = InstanceQuery(statuses=NON_TERMINAL_STATUSES, exclude_entities=True)
-    token: str | None = None
-    while True:
-        page = await hub.tracking.query_instances(
-            query, top=MAX_QUERY_PAGE, continuation_token=token, fetch_inputs=False, fetch_large_values=False
-        )
-        for row in page.rows:
+    async for rows in hub.tracking.instance_pages(
+        query, top=MAX_QUERY_PAGE, fetch_inputs=False, fetch_large_values=False
+    ):
+        for row in rows:
             yield row
-        token = page.continuation_token
-        if token is None:
-            return
 
 
 async def _check_row(

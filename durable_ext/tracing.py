@@ -45,6 +45,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from durable_ext.errors import ConfigError
+from durable_ext.executor import scheduled_event_ids
 from durable_ext.history import (
     ExecutionCompletedEvent,
     ExecutionStartedEvent,
@@ -407,24 +408,22 @@ def task_ends(
     history: Sequence[HistoryEvent],
     arrived: Iterable[HistoryEvent],
     now: datetime,
+    *,
+    name: str,
 ) -> list[PlannedSpan]:
     """The client spans of the activities and sub-orchestrations whose results ``arrived`` (from the
     scheduling event in ``history`` until now, with the ID their execution's span names as parent), and
-    the spans of the timers that fired (``orchestration:{name}:timer``)."""
+    the spans of the timers that fired (``orchestration:{name}:timer``; ``name`` is the orchestration's)."""
     context = _parsed(orchestration)
     if _active is None or context is None:
         return []
-    scheduled = {
-        e.event_id: e
-        for e in history
-        if isinstance(e, TaskScheduledEvent | SubOrchestrationInstanceCreatedEvent | TimerCreatedEvent)
-    }
+    scheduled = scheduled_event_ids(history)
     spans: list[PlannedSpan] = []
     for result in arrived:
         if isinstance(result, TimerFiredEvent):
             timer = scheduled.get(result.timer_id)
             if isinstance(timer, TimerCreatedEvent):
-                spans.append(_timer(context, instance_id, orchestration_name(history), timer, now))
+                spans.append(_timer(context, instance_id, name, timer, now))
             continue
         if not isinstance(result, _RESULTS):
             continue
@@ -455,12 +454,6 @@ def task_ends(
             )
         )
     return spans
-
-
-def orchestration_name(history: Sequence[HistoryEvent]) -> str:
-    """The orchestration's name, from its ExecutionStarted event."""
-    started = next((e for e in history if isinstance(e, ExecutionStartedEvent)), None)
-    return (started.name or "") if started is not None else ""
 
 
 def _timer(

@@ -46,13 +46,12 @@ from durable_ext.dashboard.views import (
 from durable_ext.errors import (
     DurableExtError,
     InstanceNotFoundError,
-    PayloadTooLargeError,
     ValidationError,
 )
 from durable_ext.history import HistoryEvent
 from durable_ext.host.api import SafeJSONResponse, failure_response, loggable
 from durable_ext.host.df_json import error_json, json_value
-from durable_ext.host.guard import MAX_BODY_BYTES, presents_key, read_body
+from durable_ext.host.guard import MAX_BODY_BYTES, presents_key, read_text
 from durable_ext.host.routes import Query
 from durable_ext.logs import hub_log
 from durable_ext.storage.outage import is_outage
@@ -373,13 +372,7 @@ def _action(request: Request) -> Action:
 
 async def read_json_object(request: Request) -> dict[str, Any]:
     """The request's JSON body as an object ({} when empty); 400 when not JSON or not an object."""
-    raw = await read_body(request, MAX_BODY_BYTES)
-    if raw is None:
-        raise PayloadTooLargeError(f"the request body is larger than {MAX_BODY_BYTES} bytes")
-    try:
-        text = raw.decode("utf-8").strip()
-    except UnicodeDecodeError as exc:
-        raise ValidationError(f"request body is not UTF-8: {exc}") from exc
+    text = (await read_text(request, MAX_BODY_BYTES)).strip()
     if not text:
         return {}
     value = parse_json(text, "request body")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -34,7 +33,7 @@ from durable_ext.config import (
 from durable_ext.dashboard.api import DASHBOARD_PREFIX, DashboardOptions, dashboard_mount
 from durable_ext.dashboard.hubs import DashboardHub, HubSet, read_only_from
 from durable_ext.errors import ConfigError
-from durable_ext.host.azurite import DEFAULT_PORTS, Azurite, AzuritePorts, dev_connection_string
+from durable_ext.host.azurite import DEFAULT_PORTS, Azurite, AzuritePorts
 from durable_ext.host.guard import check_system_key
 from durable_ext.host.local import (
     AZURITE_DATA_DIR,
@@ -42,8 +41,9 @@ from durable_ext.host.local import (
     SYSTEM_KEY_SETTING,
     ensure_azurite,
     is_loopback,
+    on_azurite_ports,
 )
-from durable_ext.storage.account import DEV_HOST, StorageAccount
+from durable_ext.storage.account import StorageAccount
 from durable_ext.storage.taskhub import TaskHub
 
 logger = logging.getLogger(__name__)
@@ -133,12 +133,11 @@ class DashboardServer:
         """The storage accounts of ``--connection``, starting Azurite for the development one."""
         accounts = []
         for value in self.options.connections:
-            account = StorageAccount.from_connection(storage_connection(value, self.settings))
-            ports = self.options.azurite_ports
-            if account.development_storage and ports != DEFAULT_PORTS:
-                # As for start: UseDevelopmentStorage=true means the Azurite of --azurite-port.
-                moved = StorageAccount.from_connection_string(dev_connection_string(DEV_HOST, ports))
-                account = dataclasses.replace(moved, development_storage=True)
+            # As for start: UseDevelopmentStorage=true means the Azurite of --azurite-port.
+            account = on_azurite_ports(
+                StorageAccount.from_connection(storage_connection(value, self.settings)),
+                self.options.azurite_ports,
+            )
             if self.azurite is None:
                 location = self.options.work_dir / AZURITE_DATA_DIR
                 self.azurite = ensure_azurite(

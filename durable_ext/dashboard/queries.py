@@ -170,23 +170,19 @@ async def count_statuses(tracking: TrackingStore, where: InstanceFilter) -> dict
     """How many instances match, by runtime status, scanning with only the columns needed."""
     counts: Counter[str] = Counter({status.name: 0 for status in OrchestrationStatus})
     test = where.row_test()
-    token: str | None = None
-    while True:
-        page = await tracking.query_instances(
-            where.table_query(),
-            top=MAX_QUERY_PAGE,
-            continuation_token=token,
-            fetch_large_values=False,
-            columns=where.columns(["RowKey", "RuntimeStatus"]),
-        )
+    pages = tracking.instance_pages(
+        where.table_query(),
+        top=MAX_QUERY_PAGE,
+        fetch_large_values=False,
+        columns=where.columns(["RowKey", "RuntimeStatus"]),
+    )
+    async for rows in pages:
         counts.update(
             row.runtime_status.name if row.runtime_status is not None else UNKNOWN_STATUS
-            for row in page.rows
+            for row in rows
             if test is None or test(row)
         )
-        token = page.continuation_token
-        if token is None:
-            return dict(counts)
+    return dict(counts)
 
 
 def checked_instance_ids(values: object) -> list[str]:

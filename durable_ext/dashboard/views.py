@@ -34,6 +34,7 @@ from durable_ext.history import (
 from durable_ext.host.df_json import json_value
 from durable_ext.storage.tracking import InstanceState, is_blob_url
 from durable_ext.wire import format_datetime
+from durable_ext.worker.history_index import answered_id
 
 MAX_SHOWN_PAYLOAD_BYTES = 64 * 1024
 """Payloads larger than this (UTF-8 JSON text) are left out of answers and fetched on their own."""
@@ -155,24 +156,10 @@ def history_event(event: HistoryEvent) -> dict[str, Any]:
         body["fireAt"] = iso(event.fire_at)
     if isinstance(event, SubOrchestrationInstanceCreatedEvent | EventSentEvent):
         body["instanceId"] = event.instance_id
-    scheduled = _scheduled_id(event)
+    scheduled = answered_id(event)
     if scheduled is not None:
         body["scheduledId"] = scheduled
     return body
-
-
-def _scheduled_id(event: HistoryEvent) -> int | None:
-    if isinstance(
-        event,
-        TaskCompletedEvent
-        | TaskFailedEvent
-        | SubOrchestrationInstanceCompletedEvent
-        | SubOrchestrationInstanceFailedEvent,
-    ):
-        return event.task_scheduled_id
-    if isinstance(event, TimerFiredEvent):
-        return event.timer_id
-    return None
 
 
 # ---- timeline ---------------------------------------------------------------------------------------
@@ -229,7 +216,7 @@ class _Timeline:
         self.items.append(item)
 
     def _outcome(self, event: HistoryEvent) -> None:
-        scheduled = _scheduled_id(event)
+        scheduled = answered_id(event)
         item = self.open.pop(scheduled, None) if scheduled is not None else None
         if item is None:
             return

@@ -88,7 +88,6 @@ from durable_ext.errors import (
     DurableExtError,
     InstanceNotFoundError,
     NotJsonError,
-    PayloadTooLargeError,
     ValidationError,
 )
 from durable_ext.history import OrchestrationStatus
@@ -109,7 +108,7 @@ from durable_ext.host.df_json import (
     json_value,
     status_json,
 )
-from durable_ext.host.guard import MAX_BODY_BYTES, presents_key, read_body
+from durable_ext.host.guard import MAX_BODY_BYTES, presents_key, read_text
 from durable_ext.host.queries import (
     CleanQuery,
     EntityListQuery,
@@ -623,13 +622,7 @@ class _ManagementApi:
         return SafeJSONResponse(body, status_code=202, headers=headers)
 
     async def _read_body(self, request: Request) -> str:
-        body = await read_body(request, self.max_body_bytes)
-        if body is None:
-            raise PayloadTooLargeError(f"the request body is larger than {self.max_body_bytes} bytes")
-        try:
-            return body.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ValidationError(f"request body is not UTF-8: {exc}") from exc
+        return await read_text(request, self.max_body_bytes)
 
     def _missing(self, what: str) -> InstanceNotFoundError:
         return InstanceNotFoundError(f"no {what} exists in task hub {self.hub_name}")

@@ -17,7 +17,7 @@ import hmac
 from starlette.requests import Request
 
 from durable_ext.client import DEFAULT_MAX_PAYLOAD_BYTES
-from durable_ext.errors import ConfigError
+from durable_ext.errors import ConfigError, PayloadTooLargeError, ValidationError
 
 KEY_QUERY_PARAM = "code"
 """The query parameter a key may be passed in, as in Azure."""
@@ -79,3 +79,15 @@ async def read_body(request: Request, limit: int) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def read_text(request: Request, limit: int) -> str:
+    """The request body as UTF-8 text: PayloadTooLargeError (413) when it exceeds ``limit`` bytes
+    (see :func:`read_body`), ValidationError (400) when it is not UTF-8."""
+    body = await read_body(request, limit)
+    if body is None:
+        raise PayloadTooLargeError(f"the request body is larger than {limit} bytes")
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValidationError(f"request body is not UTF-8: {exc}") from exc

@@ -132,6 +132,16 @@ def _names_default_azurite(value: str) -> bool:
     return account.development_storage and account.blob_endpoint.startswith(f"http://{DEV_HOST}:")
 
 
+def on_azurite_ports(account: StorageAccount, ports: AzuritePorts) -> StorageAccount:
+    """``account``, unless it is ``UseDevelopmentStorage=true`` and ``ports`` (``--azurite-port``) are
+    not Azurite's defaults: then the development account on those ports."""
+    if not account.development_storage or ports == DEFAULT_PORTS:
+        return account
+    # UseDevelopmentStorage=true names Azurite's default ports; --azurite-port moves all three.
+    moved = StorageAccount.from_connection_string(dev_connection_string(DEV_HOST, ports))
+    return dataclasses.replace(moved, development_storage=True)
+
+
 def self_address(host: str) -> str:
     """The address (URL host part) this process reaches its own server at when it listens on ``host``:
     loopback when it listens there or on every address, else the one address it listens on."""
@@ -215,12 +225,7 @@ class LocalHost:
 
     def _storage_account(self) -> StorageAccount:
         account = StorageAccount.from_connection(self.config.storage_connection())
-        ports = self.options.azurite_ports
-        if not account.development_storage or ports == DEFAULT_PORTS:
-            return account
-        # UseDevelopmentStorage=true names Azurite's default ports; --azurite-port moves all three.
-        moved = StorageAccount.from_connection_string(dev_connection_string(DEV_HOST, ports))
-        return dataclasses.replace(moved, development_storage=True)
+        return on_azurite_ports(account, self.options.azurite_ports)
 
     def _ensure_azurite(self, account: StorageAccount) -> None:
         location = None if self.options.azurite_in_memory else self.app_dir / AZURITE_DATA_DIR

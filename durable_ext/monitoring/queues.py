@@ -25,7 +25,6 @@ from datetime import datetime, timedelta
 from durable_ext.history import utc_now
 from durable_ext.logs import hub_log
 from durable_ext.storage.outage import describe_outage, storage_health
-from durable_ext.storage.partitions import PartitionLease
 from durable_ext.storage.queues import MessageQueue
 from durable_ext.storage.taskhub import TaskHub
 
@@ -144,9 +143,7 @@ class QueueMonitor:
         return HubSample(now, tuple(control), work_items, await self._workers(now))
 
     async def _workers(self, now: datetime) -> int:
-        table = self._hub.partitions_table()
-        leases = [PartitionLease.from_entity(entity) async for entity in table.list_entities()]
-        owners = {lease.current_owner for lease in leases if not lease.is_expired(now)}
+        owners = {lease.current_owner for lease in await self._hub.leases() if not lease.is_expired(now)}
         return len(owners - {None})
 
 

@@ -68,7 +68,7 @@ class StorageAccount:
             return cls.from_connection_string(connection.connection_string)
         identity = IdentityConnection.from_settings(connection.name, connection.identity)
         return cls(
-            identity.account_name,
+            identity.account_name or _account_from_endpoint(identity.queue_endpoint),
             identity.blob_endpoint,
             identity.queue_endpoint,
             identity.table_endpoint,

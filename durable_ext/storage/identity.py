@@ -59,7 +59,9 @@ class IdentityConnection:
     blob_endpoint: str
     queue_endpoint: str
     table_endpoint: str
-    account_name: str
+    account_name: str | None
+    """The ``accountName`` setting; None when the service URIs alone name the account (the
+    :class:`~durable_ext.storage.account.StorageAccount` reads it from them)."""
     credential_kind: str
     """``managedidentity``, ``clientsecret`` or ``default``."""
     client_id: str | None = None
@@ -85,7 +87,7 @@ class IdentityConnection:
             blob_endpoint=endpoints["blob"],
             queue_endpoint=endpoints["queue"],
             table_endpoint=endpoints["table"],
-            account_name=account or _account_from_uri(endpoints["queue"]),
+            account_name=account,
             credential_kind=kind,
             client_id=client_id,
             tenant_id=settings.get("tenantid"),
@@ -200,13 +202,6 @@ def _credential_kind(name: str, settings: Mapping[str, str]) -> tuple[str, str |
             raise ConfigError(f"identity-based connection {name} with a client secret also needs {missing}")
         return "clientsecret", client_id
     return "default", client_id
-
-
-def _account_from_uri(uri: str) -> str:
-    """The account a service URI names: its first path segment (an emulator) or its first host label."""
-    parts = urlsplit(uri)
-    path = parts.path.strip("/")
-    return path.split("/")[0] if path else (parts.hostname or "").split(".")[0]
 
 
 class BearerToken:

@@ -198,6 +198,12 @@ class TaskHub:
         """A client for ``{Hub}Partitions`` (the partition leases); closed with the hub."""
         return self._tables.get_table_client(self.names.partitions_table)
 
+    async def leases(self) -> list[PartitionLease]:
+        """The rows of ``{Hub}Partitions`` (the partition leases), sorted by partition."""
+        table = self.partitions_table()
+        leases = [PartitionLease.from_entity(entity) async for entity in table.list_entities()]
+        return sorted(leases, key=lambda lease: lease.partition_id)
+
     def queue_client(self, name: str) -> QueueClient:
         """An SDK client for one of the hub's queues (for what the REST client does not do, such as
         peeking); closed with the hub."""

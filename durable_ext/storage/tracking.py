@@ -14,7 +14,7 @@ import json
 import logging
 import random
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeGuard, cast
@@ -381,6 +381,12 @@ class TrackingStore:
                 names.append(blob_name)
         return names
 
+    async def _history_event(self, row: TableEntity) -> tuple[HistoryEvent, list[str]]:
+        """The event a History row holds, its large values downloaded; and the blobs they came from."""
+        entity = dict(row)
+        blob_names = await self._restore_large_properties(entity)
+        return event_from_columns(entity), blob_names
+
     async def load_history(self, instance_id: str, expected_execution_id: str | None = None) -> HistoryLoad:
         """Read the current execution's events in order (docs/storage-protocol.md §3.6).
 
@@ -406,9 +412,9 @@ class TrackingStore:
         for row in rows:
             if row.get("ExecutionId") != execution_id:
                 break
-            entity = dict(row)
-            blob_names.extend(await self._restore_large_properties(entity))
-            events.append(event_from_columns(entity))
+            event, names = await self._history_event(row)
+            events.append(event)
+            blob_names.extend(names)
         return HistoryLoad(events, execution_id, etag, completed, blob_names)
 
     async def load_history_head(self, instance_id: str, count: int) -> list[HistoryEvent]:
@@ -422,9 +428,7 @@ class TrackingStore:
         parameters = {"pk": pk, "end": history_row_key(count)}
         events: list[HistoryEvent] = []
         async for row in self._history.query_entities(query, parameters=parameters):
-            entity = dict(row)
-            await self._restore_large_properties(entity)
-            events.append(event_from_columns(entity))
+            events.append((await self._history_event(row))[0])
         return events
 
     async def load_history_page(
@@ -450,9 +454,7 @@ class TrackingStore:
         async for row in rows:
             if len(events) == top:
                 return events, int(row["RowKey"], 16)
-            entity = dict(row)
-            await self._restore_large_properties(entity)
-            events.append(event_from_columns(entity))
+            events.append((await self._history_event(row))[0])
         return events, None
 
     async def sub_orchestration_ids(self, instance_id: str, execution_id: str) -> list[str]:
@@ -692,6 +694,33 @@ class TrackingStore:
             if not token:
                 break
         return InstancePage(rows, encode_continuation_token(token))
+
+    async def instance_pages(
+        self,
+        query: InstanceQuery,
+        *,
+        top: int = MAX_QUERY_PAGE,
+        fetch_inputs: bool = True,
+        fetch_large_values: bool = True,
+        columns: Sequence[str] | None = None,
+    ) -> AsyncIterator[list[InstanceState]]:
+        """Every Instances row matching ``query``, :meth:`query_instances` pages of ``top`` at a time
+        (the same options). The caller may delete a page's rows before it asks for the next: the token
+        points past them."""
+        token: str | None = None
+        while True:
+            page = await self.query_instances(
+                query,
+                top=top,
+                continuation_token=token,
+                fetch_inputs=fetch_inputs,
+                fetch_large_values=fetch_large_values,
+                columns=columns,
+            )
+            yield page.rows
+            token = page.continuation_token
+            if token is None:
+                return
 
     async def _instance_from_query(
         self, entity: TableEntity, fetch_inputs: bool, fetch_large_values: bool

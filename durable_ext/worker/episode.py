@@ -240,7 +240,7 @@ class EpisodePlanner:
         orchestration = tracing.orchestration_context(started, now)
         recorded = [self._scheduling_event(execution, a, now, orchestration) for a in scheduled]
         tracing.link_scheduled(orchestration, recorded)
-        spans = tracing.task_ends(orchestration, execution.instance_id, past, episode, now)
+        spans = tracing.task_ends(orchestration, execution.instance_id, past, episode, now, name=name)
         new_events = [*episode, *recorded]
         if completion is not None:
             new_events.append(completion)

@@ -28,6 +28,12 @@ COMPLETION_EVENTS = {
 """Result events, and the member naming the task or timer they answer."""
 
 
+def answered_id(event: HistoryEvent) -> int | None:
+    """The EventId of the task, sub-orchestration or timer a result event answers; None for others."""
+    member = COMPLETION_EVENTS.get(event.event_type)
+    return None if member is None else int(getattr(event, member))
+
+
 class HistoryIndex:
     """What :meth:`read` found in a list of events, extended when the list has grown."""
 
@@ -64,7 +70,7 @@ class HistoryIndex:
             self.completed = self.completed or event
         elif event.event_type is EventType.OrchestratorStarted:
             self.episodes += 1
-        member = COMPLETION_EVENTS.get(event.event_type)
-        if member is not None:
-            self.completed_ids.add(int(getattr(event, member)))
+        answered = answered_id(event)
+        if answered is not None:
+            self.completed_ids.add(answered)
         self.scheduled_ids.update(scheduled_event_ids([event]))

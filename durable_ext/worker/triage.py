@@ -30,7 +30,7 @@ from durable_ext.logs import hub_log
 from durable_ext.storage.queues import ReceivedMessage
 from durable_ext.storage.tracking import InstanceState
 from durable_ext.versioning import VersioningPolicy, VersionVerdict
-from durable_ext.worker.history_index import COMPLETION_EVENTS, HistoryIndex
+from durable_ext.worker.history_index import HistoryIndex, answered_id
 
 logger = logging.getLogger(__name__)
 
@@ -281,9 +281,8 @@ class _Batch:
 
     def _result_or_other(self, message: ReceivedMessage) -> None:
         event = message.data.event
-        id_attr = COMPLETION_EVENTS.get(event.event_type)
-        if id_attr is not None and self.starting is None:
-            task_id = int(getattr(event, id_attr))
+        task_id = answered_id(event)
+        if task_id is not None and self.starting is None:
             if task_id not in self.scheduled_ids:
                 # Its scheduling event is not visible yet (docs/storage-protocol.md §6.6).
                 self.decisions.abandon.append(message)

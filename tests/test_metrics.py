@@ -230,8 +230,10 @@ async def test_scale_hint_on_a_hub_with_a_work_item_backlog(hub: TaskHub, regist
     ) as engine:
         client = TaskHubClient(hub, handoff=engine)
         # Each instance runs two steps, then holds the only activity slot until its gate opens: the
-        # other's work item waits in the queue and ages.
-        prefixes = [f"scale-{uuid.uuid4().hex[:6]}-{n}" for n in range(2)]
+        # others' work items wait in the queue and age. One of them may be taken in memory for a slot
+        # about to free (invisible, as a prefetched message is to the scale controller), so three
+        # instances leave at least one visible.
+        prefixes = [f"scale-{uuid.uuid4().hex[:6]}-{n}" for n in range(3)]
         instances = [await client.start_new("five_steps", prefix, json.dumps(prefix)) for prefix in prefixes]
         async with http_to(engine) as http:
 

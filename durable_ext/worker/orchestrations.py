@@ -119,9 +119,9 @@ class OrchestrationDispatcher:
         # also compete with each other for the interpreter.
         self._replays = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"replay-{hub.names.hub}")
         self._background: set[asyncio.Task[Any]] = set()
-        """Each instance's last checkpoint steps 3-5 in flight; its next episode starts after them."""
-        """Each instance's latest Instances write in flight; the next one waits for it."""
         """Deletes of consumed messages and similar clean-up that need not hold up the next episode."""
+        self._returning: dict[str, datetime] = {}
+        """Messages this worker abandoned, by message ID: when each is due back in its queue."""
         self._buffered = 0
         self._room = asyncio.Event()
         """Set while the buffer is below controlQueueBufferThreshold; throttled pollers wait for it."""
@@ -149,7 +149,18 @@ class OrchestrationDispatcher:
     @property
     def idle(self) -> bool:
         """Whether no message is held, no episode runs and no clean-up after one is in flight."""
-        return not self._sessions and not self._buffered and not self._background
+        return (
+            not self._sessions and not self._buffered and not self._background and not self._still_returning()
+        )
+
+    def _still_returning(self) -> bool:
+        """Whether a message this worker abandoned is still invisible, due back in its queue: until it
+        is, neither a session nor a queue shows the work it stands for."""
+        now = utc_now()
+        for message_id, due in list(self._returning.items()):
+            if due <= now:
+                del self._returning[message_id]
+        return bool(self._returning)
 
     @property
     def stalled(self) -> frozenset[str]:
@@ -435,6 +446,8 @@ class OrchestrationDispatcher:
     async def _abandon(self, message: ReceivedMessage) -> None:
         await self._holds.release(message)
         await self._queue_of(message).abandon(message)
+        if message.next_visible_on is not None:
+            self._returning[message.message_id] = message.next_visible_on
         backoff = self._backoffs.get(message.queue_name)
         if backoff is not None:
             _poll_when_visible(backoff, message)  # back after its back-off, not a polling interval

@@ -27,10 +27,21 @@ class ContextLog(logging.LoggerAdapter[logging.Logger]):
         """The same logger for lines about ``instance_id``."""
         return ContextLog(self.logger, self.hub_name, instance_id)
 
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        """Log ``msg`` with the prefix; a ``%`` in the hub name or instance ID stays literal text."""
+        if not self.isEnabledFor(level):
+            return
+        # logging formats ``msg % args`` only when there are args, so only then does a ``%`` that an
+        # instance ID brings into the prefix need escaping (an ID such as ``a%:b`` broke the line).
+        prefix = self._prefix.replace("%", "%%") if args else self._prefix
+        _, context = self.process(msg, kwargs)
+        context["stacklevel"] = context.get("stacklevel", 1) + 1  # the caller, not this frame
+        self.logger.log(level, f"{prefix}: {msg}", *args, **context)
+
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
-        """Prefix the message and add the context to the record's ``extra``."""
+        """Add the hub and instance to the record's ``extra`` (:meth:`log` adds the text prefix)."""
         kwargs["extra"] = {**(self.extra or {}), **kwargs.get("extra", {})}
-        return f"{self._prefix}: {msg}", kwargs
+        return msg, kwargs
 
 
 def hub_log(logger: logging.Logger, hub_name: str) -> ContextLog:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 from typing import Any
@@ -11,11 +12,12 @@ from durable_ext.client import TaskHubClient
 from durable_ext.config import StorageProviderOptions
 from durable_ext.doctor import FindingKind, diagnose, repair
 from durable_ext.errors import StorageUnreachableError
-from durable_ext.history import EventType, OrchestrationStatus
+from durable_ext.history import EventType, OrchestrationStatus, TaskCompletedEvent
 from durable_ext.storage.quarantine import POISON_DEQUEUE_COUNT
-from durable_ext.storage.queues import MessageQueue
+from durable_ext.storage.queues import MessageQueue, ReceivedMessage
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.worker.activities import ActivityDispatcher
+from durable_ext.worker.holds import HeldMessages
 from durable_ext.worker.orchestrations import OrchestrationDispatcher
 from tests.engine_support import engine_for, poll
 
@@ -121,6 +123,62 @@ async def test_a_storage_outage_never_quarantines(
     assert await queue.approximate_count() == 1, "the message was abandoned, not taken out"
     row = await client.get_status("poison-3")
     assert row is not None and row.runtime_status is OrchestrationStatus.Pending
+
+
+async def test_a_work_item_whose_result_waits_in_memory_is_never_run_again_nor_quarantined(
+    hub: TaskHub, registry: FunctionRegistry, monkeypatch: Any
+) -> None:
+    """Storage slower than a hold: the work item of a result held in memory turns visible and comes
+    back to the activity poller again and again while its episode waits. The holder adopts each copy;
+    the activity does not run again and no dequeue count makes it poison."""
+    runs: dict[str, int] = {}
+    execute, attempt, adopt = (
+        ActivityDispatcher._execute,
+        OrchestrationDispatcher._attempt,
+        HeldMessages.adopt,
+    )
+    renewing = asyncio.Event()
+    episode_may_record = asyncio.Event()
+    adopted: list[int] = []
+
+    async def counted(self: ActivityDispatcher, message: ReceivedMessage) -> Any:
+        runs[message.message_id] = runs.get(message.message_id, 0) + 1
+        return await execute(self, message)
+
+    async def waits_for_the_gate(
+        self: OrchestrationDispatcher, session: Any, execution: Any, messages: Any, row: Any
+    ) -> Any:
+        if any(isinstance(m.data.event, TaskCompletedEvent) for m in messages):
+            await episode_may_record.wait()
+        return await attempt(self, session, execution, messages, row)
+
+    def renew_due(self: HeldMessages) -> list[asyncio.Task[None]]:
+        return renewing_due(self) if renewing.is_set() else []  # "renewals fell behind" until then
+
+    def counts_adoptions(self: HeldMessages, redelivered: ReceivedMessage) -> bool:
+        taken = adopt(self, redelivered)
+        if taken:
+            adopted.append(redelivered.dequeue_count)
+        if redelivered.dequeue_count > POISON_DEQUEUE_COUNT + 1:
+            # Renew again and let the episode record the result while this copy is still hidden.
+            renewing.set()
+            episode_may_record.set()
+        return taken
+
+    renewing_due = HeldMessages.renew_due
+    monkeypatch.setattr(ActivityDispatcher, "_execute", counted)
+    monkeypatch.setattr(OrchestrationDispatcher, "_attempt", waits_for_the_gate)
+    monkeypatch.setattr(HeldMessages, "renew_due", renew_due)
+    monkeypatch.setattr(HeldMessages, "adopt", counts_adoptions)
+    provider = StorageProviderOptions(work_item_queue_visibility_timeout=timedelta(seconds=1))
+    async with engine_for(hub, registry, "worker-s", storage_provider=provider) as running:
+        client = TaskHubClient(hub, handoff=running)
+        await client.start_new("chain", "late-renewals", "1")
+        state = await client.wait_for_completion("late-renewals", timeout=TIMEOUT)
+    assert state.runtime_status is OrchestrationStatus.Completed and state.output == "32"
+    assert adopted and max(adopted) > POISON_DEQUEUE_COUNT + 1, adopted
+    assert sorted(runs.values()) == [1] * 5, "each of the five activities ran once"
+    assert await _quarantined(hub) == []
 
 
 async def _start_dequeued_five_times(client: TaskHubClient, instance_id: str) -> MessageQueue:

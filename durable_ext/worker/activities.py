@@ -80,6 +80,11 @@ class ResultConsumer(Protocol):
         it is recorded; False to have it sent through the queue instead."""
         ...
 
+    def adopt_work_item(self, work_item: ReceivedMessage) -> bool:
+        """Whether ``work_item`` is a redelivered copy of one whose result was taken in memory and is
+        not yet recorded; if so, the consumer now holds this copy (its pop receipt) instead."""
+        ...
+
 
 class ActivityDispatcher:
     """Polls ``{hub}-workitems`` and runs activities with bounded concurrency."""
@@ -209,6 +214,14 @@ class ActivityDispatcher:
 
     async def _run(self, message: ReceivedMessage) -> None:
         try:
+            if self._results.adopt_work_item(message):
+                # Its activity ran and the result waits in memory for its episode: running it again
+                # would count a dequeue per late renewal until a false poison verdict.
+                self._log.instance(message.data.instance_id).debug(
+                    "work item %s came back while its result is held; the holder keeps it",
+                    message.message_id,
+                )
+                return
             disabled = self._disabled_activity(message)
             if disabled is not None:
                 await self._park(message, disabled)

@@ -72,6 +72,21 @@ class HeldMessages:
         """Keep ``message`` invisible from now on (a redelivered copy replaces the one held)."""
         self._held[_key(message)] = message
 
+    def adopt(self, redelivered: ReceivedMessage) -> bool:
+        """Take over a copy of a held message that a poll received again; False if none is held.
+
+        A renewal that came too late (storage slower than a hold) lets a held message turn visible,
+        and a poller takes it again with a new pop receipt. The held message keeps its own content
+        (for a work item, the activity's result in memory) and takes the copy's receipt and
+        invisibility, so the delete that ends the hold still works.
+        """
+        held = self._held.get(_key(redelivered))
+        if held is None:
+            return False
+        held.pop_receipt = redelivered.pop_receipt
+        held.next_visible_on = redelivered.next_visible_on
+        return True
+
     def renew_before_visible(self, message: ReceivedMessage) -> None:
         """Renew a held message shortly before it turns visible, unless it is released by then.
 

@@ -214,6 +214,11 @@ class OrchestrationDispatcher:
         self._dispatch(queue_name, [direct])
         return True
 
+    def adopt_work_item(self, work_item: ReceivedMessage) -> bool:
+        """A work item whose result :meth:`take_result` holds came back to the activity poller (its
+        hold was not renewed in time): keep holding it under the new pop receipt."""
+        return self._holds.adopt(work_item)
+
     def schedules(self, queue_name: str) -> bool:
         """Whether a delayed message for ``queue_name`` sent now would be taken in memory when due."""
         return queue_name in self._loops and not self._scheduled.full

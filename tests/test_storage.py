@@ -314,6 +314,25 @@ async def test_load_stops_at_rows_of_an_older_execution(hub: TaskHub) -> None:
     assert (await hub.tracking.load_history("never-existed")).etag is None
 
 
+async def test_the_outline_of_a_history_is_every_event_without_its_payloads(hub: TaskHub) -> None:
+    events = list(sample_events().values())
+    big = EventRaisedEvent(name="big", input=json.dumps("x" * MAX_PROPERTY_BYTES))  # offloaded to a blob
+    etag = await hub.tracking.append_history("outlined", "old", _episode(len(events) + 5), 0, None)
+    await hub.tracking.append_history("outlined", "e1", [*events, big], 0, etag)
+    outline = await hub.tracking.load_history_outline("outlined")
+    assert [_outlined(e) for e in outline] == [_outlined(e) for e in [*events, big]], "up to the old rows"
+    assert all(getattr(e, "input", None) is None and getattr(e, "result", None) is None for e in outline)
+    assert all(getattr(e, "details", None) is None for e in outline)
+    assert (await hub.tracking.load_history_outline("never-existed")) == []
+
+
+def _outlined(event: HistoryEvent) -> tuple[object, ...]:
+    """What the outline of a history keeps of an event."""
+    members = ("event_id", "timestamp", "name", "fire_at", "instance_id", "task_scheduled_id", "timer_id")
+    status = getattr(event, "orchestration_status", None)
+    return (event.event_type, status, *(getattr(event, m, None) for m in members))
+
+
 @pytest.mark.parametrize(
     ("chars", "offloaded"), [(MAX_PROPERTY_BYTES // 2, False), (MAX_PROPERTY_BYTES // 2 + 1, True)]
 )

@@ -268,7 +268,7 @@ def _history_offset(token: str | None) -> int:
 
 async def _timeline(request: Request, hub: DashboardHub) -> Json:
     row = await _row(hub, request)
-    events = (await hub.client.hub.tracking.load_history(row.instance_id)).events
+    events = await hub.client.hub.tracking.load_history_outline(row.instance_id)
     return {"items": timeline(events)}
 
 

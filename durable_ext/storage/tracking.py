@@ -84,6 +84,23 @@ def is_blob_url(value: str | None) -> TypeGuard[str]:
     return value is not None and value.startswith(("https://", "http://"))
 
 
+OUTLINE_COLUMNS = (
+    "EventType",
+    "EventId",
+    "_Timestamp",
+    "Name",
+    "FireAt",
+    "InstanceId",
+    "TaskScheduledId",
+    "TimerId",
+    "OrchestrationStatus",
+)
+"""The History columns of :meth:`TrackingStore.load_history_outline`: what an event is, when, what it
+answers; no payload."""
+
+_SENTINEL_COLUMNS = ("RowKey", "ExecutionId", "CheckpointCompletedTimestamp")
+
+
 @dataclass
 class HistoryLoad:
     """An instance's current execution as read from the History table."""
@@ -394,10 +411,33 @@ class TrackingStore:
         If ``expected_execution_id`` is given and the sentinel names another execution, the
         history is returned empty (with the sentinel ETag).
         """
+        rows, execution_id, etag, completed = await self._current_execution(instance_id)
+        if expected_execution_id is not None and execution_id != expected_execution_id:
+            return HistoryLoad([], execution_id, etag, completed)
+        events: list[HistoryEvent] = []
+        blob_names: list[str] = []
+        for row in rows:
+            event, names = await self._history_event(row)
+            events.append(event)
+            blob_names.extend(names)
+        return HistoryLoad(events, execution_id, etag, completed, blob_names)
+
+    async def load_history_outline(self, instance_id: str) -> list[HistoryEvent]:
+        """The current execution's events without their payloads: inputs, results and failure details
+        are neither read from the table nor downloaded from blobs (a timeline needs none of them)."""
+        rows, _, _, _ = await self._current_execution(instance_id, OUTLINE_COLUMNS)
+        # A selected column that a row lacks comes back as null.
+        return [event_from_columns({k: v for k, v in row.items() if v is not None}) for row in rows]
+
+    async def _current_execution(
+        self, instance_id: str, columns: Sequence[str] | None = None
+    ) -> tuple[list[TableEntity], str | None, str | None, datetime | None]:
+        """The current execution's History rows in order (``columns`` of them, or all), its ID, the
+        sentinel's ETag and its CheckpointCompletedTimestamp."""
         pk = escape_partition_key(instance_id)
-        rows = [
-            row async for row in self._history.query_entities("PartitionKey eq @pk", parameters={"pk": pk})
-        ]
+        select = None if columns is None else [*_SENTINEL_COLUMNS, *columns]
+        query = self._history.query_entities("PartitionKey eq @pk", parameters={"pk": pk}, select=select)
+        rows = [row async for row in query]
         rows.sort(key=lambda r: r["RowKey"])
         sentinel = rows.pop() if rows and rows[-1]["RowKey"] == SENTINEL_ROW_KEY else None
         etag = sentinel.metadata.get("etag") if sentinel is not None else None
@@ -405,17 +445,12 @@ class TrackingStore:
         if execution_id is None and rows:
             execution_id = rows[0].get("ExecutionId")
         completed = as_utc(sentinel.get("CheckpointCompletedTimestamp")) if sentinel is not None else None
-        if expected_execution_id is not None and execution_id != expected_execution_id:
-            return HistoryLoad([], execution_id, etag, completed)
-        events: list[HistoryEvent] = []
-        blob_names: list[str] = []
+        current = []
         for row in rows:
             if row.get("ExecutionId") != execution_id:
                 break
-            event, names = await self._history_event(row)
-            events.append(event)
-            blob_names.extend(names)
-        return HistoryLoad(events, execution_id, etag, completed, blob_names)
+            current.append(row)
+        return current, execution_id, etag, completed
 
     async def load_history_head(self, instance_id: str, count: int) -> list[HistoryEvent]:
         """The first ``count`` events of the instance's current execution (rows 0 to count-1).

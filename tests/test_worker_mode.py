@@ -10,8 +10,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -235,24 +235,36 @@ def test_readyz_fails_while_storage_is_down(tmp_path: Path) -> None:
         assert worker.process.wait(timeout=GRACE_SECONDS + 15) == 0, worker.output()[-4000:]
 
 
+@asynccontextmanager
+async def draining_slow_activity(
+    tmp_path: Path, connection_string: str, account: StorageAccount, tag: str, seconds: float
+) -> AsyncIterator[Process]:
+    """A ``worker`` (grace period ``seconds``) running ``slow_once`` for ``seconds``, sent SIGTERM once
+    the activity has started."""
+    hub = tag.capitalize() + uuid.uuid4().hex[:8]
+    app = sample_app_dir(tmp_path, hub, extra_blueprints=[REPO / "tests" / "apps" / "slow_step.py"])
+    (port,) = distinct_free_ports(1)
+    command = worker_command(app, port, grace_seconds=seconds)
+    env = host_env(connection_string)
+    with spawn(command, env, f"http://127.0.0.1:{port}", tmp_path / "worker.log", "Worker ready") as worker:
+        async with TaskHub(account, hub, partition_count=2) as task_hub:
+            job = {"dir": str(tmp_path), "tag": tag, "seconds": 600}
+            await TaskHubClient(task_hub).start_new("slow_once", tag, json.dumps(job))
+        wait_for((tmp_path / f"{tag}.started.{worker.process.pid}").exists, "the slow activity to start")
+        worker.process.send_signal(signal.SIGTERM)
+        yield worker
+        assert not (tmp_path / f"{tag}.finished").exists()
+
+
 async def test_a_drain_past_the_grace_period_exits_3(
     tmp_path: Path, azurite_connection_string: str, storage_account: StorageAccount
 ) -> None:
-    hub = "Late" + uuid.uuid4().hex[:8]
-    app = sample_app_dir(tmp_path, hub, extra_blueprints=[REPO / "tests" / "apps" / "slow_step.py"])
-    (port,) = distinct_free_ports(1)
-    command = worker_command(app, port, grace_seconds=1)
-    env = host_env(azurite_connection_string)
-    with spawn(command, env, f"http://127.0.0.1:{port}", tmp_path / "worker.log", "Worker ready") as worker:
-        async with TaskHub(storage_account, hub, partition_count=2) as task_hub:
-            job = {"dir": str(tmp_path), "tag": "late", "seconds": 60}
-            await TaskHubClient(task_hub).start_new("slow_once", "late", json.dumps(job))
-        wait_for((tmp_path / f"late.started.{worker.process.pid}").exists, "the slow activity to start")
-        worker.process.send_signal(signal.SIGTERM)
-        # Well before the activity's 60 s are up.
+    async with draining_slow_activity(
+        tmp_path, azurite_connection_string, storage_account, "late", 1
+    ) as worker:
+        # Well before the activity's 600 s are up.
         assert worker.process.wait(timeout=30) == 3, worker.output()[-4000:]
         assert "Worker stopped before in-flight work finished." in worker.output()
-        assert not (tmp_path / "late.finished").exists()
 
 
 @pytest.mark.parametrize(("second", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -263,23 +275,13 @@ async def test_a_second_signal_during_the_drain_exits_at_once(
     second: signal.Signals,
     code: int,
 ) -> None:
-    hub = "Twice" + uuid.uuid4().hex[:8]
-    app = sample_app_dir(tmp_path, hub, extra_blueprints=[REPO / "tests" / "apps" / "slow_step.py"])
-    (port,) = distinct_free_ports(1)
-    command = worker_command(app, port, grace_seconds=600)
-    env = host_env(azurite_connection_string)
-    with spawn(command, env, f"http://127.0.0.1:{port}", tmp_path / "worker.log", "Worker ready") as worker:
-        async with TaskHub(storage_account, hub, partition_count=2) as task_hub:
-            job = {"dir": str(tmp_path), "tag": "twice", "seconds": 600}
-            await TaskHubClient(task_hub).start_new("slow_once", "twice", json.dumps(job))
-        wait_for((tmp_path / f"twice.started.{worker.process.pid}").exists, "the slow activity to start")
-        worker.process.send_signal(signal.SIGTERM)
+    draining = draining_slow_activity(tmp_path, azurite_connection_string, storage_account, "twice", 600)
+    async with draining as worker:
         wait_for(lambda: "draining" in worker.output(), "the drain to start")
         worker.process.send_signal(second)
         # Long before the grace period or the activity would end.
         assert worker.process.wait(timeout=30) == code, worker.output()[-4000:]
         assert f"Worker stopped at once ({second.name} during the drain)" in worker.output()
-        assert not (tmp_path / "twice.finished").exists()
 
 
 def test_listener_ports_are_checked_before_anything_starts(

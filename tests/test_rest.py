@@ -251,6 +251,23 @@ async def test_point_reads_type_the_row_as_the_sdk_does(tables: tuple[Any, Any])
     assert await rest.get("nobody", "") is None
 
 
+async def test_queries_page_through_and_type_rows_as_the_sdk_does(tables: tuple[Any, Any]) -> None:
+    sdk, rest = tables
+    partition = "it's ^0 \u00fc"
+    for n in range(7):
+        await sdk.upsert_entity({"PartitionKey": partition, "RowKey": f"{n:02}", "N": n, **ROW})
+    await sdk.upsert_entity({"PartitionKey": "other", "RowKey": "00", **ROW})
+    query = "PartitionKey eq @pk and N ge @low"
+    parameters = {"pk": partition, "low": 2}
+    expected = [e async for e in sdk.query_entities(query, parameters=parameters)]
+    got = [e async for e in rest.query(query, parameters, results_per_page=2)]  # three pages
+    assert [dict(e) for e in got] == [dict(e) for e in expected] and len(got) == 5
+    assert [e.metadata["etag"] for e in got] == [e.metadata["etag"] for e in expected]
+    selected = [e async for e in rest.query(query, parameters, select=["RowKey", "When"])]
+    assert [dict(e) for e in selected] == [{"RowKey": f"{n:02}", "When": ROW["When"]} for n in range(2, 7)]
+    assert [e async for e in rest.query("PartitionKey eq @pk", {"pk": "nobody"})] == []
+
+
 async def test_table_writes_and_reads_work_over_a_sas(
     tables: tuple[Any, Any], storage_account: StorageAccount
 ) -> None:
@@ -274,5 +291,6 @@ async def test_table_writes_and_reads_work_over_a_sas(
         await rest.merge({"PartitionKey": "s", "RowKey": "a", "X": 1}, etag)
         row = await rest.get("s", "a")
         assert row is not None and row["X"] == 1
+        assert [r["X"] async for r in rest.query("PartitionKey eq @pk", {"pk": "s"})] == [1]
     finally:
         await http.close()

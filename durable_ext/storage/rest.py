@@ -20,7 +20,7 @@ import random
 import re
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import formatdate, parsedate_to_datetime
@@ -33,7 +33,7 @@ import yarl
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 from azure.data.tables import TableEntity
 from azure.data.tables._deserialize import _convert_to_entity
-from azure.data.tables._serialize import _add_entity_properties
+from azure.data.tables._serialize import _add_entity_properties, _parameter_filter_substitution
 
 from durable_ext.storage.account import StorageAccount, StorageCredential, use_environment_settings
 from durable_ext.storage.connections import storage_connector
@@ -302,6 +302,42 @@ class TableRestClient:
         entity: TableEntity = _convert_to_entity(json.loads(response.text))  # type: ignore[no-untyped-call]
         return entity
 
+    async def query(
+        self,
+        query_filter: str,
+        parameters: Mapping[str, Any] | None = None,
+        *,
+        select: Sequence[str] | None = None,
+        results_per_page: int | None = None,
+    ) -> AsyncIterator[TableEntity]:
+        """Query Entities as the SDK's ``query_entities`` does (same filter substitution, rows typed
+        by its converter), page by page.
+
+        The SDK's generated deserializer walks every property of every row before its converter runs:
+        reading the 2,004 rows of a 500-activity history took 295 ms, 160 ms of it in that walk
+        (benchmarks' ``dashboard`` scenario, 2026-12-06).
+        """
+        query = {"$filter": _parameter_filter_substitution(dict(parameters or {}), query_filter)}
+        if select is not None:
+            query["$select"] = ",".join(select)
+        if results_per_page is not None:
+            query["$top"] = str(results_per_page)
+        following: dict[str, str] = {}
+        while True:
+            arguments = "&".join(f"{k}={quote(v, safe='')}" for k, v in {**query, **following}.items())
+            response = await self._session.request(
+                "GET",
+                f"{self._endpoint}/{self.table_name}()?{arguments}",
+                table=True,
+                headers={"Accept": _MINIMAL_METADATA},
+            )
+            response.expect(200, f"query table {self.table_name}")
+            for row in json.loads(response.text)["value"]:
+                yield _convert_to_entity(row)  # type: ignore[no-untyped-call]
+            following = _continuation(response.headers)
+            if not following:
+                return
+
     async def merge(self, entity: Mapping[str, Any], etag: str | None = None) -> str:
         """Merge Entity with If-Match ``etag``, or Insert Or Merge without; returns the new ETag.
 
@@ -317,6 +353,15 @@ class TableRestClient:
         )
         response.expect(204, f"merge a row of table {self.table_name}")
         return response.headers.get("ETag", "")
+
+
+def _continuation(headers: Mapping[str, str]) -> dict[str, str]:
+    """The query arguments that ask for a query's next page; empty after the last page."""
+    keys = {
+        "NextPartitionKey": "x-ms-continuation-NextPartitionKey",
+        "NextRowKey": "x-ms-continuation-NextRowKey",
+    }
+    return {argument: headers[header] for argument, header in keys.items() if header in headers}
 
 
 def _batch_parts(text: str) -> list[RestResponse]:

@@ -436,7 +436,7 @@ class TrackingStore:
         sentinel's ETag and its CheckpointCompletedTimestamp."""
         pk = escape_partition_key(instance_id)
         select = None if columns is None else [*_SENTINEL_COLUMNS, *columns]
-        query = self._history.query_entities("PartitionKey eq @pk", parameters={"pk": pk}, select=select)
+        query = self._history_writes.query("PartitionKey eq @pk", {"pk": pk}, select=select)
         rows = [row async for row in query]
         rows.sort(key=lambda r: r["RowKey"])
         sentinel = rows.pop() if rows and rows[-1]["RowKey"] == SENTINEL_ROW_KEY else None
@@ -462,7 +462,7 @@ class TrackingStore:
         query = "PartitionKey eq @pk and RowKey lt @end"
         parameters = {"pk": pk, "end": history_row_key(count)}
         events: list[HistoryEvent] = []
-        async for row in self._history.query_entities(query, parameters=parameters):
+        async for row in self._history_writes.query(query, parameters):
             events.append((await self._history_event(row))[0])
         return events
 
@@ -482,9 +482,7 @@ class TrackingStore:
             "sentinel": SENTINEL_ROW_KEY,
             "execution": execution_id,
         }
-        rows = self._history.query_entities(
-            query, parameters=parameters, results_per_page=min(top + 1, MAX_QUERY_PAGE)
-        )
+        rows = self._history_writes.query(query, parameters, results_per_page=min(top + 1, MAX_QUERY_PAGE))
         events: list[HistoryEvent] = []
         async for row in rows:
             if len(events) == top:

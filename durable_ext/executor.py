@@ -67,6 +67,12 @@ class OrchestrationExecutor(Protocol):
         """Run the orchestrator; raises :class:`NonDeterminismError` when it contradicts its history."""
         ...
 
+    @property
+    def runs(self) -> Mapping[str, int]:
+        """Executions so far by how they ran: ``continued`` (a live orchestrator took the new events)
+        and ``replayed`` (the orchestrator ran from event 0)."""
+        ...
+
 
 class ActionKind(enum.Enum):
     """What one sequence number of the orchestrator stands for."""

@@ -99,6 +99,15 @@ async def test_metrics_after_a_small_orchestration(
     hits = value(families, "durable_ext_session_cache_hits_total")
     assert hits >= 1
     assert hits + value(families, "durable_ext_session_cache_misses_total") == succeeded
+    assert value(families, "durable_ext_session_cache_entries") == 2
+    # Both histories are held whole: each ends with its last episode's OrchestratorCompleted.
+    held = [len((await hub.tracking.load_history(instance)).events) for instance in (chain, catches)]
+    assert value(families, "durable_ext_session_cache_events") == sum(held)
+    # The chain's episodes after its first continued the live orchestrator; each execution ran at least
+    # once from event 0 (its first episode).
+    continued = value(families, "durable_ext_orchestrator_runs_total", mode="continued")
+    replayed = value(families, "durable_ext_orchestrator_runs_total", mode="replayed")
+    assert continued >= 1 and replayed >= 2
     assert value(families, "durable_ext_leases_owned") == 4
     assert value(families, "durable_ext_storage_up") == 1
     # The starts were put on control queues (201), and the checkpoints went to the tables.

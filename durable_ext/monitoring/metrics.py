@@ -17,9 +17,13 @@ Read when scraped (:class:`EngineCollector`):
   clients, by kind (``queue GET control/messages``, ``table POST $batch``, ...) and HTTP status
   (``none``: no answer);
 - ``durable_ext_leases_owned``: the partitions (control queues) this worker owns;
-- ``durable_ext_session_cache_hits_total`` / ``..._misses_total`` / ``durable_ext_session_cache_entries``:
-  episodes that found the instance's history in memory, those that read it from storage, and how
-  many instances the cache holds;
+- ``durable_ext_session_cache_hits_total`` / ``..._misses_total`` / ``durable_ext_session_cache_entries``
+  / ``durable_ext_session_cache_events``: episodes that found the instance's history in memory, those
+  that read it from storage, how many instances the cache holds and how many history events (the
+  bound on its memory);
+- ``durable_ext_orchestrator_runs_total{mode}``: orchestrator executions that ``continued`` a live
+  orchestrator with the new events, and those ``replayed`` from event 0 (a cache miss, a doubt, or
+  ``warmContinuation`` off);
 - from the latest queue sample (:mod:`durable_ext.monitoring.queues`): per partition
   ``durable_ext_control_queue_length{queue}`` and
   ``durable_ext_control_queue_oldest_message_age_seconds{queue}``, and
@@ -30,7 +34,7 @@ Read when scraped (:class:`EngineCollector`):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -95,11 +99,17 @@ class EngineCollector(Collector):
     """What the engine's state and storage say at scrape time (see the module docstring)."""
 
     def __init__(
-        self, requests: RequestTally, cache: SessionCache, queues: QueueMonitor, leases: Callable[[], int]
+        self,
+        requests: RequestTally,
+        cache: SessionCache,
+        queues: QueueMonitor,
+        leases: Callable[[], int],
+        runs: Callable[[], Mapping[str, int]],
     ) -> None:
-        """``leases`` counts the partitions owned now."""
+        """``leases`` counts the partitions owned now; ``runs`` the orchestrator executions by mode."""
         self._requests = requests
         self._cache = cache
+        self._runs = runs
         self._queues = queues
         self._leases = leases
 
@@ -137,6 +147,20 @@ class EngineCollector(Collector):
         yield GaugeMetricFamily(
             f"{PREFIX}_session_cache_entries", "Instances in the session cache.", value=len(cache)
         )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_session_cache_events",
+            "History events of the executions in the session cache (its memory bound).",
+            value=cache.events,
+        )
+        runs = CounterMetricFamily(
+            f"{PREFIX}_orchestrator_runs",
+            "Orchestrator executions: continued (a live orchestrator took the new events) or replayed "
+            "(from event 0).",
+            labels=["mode"],
+        )
+        for mode in ("continued", "replayed"):
+            runs.add_metric([mode], self._runs().get(mode, 0))
+        yield runs
 
     def _queue_families(self) -> Iterator[Metric]:
         sample = self._queues.latest

@@ -102,6 +102,7 @@ class Engine:
                 self.orchestrations.cache,
                 self.queues,
                 leases=lambda: len(self.orchestrations.owned),
+                runs=lambda: self.orchestrations.executor.runs,
             )
         )
         first_partition = hub.control_queues[0].name

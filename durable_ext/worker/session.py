@@ -143,6 +143,11 @@ class SessionCache:
         self.misses = 0
         """Takes that found none, or one idle too long."""
 
+    @property
+    def events(self) -> int:
+        """History events the cached executions hold: what bounds the cache's memory."""
+        return self._events
+
     def take(self, instance_id: str) -> Execution | None:
         """Remove and return the instance's execution if it has not been idle too long."""
         entry = self._entries.pop(instance_id, None)

@@ -4,7 +4,8 @@ For every owned control queue a loop dequeues batches (docs/storage-protocol.md 
 messages per instance and runs one episode per instance at a time: triage (``triage.py``), the
 episode's plan (``episode.py``, ``entity_episode.py``), then the checkpoint (``checkpoint.py``).
 Messages held meanwhile stay invisible through ``holds.py``; histories stay in memory between
-episodes in ``session.SessionCache``.
+episodes in ``session.SessionCache``; delayed messages this process sends to owned queues are taken
+at their due time through ``scheduled.py``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import dataclasses
 import logging
 import time
 import traceback
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
@@ -48,7 +49,7 @@ from durable_ext.worker.checkpoint import Checkpointer
 from durable_ext.worker.entity_episode import EntityPlanner
 from durable_ext.worker.episode import EpisodePlanner
 from durable_ext.worker.holds import HeldMessages, message_hold
-from durable_ext.worker.scheduled import ScheduledMessages
+from durable_ext.worker.scheduled import ScheduledHandoff
 from durable_ext.worker.session import Checkpoint, Execution, Session, SessionCache, first_execution
 from durable_ext.worker.triage import NO_HISTORY_DEQUEUE_LIMIT, Decisions, triage
 
@@ -132,9 +133,8 @@ class OrchestrationDispatcher:
             hub_name=hub.names.hub,
             storage=hub.account.describe(),
         )
-        self._scheduled = ScheduledMessages(self._take_due, clock=clock)
+        self.scheduling = ScheduledHandoff(self._backoffs.get, self._take_due, clock)
         """Delayed messages this process sent to owned queues, taken in memory at their due time."""
-        self._left_listeners: list[Callable[[ReceivedMessage, datetime], None]] = []
         self.cache = SessionCache(
             max_entries=SESSION_CACHE_INSTANCES,
             max_events=SESSION_CACHE_EVENTS,
@@ -219,52 +219,16 @@ class OrchestrationDispatcher:
         hold was not renewed in time): keep holding it under the new pop receipt."""
         return self._holds.adopt(work_item)
 
-    def schedules(self, queue_name: str) -> bool:
-        """Whether a delayed message for ``queue_name`` sent now would be taken in memory when due."""
-        return queue_name in self._loops and not self._scheduled.full
-
-    def schedule(self, message: ReceivedMessage, due: datetime) -> None:
-        """A delayed message was just sent to a control queue: if this worker owns it, take the
-        message at ``due`` rather than when a poll finds it (up to a back-off and a second later).
-
-        Past the in-memory bound, the queue's poller is woken when the message becomes visible.
-        """
-        backoff = self._backoffs.get(message.queue_name)
-        if backoff is not None and self._scheduled.add(message, due):
-            return
-        if backoff is not None:
-            _poll_when_visible(backoff, message)
-        # else not ours: the owner's poller finds the message once it is visible
-        self._left_to_queue(message, due)
-
-    def on_left_to_queue(self, listener: Callable[[ReceivedMessage, datetime], None]) -> None:
-        """Call ``listener(message, due)`` for each delayed message sent in this process that is not
-        (or no longer) kept in memory for its due time, but left to become visible in its queue."""
-        self._left_listeners.append(listener)
-
-    def _left_to_queue(self, message: ReceivedMessage, due: datetime) -> None:
-        for listener in self._left_listeners:
-            listener(message, due)
-
-    @property
-    def scheduled(self) -> ScheduledMessages:
-        """The delayed messages waiting in memory for their time."""
-        return self._scheduled
-
-    def _take_due(self, message: ReceivedMessage) -> None:
+    def _take_due(self, message: ReceivedMessage) -> bool:
         """A scheduled message's time has come (it stays invisible in its queue for one or two seconds
-        more, ``SCHEDULED_MARGIN``): take it as if a poll had returned it, or let the poller find it."""
-        backoff = self._backoffs.get(message.queue_name)
-        if backoff is None:
-            return
+        more, ``SCHEDULED_MARGIN``): take it as if a poll had returned it; False when there is no room."""
         if not self._has_room(message.queue_name, self._provider.control_queue_buffer_threshold):
-            _poll_when_visible(backoff, message)
-            self._left_to_queue(message, message.due or self._clock.now())
-            return
+            return False
         self._dispatch(message.queue_name, [message])
         # It turns visible within two seconds: unless its episode is done by then, hide it for a hold
         # just before, so that no poller (this one or a next owner's) takes a second copy.
         self._holds.renew_before_visible(message)
+        return True
 
     def _in_background(self, instance_id: str, work: Coroutine[Any, Any, Any]) -> asyncio.Task[None]:
         task = asyncio.create_task(self._log_failure(instance_id, work))
@@ -302,8 +266,7 @@ class OrchestrationDispatcher:
         # Scheduled wakes and in-memory deliveries end with the ownership; the messages themselves
         # become visible in the queue at their time, for the next owner.
         self._backoffs.pop(partition_id, None)
-        for message, due in self._scheduled.drop(partition_id):
-            self._left_to_queue(message, due)
+        self.scheduling.drop(partition_id)
         if loop is not None:
             loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -455,7 +418,7 @@ class OrchestrationDispatcher:
             self._returning[message.message_id] = message.next_visible_on
         backoff = self._backoffs.get(message.queue_name)
         if backoff is not None:
-            _poll_when_visible(backoff, message)  # back after its back-off, not a polling interval
+            backoff.wake_when_visible(message)  # back after its back-off, not a polling interval
 
     async def _delete(self, message: ReceivedMessage) -> None:
         await self._holds.release(message)
@@ -541,10 +504,3 @@ class OrchestrationDispatcher:
             # this one and restarts the instance, as if it had come a moment later.
             return needing[0].start_row
         return await self._hub.tracking.get_instance(instance_id, fetch_large_values=False)
-
-
-def _poll_when_visible(backoff: BackoffPolling, message: ReceivedMessage) -> None:
-    """Wake ``backoff``'s poller when ``message`` is due to become visible in its queue."""
-    if message.next_visible_on is not None:
-        seconds = (message.next_visible_on - utc_now()).total_seconds()
-        backoff.wake_at(asyncio.get_running_loop().time() + seconds)

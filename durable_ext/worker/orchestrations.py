@@ -15,7 +15,6 @@ import contextlib
 import dataclasses
 import logging
 import time
-import traceback
 from collections.abc import Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -38,7 +37,6 @@ from durable_ext.logs import hub_log
 from durable_ext.messages import MessageData
 from durable_ext.monitoring.metrics import WorkerMetrics
 from durable_ext.replay import DfOrchestrationExecutor
-from durable_ext.storage.instances import QUARANTINE_MARK
 from durable_ext.storage.outage import storage_health
 from durable_ext.storage.quarantine import POISON_DEQUEUE_COUNT
 from durable_ext.storage.queues import Handoff, MessageQueue, ReceivedMessage
@@ -49,6 +47,7 @@ from durable_ext.worker.checkpoint import Checkpointer
 from durable_ext.worker.entity_episode import EntityPlanner
 from durable_ext.worker.episode import EpisodePlanner
 from durable_ext.worker.holds import HeldMessages, message_hold
+from durable_ext.worker.poison import quarantine_episode_messages
 from durable_ext.worker.scheduled import ScheduledHandoff
 from durable_ext.worker.session import Checkpoint, Execution, Session, SessionCache, first_execution
 from durable_ext.worker.triage import NO_HISTORY_DEQUEUE_LIMIT, Decisions, triage
@@ -379,33 +378,10 @@ class OrchestrationDispatcher:
                 self._log.instance(instance_id).exception("episode failed; messages abandoned")
                 poison = [m for m in messages if m.dequeue_count > POISON_DEQUEUE_COUNT]
             if poison:
-                await self._quarantine(instance_id, poison, exc)
+                await quarantine_episode_messages(self._hub, instance_id, poison, exc, self._delete)
             rest = [m for m in messages if m not in poison]
             await asyncio.gather(*(self._abandon(m) for m in rest), return_exceptions=True)
             return [], "failed"
-
-    async def _quarantine(self, instance_id: str, poison: list[ReceivedMessage], exc: Exception) -> None:
-        """Take messages that keep failing their episode out of the queue; the row says why.
-
-        Only a genuine failure (not a storage outage) of a message already dequeued more than
-        POISON_DEQUEUE_COUNT times gets here. The Instances row turns Failed with the reason, and
-        turns back as soon as a later episode of the instance succeeds (e.g. after ``doctor --fix``
-        put the message back).
-        """
-        reason = (
-            f"{QUARANTINE_MARK} {len(poison)} message(s) of this instance in table "
-            f"{self._hub.quarantine.table_name} after they failed {POISON_DEQUEUE_COUNT}+ times "
-            f"(last error: {type(exc).__name__}: {exc}); see `python -m durable_ext doctor`"
-        )
-        try:
-            for message in poison:
-                await self._hub.quarantine.add(message, "".join(traceback.format_exception(exc)))
-                await self._delete(message)
-            await self._hub.instances.quarantined(instance_id, reason)
-        except Exception:
-            self._log.instance(instance_id).warning("quarantine failed", exc_info=True)
-            return
-        self._log.instance(instance_id).error("%s", reason)
 
     def _queue_of(self, message: ReceivedMessage) -> MessageQueue:
         """The queue holding ``message``: a control queue, or the work-item queue for a direct result."""

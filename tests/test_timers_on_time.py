@@ -282,11 +282,11 @@ async def test_what_was_scheduled_for_a_released_partition_is_dropped(
         queue_name = hub.control_queue_for(instance).name
 
         async def _scheduled() -> bool:
-            return dispatcher.scheduled.pending(queue_name) == 1
+            return dispatcher.scheduling.messages.pending(queue_name) == 1
 
         await poll(_scheduled, "the timer to be scheduled in memory", TIMEOUT)
         await dispatcher.stop_listening(queue_name)
-        assert dispatcher.scheduled.pending(queue_name) == 0
+        assert dispatcher.scheduling.messages.pending(queue_name) == 0
         # The partition comes back at once, with a fresh poller that has just polled and now backs
         # off. Had the old delivery been kept, it would take the message at its time and hide it.
         await dispatcher.start_listening(queue_name)

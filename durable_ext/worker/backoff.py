@@ -16,6 +16,9 @@ import heapq
 import random
 from datetime import timedelta
 
+from durable_ext.history import utc_now
+from durable_ext.storage.queues import ReceivedMessage
+
 MIN_INTERVAL = timedelta(milliseconds=50)
 GROWTH = 3
 """How much longer each empty poll's wait is than the one before (DT.AS doubles it). Work sent in this
@@ -62,6 +65,12 @@ class BackoffPolling:
         """
         heapq.heappush(self._due, when)
         self._signal.set()
+
+    def wake_when_visible(self, message: ReceivedMessage) -> None:
+        """End a wait when ``message`` is due to become visible in its queue (:meth:`wake_at`)."""
+        if message.next_visible_on is not None:
+            seconds = (message.next_visible_on - utc_now()).total_seconds()
+            self.wake_at(asyncio.get_running_loop().time() + seconds)
 
     def next_interval(self) -> float:
         """Seconds to wait after one more empty poll: 0, 50 ms, then ~50 ms + GROWTH^(k-1) * 50 ms."""

@@ -146,11 +146,11 @@ class Engine:
 
     def schedules(self, queue_name: str) -> bool:
         """Whether this engine takes a delayed message for ``queue_name`` in memory at its time."""
-        return self.orchestrations.schedules(queue_name)
+        return self.orchestrations.scheduling.schedules(queue_name)
 
     def scheduled(self, message: ReceivedMessage, due: datetime) -> None:
         """A delayed message was sent in this process: take it at ``due`` if its queue is ours."""
-        self.orchestrations.schedule(message, due)
+        self.orchestrations.scheduling.schedule(message, due)
 
     @property
     def idle(self) -> bool:

@@ -4,7 +4,8 @@ For every owned control queue a loop dequeues batches (docs/storage-protocol.md 
 messages per instance and runs one episode per instance at a time: triage (``triage.py``), the
 episode's plan (``episode.py``, ``entity_episode.py``), then the checkpoint (``checkpoint.py``).
 Messages held meanwhile stay invisible through ``holds.py``; histories stay in memory between
-episodes in ``session.SessionCache``.
+episodes in ``session.SessionCache``; delayed messages this process sends to owned queues are taken
+at their due time through ``scheduled.py``.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-import traceback
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,7 +37,6 @@ from durable_ext.logs import hub_log
 from durable_ext.messages import MessageData
 from durable_ext.monitoring.metrics import WorkerMetrics
 from durable_ext.replay import DfOrchestrationExecutor
-from durable_ext.storage.instances import QUARANTINE_MARK
 from durable_ext.storage.outage import storage_health
 from durable_ext.storage.quarantine import POISON_DEQUEUE_COUNT
 from durable_ext.storage.queues import Handoff, MessageQueue, ReceivedMessage
@@ -48,7 +47,8 @@ from durable_ext.worker.checkpoint import Checkpointer
 from durable_ext.worker.entity_episode import EntityPlanner
 from durable_ext.worker.episode import EpisodePlanner
 from durable_ext.worker.holds import HeldMessages, message_hold
-from durable_ext.worker.scheduled import ScheduledMessages
+from durable_ext.worker.poison import quarantine_episode_messages
+from durable_ext.worker.scheduled import ScheduledHandoff
 from durable_ext.worker.session import Checkpoint, Execution, Session, SessionCache, first_execution
 from durable_ext.worker.triage import NO_HISTORY_DEQUEUE_LIMIT, Decisions, triage
 
@@ -132,9 +132,8 @@ class OrchestrationDispatcher:
             hub_name=hub.names.hub,
             storage=hub.account.describe(),
         )
-        self._scheduled = ScheduledMessages(self._take_due, clock=clock)
+        self.scheduling = ScheduledHandoff(self._backoffs.get, self._take_due, clock)
         """Delayed messages this process sent to owned queues, taken in memory at their due time."""
-        self._left_listeners: list[Callable[[ReceivedMessage, datetime], None]] = []
         self.cache = SessionCache(
             max_entries=SESSION_CACHE_INSTANCES,
             max_events=SESSION_CACHE_EVENTS,
@@ -219,52 +218,16 @@ class OrchestrationDispatcher:
         hold was not renewed in time): keep holding it under the new pop receipt."""
         return self._holds.adopt(work_item)
 
-    def schedules(self, queue_name: str) -> bool:
-        """Whether a delayed message for ``queue_name`` sent now would be taken in memory when due."""
-        return queue_name in self._loops and not self._scheduled.full
-
-    def schedule(self, message: ReceivedMessage, due: datetime) -> None:
-        """A delayed message was just sent to a control queue: if this worker owns it, take the
-        message at ``due`` rather than when a poll finds it (up to a back-off and a second later).
-
-        Past the in-memory bound, the queue's poller is woken when the message becomes visible.
-        """
-        backoff = self._backoffs.get(message.queue_name)
-        if backoff is not None and self._scheduled.add(message, due):
-            return
-        if backoff is not None:
-            _poll_when_visible(backoff, message)
-        # else not ours: the owner's poller finds the message once it is visible
-        self._left_to_queue(message, due)
-
-    def on_left_to_queue(self, listener: Callable[[ReceivedMessage, datetime], None]) -> None:
-        """Call ``listener(message, due)`` for each delayed message sent in this process that is not
-        (or no longer) kept in memory for its due time, but left to become visible in its queue."""
-        self._left_listeners.append(listener)
-
-    def _left_to_queue(self, message: ReceivedMessage, due: datetime) -> None:
-        for listener in self._left_listeners:
-            listener(message, due)
-
-    @property
-    def scheduled(self) -> ScheduledMessages:
-        """The delayed messages waiting in memory for their time."""
-        return self._scheduled
-
-    def _take_due(self, message: ReceivedMessage) -> None:
+    def _take_due(self, message: ReceivedMessage) -> bool:
         """A scheduled message's time has come (it stays invisible in its queue for one or two seconds
-        more, ``SCHEDULED_MARGIN``): take it as if a poll had returned it, or let the poller find it."""
-        backoff = self._backoffs.get(message.queue_name)
-        if backoff is None:
-            return
+        more, ``SCHEDULED_MARGIN``): take it as if a poll had returned it; False when there is no room."""
         if not self._has_room(message.queue_name, self._provider.control_queue_buffer_threshold):
-            _poll_when_visible(backoff, message)
-            self._left_to_queue(message, message.due or self._clock.now())
-            return
+            return False
         self._dispatch(message.queue_name, [message])
         # It turns visible within two seconds: unless its episode is done by then, hide it for a hold
         # just before, so that no poller (this one or a next owner's) takes a second copy.
         self._holds.renew_before_visible(message)
+        return True
 
     def _in_background(self, instance_id: str, work: Coroutine[Any, Any, Any]) -> asyncio.Task[None]:
         task = asyncio.create_task(self._log_failure(instance_id, work))
@@ -302,8 +265,7 @@ class OrchestrationDispatcher:
         # Scheduled wakes and in-memory deliveries end with the ownership; the messages themselves
         # become visible in the queue at their time, for the next owner.
         self._backoffs.pop(partition_id, None)
-        for message, due in self._scheduled.drop(partition_id):
-            self._left_to_queue(message, due)
+        self.scheduling.drop(partition_id)
         if loop is not None:
             loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -416,33 +378,10 @@ class OrchestrationDispatcher:
                 self._log.instance(instance_id).exception("episode failed; messages abandoned")
                 poison = [m for m in messages if m.dequeue_count > POISON_DEQUEUE_COUNT]
             if poison:
-                await self._quarantine(instance_id, poison, exc)
+                await quarantine_episode_messages(self._hub, instance_id, poison, exc, self._delete)
             rest = [m for m in messages if m not in poison]
             await asyncio.gather(*(self._abandon(m) for m in rest), return_exceptions=True)
             return [], "failed"
-
-    async def _quarantine(self, instance_id: str, poison: list[ReceivedMessage], exc: Exception) -> None:
-        """Take messages that keep failing their episode out of the queue; the row says why.
-
-        Only a genuine failure (not a storage outage) of a message already dequeued more than
-        POISON_DEQUEUE_COUNT times gets here. The Instances row turns Failed with the reason, and
-        turns back as soon as a later episode of the instance succeeds (e.g. after ``doctor --fix``
-        put the message back).
-        """
-        reason = (
-            f"{QUARANTINE_MARK} {len(poison)} message(s) of this instance in table "
-            f"{self._hub.quarantine.table_name} after they failed {POISON_DEQUEUE_COUNT}+ times "
-            f"(last error: {type(exc).__name__}: {exc}); see `python -m durable_ext doctor`"
-        )
-        try:
-            for message in poison:
-                await self._hub.quarantine.add(message, "".join(traceback.format_exception(exc)))
-                await self._delete(message)
-            await self._hub.instances.quarantined(instance_id, reason)
-        except Exception:
-            self._log.instance(instance_id).warning("quarantine failed", exc_info=True)
-            return
-        self._log.instance(instance_id).error("%s", reason)
 
     def _queue_of(self, message: ReceivedMessage) -> MessageQueue:
         """The queue holding ``message``: a control queue, or the work-item queue for a direct result."""
@@ -455,7 +394,7 @@ class OrchestrationDispatcher:
             self._returning[message.message_id] = message.next_visible_on
         backoff = self._backoffs.get(message.queue_name)
         if backoff is not None:
-            _poll_when_visible(backoff, message)  # back after its back-off, not a polling interval
+            backoff.wake_when_visible(message)  # back after its back-off, not a polling interval
 
     async def _delete(self, message: ReceivedMessage) -> None:
         await self._holds.release(message)
@@ -541,10 +480,3 @@ class OrchestrationDispatcher:
             # this one and restarts the instance, as if it had come a moment later.
             return needing[0].start_row
         return await self._hub.tracking.get_instance(instance_id, fetch_large_values=False)
-
-
-def _poll_when_visible(backoff: BackoffPolling, message: ReceivedMessage) -> None:
-    """Wake ``backoff``'s poller when ``message`` is due to become visible in its queue."""
-    if message.next_visible_on is not None:
-        seconds = (message.next_visible_on - utc_now()).total_seconds()
-        backoff.wake_at(asyncio.get_running_loop().time() + seconds)

@@ -6,11 +6,11 @@ control-queue message put invisible until its time. Azure Queues count that time
 worker that waits for the queue sees such a message up to a second, or a whole back-off, late.
 
 When this worker sent the message to a queue it owns, it knows both the message (with the pop receipt
-of its put) and its due time: :class:`ScheduledMessages` keeps it and hands it to the dispatcher at
-that instant, which then takes it as if a poll had returned it. The queue message stays the durable
-truth: it is deleted only by the checkpoint that records it, and if this worker dies or gives the
-partition up first, the message becomes visible to whoever owns the queue then, one to two seconds
-after its time (``SCHEDULED_MARGIN`` in storage/queues.py).
+of its put) and its due time: :class:`ScheduledMessages` keeps it until that instant, when
+:class:`ScheduledHandoff` hands it to the dispatcher, which takes it as if a poll had returned it.
+The queue message stays the durable truth: it is deleted only by the checkpoint that records it, and
+if this worker dies or gives the partition up first, the message becomes visible to whoever owns the
+queue then, one to two seconds after its time (``SCHEDULED_MARGIN`` in storage/queues.py).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from datetime import datetime
 
 from durable_ext.clock import SYSTEM_CLOCK, Clock
 from durable_ext.storage.queues import ReceivedMessage
+from durable_ext.worker.backoff import BackoffPolling
 
 SCHEDULED_LIMIT = 10_000
 """Delayed messages kept in memory per dispatcher; past this bound they wait in their queue only."""
@@ -109,3 +110,67 @@ class ScheduledMessages:
             return
         del self._entries[key]
         self._take(entry.message)
+
+
+class ScheduledHandoff:
+    """The dispatcher's delayed messages: those of owned control queues are kept in
+    :attr:`messages` and taken at their due time; the others are left to become visible in their
+    queue, and the :meth:`on_left_to_queue` listeners are told."""
+
+    def __init__(
+        self,
+        backoff_of: Callable[[str], BackoffPolling | None],
+        take: Callable[[ReceivedMessage], bool],
+        clock: Clock,
+    ) -> None:
+        """``backoff_of`` is the back-off of an owned control queue's poller (None when the queue is
+        not owned); ``take`` takes a due message as if a poll had returned it, False when the
+        dispatcher has no room for it; ``clock`` is the engine's."""
+        self._backoff_of = backoff_of
+        self._take = take
+        self._clock = clock
+        self.messages = ScheduledMessages(self._take_due, clock=clock)
+        """The delayed messages waiting in memory for their time."""
+        self._left_listeners: list[Callable[[ReceivedMessage, datetime], None]] = []
+
+    def schedules(self, queue_name: str) -> bool:
+        """Whether a delayed message for ``queue_name`` sent now would be taken in memory when due."""
+        return self._backoff_of(queue_name) is not None and not self.messages.full
+
+    def schedule(self, message: ReceivedMessage, due: datetime) -> None:
+        """A delayed message was just sent to a control queue: if this worker owns it, take the
+        message at ``due`` rather than when a poll finds it (up to a back-off and a second later).
+
+        Past the in-memory bound, the queue's poller is woken when the message becomes visible.
+        """
+        backoff = self._backoff_of(message.queue_name)
+        if backoff is not None and self.messages.add(message, due):
+            return
+        if backoff is not None:
+            backoff.wake_when_visible(message)
+        # else not ours: the owner's poller finds the message once it is visible
+        self._left_to_queue(message, due)
+
+    def on_left_to_queue(self, listener: Callable[[ReceivedMessage, datetime], None]) -> None:
+        """Call ``listener(message, due)`` for each delayed message sent in this process that is not
+        (or no longer) kept in memory for its due time, but left to become visible in its queue."""
+        self._left_listeners.append(listener)
+
+    def drop(self, queue_name: str) -> None:
+        """The worker no longer owns ``queue_name``: its messages become visible in the queue at their
+        time, for the next owner."""
+        for message, due in self.messages.drop(queue_name):
+            self._left_to_queue(message, due)
+
+    def _left_to_queue(self, message: ReceivedMessage, due: datetime) -> None:
+        for listener in self._left_listeners:
+            listener(message, due)
+
+    def _take_due(self, message: ReceivedMessage) -> None:
+        """A kept message's time has come: the dispatcher takes it, or its poller finds it."""
+        backoff = self._backoff_of(message.queue_name)
+        if backoff is None:
+            return
+        if not self._take(message):
+            backoff.wake_when_visible(message)
+            self._left_to_queue(message, message.due or self._clock.now())

@@ -58,7 +58,7 @@ class TimeSkipper:
         self._task: asyncio.Task[None] | None = None
         self._log = hub_log(logger, engine.hub.names.hub)
         self._storage = engine.hub.account.describe()
-        engine.orchestrations.on_left_to_queue(self._leave)
+        engine.orchestrations.scheduling.on_left_to_queue(self._leave)
 
     @contextlib.asynccontextmanager
     async def skipping(self) -> AsyncIterator[None]:
@@ -73,7 +73,7 @@ class TimeSkipper:
     def next_due(self) -> datetime | None:
         """The earliest due time of the delayed messages the engine sent, None when there are none."""
         dues = [due for _, due in self._left.values()]
-        kept = self._engine.orchestrations.scheduled.earliest()
+        kept = self._engine.orchestrations.scheduling.messages.earliest()
         if kept is not None:
             dues.append(kept)
         return min(dues, default=None)
@@ -126,7 +126,7 @@ class TimeSkipper:
             return
         if self._clock.advance_to(due):
             self._log.info("time skipped to %s (%s ahead of the wall clock)", due, self._clock.skipped)
-        self._engine.orchestrations.scheduled.rearm()
+        self._engine.orchestrations.scheduling.messages.rearm()
         now = self._clock.now()
         for key, (message, when) in list(self._left.items()):
             if when <= now:

@@ -36,6 +36,7 @@ from durable_ext.storage.tracking import (
     history_row_key,
     unescape_partition_key,
 )
+from tests.engine_support import received_again
 from tests.sample_events import T0, sample_events
 
 VISIBILITY = timedelta(minutes=5)
@@ -460,6 +461,23 @@ async def test_messages_route_to_the_fnv_partition_and_round_trip(hub: TaskHub) 
         assert received.dequeue_count == 1
         await queue.delete(received)
         assert await queue.approximate_count() == 0
+
+
+async def test_a_copy_dequeued_again_since_is_superseded_not_an_error(hub: TaskHub) -> None:
+    """A holder whose hold ran out before its renewal: a poll took the message again. The stale copy's
+    delete, renewal and abandon change nothing and raise nothing; the newer copy still works."""
+    queue = hub.control_queue_for("again")
+    await queue.send(_message("again"))
+    [stale] = await queue.receive(1, timedelta(seconds=1))
+    newer = await received_again(queue)
+    assert newer.message_id == stale.message_id and newer.pop_receipt != stale.pop_receipt
+    await queue.delete(stale)
+    assert not await queue.renew(stale, VISIBILITY)
+    await queue.abandon(stale, delay=timedelta(0))
+    assert await queue.approximate_count() == 1 and not await queue.has_visible(), "newer still hidden"
+    assert await queue.renew(newer, VISIBILITY)
+    await queue.delete(newer)
+    assert await queue.approximate_count() == 0
 
 
 async def test_every_event_type_round_trips_through_a_queue(hub: TaskHub) -> None:

@@ -18,19 +18,20 @@ from durable_ext.config import StorageProviderOptions
 from durable_ext.history import (
     EventType,
     HistoryEvent,
+    OrchestrationInstance,
     OrchestrationStatus,
     OrchestratorStartedEvent,
     TimerFiredEvent,
     utc_now,
 )
-from durable_ext.messages import MessageData
+from durable_ext.messages import MessageData, TaskMessage
 from durable_ext.storage.queues import ReceivedMessage
 from durable_ext.storage.taskhub import TaskHub
 from durable_ext.worker.backoff import BackoffPolling
 from durable_ext.worker.engine import Engine
 from durable_ext.worker.holds import HeldMessages
 from durable_ext.worker.scheduled import ScheduledMessages
-from tests.engine_support import engine_for, poll
+from tests.engine_support import engine_for, poll, received_again
 
 MAX_INTERVAL = timedelta(seconds=30)
 TIMEOUT = 20.0
@@ -266,6 +267,27 @@ async def test_a_message_taken_when_due_is_renewed_before_it_turns_visible_unles
         assert taken.next_visible_on is not None and taken.next_visible_on > first_visible
     finally:
         await holds.stop()
+
+
+async def test_a_renewal_of_a_superseded_copy_leaves_the_newer_copy_held(hub: TaskHub) -> None:
+    """The hold ran out and a poll took the message again while its renewal was on its way: the
+    renewal fails on the stale receipt, and the newer copy, held meanwhile, stays held."""
+    queue = hub.control_queues[0]
+    holds = HeldMessages(
+        timedelta(seconds=20), lambda _: queue, hub_name=hub.names.hub, storage=hub.account.describe()
+    )
+    event = TimerFiredEvent(timer_id=0, fire_at=utc_now())
+    await queue.send(MessageData(TaskMessage(event, OrchestrationInstance("again", "e"))))
+    [stale] = await queue.receive(1, timedelta(seconds=1))
+    holds.hold_message(stale)
+    newer = await received_again(queue)
+    renewals = holds.renew_due()  # the stale copy's renewal, not started yet
+    holds.hold_message(newer)  # the poll's copy replaces it, as the dispatcher does
+    await asyncio.wait(renewals)
+    assert len(holds) == 1
+    await holds.release(newer)
+    await queue.delete(newer)
+    assert await queue.approximate_count() == 0
 
 
 @pytest.mark.usefixtures("backed_off")

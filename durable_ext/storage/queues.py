@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from durable_ext.errors import MessageFormatError
 from durable_ext.history import utc_now
@@ -53,6 +53,12 @@ def abandon_delay(dequeue_count: int) -> timedelta:
     if dequeue_count > 30:
         return MAX_ABANDON_DELAY
     return min(timedelta(seconds=2**dequeue_count), MAX_ABANDON_DELAY)
+
+
+def superseded(exc: HttpResponseError) -> bool:
+    """Whether ``exc`` says a message was dequeued again since the pop receipt that was sent
+    (Azure Queues' 400 ``PopReceiptMismatch``)."""
+    return exc.status_code == 400 and getattr(exc, "error_code", None) == "PopReceiptMismatch"
 
 
 @dataclass
@@ -237,11 +243,22 @@ class MessageQueue:
         return result
 
     async def delete(self, message: ReceivedMessage) -> None:
-        """Delete a processed message; one already gone is logged, not raised."""
+        """Delete a processed message; one already gone, or dequeued again since, is logged, not raised."""
         try:
             await self._client.delete(message.message_id, message.pop_receipt)
         except ResourceNotFoundError:
             logger.info("queue %s: message %s was already gone", self.name, message.message_id)
+        except HttpResponseError as exc:
+            if not superseded(exc):
+                raise
+            self._log_superseded(message.message_id)
+
+    def _log_superseded(self, message_id: str) -> None:
+        # Its hold ran out (storage slower than a renewal) and a poll took it again: the newer copy
+        # stands for it and meets the history that already records it, which drops it.
+        logger.info(
+            "queue %s: message %s was dequeued again; its newer copy stands for it", self.name, message_id
+        )
 
     async def abandon(self, message: ReceivedMessage, delay: timedelta | None = None) -> None:
         """Make a message visible again after a back-off (default: by its dequeue count)."""
@@ -252,7 +269,8 @@ class MessageQueue:
             message.next_visible_on = utc_now() + timedelta(seconds=int(wait.total_seconds()))
 
     async def renew(self, message: ReceivedMessage, hold: timedelta) -> bool:
-        """Keep a held message invisible for ``hold`` from now; False if it is gone."""
+        """Keep a held message invisible for ``hold`` from now; False if it is gone or was dequeued
+        again since (its pop receipt is stale)."""
         receipt = await self._update_visibility(message.message_id, message.pop_receipt, hold)
         if not receipt:
             return False
@@ -267,6 +285,11 @@ class MessageQueue:
             )
         except ResourceNotFoundError:
             logger.info("queue %s: message %s was already gone", self.name, message_id)
+            return None
+        except HttpResponseError as exc:
+            if not superseded(exc):
+                raise
+            self._log_superseded(message_id)
             return None
         return receipt or None
 

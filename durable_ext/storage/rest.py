@@ -164,7 +164,8 @@ class QueueRestClient:
         return _parse_messages(response.text)
 
     async def delete(self, message_id: str, pop_receipt: str) -> None:
-        """Delete Message; ResourceNotFoundError when it is gone (or the receipt is stale)."""
+        """Delete Message; ResourceNotFoundError when it is gone, HttpResponseError 400
+        ``PopReceiptMismatch`` when it was dequeued again since ``pop_receipt``."""
         response = await self._session.request("DELETE", self._message_url(message_id, pop_receipt))
         response.expect(204, f"delete a message from queue {self.queue_name}")
 
@@ -406,6 +407,7 @@ class RestResponse:
         else:
             error = HttpResponseError(message=message)
         error.status_code = self.status
+        error.error_code = code  # type: ignore[attr-defined]  # as the storage SDKs' errors carry it
         raise error
 
 

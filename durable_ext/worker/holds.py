@@ -160,8 +160,11 @@ class HeldMessages:
     async def _renew(self, key: tuple[str, str], message: ReceivedMessage) -> None:
         try:
             async with self._limit:
-                if key in self._held and not await self._queue_of(message).renew(message, self.hold):
-                    self._held.pop(key, None)  # deleted meanwhile (e.g. by a purge): nothing to keep
+                gone = key in self._held and not await self._queue_of(message).renew(message, self.hold)
+                # Deleted meanwhile (e.g. by a purge): nothing to keep. Or a poll took it again and a
+                # newer copy is held now under the same key: that one stays.
+                if gone and self._held.get(key) is message:
+                    del self._held[key]
         except Exception as exc:
             self._report_failure(exc)
         else:

@@ -269,6 +269,39 @@ async def test_a_message_taken_when_due_is_renewed_before_it_turns_visible_unles
         await holds.stop()
 
 
+async def test_a_message_held_long_is_renewed_for_as_long_as_it_was_held(hub: TaskHub) -> None:
+    """Renewals of a message that waits in memory grow apart (each hides it for as long as it has been
+    held), up to the longest renewal."""
+    queue = hub.control_queues[0]
+    longest = timedelta(seconds=4)
+    holds = HeldMessages(
+        timedelta(seconds=1),
+        lambda _: queue,
+        hub_name=hub.names.hub,
+        storage=hub.account.describe(),
+        longest=longest,
+    )
+    event = TimerFiredEvent(timer_id=0, fire_at=utc_now())
+    await queue.send(MessageData(TaskMessage(event, OrchestrationInstance("long", "e"))))
+    [message] = await queue.receive(1, timedelta(seconds=1))
+    holds.hold_message(message)
+    hidden: list[float] = []
+
+    async def hidden_for_long() -> bool:
+        assert message.next_visible_on is not None
+        hidden.append((message.next_visible_on - utc_now()).total_seconds())
+        return hidden[-1] > 2.5
+
+    holds.start()
+    try:
+        await poll(hidden_for_long, "a renewal longer than the first hold", TIMEOUT)
+        assert not await queue.has_visible(), "held throughout"
+        assert max(hidden) <= longest.total_seconds() + 0.5
+    finally:
+        await holds.stop()
+    assert holds.renewal(("nobody", "x")) == timedelta(seconds=1)
+
+
 async def test_a_renewal_of_a_superseded_copy_leaves_the_newer_copy_held(hub: TaskHub) -> None:
     """The hold ran out and a poll took the message again while its renewal was on its way: the
     renewal fails on the stale receipt, and the newer copy, held meanwhile, stays held."""

@@ -131,6 +131,7 @@ class OrchestrationDispatcher:
             self._queue_of,
             hub_name=hub.names.hub,
             storage=hub.account.describe(),
+            longest=self._provider.control_queue_visibility_timeout,
         )
         self.scheduling = ScheduledHandoff(self._backoffs.get, self._take_due, clock)
         """Delayed messages this process sent to owned queues, taken in memory at their due time."""

@@ -164,7 +164,7 @@ class TaskHub:
             self._tables.get_table_client(self.names.history_table),
             self._tables.get_table_client(self.names.instances_table),
             self.large_messages,
-            history_writes=TableRestClient(account, self.names.history_table, self._http),
+            history_rest=TableRestClient(account, self.names.history_table, self._http),
             instance_rows=TableRestClient(account, self.names.instances_table, self._http),
         )
         self.instances = InstanceRows(self.tracking)

@@ -347,16 +347,16 @@ class TrackingStore:
         instances: TableClient,
         large_messages: LargeMessageStore,
         *,
-        history_writes: TableRestClient,
+        history_rest: TableRestClient,
         instance_rows: TableRestClient,
     ) -> None:
-        """The SDK clients query and purge; the checkpoint's writes and point reads of Instances rows go
-        through the REST clients."""
+        """The SDK clients query Instances and purge; History reads and the checkpoint's writes, and
+        point reads of Instances rows, go through the REST clients."""
         self.hub_name = hub_name
         self._history = history
         self._instances = instances
         self._large = large_messages
-        self._history_writes = history_writes
+        self._history_rest = history_rest
         self._instance_rows = instance_rows
 
     # ---- History ------------------------------------------------------------------------------
@@ -436,7 +436,7 @@ class TrackingStore:
         sentinel's ETag and its CheckpointCompletedTimestamp."""
         pk = escape_partition_key(instance_id)
         select = None if columns is None else [*_SENTINEL_COLUMNS, *columns]
-        query = self._history_writes.query("PartitionKey eq @pk", {"pk": pk}, select=select)
+        query = self._history_rest.query("PartitionKey eq @pk", {"pk": pk}, select=select)
         rows = [row async for row in query]
         rows.sort(key=lambda r: r["RowKey"])
         sentinel = rows.pop() if rows and rows[-1]["RowKey"] == SENTINEL_ROW_KEY else None
@@ -462,7 +462,7 @@ class TrackingStore:
         query = "PartitionKey eq @pk and RowKey lt @end"
         parameters = {"pk": pk, "end": history_row_key(count)}
         events: list[HistoryEvent] = []
-        async for row in self._history_writes.query(query, parameters):
+        async for row in self._history_rest.query(query, parameters):
             events.append((await self._history_event(row))[0])
         return events
 
@@ -482,7 +482,7 @@ class TrackingStore:
             "sentinel": SENTINEL_ROW_KEY,
             "execution": execution_id,
         }
-        rows = self._history_writes.query(query, parameters, results_per_page=min(top + 1, MAX_QUERY_PAGE))
+        rows = self._history_rest.query(query, parameters, results_per_page=min(top + 1, MAX_QUERY_PAGE))
         events: list[HistoryEvent] = []
         async for row in rows:
             if len(events) == top:
@@ -500,7 +500,7 @@ class TrackingStore:
             "execution": execution_id,
             "type": EventType.SubOrchestrationInstanceCreated.name,
         }
-        rows = self._history.query_entities(query, parameters=parameters, select=["RowKey", "InstanceId"])
+        rows = self._history_rest.query(query, parameters, select=["RowKey", "InstanceId"])
         created = sorted([(row["RowKey"], row.get("InstanceId")) async for row in rows])
         return list(dict.fromkeys(child for _, child in created if child))
 
@@ -560,7 +560,7 @@ class TrackingStore:
         else:
             operations.append(EntityWrite(WriteKind.MERGE, sentinel, etag))
         try:
-            etags = await self._history_writes.submit_transaction(operations)
+            etags = await self._history_rest.submit_transaction(operations)
         except HttpResponseError as exc:
             # A 404 on the If-Match merge: the sentinel this worker knew is gone (purged meanwhile).
             gone = etag is not None and exc.status_code == 404

@@ -12,16 +12,18 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 HANG_LIMIT = 290
 """Seconds after which the run counts as hung (the quick size takes about 2.5 minutes)."""
 
 
-def test_quick_fault_suite_passes(tmp_path: Path) -> None:
+def passing_run(tmp_path: Path, *flags: str) -> dict[str, Any]:
+    """Run ``python -m chaos --quick --seed 13 FLAGS``; fail unless it passed; its JSON report."""
     out = tmp_path / "chaos.json"
     done = subprocess.run(
-        [sys.executable, "-m", "chaos", "--quick", "--seed", "13", "--json", str(out)],
+        [sys.executable, "-m", "chaos", *flags, "--quick", "--seed", "13", "--json", str(out)],
         cwd=REPO_DIR,
         capture_output=True,
         text=True,
@@ -30,7 +32,12 @@ def test_quick_fault_suite_passes(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr[-4000:]}"
     assert "PASSED" in done.stdout, done.stdout
-    report = json.loads(out.read_text())
+    report: dict[str, Any] = json.loads(out.read_text())
+    return report
+
+
+def test_quick_fault_suite_passes(tmp_path: Path) -> None:
+    report = passing_run(tmp_path)
     assert len(report["kills"]) == 20, report
     assert report["restarts"] == 20, report
     assert len(report["outages"]) == 1, report
@@ -38,18 +45,7 @@ def test_quick_fault_suite_passes(tmp_path: Path) -> None:
 
 
 def test_quick_drain_scenario_passes(tmp_path: Path) -> None:
-    out = tmp_path / "drain.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "chaos", "--drain", "--quick", "--seed", "13", "--json", str(out)],
-        cwd=REPO_DIR,
-        capture_output=True,
-        text=True,
-        timeout=HANG_LIMIT,
-        check=False,
-    )
-    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr[-4000:]}"
-    assert "PASSED" in done.stdout, done.stdout
-    report = json.loads(out.read_text())
+    report = passing_run(tmp_path, "--drain")
     drains = report["drains"]
     assert [drain["worker"] for drain in drains] == [0, 1, 2], report
     assert all(drain["exit_code"] == 0 and drain["replacement_pid"] for drain in drains), report

@@ -50,6 +50,7 @@ from durable_ext.history import (
     HistoryEvent,
     OrchestrationInstance,
     OrchestrationStatus,
+    distinct_utc_now,
     utc_now,
 )
 from durable_ext.logs import hub_log
@@ -455,7 +456,7 @@ class TaskHubClient:
         self._check_payload("event data", data)
         await self._send_management(
             instance_id,
-            EventRaisedEvent(name=event_name, input=data),
+            EventRaisedEvent(name=event_name, input=data, timestamp=distinct_utc_now()),
             _RUNNING_STATUSES,
             f"raise event {event_name!r} for",
         )
@@ -476,7 +477,7 @@ class TaskHubClient:
         self._check_payload("reason", reason)
         await self._send_management(
             instance_id,
-            ExecutionSuspendedEvent(reason=reason),
+            ExecutionSuspendedEvent(reason=reason, timestamp=distinct_utc_now()),
             _SUSPENDABLE_STATUSES,
             "suspend",
             invalid_operation=True,
@@ -491,7 +492,7 @@ class TaskHubClient:
         self._check_payload("reason", reason)
         await self._send_management(
             instance_id,
-            ExecutionResumedEvent(reason=reason),
+            ExecutionResumedEvent(reason=reason, timestamp=distinct_utc_now()),
             _RESUMABLE_STATUSES,
             "resume",
             invalid_operation=True,

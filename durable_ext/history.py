@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import enum
 import json
+import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from durable_ext.errors import MessageFormatError
@@ -83,6 +84,27 @@ _TERMINAL_STATUSES = frozenset(
 def utc_now() -> datetime:
     """The current time as an aware UTC datetime."""
     return datetime.now(UTC)
+
+
+class _DistinctClock:
+    """The current time, never the same microsecond twice in this process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last = datetime.min.replace(tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            now = max(utc_now(), self._last + timedelta(microseconds=1))
+            self._last = now
+            return now
+
+
+distinct_utc_now = _DistinctClock()
+"""The current time for an event a client sends (an external event, a suspend or resume): two sent
+by this process never share a timestamp, so that a worker tells a redelivered copy of one, which
+carries the same timestamp, from a second event of the same name and payload
+(``worker/history_index.py``)."""
 
 
 @dataclass

@@ -127,3 +127,47 @@ async def test_a_row_left_behind_by_pipelined_episodes_is_repaired_after_a_crash
     assert kinds.count(EventType.ExecutionCompleted) == 1 and kinds.count(EventType.TaskCompleted) == 1
     state = await TaskHubClient(hub).get_status("ahead")
     assert state is not None and state.output == "0"
+
+
+async def test_an_event_recorded_before_its_message_was_deleted_is_recorded_once(
+    hub: TaskHub, registry: FunctionRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The worker records the external event in history, then dies before it deletes the event's
+    # message: the message comes back to the next owner, which must not record the event again.
+    monkeypatch.setattr(holds, "MESSAGE_HOLD", timedelta(seconds=3))
+    function = registry.get("five_steps")
+    assert function is not None
+    gates: set[str] = function.callable.orchestrator_function.__globals__["OPEN_GATES"]
+    before = asyncio.all_tasks()
+    dying = engine_for(hub, registry, "worker-dies")
+    await dying.start()
+    client = TaskHubClient(hub, handoff=dying)
+    await client.start_new("five_steps", "redelivered", '"redelivered"')
+    await poll(lambda: _scheduled(hub, "redelivered", "held"), "the held step to be scheduled")
+
+    hung = asyncio.Event()
+
+    async def never_deleted(*_: Any) -> None:
+        await hung.wait()
+
+    for queue in hub.control_queues:
+        monkeypatch.setattr(queue, "delete", never_deleted)
+    await client.raise_event("redelivered", "extra", '"x"')
+
+    async def recorded() -> bool:
+        events = (await hub.tracking.load_history("redelivered")).events
+        return any(e.event_type is EventType.EventRaised for e in events)
+
+    await poll(recorded, "the event to be recorded")
+    await _crash(dying, asyncio.all_tasks() - before - {asyncio.current_task()})  # type: ignore[operator]
+    for queue in hub.control_queues:
+        monkeypatch.delattr(queue, "delete")
+    gates.add("redelivered-3")
+
+    async def completed() -> bool:
+        state = await TaskHubClient(hub).get_status("redelivered")
+        return state is not None and state.runtime_status is OrchestrationStatus.Completed
+
+    async with engine_for(hub, registry, "worker-lives"):
+        await poll(completed, "the instance to complete", RECOVERY)
+    _assert_exactly_once((await hub.tracking.load_history("redelivered")).events)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 from itertools import count
 
+from durable_ext.entities import call_request_id
 from durable_ext.history import (
     EventRaisedEvent,
+    EventSentEvent,
     ExecutionCompletedEvent,
+    ExecutionResumedEvent,
     ExecutionRewoundEvent,
     ExecutionStartedEvent,
+    ExecutionSuspendedEvent,
     ExecutionTerminatedEvent,
     HistoryEvent,
     OrchestrationInstance,
@@ -19,6 +24,7 @@ from durable_ext.history import (
     TaskCompletedEvent,
     TaskScheduledEvent,
     TimerFiredEvent,
+    distinct_utc_now,
     utc_now,
 )
 from durable_ext.messages import MessageData, TaskMessage
@@ -120,6 +126,39 @@ def test_results_are_taken_once_and_only_after_their_scheduling_event() -> None:
     assert decisions.abandon == [unknown]
     recorded = running(TaskScheduledEvent(event_id=0, name="a"), TaskCompletedEvent(task_scheduled_id=0))
     assert decide(recorded, first).discard == [first]
+
+
+def test_a_delivered_event_history_holds_is_dropped_and_a_second_one_of_the_same_name_taken() -> None:
+    go = EventRaisedEvent(name="go", input='"x"', timestamp=distinct_utc_now())
+    copy = message(dataclasses.replace(go))
+    decisions = decide(running(go), copy)
+    assert decisions.discard == [copy] and not decisions.consume
+    again = message(EventRaisedEvent(name="go", input='"x"', timestamp=distinct_utc_now()))
+    assert decide(running(go), again).consume == [again], "raised a second time: a second event"
+    twice = message(dataclasses.replace(go))
+    decisions = decide(running(), copy, twice)
+    assert decisions.consume == [copy] and decisions.discard == [twice]
+    suspend = ExecutionSuspendedEvent(reason="r", timestamp=distinct_utc_now())
+    resume = ExecutionResumedEvent(reason="r", timestamp=distinct_utc_now())
+    late = message(dataclasses.replace(suspend))
+    assert decide(running(suspend, resume), late).discard == [late], "a stale suspend must not re-suspend"
+
+
+def test_a_second_response_to_one_entity_call_is_dropped() -> None:
+    # An entity that died before it recorded an operation runs it again and answers again, with a
+    # timestamp (and maybe a result) of its own: the orchestration already took the first answer.
+    request = call_request_id(ID, EXECUTION, 0)
+    sent = EventSentEvent(event_id=0, instance_id="@counter@a", name="op", input="{}")
+    answered = running(sent, EventRaisedEvent(name=request, input='{"result":"1"}'))
+    second = message(EventRaisedEvent(name=request, input='{"result":"2"}'))
+    assert decide(answered, second).discard == [second]
+    other = message(EventRaisedEvent(name=call_request_id(ID, EXECUTION, 1), input='{"result":"1"}'))
+    assert decide(answered, other).consume == [other]
+
+
+def test_client_event_timestamps_never_repeat() -> None:
+    stamps = [distinct_utc_now() for _ in range(10_000)]
+    assert len(set(stamps)) == len(stamps) and stamps == sorted(stamps)
 
 
 def test_messages_for_a_replaced_execution_are_dropped() -> None:

@@ -8,13 +8,18 @@ otherwise make each episode cost in proportion to its length.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
+from durable_ext.entities import call_request_id
 from durable_ext.executor import scheduled_event_ids
 from durable_ext.history import (
+    EventRaisedEvent,
+    EventSentEvent,
     EventType,
     ExecutionCompletedEvent,
+    ExecutionResumedEvent,
     ExecutionStartedEvent,
+    ExecutionSuspendedEvent,
     HistoryEvent,
 )
 
@@ -34,6 +39,23 @@ def answered_id(event: HistoryEvent) -> int | None:
     return None if member is None else int(getattr(event, member))
 
 
+def delivered_identity(event: HistoryEvent) -> Hashable | None:
+    """What tells one delivered event (external event, entity message, suspend, resume) from another:
+    its kind, timestamp and payload; None for events a task ID identifies, or none at all.
+
+    A queue message delivered again after its episode was recorded (the worker died before it
+    deleted the message, or its hold lapsed) carries the very event history holds, timestamp
+    included; a second event of the same name is sent at another moment (clients stamp theirs with
+    ``distinct_utc_now``) or with another payload (an entity message names its request). An entity's
+    response is known by its request alone: see :meth:`HistoryIndex.identity`.
+    """
+    if isinstance(event, EventRaisedEvent):
+        return (event.event_type, event.timestamp, event.name, event.input)
+    if isinstance(event, ExecutionSuspendedEvent | ExecutionResumedEvent):
+        return (event.event_type, event.timestamp, event.reason)
+    return None
+
+
 class HistoryIndex:
     """What :meth:`read` found in a list of events, extended when the list has grown."""
 
@@ -48,6 +70,18 @@ class HistoryIndex:
         """IDs of the tasks and timers whose result history holds."""
         self.episodes = 0
         """OrchestratorStarted events."""
+        self.delivered: set[Hashable] = set()
+        """The :meth:`identity` of each delivered event history holds."""
+        self._requests: set[str] = set()
+        """IDs of the entity requests the orchestration sent (``EventSent``)."""
+
+    def identity(self, event: HistoryEvent) -> Hashable | None:
+        """:func:`delivered_identity`, except for the response to an entity call this history sent:
+        one per request, whenever it was sent. An entity that re-runs an operation because it died
+        before it recorded the first run sends a second response, with its own timestamp."""
+        if isinstance(event, EventRaisedEvent) and event.name in self._requests:
+            return (EventType.EventRaised, event.name)
+        return delivered_identity(event)
 
     def extends(self, events: Sequence[HistoryEvent]) -> bool:
         """Whether ``events`` are those read so far and maybe more (the same event where it stopped)."""
@@ -73,4 +107,14 @@ class HistoryIndex:
         answered = answered_id(event)
         if answered is not None:
             self.completed_ids.add(answered)
+        elif isinstance(event, EventSentEvent):
+            self._add_request(event)
+        delivered = self.identity(event)
+        if delivered is not None:
+            self.delivered.add(delivered)
         self.scheduled_ids.update(scheduled_event_ids([event]))
+
+    def _add_request(self, sent: EventSentEvent) -> None:
+        instance = self.started.orchestration_instance if self.started is not None else None
+        if instance is not None and instance.execution_id is not None and sent.event_id >= 0:
+            self._requests.add(call_request_id(instance.instance_id, instance.execution_id, sent.event_id))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -152,6 +152,8 @@ class _Batch:
         self.completed = history.completed
         self.scheduled_ids = set(history.index.scheduled_ids)
         self.completed_ids = set(history.index.completed_ids)
+        self.index = history.index
+        self.delivered_now: set[Hashable] = set()
 
     def judge(self, message: ReceivedMessage) -> None:
         event = message.data.event
@@ -291,7 +293,26 @@ class _Batch:
                 self.decisions.discard.append(message)  # at-least-once delivery: a second result
                 return
             self.completed_ids.add(task_id)
+        elif self._delivered_again(message):
+            return
         self.decisions.consume.append(message)
+
+    def _delivered_again(self, message: ReceivedMessage) -> bool:
+        """Discard a delivered event (external event, entity response, suspend, resume) history
+        already holds: its message came back after the episode that recorded it, before that episode
+        deleted it, or its sender re-ran the step that sent it."""
+        identity = self.index.identity(message.data.event)
+        if identity is None:
+            return False
+        if identity in self.index.delivered or identity in self.delivered_now:
+            self.log.info(
+                "%s delivered again after it was recorded; the copy is discarded",
+                message.data.event.event_type.name,
+            )
+            self.decisions.discard.append(message)
+            return True
+        self.delivered_now.add(identity)
+        return False
 
 
 def judge_start(

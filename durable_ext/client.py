@@ -2,7 +2,7 @@
 
 Every front end (the df client through the management HTTP API, the CLI, tests) goes through
 :class:`TaskHubClient`. It writes exactly what DurableTask.AzureStorage's client writes
-(docs/storage-protocol.md §7.3, §7.5, §4.2): an ``ExecutionStarted`` or management message to the instance's
+(docs/storage-protocol.md §7.3, §7.6, §4.2): an ``ExecutionStarted`` or management message to the instance's
 control queue, and for a start the ``Pending`` row of the Instances table. Every argument is checked
 before anything is written; a rejected call leaves the task hub untouched.
 """

@@ -1,6 +1,6 @@
 """Control queues and the work-item queue: routing, sending, receiving.
 
-See docs/storage-protocol.md §4 (messages), §5 (routing) and §7.4 (retries).
+See docs/storage-protocol.md §4 (messages), §5 (routing) and §7.5 (retries).
 """
 
 from __future__ import annotations

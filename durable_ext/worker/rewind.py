@@ -1,4 +1,4 @@
-"""Rewinding a failed execution (DTFx.Core's rewind, docs/storage-protocol.md §7.5).
+"""Rewinding a failed execution (DTFx.Core's rewind, docs/storage-protocol.md §7.6).
 
 A rewind replaces the failed execution with a new one whose history is the old one minus the
 failures: the ExecutionCompleted event, every failed activity (its TaskFailed and its TaskScheduled,

@@ -241,6 +241,28 @@ async def test_single_merges_insert_or_check_the_etag(tables: tuple[Any, Any]) -
     assert (row["RuntimeStatus"], row["Generation"]) == ("Running", 0)
 
 
+async def test_inserts_and_replaces_write_what_the_sdk_writes_and_refuse_a_race(
+    tables: tuple[Any, Any],
+) -> None:
+    sdk, rest = tables
+    keys = {"PartitionKey": "it's ^0 \u00fc", "RowKey": ""}
+    etag = await rest.insert({**keys, **ROW})
+    row = await sdk.get_entity(keys["PartitionKey"], "")
+    assert {k: row[k] for k in ROW} == ROW and row.metadata["etag"] == etag
+    with pytest.raises(HttpResponseError) as exists:
+        await rest.insert({**keys, "Number": 1})
+    assert exists.value.status_code == 409
+    replaced = await rest.replace({**keys, "Number": 2}, etag)
+    row = await sdk.get_entity(keys["PartitionKey"], "")
+    assert dict(row) == {**keys, "Number": 2} and row.metadata["etag"] == replaced, "a replace drops the rest"
+    with pytest.raises(HttpResponseError) as stale:
+        await rest.replace({**keys, "Number": 3}, etag)
+    assert stale.value.status_code == 412
+    with pytest.raises(ResourceNotFoundError):
+        await rest.replace({"PartitionKey": "missing", "RowKey": ""}, etag)
+    assert (await sdk.get_entity(keys["PartitionKey"], ""))["Number"] == 2
+
+
 async def test_point_reads_type_the_row_as_the_sdk_does(tables: tuple[Any, Any]) -> None:
     sdk, rest = tables
     await sdk.upsert_entity({"PartitionKey": "it's", "RowKey": "", **ROW})

@@ -21,8 +21,8 @@ from typing import Any, TypeGuard, cast
 
 from azure.core import MatchConditions
 from azure.core.async_paging import AsyncPageIterator
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
-from azure.data.tables import TableEntity, TableTransactionError, UpdateMode
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.data.tables import TableEntity, TableTransactionError
 from azure.data.tables.aio import TableClient
 
 from durable_ext.errors import OwnershipLostError, ValidationError
@@ -632,21 +632,18 @@ class TrackingStore:
     async def insert_instance(self, state: InstanceState) -> bool:
         """Insert a new row; False if one already exists (the storage decides a start race)."""
         try:
-            await self._instances.create_entity(await self._instance_entity(state))
-        except ResourceExistsError:
-            return False
+            await self._instance_rows.insert(await self._instance_entity(state))
+        except HttpResponseError as exc:
+            if _is_conflict(exc):
+                return False
+            raise
         return True
 
     async def replace_instance(self, state: InstanceState, etag: str) -> bool:
         """Replace the row only if it still has ``etag``; False if someone changed it first."""
         try:
-            await self._instances.update_entity(
-                await self._instance_entity(state),
-                mode=UpdateMode.REPLACE,
-                etag=etag,
-                match_condition=MatchConditions.IfNotModified,
-            )
-        except (ResourceNotFoundError, HttpResponseError) as exc:
+            await self._instance_rows.replace(await self._instance_entity(state), etag)
+        except HttpResponseError as exc:
             if isinstance(exc, ResourceNotFoundError) or _is_conflict(exc):
                 return False
             raise

@@ -465,7 +465,10 @@ class TaskHubClient:
         """Terminate a non-terminal instance; ``reason`` becomes its output."""
         self._check_payload("reason", reason)
         await self._send_management(
-            instance_id, ExecutionTerminatedEvent(input=reason), _RUNNING_STATUSES, "terminate"
+            instance_id,
+            ExecutionTerminatedEvent(input=reason, timestamp=distinct_utc_now()),
+            _RUNNING_STATUSES,
+            "terminate",
         )
 
     async def suspend(self, instance_id: str, reason: str | None = None) -> None:

@@ -101,9 +101,9 @@ class _DistinctClock:
 
 
 distinct_utc_now = _DistinctClock()
-"""The current time for an event a client sends (an external event, a suspend or resume): two sent
-by this process never share a timestamp, so that a worker tells a redelivered copy of one, which
-carries the same timestamp, from a second event of the same name and payload
+"""The current time for an event a client sends (an external event, suspend, resume, terminate):
+two sent by this process never share a timestamp, so that a worker tells a redelivered copy of one,
+which carries the same timestamp, from a second event of the same name and payload
 (``worker/history_index.py``)."""
 
 

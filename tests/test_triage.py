@@ -174,6 +174,14 @@ def test_an_ended_instance_drops_late_messages_unless_replaying_terminal_instanc
     decisions = decide(ended, late)
     assert decisions.discard == [late] and decisions.repair
     assert decide(ended, late, replay=True).consume == [late]
+    replayed = running(
+        late.data.event, ExecutionCompletedEvent(orchestration_status=OrchestrationStatus.Completed)
+    )
+    assert decide(replayed, late, replay=True).discard == [late], "recorded once, even after the end"
+    stop = ExecutionTerminatedEvent(input='"stop"', timestamp=distinct_utc_now())
+    terminated = running(stop, ExecutionCompletedEvent(orchestration_status=OrchestrationStatus.Terminated))
+    again = message(dataclasses.replace(stop))
+    assert decide(terminated, again, replay=True).discard == [again]
 
 
 def test_an_early_timer_goes_round_again() -> None:

@@ -20,6 +20,7 @@ from durable_ext.history import (
     ExecutionResumedEvent,
     ExecutionStartedEvent,
     ExecutionSuspendedEvent,
+    ExecutionTerminatedEvent,
     HistoryEvent,
 )
 
@@ -40,8 +41,8 @@ def answered_id(event: HistoryEvent) -> int | None:
 
 
 def delivered_identity(event: HistoryEvent) -> Hashable | None:
-    """What tells one delivered event (external event, entity message, suspend, resume) from another:
-    its kind, timestamp and payload; None for events a task ID identifies, or none at all.
+    """What tells one delivered event (external event, entity message, suspend, resume, terminate)
+    from another: its kind, timestamp and payload; None for events a task ID identifies, or none.
 
     A queue message delivered again after its episode was recorded (the worker died before it
     deleted the message, or its hold lapsed) carries the very event history holds, timestamp
@@ -53,6 +54,8 @@ def delivered_identity(event: HistoryEvent) -> Hashable | None:
         return (event.event_type, event.timestamp, event.name, event.input)
     if isinstance(event, ExecutionSuspendedEvent | ExecutionResumedEvent):
         return (event.event_type, event.timestamp, event.reason)
+    if isinstance(event, ExecutionTerminatedEvent):
+        return (event.event_type, event.timestamp, event.input)
     return None
 
 

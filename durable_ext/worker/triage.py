@@ -276,7 +276,8 @@ class _Batch:
             return
         self.decisions.repair = True
         if self.replay_terminal:
-            self.decisions.consume.append(message)
+            if not self._delivered_again(message):
+                self.decisions.consume.append(message)
             return
         self.log.info("%s for a completed instance discarded", message.data.event.event_type.name)
         self.decisions.discard.append(message)
@@ -298,8 +299,8 @@ class _Batch:
         self.decisions.consume.append(message)
 
     def _delivered_again(self, message: ReceivedMessage) -> bool:
-        """Discard a delivered event (external event, entity response, suspend, resume) history
-        already holds: its message came back after the episode that recorded it, before that episode
+        """Discard a delivered event (external event, entity response, suspend, resume, terminate)
+        history already holds: its message came back after the episode that recorded it, before that episode
         deleted it, or its sender re-ran the step that sent it."""
         identity = self.index.identity(message.data.event)
         if identity is None:

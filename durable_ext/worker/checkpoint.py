@@ -62,17 +62,30 @@ class Checkpointer:
         """Steps 1 and 2; returns the task doing steps 3 and 4 (True once they succeeded)."""
         execution = checkpoint.execution
         instance_id = execution.instance_id
-        await asyncio.gather(
-            *(o.queue.send(o.message, o.delay, handoff=self._handoff) for o in checkpoint.outbound)
-        )
+        outbound = checkpoint.outbound
+        sent = await asyncio.gather(*(o.queue.put(o.message, o.delay, self._handoff) for o in outbound))
         assert execution.execution_id is not None
-        execution.etag = await self._hub.tracking.append_history(
-            instance_id,
-            execution.execution_id,
-            checkpoint.new_events,
-            checkpoint.first_sequence_number,
-            execution.etag,
+        history = asyncio.ensure_future(
+            self._hub.tracking.append_history(
+                instance_id,
+                execution.execution_id,
+                checkpoint.new_events,
+                checkpoint.first_sequence_number,
+                execution.etag,
+            )
         )
+        try:
+            # One turn of the loop sends the history request before the messages are handed over:
+            # an activity they start runs on a thread that would otherwise hold the interpreter lock
+            # while the request waits (0.7-0.9 ms of each sequential step, benchmarks.trace).
+            await asyncio.sleep(0)
+        except BaseException:
+            history.cancel()
+            raise
+        finally:
+            for out, received in zip(outbound, sent, strict=True):
+                out.queue.hand_over(self._handoff, received)
+        execution.etag = await history
         execution.events = [*execution.events[: checkpoint.first_sequence_number], *checkpoint.new_events]
         self._log.instance(instance_id).debug(
             "checkpointed %d events, %d messages out", len(checkpoint.new_events), len(checkpoint.outbound)

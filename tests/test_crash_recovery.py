@@ -8,6 +8,7 @@ of the dead worker expires.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -59,9 +60,22 @@ def _assert_exactly_once(events: list[HistoryEvent]) -> None:
     assert sorted(scheduled) == sorted(done) and len(set(done)) == len(done)
 
 
-async def test_instances_held_by_a_dead_worker_resume_soon_after_its_lease_expires(
-    hub: TaskHub, registry: FunctionRegistry, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@dataclass
+class _DyingWorker:
+    """An engine running ``five_steps`` instances, each waiting at its gated third step."""
+
+    engine: Engine
+    client: TaskHubClient
+    gates: set[str]
+    before: set[asyncio.Task[Any]]
+
+    async def crash(self) -> None:
+        await _crash(self.engine, asyncio.all_tasks() - self.before - {asyncio.current_task()})  # type: ignore[operator]
+
+
+async def _five_steps_on_a_dying_worker(
+    hub: TaskHub, registry: FunctionRegistry, monkeypatch: pytest.MonkeyPatch, instance_ids: list[str]
+) -> _DyingWorker:
     monkeypatch.setattr(holds, "MESSAGE_HOLD", timedelta(seconds=3))
     function = registry.get("five_steps")
     assert function is not None
@@ -70,18 +84,25 @@ async def test_instances_held_by_a_dead_worker_resume_soon_after_its_lease_expir
     dying = engine_for(hub, registry, "worker-dies")
     await dying.start()
     client = TaskHubClient(hub, handoff=dying)
-    for instance_id in INSTANCES:
+    for instance_id in instance_ids:
         await client.start_new("five_steps", instance_id, f'"{instance_id}"')
-    for instance_id in INSTANCES:
+    for instance_id in instance_ids:
         await poll(lambda i=instance_id: _scheduled(hub, i, "held"), f"{instance_id} to run its held step")
+    return _DyingWorker(dying, client, gates, before)
+
+
+async def test_instances_held_by_a_dead_worker_resume_soon_after_its_lease_expires(
+    hub: TaskHub, registry: FunctionRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dying = await _five_steps_on_a_dying_worker(hub, registry, monkeypatch, INSTANCES)
 
     # The worker takes the events in memory but never gets to record them: it hangs, then dies.
     hung = asyncio.Event()
-    dying.orchestrations._episode = lambda *_: hung.wait()  # type: ignore[method-assign]
+    dying.engine.orchestrations._episode = lambda *_: hung.wait()  # type: ignore[method-assign]
     for instance_id in INSTANCES:
-        await client.raise_event(instance_id, "extra", '"x"')
-    await _crash(dying, asyncio.all_tasks() - before - {asyncio.current_task()})  # type: ignore[operator]
-    gates.update(f"{instance_id}-3" for instance_id in INSTANCES)
+        await dying.client.raise_event(instance_id, "extra", '"x"')
+    await dying.crash()
+    dying.gates.update(f"{instance_id}-3" for instance_id in INSTANCES)
 
     async with engine_for(hub, registry, "worker-lives") as living:
         await poll(lambda: _completed(TaskHubClient(hub, handoff=living)), "every instance", RECOVERY)
@@ -134,17 +155,7 @@ async def test_an_event_recorded_before_its_message_was_deleted_is_recorded_once
 ) -> None:
     # The worker records the external event in history, then dies before it deletes the event's
     # message: the message comes back to the next owner, which must not record the event again.
-    monkeypatch.setattr(holds, "MESSAGE_HOLD", timedelta(seconds=3))
-    function = registry.get("five_steps")
-    assert function is not None
-    gates: set[str] = function.callable.orchestrator_function.__globals__["OPEN_GATES"]
-    before = asyncio.all_tasks()
-    dying = engine_for(hub, registry, "worker-dies")
-    await dying.start()
-    client = TaskHubClient(hub, handoff=dying)
-    await client.start_new("five_steps", "redelivered", '"redelivered"')
-    await poll(lambda: _scheduled(hub, "redelivered", "held"), "the held step to be scheduled")
-
+    dying = await _five_steps_on_a_dying_worker(hub, registry, monkeypatch, ["redelivered"])
     hung = asyncio.Event()
 
     async def never_deleted(*_: Any) -> None:
@@ -152,17 +163,17 @@ async def test_an_event_recorded_before_its_message_was_deleted_is_recorded_once
 
     for queue in hub.control_queues:
         monkeypatch.setattr(queue, "delete", never_deleted)
-    await client.raise_event("redelivered", "extra", '"x"')
+    await dying.client.raise_event("redelivered", "extra", '"x"')
 
     async def recorded() -> bool:
         events = (await hub.tracking.load_history("redelivered")).events
         return any(e.event_type is EventType.EventRaised for e in events)
 
     await poll(recorded, "the event to be recorded")
-    await _crash(dying, asyncio.all_tasks() - before - {asyncio.current_task()})  # type: ignore[operator]
+    await dying.crash()
     for queue in hub.control_queues:
         monkeypatch.delattr(queue, "delete")
-    gates.add("redelivered-3")
+    dying.gates.add("redelivered-3")
 
     async def completed() -> bool:
         state = await TaskHubClient(hub).get_status("redelivered")

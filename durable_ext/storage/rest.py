@@ -344,26 +344,27 @@ class TableRestClient:
 
         ResourceNotFoundError for a missing row and HttpResponseError (412) for a changed ETag.
         """
-        return await self._write("PATCH", self._entity_url(entity), entity, etag, "merge a row of")
+        headers = {"If-Match": etag} if etag is not None else {}
+        return await self._write("PATCH", self._entity_url(entity), entity, headers, "merge a row of")
 
     async def insert(self, entity: Mapping[str, Any]) -> str:
         """Insert Entity; returns its ETag. HttpResponseError (409) if the row exists."""
         url = f"{self._endpoint}/{self.table_name}"
-        return await self._write("POST", url, entity, None, "insert a row into")
+        return await self._write("POST", url, entity, {"Prefer": "return-no-content"}, "insert a row into")
 
     async def replace(self, entity: Mapping[str, Any], etag: str) -> str:
         """Update Entity (replace) with If-Match ``etag``; returns the new ETag.
 
         ResourceNotFoundError for a missing row and HttpResponseError (412) for a changed ETag.
         """
-        return await self._write("PUT", self._entity_url(entity), entity, etag, "replace a row of")
+        return await self._write(
+            "PUT", self._entity_url(entity), entity, {"If-Match": etag}, "replace a row of"
+        )
 
     async def _write(
-        self, method: str, url: str, entity: Mapping[str, Any], etag: str | None, action: str
+        self, method: str, url: str, entity: Mapping[str, Any], headers: dict[str, str], action: str
     ) -> str:
-        headers = {"Prefer": "return-no-content"} if method == "POST" else {}
-        if etag is not None:
-            headers["If-Match"] = etag
+        """Send one entity; every write answers 204 (an insert because it asks for no content)."""
         response = await self._session.request(
             method,
             url,
